@@ -1,0 +1,78 @@
+"""The one error tree of the platform.
+
+Every error the platform raises on purpose derives from `DataOpsError`, and every message names the
+bad value and what the reader can do next::
+
+    DataOpsError
+    ├── DefinitionError          a declaration in config/ is wrong (raised when the inventory loads)
+    ├── SettingsError            a setting is missing or malformed
+    ├── SourceError              fetching from a source went wrong
+    │   ├── TransientSourceError     5xx, 429, timeouts, connection resets: worth a retry
+    │   └── PermanentSourceError     4xx, exhausted retries: retrying will not help
+    │       ├── PayloadError             the body is not what the contract says (truncated JSON, bad types)
+    │       └── SchemaDriftError         a field was renamed, removed or retyped
+    ├── LakehouseError           the Iceberg side refused
+    │   └── PublishConflictError     main moved away from the audited snapshot's ancestry
+    ├── PipelineError            a promotion could not complete
+    └── QueryError               a query over the lake failed
+        └── QueryRefusedError        the statement is not a read
+"""
+
+from __future__ import annotations
+
+
+class DataOpsError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+
+class DefinitionError(DataOpsError):
+    """A declaration in config/ is invalid; raised when the inventory loads."""
+
+
+class SettingsError(DataOpsError):
+    """A setting is missing or malformed."""
+
+
+class SourceError(DataOpsError):
+    """Fetching from a source failed."""
+
+
+class TransientSourceError(SourceError):
+    """A failure that a later retry may not see (5xx, 429, timeout, reset connection)."""
+
+
+class PermanentSourceError(SourceError):
+    """A failure that retrying will not fix."""
+
+
+class PayloadError(PermanentSourceError):
+    """The payload does not match the source's contract."""
+
+
+class SchemaDriftError(PayloadError):
+    """Fields of the payload were renamed, removed or retyped against the declared contract."""
+
+    def __init__(self, message: str, *, missing: list[str], unexpected: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.unexpected = unexpected
+
+
+class LakehouseError(DataOpsError):
+    """The catalog or a table refused an operation."""
+
+
+class PublishConflictError(LakehouseError):
+    """`main` is no longer an ancestor of the audited snapshot, so publishing would lose a commit."""
+
+
+class PipelineError(DataOpsError):
+    """A promotion could not complete."""
+
+
+class QueryError(DataOpsError):
+    """A query over the lake failed."""
+
+
+class QueryRefusedError(QueryError):
+    """The statement is not a read; the query tool only reads."""

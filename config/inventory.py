@@ -1,0 +1,339 @@
+"""The one validated inventory of sources, tables, pipelines, marts and expectation suites.
+
+Declarations live in `config/*.yaml`; `load_inventory()` reads them into `*Spec` models and rejects unknown
+tables, duplicate names and bad types with messages that name the bad value and the valid ones. The
+scheduler, the CLI, the tools and the docs all read this one inventory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from config.errors import DefinitionError
+
+ColumnType = Literal["timestamptz", "date", "double", "long", "int", "string", "boolean"]
+Layer = Literal["bronze", "silver", "gold", "quarantine"]
+Scope = Literal["row", "partition", "table"]
+
+LAYERS: tuple[Layer, ...] = ("bronze", "silver", "gold", "quarantine")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Spec):
+    """One column of a table: its Iceberg type and whether it may be null."""
+
+    name: str
+    type: ColumnType
+    required: bool = False
+    doc: str = ""
+
+
+class TableSpec(_Spec):
+    """Everything about an Iceberg table except how to write it."""
+
+    name: str = Field(description="namespace.table, e.g. silver.carbon_intensity")
+    columns: tuple[ColumnSpec, ...]
+    partition_by: tuple[str, ...] = ("day(ts)",)
+    key: tuple[str, ...] = Field(description="Columns that identify one record; duplicates are resolved on them")
+    doc: str = ""
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    def column(self, name: str) -> ColumnSpec:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        known = ", ".join(c.name for c in self.columns)
+        raise DefinitionError(f"table {self.name} has no column {name!r}; its columns: {known}")
+
+    @model_validator(mode="after")
+    def _check(self) -> TableSpec:
+        layer, _, short = self.name.partition(".")
+        if layer not in LAYERS or not _NAME.match(short):
+            raise ValueError(f"table name {self.name!r} must be <layer>.<name> with layer one of {', '.join(LAYERS)}")
+        names = [c.name for c in self.columns]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"table {self.name} declares column(s) {', '.join(duplicates)} twice")
+        for field in (*self.key, *(_partition_source(p) for p in self.partition_by)):
+            if field not in names:
+                raise ValueError(f"table {self.name}: {field!r} is not a column; its columns: {', '.join(names)}")
+        return self
+
+
+def _partition_source(expression: str) -> str:
+    match = re.fullmatch(r"(day|month|year|hour|identity)\((\w+)\)", expression)
+    if not match:
+        raise ValueError(f"partition {expression!r} must look like day(col), month(col), hour(col) or identity(col)")
+    return match.group(2)
+
+
+class SourceSpec(_Spec):
+    """A source: where records come from and how a window is cut into requests."""
+
+    name: str
+    kind: Literal["carbon_intensity", "generation_mix", "weather", "file_drop"]
+    cadence_minutes: int = Field(gt=0, description="How often the source publishes a new slot")
+    chunk_days: int = Field(default=14, gt=0, description="Longest window one request may ask for")
+    contract: tuple[str, ...] = Field(description="Fields every record of the payload must carry")
+    doc: str = ""
+    attribution: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExpectationSpec(_Spec):
+    """One Great Expectations expectation with the domain reason behind it and what failing it holds back."""
+
+    name: str
+    expectation: str = Field(description="Great Expectations expectation type, e.g. expect_column_values_to_be_between")
+    kwargs: dict[str, Any]
+    scope: Scope = Field(description="row: quarantine failing rows; partition: hold the day back; table: hold the run")
+    why: str
+
+    @field_validator("expectation")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if not value.startswith("expect_"):
+            raise ValueError(f"expectation {value!r} is not a Great Expectations expectation type (expect_...)")
+        return value
+
+
+class SuiteSpec(_Spec):
+    """An expectation suite over one table, with derived columns computed by DuckDB before validating."""
+
+    name: str
+    table: str
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description="name -> DuckDB SQL expression over the batch; may use window functions and {as_of}",
+    )
+    expectations: tuple[ExpectationSpec, ...]
+
+
+class MartSpec(_Spec):
+    """A gold mart: DuckDB SQL over silver tables, recomputed per affected day."""
+
+    name: str
+    table: str
+    inputs: tuple[str, ...]
+    sql: str
+    suite: str | None = None
+
+
+class ScheduleSpec(_Spec):
+    cron: str | None = None
+    interval_minutes: int | None = None
+    manual: bool = False
+
+
+class PipelineSpec(_Spec):
+    """A pipeline: one source through bronze and silver into the gold marts that read it."""
+
+    name: str
+    source: str
+    bronze: str
+    silver: str
+    quarantine: str
+    suite: str
+    marts: tuple[str, ...] = ()
+    schedule: ScheduleSpec = ScheduleSpec(manual=True)
+    doc: str = ""
+
+
+class Inventory(_Spec):
+    """All declarations, cross-checked."""
+
+    sources: dict[str, SourceSpec]
+    tables: dict[str, TableSpec]
+    suites: dict[str, SuiteSpec]
+    marts: dict[str, MartSpec]
+    pipelines: dict[str, PipelineSpec]
+
+    def table(self, name: str) -> TableSpec:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise DefinitionError(f"unknown table {name!r}; known: {', '.join(sorted(self.tables))}") from None
+
+    def pipeline(self, name: str) -> PipelineSpec:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise DefinitionError(f"unknown pipeline {name!r}; known: {', '.join(sorted(self.pipelines))}") from None
+
+    def source(self, name: str) -> SourceSpec:
+        return self.sources[name]
+
+    def suite(self, name: str) -> SuiteSpec:
+        return self.suites[name]
+
+    def mart(self, name: str) -> MartSpec:
+        return self.marts[name]
+
+    def pipelines_feeding(self, table: str) -> list[PipelineSpec]:
+        """Pipelines whose silver table or marts write `table`."""
+        result = []
+        for p in self.pipelines.values():
+            outputs = {p.bronze, p.silver, p.quarantine, *(self.marts[m].table for m in p.marts)}
+            if table in outputs:
+                result.append(p)
+        return result
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Inventory:
+        known_tables = ", ".join(sorted(self.tables))
+
+        def need_table(owner: str, table: str, layer: str | None = None) -> None:
+            if table not in self.tables:
+                raise ValueError(f"{owner} names unknown table {table!r}; known: {known_tables}")
+            if layer and not table.startswith(layer + "."):
+                raise ValueError(f"{owner} names {table!r} where a {layer} table is expected")
+
+        for suite in self.suites.values():
+            need_table(f"suite {suite.name!r}", suite.table)
+            columns = {c.name for c in self.tables[suite.table].columns} | set(suite.derived)
+            for exp in suite.expectations:
+                for key in ("column", "column_A", "column_B"):
+                    col = exp.kwargs.get(key)
+                    if col is not None and col not in columns:
+                        raise ValueError(
+                            f"suite {suite.name!r} expectation {exp.name!r} uses unknown column {col!r}; "
+                            f"known: {', '.join(sorted(columns))}"
+                        )
+        for mart in self.marts.values():
+            need_table(f"mart {mart.name!r}", mart.table, "gold")
+            for table in mart.inputs:
+                need_table(f"mart {mart.name!r}", table, "silver")
+            if mart.suite is not None and mart.suite not in self.suites:
+                raise ValueError(f"mart {mart.name!r} names unknown suite {mart.suite!r}; known: {', '.join(sorted(self.suites))}")
+        for p in self.pipelines.values():
+            if p.source not in self.sources:
+                raise ValueError(f"pipeline {p.name!r} names unknown source {p.source!r}; known: {', '.join(sorted(self.sources))}")
+            need_table(f"pipeline {p.name!r}", p.bronze, "bronze")
+            need_table(f"pipeline {p.name!r}", p.silver, "silver")
+            need_table(f"pipeline {p.name!r}", p.quarantine, "quarantine")
+            if p.suite not in self.suites:
+                raise ValueError(f"pipeline {p.name!r} names unknown suite {p.suite!r}; known: {', '.join(sorted(self.suites))}")
+            for m in p.marts:
+                if m not in self.marts:
+                    raise ValueError(f"pipeline {p.name!r} names unknown mart {m!r}; known: {', '.join(sorted(self.marts))}")
+            s = p.schedule
+            if not s.manual and (s.cron is None) == (s.interval_minutes is None):
+                raise ValueError(f"pipeline {p.name!r}: a schedule has exactly one of cron or interval_minutes, or manual: true")
+        return self
+
+
+BRONZE_COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec(name="ts", type="timestamptz", doc="Slot start, UTC"),
+    ColumnSpec(name="record_key", type="string", required=True, doc="Identity of the record within its slot"),
+    ColumnSpec(name="payload", type="string", required=True, doc="The record as received, JSON"),
+    ColumnSpec(name="payload_hash", type="string", required=True, doc="sha256 of the canonical payload"),
+    ColumnSpec(name="source_uri", type="string", doc="Where the record came from"),
+    ColumnSpec(name="run_id", type="string", required=True),
+    ColumnSpec(name="fetched_at", type="timestamptz", required=True),
+)
+
+QUARANTINE_COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec(name="ts", type="timestamptz", doc="Slot start of the held record, UTC"),
+    ColumnSpec(name="record_key", type="string", required=True),
+    ColumnSpec(name="target_table", type="string", required=True, doc="Table the record was meant for"),
+    ColumnSpec(name="expectation", type="string", required=True, doc="Name of the failed expectation or check"),
+    ColumnSpec(name="scope", type="string", required=True, doc="row, partition or table"),
+    ColumnSpec(name="reason", type="string", required=True, doc="Why the record was held, in words"),
+    ColumnSpec(name="original", type="string", required=True, doc="The original values, JSON"),
+    ColumnSpec(name="run_id", type="string", required=True),
+    ColumnSpec(name="quarantined_at", type="timestamptz", required=True),
+)
+
+
+def _parse(kind: str, model: type[BaseModel], name: str, body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise DefinitionError(f"{kind} {name!r} must be a mapping, got {type(body).__name__}")
+    try:
+        return model.model_validate({"name": name, **body})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise DefinitionError(f"{kind} {name!r} is invalid: {problems}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping naming the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise DefinitionError(f"duplicate name {key!r} at {key_node.start_mark}; names must be unique")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DefinitionError(f"missing declaration file {path}; config_dir must hold sources.yaml, tables.yaml, pipelines.yaml, suites.yaml")
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def _section(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    section = data.get(key, {})
+    if not isinstance(section, dict):
+        raise DefinitionError(f"{path}: '{key}' must be a mapping of name -> declaration")
+    for name in section:
+        if not isinstance(name, str) or not _NAME.match(name.split(".")[-1]):
+            raise DefinitionError(f"{path}: name {name!r} must be lower_snake_case")
+    return section
+
+
+def load_inventory(config_dir: Path) -> Inventory:
+    """Read and cross-check every declaration under `config_dir`."""
+    files = {key: config_dir / f"{key}.yaml" for key in ("sources", "tables", "pipelines", "suites")}
+    raw = {key: _read_yaml(path) for key, path in files.items()}
+
+    sources = {n: _parse("source", SourceSpec, n, b) for n, b in _section(raw["sources"], "sources", files["sources"]).items()}
+    tables: dict[str, TableSpec] = {}
+    for n, b in _section(raw["tables"], "tables", files["tables"]).items():
+        tables[n] = _parse("table", TableSpec, n, b)
+    suites = {n: _parse("suite", SuiteSpec, n, b) for n, b in _section(raw["suites"], "suites", files["suites"]).items()}
+    marts = {n: _parse("mart", MartSpec, n, b) for n, b in _section(raw["pipelines"], "marts", files["pipelines"]).items()}
+    pipelines = {n: _parse("pipeline", PipelineSpec, n, b) for n, b in _section(raw["pipelines"], "pipelines", files["pipelines"]).items()}
+
+    # Bronze and quarantine tables share one layout per pipeline; declare them here, once.
+    for p in pipelines.values():
+        for name, columns, key in (
+            (p.bronze, BRONZE_COLUMNS, ("record_key", "payload_hash")),
+            (p.quarantine, QUARANTINE_COLUMNS, ("record_key", "run_id", "expectation")),
+        ):
+            if name in tables:
+                raise DefinitionError(f"table {name!r} is derived from pipeline {p.name!r}; remove it from tables.yaml")
+            tables[name] = TableSpec(name=name, columns=columns, key=key, doc=f"{name.split('.')[0]} of {p.name}")
+
+    try:
+        return Inventory(sources=sources, tables=tables, suites=suites, marts=marts, pipelines=pipelines)
+    except ValidationError as exc:
+        raise DefinitionError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+

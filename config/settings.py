@@ -1,0 +1,130 @@
+"""Platform settings: environment (`DATAOPS_` prefix) over an optional YAML file over defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+
+class DataopsSettings(BaseSettings):
+    """Every setting of the platform. Each field is documented in README.md (a test checks it)."""
+
+    model_config = SettingsConfigDict(env_prefix="DATAOPS_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".dataops"),
+        description="State folder: Iceberg catalog, warehouse, ops database. Deleting it resets the platform.",
+    )
+    config_dir: Path = Field(
+        default=CONFIG_DIR,
+        description="Folder with sources.yaml, tables.yaml, pipelines.yaml and suites.yaml.",
+    )
+    settings_file: Path | None = Field(
+        default=None, description="Optional YAML file whose keys are these settings (lower case, no prefix)."
+    )
+    catalog_uri: str | None = Field(
+        default=None, description="SQLAlchemy URL of the Iceberg SQL catalog; default sqlite in home."
+    )
+    warehouse: str | None = Field(
+        default=None, description="Warehouse location (path or s3:// URL); default home/warehouse."
+    )
+    ops_db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the ops database (run ledger); default sqlite in home."
+    )
+    source_mode: str = Field(
+        default="replay",
+        description="'replay' serves the bundled real data offline; 'http' calls the public APIs.",
+    )
+    drop_dir: Path | None = Field(
+        default=None, description="Drop folder watched by file sources; default home/drop."
+    )
+    http_timeout_s: float = Field(default=20.0, description="Timeout of one HTTP request to a source.")
+    http_max_attempts: int = Field(default=5, description="Attempts per HTTP request before giving up.")
+    http_backoff_s: float = Field(default=1.0, description="First retry delay; doubles per attempt.")
+    http_max_backoff_s: float = Field(
+        default=60.0, description="Longest wait between attempts, Retry-After included."
+    )
+    carbon_intensity_base_url: str = Field(
+        default="https://api.carbonintensity.org.uk",
+        description="Base URL of the NESO Carbon Intensity API (carbon_intensity and generation_mix).",
+    )
+    open_meteo_base_url: str = Field(
+        default="https://archive-api.open-meteo.com",
+        description="Base URL of the Open-Meteo archive API (weather).",
+    )
+    default_start: str = Field(
+        default="2023-01-01", description="Start (inclusive, UTC date) of the window `dataops run` uses by default."
+    )
+    default_end: str = Field(
+        default="2023-01-15", description="End (exclusive, UTC date) of the window `dataops run` uses by default."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = _settings_file_from_env()
+        if settings_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=settings_file))
+        return tuple(sources)
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog_uri or f"sqlite:///{self.home.resolve() / 'catalog.db'}"
+
+    @property
+    def warehouse_location(self) -> str:
+        return self.warehouse or (self.home.resolve() / "warehouse").as_uri()
+
+    @property
+    def ops_db(self) -> str:
+        return self.ops_db_url or f"sqlite:///{self.home.resolve() / 'ops.db'}"
+
+    @property
+    def drop_folder(self) -> Path:
+        return self.drop_dir or self.home / "drop"
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "warehouse").mkdir(exist_ok=True)
+
+
+def _settings_file_from_env() -> Path | None:
+    import os
+
+    value = os.environ.get("DATAOPS_SETTINGS_FILE")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        from config.errors import SettingsError
+
+        raise SettingsError(f"DATAOPS_SETTINGS_FILE={value!r} does not exist; point it at a YAML file or unset it")
+    return path
+
+
+def load_settings(**overrides: Any) -> DataopsSettings:
+    """Settings from the environment, the optional YAML file and `overrides` (highest precedence)."""
+    try:
+        return DataopsSettings(**overrides)
+    except yaml.YAMLError as exc:  # pragma: no cover - depends on a user's file
+        from config.errors import SettingsError
+
+        raise SettingsError(f"the settings file is not valid YAML: {exc}") from exc

@@ -1,0 +1,186 @@
+"""Write-audit-publish on Iceberg branches, and day-partition reads and overwrites.
+
+A promotion writes to branch `audit-<run_id>` created from `main`, validates what the branch holds, and
+publishes by moving `main` to the audited snapshot, only while `main` is still that snapshot's ancestor.
+The ref update itself asserts `main` did not move since it was read, so a concurrent publish fails the
+commit instead of being overwritten. pyiceberg 0.12 has no fast-forward; ancestry is checked here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterThanOrEqual, LessThan, Or
+from pyiceberg.table import Table
+from pyiceberg.table.metadata import TableMetadata
+
+from config.errors import LakehouseError, PublishConflictError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAIN = "main"
+AUDIT_PREFIX = "audit-"
+
+
+def day_ranges(days: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """Contiguous [start, end) ranges covering the given day starts."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for day in sorted(set(days)):
+        if ranges and ranges[-1][1] == day:
+            ranges[-1] = (ranges[-1][0], day + timedelta(days=1))
+        else:
+            ranges.append((day, day + timedelta(days=1)))
+    return ranges
+
+
+def days_filter(days: Iterable[datetime], column: str = "ts") -> BooleanExpression:
+    expression: BooleanExpression = AlwaysFalse()
+    for start, end in day_ranges(days):
+        clause = And(GreaterThanOrEqual(column, start.isoformat()), LessThan(column, end.isoformat()))
+        expression = clause if isinstance(expression, AlwaysFalse) else Or(expression, clause)
+    return expression
+
+
+def with_commit_retry(action: Callable[[], T], *, table: Table, attempts: int = 5, what: str = "commit") -> T:
+    """Run `action`, reloading the table and retrying with jittered backoff on CommitFailedException."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except CommitFailedException as exc:
+            if attempt == attempts:
+                raise LakehouseError(f"{what} on {table.name()} kept conflicting after {attempts} attempts: {exc}") from exc
+            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.warning("%s on %s conflicted (%s); retrying in %.2fs", what, table.name(), exc, delay)
+            time.sleep(delay)
+            table.refresh()
+    raise AssertionError("unreachable")
+
+
+def branch_head(table: Table, branch: str) -> int | None:
+    ref = table.metadata.refs.get(branch)
+    return ref.snapshot_id if ref is not None else None
+
+
+def is_ancestor(metadata: TableMetadata, ancestor_id: int, snapshot_id: int) -> bool:
+    """Whether `ancestor_id` is `snapshot_id` or one of its parents."""
+    current: int | None = snapshot_id
+    while current is not None:
+        if current == ancestor_id:
+            return True
+        snapshot = metadata.snapshot_by_id(current)
+        current = snapshot.parent_snapshot_id if snapshot is not None else None
+    return False
+
+
+def audit_branch_name(run_id: str) -> str:
+    return f"{AUDIT_PREFIX}{run_id}"
+
+
+def ensure_genesis(table: Table, run_id: str) -> int:
+    """Give a table without snapshots an empty first snapshot on main; Iceberg branches need one to start from."""
+    table.refresh()
+    main_id = branch_head(table, MAIN)
+    if main_id is not None:
+        return main_id
+
+    def commit() -> None:
+        with table.transaction() as tx, tx.update_snapshot(snapshot_properties={"run_id": run_id, "dataops.operation": "genesis"}).fast_append():
+            pass
+
+    with_commit_retry(commit, table=table, what="genesis snapshot")
+    table.refresh()
+    head = branch_head(table, MAIN)
+    assert head is not None
+    return head
+
+
+def open_audit_branch(table: Table, name: str, *, run_id: str) -> None:
+    """Create (or reset) the audit branch at main's current snapshot."""
+    main_id = ensure_genesis(table, run_id)
+
+    def create() -> None:
+        manage = table.manage_snapshots()
+        if name in table.metadata.refs:
+            manage = manage.remove_branch(name)
+        manage.create_branch(main_id, name).commit()
+
+    with_commit_retry(create, table=table, what=f"create branch {name}")
+
+
+def overwrite_days(table: Table, data: pa.Table, days: Iterable[datetime], *, branch: str, properties: dict[str, str]) -> int | None:
+    """Replace the given day partitions on `branch` with `data`; returns the branch head afterwards."""
+    days = list(days)
+    if not days:
+        return branch_head(table, branch)
+    data = data.cast(table.schema().as_arrow())
+    with warnings.catch_warnings():
+        # pyiceberg warns when the filter matches nothing yet, which is every first write of a day.
+        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+        table.overwrite(data, overwrite_filter=days_filter(days), snapshot_properties=properties, branch=branch)
+    table.refresh()
+    return branch_head(table, branch)
+
+
+def append(table: Table, data: pa.Table, *, properties: dict[str, str]) -> int | None:
+    """Append to main (bronze landing, quarantine); retried on commit conflicts."""
+    if data.num_rows == 0:
+        return branch_head(table, MAIN)
+    data = data.cast(table.schema().as_arrow())
+
+    def do() -> None:
+        table.append(data, snapshot_properties=properties)
+
+    with_commit_retry(do, table=table, what="append")
+    table.refresh()
+    return branch_head(table, MAIN)
+
+
+def read_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN, columns: tuple[str, ...] = ("*",)) -> pa.Table:
+    """Rows of the given days as of the head of `branch` (empty with the table's schema if none)."""
+    days = list(days)
+    snapshot_id = branch_head(table, branch)
+    if snapshot_id is None or not days:
+        schema = table.schema().as_arrow()
+        if columns != ("*",):
+            schema = pa.schema([schema.field(c) for c in columns])
+        return schema.empty_table()
+    return table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id, selected_fields=columns).to_arrow()
+
+
+def publish(table: Table, branch: str) -> int | None:
+    """Move main to the head of `branch` and drop the branch, if main is still an ancestor of that head."""
+    table.refresh()
+    head = branch_head(table, branch)
+    if head is None:
+        return branch_head(table, MAIN)
+    main_id = branch_head(table, MAIN)
+    if main_id is not None and not is_ancestor(table.metadata, main_id, head):
+        raise PublishConflictError(
+            f"{table.name()}: main ({main_id}) is no longer an ancestor of audited snapshot {head} on {branch}; "
+            "another run published first. Re-plan the promotion from the new main."
+        )
+    try:
+        table.manage_snapshots().set_current_snapshot(snapshot_id=head).remove_branch(branch).commit()
+    except CommitFailedException as exc:
+        raise PublishConflictError(f"{table.name()}: main moved while publishing {branch}: {exc}") from exc
+    table.refresh()
+    return head
+
+
+def drop_branch(table: Table, branch: str) -> None:
+    table.refresh()
+    if branch in table.metadata.refs:
+        with_commit_retry(lambda: table.manage_snapshots().remove_branch(branch).commit(), table=table, what=f"drop {branch}")
+        table.refresh()
+
+
+def audit_branches(table: Table) -> list[str]:
+    return sorted(name for name in table.metadata.refs if name.startswith(AUDIT_PREFIX))

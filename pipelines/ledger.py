@@ -1,0 +1,208 @@
+"""The ops database: run ledger, per-expectation validation results and data-quality scores.
+
+SQLite in `$DATAOPS_HOME/ops.db` by default, any SQLAlchemy URL (Postgres) by `DATAOPS_OPS_DB_URL`.
+A run is recorded `running` before it touches a table, so a killed process leaves a trace; the next run of
+the same pipeline marks such a run `abandoned` when its process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+RUN_STATUSES = ("running", "succeeded", "quarantined", "failed", "abandoned")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    run_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(80), index=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rows_in: Mapped[int] = mapped_column(Integer, default=0)
+    rows_out: Mapped[int] = mapped_column(Integer, default=0)
+    rows_quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    snapshots: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    held_days: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ValidationRow(Base):
+    __tablename__ = "validation_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    table_name: Mapped[str] = mapped_column(String(120), index=True)
+    suite: Mapped[str] = mapped_column(String(80))
+    expectation: Mapped[str] = mapped_column(String(120))
+    expectation_type: Mapped[str] = mapped_column(String(120))
+    scope: Mapped[str] = mapped_column(String(20))
+    success: Mapped[bool] = mapped_column()
+    element_count: Mapped[int] = mapped_column(Integer)
+    unexpected_count: Mapped[int] = mapped_column(Integer)
+    observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sample: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QualityRow(Base):
+    __tablename__ = "quality_scores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    table_name: Mapped[str] = mapped_column(String(120), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    rows_checked: Mapped[int] = mapped_column(Integer)
+    rows_passed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored here is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """Reads and writes the ops database."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def start_run(self, *, run_id: str, pipeline: str, window_start: datetime, window_end: datetime, as_of: datetime) -> None:
+        with self.session() as s, s.begin():
+            s.add(
+                RunRow(
+                    run_id=run_id,
+                    pipeline=pipeline,
+                    window_start=window_start,
+                    window_end=window_end,
+                    as_of=as_of,
+                    status="running",
+                    attempts=1,
+                    started_at=datetime.now(UTC),
+                    snapshots={},
+                    timings={},
+                    held_days=[],
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                )
+            )
+
+    def mark_abandoned(self, pipeline: str) -> list[str]:
+        """Mark runs of `pipeline` whose process on this host is gone as abandoned; returns their ids."""
+        host = socket.gethostname()
+        marked = []
+        with self.session() as s, s.begin():
+            for run in s.scalars(select(RunRow).where(RunRow.pipeline == pipeline, RunRow.status == "running")):
+                if run.host == host and not _pid_alive(run.pid):
+                    run.status = "abandoned"
+                    run.finished_at = datetime.now(UTC)
+                    run.error = f"process {run.pid} ended before the run finished (killed or crashed); a later run completes the window"
+                    marked.append(run.run_id)
+        return marked
+
+    def finish_run(self, run_id: str, **fields: Any) -> None:
+        with self.session() as s, s.begin():
+            run = s.get(RunRow, run_id)
+            assert run is not None, run_id
+            for key, value in fields.items():
+                setattr(run, key, value)
+            run.finished_at = datetime.now(UTC)
+
+    def record_validation(self, run_id: str, table: str, suite: str, outcomes: list[Any]) -> None:
+        now = datetime.now(UTC)
+        with self.session() as s, s.begin():
+            for o in outcomes:
+                s.add(
+                    ValidationRow(
+                        run_id=run_id,
+                        table_name=table,
+                        suite=suite,
+                        expectation=o.name,
+                        expectation_type=o.expectation,
+                        scope=o.scope,
+                        success=o.success,
+                        element_count=o.element_count,
+                        unexpected_count=o.unexpected_count,
+                        observed=json.loads(json.dumps(o.observed, default=str)),
+                        sample=json.loads(json.dumps(o.sample, default=str)),
+                        created_at=now,
+                    )
+                )
+
+    def record_quality(self, run_id: str, table: str, *, checked: int, passed: int) -> float:
+        score = 1.0 if checked == 0 else passed / checked
+        with self.session() as s, s.begin():
+            s.add(QualityRow(run_id=run_id, table_name=table, score=score, rows_checked=checked, rows_passed=passed, created_at=datetime.now(UTC)))
+        return score
+
+    def runs(self, *, pipeline: str | None = None, limit: int = 50) -> list[RunRow]:
+        with self.session() as s:
+            query = select(RunRow).order_by(RunRow.started_at.desc()).limit(limit)
+            if pipeline:
+                query = query.where(RunRow.pipeline == pipeline)
+            rows = list(s.scalars(query))
+        for r in rows:
+            r.started_at = _aware(r.started_at)  # type: ignore[assignment]
+            r.finished_at = _aware(r.finished_at)
+            r.window_start = _aware(r.window_start)  # type: ignore[assignment]
+            r.window_end = _aware(r.window_end)  # type: ignore[assignment]
+        return rows
+
+    def run(self, run_id: str) -> RunRow | None:
+        with self.session() as s:
+            return s.get(RunRow, run_id)
+
+    def validations(self, run_id: str) -> list[ValidationRow]:
+        with self.session() as s:
+            return list(s.scalars(select(ValidationRow).where(ValidationRow.run_id == run_id).order_by(ValidationRow.id)))
+
+    def latest_quality(self) -> dict[str, float]:
+        with self.session() as s:
+            rows = s.scalars(select(QualityRow).order_by(QualityRow.id))
+            return {r.table_name: r.score for r in rows}

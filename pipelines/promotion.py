@@ -1,0 +1,398 @@
+"""One run of a pipeline over a window: fetch, land bronze, promote silver and gold with write-audit-publish.
+
+    fetch ──► bronze (append new revisions only) ──► conform ──► audit branch ──► suite
+        ──► quarantine (failing rows, held days, unreadable records) ──► publish clean rows to silver
+        ──► each gold mart: recompute the days, audit, quarantine, publish
+
+Every bronze slot of the run ends in silver or in quarantine. A killed run leaves each table's main either
+untouched or at one complete commit of this run; re-running the window completes it with identical contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from config.errors import DataOpsError, PipelineError, PublishConflictError, SchemaDriftError, SourceError
+from config.inventory import PipelineSpec, TableSpec
+from pipelines.context import PlatformContext
+from pipelines.lakehouse import wap
+from pipelines.lakehouse.catalog import arrow_schema, load_table
+from pipelines.sources.base import FetchResult, RecordProblem, Window, canonical_json, dedupe_records
+from pipelines.sources.registry import build_source
+from pipelines.transforms.conform import conform
+from pipelines.transforms.marts import compute_mart
+from pipelines.validation.suite import ExpectationOutcome, SuiteOutcome, validate
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+PUBLISH_ATTEMPTS = 3
+
+
+class TableOutcome(BaseModel):
+    table: str
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    snapshot_id: int | None = None
+    quality_score: float | None = None
+    held_days: list[str] = Field(default_factory=list)
+
+
+class RunResult(BaseModel):
+    """What a run did, as the CLI prints it and the ledger keeps it."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    window_start: datetime
+    window_end: datetime
+    as_of: datetime
+    records_fetched: int = 0
+    bronze_new: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_quarantined: int = 0
+    held_days: list[str] = Field(default_factory=list)
+    tables: list[TableOutcome] = Field(default_factory=list)
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+def new_run_id(pipeline: str, now: datetime | None = None) -> str:
+    """Run ids sort by start time: 20230101T000000123456Z-carbon_intensity-1a2b3c."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S%f}Z-{pipeline}-{secrets.token_hex(3)}"
+
+
+def _quarantine_row(*, ts: datetime | None, record_key: str, target: str, expectation: str, scope: str, reason: str, original: str, run_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "record_key": record_key,
+        "target_table": target,
+        "expectation": expectation,
+        "scope": scope,
+        "reason": reason,
+        "original": original,
+        "run_id": run_id,
+        "quarantined_at": now,
+    }
+
+
+def _row_key(spec: TableSpec, row: dict[str, Any]) -> str:
+    return "|".join(v.isoformat() if isinstance(v, datetime) else str(v) for v in (row[k] for k in spec.key))
+
+
+def _original(row: dict[str, Any]) -> str:
+    return canonical_json({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
+
+
+class _Run:
+    """State of one run; `execute()` does the work."""
+
+    def __init__(self, ctx: PlatformContext, pipeline: PipelineSpec, window: Window, *, as_of: datetime, run_id: str, progress: Progress | None) -> None:
+        self.ctx = ctx
+        self.p = pipeline
+        self.window = window
+        self.as_of = as_of
+        self.run_id = run_id
+        self.progress = progress or (lambda _msg: None)
+        self.result = RunResult(run_id=run_id, pipeline=pipeline.name, status="running", window_start=window.start, window_end=window.end, as_of=as_of)
+        self.timings: dict[str, float] = {}
+        self.snapshots: dict[str, int | None] = {}
+        self.quarantine_rows: list[dict[str, Any]] = []
+        self.held: dict[datetime, list[str]] = {}
+        self.table_held = False
+        self.now = datetime.now(UTC)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _props(self, layer: str) -> dict[str, str]:
+        return {"run_id": self.run_id, "dataops.pipeline": self.p.name, "dataops.layer": layer}
+
+    def _timed(self, name: str, started: float) -> None:
+        self.timings[name] = round(time.perf_counter() - started, 4)
+
+    def _hold(self, day: datetime, reason: str) -> None:
+        self.held.setdefault(day, []).append(reason)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def fetch(self) -> FetchResult:
+        started = time.perf_counter()
+        source = build_source(self.ctx.inventory.source(self.p.source), self.ctx.settings)
+        self.progress(f"fetching {self.p.source} {self.window}")
+        try:
+            fetched = source.fetch(self.window, as_of=self.as_of)
+        except SchemaDriftError as exc:
+            self.table_held = True
+            self.quarantine_rows.append(
+                _quarantine_row(
+                    ts=self.window.start, record_key=f"window:{self.window.start.isoformat()}", target=self.p.silver,
+                    expectation="schema_contract", scope="table", reason=str(exc),
+                    original=canonical_json({"missing": exc.missing, "unexpected": exc.unexpected}), run_id=self.run_id, now=self.now,
+                )
+            )
+            fetched = FetchResult()
+        self._timed("fetch", started)
+        fetched.records = dedupe_records(fetched.records)
+        for problem in fetched.problems:
+            self.quarantine_rows.append(self._problem_row(problem))
+        self.result.records_fetched = len(fetched.records)
+        return fetched
+
+    def _problem_row(self, problem: RecordProblem) -> dict[str, Any]:
+        return _quarantine_row(
+            ts=problem.ts or self.window.start, record_key=problem.record_key, target=self.p.silver, expectation=problem.check,
+            scope="row", reason=problem.reason, original=problem.original, run_id=self.run_id, now=self.now,
+        )
+
+    def land_bronze(self, fetched: FetchResult) -> list[datetime]:
+        """Append records whose (key, payload hash) bronze does not hold yet; returns the days they cover."""
+        started = time.perf_counter()
+        table = load_table(self.ctx.catalog, self.p.bronze)
+        days = sorted({r.ts.replace(hour=0, minute=0, second=0, microsecond=0) for r in fetched.records})
+        existing = wap.read_days(table, days, columns=("record_key", "payload_hash"))
+        seen = set(zip(existing.column("record_key").to_pylist(), existing.column("payload_hash").to_pylist(), strict=True))
+        new = [r for r in fetched.records if (r.record_key, r.payload_hash) not in seen]
+        data = pa.table(
+            {
+                "ts": [r.ts for r in new],
+                "record_key": [r.record_key for r in new],
+                "payload": [r.payload_json for r in new],
+                "payload_hash": [r.payload_hash for r in new],
+                "source_uri": [r.source_uri for r in new],
+                "run_id": [self.run_id] * len(new),
+                "fetched_at": [self.now] * len(new),
+            },
+            schema=arrow_schema(self.ctx.inventory.table(self.p.bronze)),
+        )
+        self.snapshots[self.p.bronze] = wap.append(table, data, properties=self._props("bronze"))
+        self.result.bronze_new = len(new)
+        self.result.tables.append(TableOutcome(table=self.p.bronze, rows_written=len(new), snapshot_id=self.snapshots[self.p.bronze]))
+        self._timed("bronze", started)
+        self.progress(f"bronze: {len(new)} new of {len(fetched.records)} fetched")
+        return days
+
+    def affected_days(self, record_days: list[datetime]) -> list[datetime]:
+        if self.ctx.inventory.source(self.p.source).kind == "file_drop":
+            return record_days
+        return self.window.days()
+
+    def check_days_present(self, days: list[datetime], candidate: pa.Table) -> ExpectationOutcome | None:
+        """Days fully in the past with no record at all: partition failures that GE cannot see (no rows)."""
+        if self.ctx.inventory.source(self.p.source).kind == "file_drop":
+            return None
+        present = {ts.date() for ts in candidate.column("ts").to_pylist()}
+        empty = [d for d in days if d + timedelta(days=1) <= self.as_of and d.date() not in present]
+        for d in empty:
+            self._hold(d, "window_days_present")
+        return ExpectationOutcome(
+            name="window_days_present", expectation="row_count_per_day_above_zero", scope="partition",
+            why="Every elapsed day of the window must have records; an empty day is an outage, not a quiet day.",
+            success=not empty, element_count=len(days), unexpected_count=len(empty),
+            observed={"empty_days": [d.date().isoformat() for d in empty]},
+        )
+
+    def promote(self, target_name: str, candidate: pa.Table, days: list[datetime], suite_name: str, *, extra: list[ExpectationOutcome]) -> None:
+        """Write-audit-publish `candidate` for `days` into `target_name`; failing rows go to quarantine."""
+        target = self.ctx.inventory.table(target_name)
+        table = load_table(self.ctx.catalog, target_name)
+        branch = wap.audit_branch_name(self.run_id)
+        suite = self.ctx.inventory.suite(suite_name)
+        write_days = sorted({ts.replace(hour=0, minute=0, second=0, microsecond=0) for ts in candidate.column("ts").to_pylist()})
+        if target.layer == "gold":
+            write_days = days  # recompute semantics: a day with no rows left is emptied
+        outcome_table = TableOutcome(table=target_name)
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            started = time.perf_counter()
+            wap.open_audit_branch(table, branch, run_id=self.run_id)
+            wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer))
+            audited = wap.read_days(table, write_days, branch=branch)
+            self._timed(f"{target_name}.write", started)
+            started = time.perf_counter()
+            outcome = validate(suite, audited, as_of=self.as_of)
+            self._timed(f"{target_name}.audit", started)
+            held_days = dict(outcome.held_days)
+            for day, names in held_days.items():
+                self._hold(day, ",".join(names))
+            rows = audited.to_pylist()
+            failing = outcome.failing_rows
+            table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
+            clean, quarantined = [], 0
+            why = {o.name: o.why for o in outcome.outcomes}
+            for i, row in enumerate(rows):
+                day = row["ts"].replace(hour=0, minute=0, second=0, microsecond=0) if row["ts"] else None
+                if i in failing:
+                    names = failing[i]
+                    reason = "; ".join(f"{n}: {why[n]}" for n in names)
+                    self.quarantine_rows.append(_quarantine_row(ts=row["ts"], record_key=_row_key(target, row), target=target_name, expectation=",".join(names), scope="row", reason=reason, original=_original(row), run_id=self.run_id, now=self.now))
+                    quarantined += 1
+                elif table_failed or day in held_days or (target.layer == "silver" and day in self.held):
+                    names = outcome.table_failures or held_days.get(day) or self.held.get(day) or ["schema_contract"]  # type: ignore[arg-type]
+                    scope = "table" if table_failed else "partition"
+                    reason = f"{'run' if table_failed else 'day ' + str(day.date() if day else '?')} held back: {', '.join(names)}"
+                    self.quarantine_rows.append(_quarantine_row(ts=row["ts"], record_key=_row_key(target, row), target=target_name, expectation=",".join(names), scope=scope, reason=reason, original=_original(row), run_id=self.run_id, now=self.now))
+                    quarantined += 1
+                else:
+                    clean.append(row)
+            self.ctx.ledger.record_validation(self.run_id, target_name, suite.name, [*extra, *outcome.outcomes])
+            outcome_table.quality_score = self.ctx.ledger.record_quality(self.run_id, target_name, checked=len(rows), passed=len(clean))
+            outcome_table.rows_quarantined = quarantined
+            if table_failed:
+                outcome_table.held_days = [d.date().isoformat() for d in write_days]
+                self.result.tables.append(outcome_table)
+                return  # main stays; the branch is kept for diagnosis
+            publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
+            if quarantined:
+                wap.open_audit_branch(table, branch, run_id=self.run_id)  # restart from main with the clean rows only
+                clean_table = pa.Table.from_pylist(clean, schema=arrow_schema(target))
+                wap.overwrite_days(table, clean_table, publish_days, branch=branch, properties=self._props(target.layer))
+                check = wap.read_days(table, publish_days, branch=branch)
+                if check.num_rows != len(clean):
+                    raise PipelineError(f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {len(clean)}")
+            try:
+                snapshot = wap.publish(table, branch) if publish_days else None
+                if not publish_days:
+                    wap.drop_branch(table, branch)
+            except PublishConflictError as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("%s; re-planning (attempt %d)", exc, attempt)
+                self.quarantine_rows = [q for q in self.quarantine_rows if q["target_table"] != target_name]
+                continue
+            outcome_table.rows_written = len(clean)
+            outcome_table.snapshot_id = snapshot
+            outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
+            self.snapshots[target_name] = snapshot
+            self.result.tables.append(outcome_table)
+            self.progress(f"{target_name}: published {len(clean)} rows, quarantined {quarantined}")
+            return
+
+    def write_quarantine(self) -> int:
+        """Append quarantine rows not already held for the same record, check and original values."""
+        if not self.quarantine_rows:
+            return 0
+        table = load_table(self.ctx.catalog, self.p.quarantine)
+        days = {(q["ts"] or self.window.start).replace(hour=0, minute=0, second=0, microsecond=0) for q in self.quarantine_rows}
+        existing = wap.read_days(table, days, columns=("target_table", "record_key", "expectation", "original"))
+
+        def marker(q: dict[str, Any]) -> tuple[str, str, str, str]:
+            return (q["target_table"], q["record_key"], q["expectation"], hashlib.sha256(q["original"].encode()).hexdigest())
+
+        seen = {marker(q) for q in existing.to_pylist()}
+        fresh, batch_seen = [], set()
+        for q in self.quarantine_rows:
+            m = marker(q)
+            if m not in seen and m not in batch_seen:
+                batch_seen.add(m)
+                fresh.append(q)
+        data = pa.Table.from_pylist(fresh, schema=arrow_schema(self.ctx.inventory.table(self.p.quarantine)))
+        self.snapshots[self.p.quarantine] = wap.append(table, data, properties=self._props("quarantine"))
+        return len(fresh)
+
+    def execute(self) -> RunResult:
+        fetched = self.fetch()
+        record_days = self.land_bronze(fetched)
+        days = self.affected_days(record_days)
+        started = time.perf_counter()
+        bronze = load_table(self.ctx.catalog, self.p.bronze)
+        raw = wap.read_days(bronze, days)
+        source_kind = self.ctx.inventory.source(self.p.source).kind
+        silver_spec = self.ctx.inventory.table(self.p.silver)
+        candidate, problems = conform(source_kind, raw, silver_spec)
+        for problem in problems:
+            self.quarantine_rows.append(_quarantine_row(ts=problem.ts, record_key=problem.record_key, target=self.p.silver, expectation="conform", scope="row", reason=problem.reason, original=problem.original, run_id=self.run_id, now=self.now))
+        self._timed("conform", started)
+        self.result.rows_in = candidate.num_rows
+        presence = self.check_days_present(days, candidate)
+        self.progress(f"silver: auditing {candidate.num_rows} rows over {len(days)} day(s)")
+        self.promote(self.p.silver, candidate, days, self.p.suite, extra=[presence] if presence else [])
+        silver_outcome = self.result.tables[-1]
+        self.result.rows_out = silver_outcome.rows_written
+        if not self.table_held:
+            for mart_name in self.p.marts:
+                self.refresh_mart(mart_name, days)
+        started = time.perf_counter()
+        self.result.rows_quarantined = self.write_quarantine()
+        self._timed("quarantine", started)
+        self.result.held_days = sorted(d.date().isoformat() for d in self.held)
+        self.result.status = "quarantined" if (self.held or self.table_held) else "succeeded"
+        return self.result
+
+    def refresh_mart(self, mart_name: str, days: list[datetime]) -> None:
+        mart = self.ctx.inventory.mart(mart_name)
+        target = self.ctx.inventory.table(mart.table)
+        started = time.perf_counter()
+        inputs = {name: wap.read_days(load_table(self.ctx.catalog, name), days) for name in mart.inputs}
+        rows = compute_mart(mart, target, inputs, days=days)
+        self._timed(f"{mart.table}.compute", started)
+        if mart.suite is None:
+            raise PipelineError(f"mart {mart.name} has no suite; every promotion is validated")
+        self.promote(mart.table, rows, days, mart.suite, extra=[])
+
+
+def run_pipeline(
+    ctx: PlatformContext,
+    pipeline: str,
+    window: Window,
+    *,
+    as_of: datetime | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run `pipeline` over `window` as known at `as_of` (default now); the ledger records every outcome."""
+    spec = ctx.inventory.pipeline(pipeline)
+    as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+    run_id = run_id or new_run_id(pipeline)
+    ledger = ctx.ledger
+    for abandoned in ledger.mark_abandoned(pipeline):
+        log.warning("run %s of %s was abandoned by a dead process; this run completes its window", abandoned, pipeline)
+    ledger.start_run(run_id=run_id, pipeline=pipeline, window_start=window.start, window_end=window.end, as_of=as_of)
+    run = _Run(ctx, spec, window, as_of=as_of, run_id=run_id, progress=progress)
+    started = time.perf_counter()
+    try:
+        result = run.execute()
+    except (DataOpsError, OSError) as exc:
+        result = run.result
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, SourceError):
+            log.error("run %s: source failed: %s", run_id, exc)
+        else:
+            log.exception("run %s failed", run_id)
+    except Exception as exc:  # noqa: BLE001 - the ledger must record every ending, then re-raise
+        result = run.result
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+        ledger.finish_run(run_id, status="failed", error=result.error, timings=run.timings)
+        raise
+    result.duration_s = round(time.perf_counter() - started, 3)
+    ledger.finish_run(
+        run_id,
+        status=result.status,
+        rows_in=result.rows_in,
+        rows_out=result.rows_out,
+        rows_quarantined=result.rows_quarantined,
+        snapshots={k: v for k, v in run.snapshots.items()},
+        timings=run.timings,
+        held_days=result.held_days,
+        error=result.error,
+    )
+    return result
+
+
+def day_floor(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def split_windows(start: datetime, end: datetime, days: int) -> list[Window]:
+    """Whole-day windows of at most `days` days covering [start, end)."""
+    return list(Window(start=day_floor(start), end=end if end == day_floor(end) else day_floor(end) + timedelta(days=1)).chunks(days))
+

@@ -1,0 +1,107 @@
+"""HTTP with timeouts, retries with exponential backoff on 5xx/429/timeouts, and Retry-After honoured."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from config.errors import PayloadError, PermanentSourceError, TransientSourceError
+from config.settings import DataopsSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class HttpFetcher:
+    """Gets JSON over HTTP; transient failures are retried, permanent ones raised at once."""
+
+    def __init__(
+        self,
+        settings: DataopsSettings,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(settings.http_timeout_s),
+            headers={"Accept": "application/json", "User-Agent": "dataops/0.1 (+sustainability DataOps)"},
+            follow_redirects=True,
+        )
+        self._sleep = sleep
+        self.retries = 0
+        self.requests = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        """The decoded JSON body of GET url; raises TransientSourceError once attempts are exhausted."""
+        attempts = self._settings.http_max_attempts
+        delay = self._settings.http_backoff_s
+        last: Exception | None = None
+        for attempt in range(1, attempts + 1):
+            self.requests += 1
+            wait: float | None = None
+            try:
+                response = self._client.get(url, params=params)
+            except httpx.TimeoutException as exc:
+                last = TransientSourceError(f"GET {url} timed out after {self._settings.http_timeout_s}s ({type(exc).__name__})")
+            except httpx.TransportError as exc:
+                last = TransientSourceError(f"GET {url} failed in transport: {type(exc).__name__}: {exc}")
+            else:
+                if response.status_code in RETRY_STATUSES:
+                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+                    last = TransientSourceError(
+                        f"GET {response.url} answered {response.status_code}"
+                        + (f" with Retry-After {response.headers['Retry-After']}" if "Retry-After" in response.headers else "")
+                        + f": {response.text[:200]!r}"
+                    )
+                elif response.status_code >= 400:
+                    raise PermanentSourceError(
+                        f"GET {response.url} answered {response.status_code}: {response.text[:300]!r}; "
+                        "check the window and the base URL setting"
+                    )
+                else:
+                    try:
+                        return json.loads(response.content)
+                    except json.JSONDecodeError as exc:
+                        # A cut connection can deliver half a body; retry, then call it a payload error.
+                        last = PayloadError(
+                            f"GET {response.url} returned invalid JSON ({exc.msg} at char {exc.pos} of {len(response.content)})"
+                        )
+            if attempt == attempts:
+                break
+            sleep_for = min(self._settings.http_max_backoff_s, wait if wait is not None else delay)
+            log.warning("attempt %d/%d: %s; retrying in %.1fs", attempt, attempts, last, sleep_for)
+            self.retries += 1
+            self._sleep(sleep_for)
+            delay = min(self._settings.http_max_backoff_s, delay * 2)
+        assert last is not None
+        if isinstance(last, PayloadError):
+            raise PayloadError(f"{last} after {attempts} attempts") from None
+        raise TransientSourceError(f"{last}; gave up after {attempts} attempts") from None

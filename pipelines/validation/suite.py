@@ -1,0 +1,164 @@
+"""Runs a declared expectation suite with Great Expectations over an Arrow batch.
+
+Derived columns are computed first with DuckDB (they may use window functions and `{as_of}`); then Great
+Expectations validates the frame with COMPLETE results, and failures are mapped back to row numbers:
+row-scope failures name rows to quarantine, partition-scope failures name UTC days to hold back,
+table-scope failures hold back the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from config.inventory import ExpectationSpec, SuiteSpec
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+log = logging.getLogger(__name__)
+ROW = "_row"
+_SAMPLE = 5
+_lock = threading.Lock()
+
+
+class ExpectationOutcome(BaseModel):
+    """The result of one expectation: what was observed and a sample of failing rows."""
+
+    name: str
+    expectation: str
+    scope: str
+    why: str
+    success: bool
+    element_count: int
+    unexpected_count: int
+    observed: dict[str, Any] = Field(default_factory=dict)
+    sample: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SuiteOutcome(BaseModel):
+    suite: str
+    row_count: int
+    outcomes: list[ExpectationOutcome]
+    failing_rows: dict[int, list[str]] = Field(default_factory=dict, description="row number -> failed expectation names")
+    held_days: dict[datetime, list[str]] = Field(default_factory=dict, description="day -> partition expectations failed")
+    table_failures: list[str] = Field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+
+@cache
+def _context() -> Any:
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    try:
+        context.variables.progress_bars = {"globally": False, "metric_calculations": False}  # type: ignore[assignment]
+    except Exception:  # noqa: BLE001 - older GX versions lack the setting; bars are only cosmetic
+        pass
+    asset = context.data_sources.add_pandas("dataops").add_dataframe_asset("batch")
+    return context, asset.add_batch_definition_whole_dataframe("whole")
+
+
+def _expectation(spec: ExpectationSpec) -> Any:
+    import great_expectations.expectations as gxe
+
+    class_name = "".join(part.capitalize() for part in spec.expectation.split("_"))
+    cls = getattr(gxe, class_name, None)
+    if cls is None:
+        raise ValueError(f"Great Expectations has no expectation {spec.expectation!r} ({class_name})")
+    return cls(**spec.kwargs)
+
+
+def with_derived(suite: SuiteSpec, data: pa.Table, *, as_of: datetime) -> pd.DataFrame:
+    """The batch as pandas with `_row` and every derived column of the suite."""
+    data = data.append_column(ROW, pa.array(range(data.num_rows), type=pa.int64()))
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("batch", data)
+        query = "SELECT * FROM batch"
+        for name, expression in suite.derived.items():
+            rendered = expression.replace("{as_of}", as_of.astimezone(UTC).isoformat())
+            query = f"SELECT *, ({rendered}) AS {name} FROM ({query})"
+        frame = con.execute(f"{query} ORDER BY {ROW}").df()
+    finally:
+        con.close()
+    return frame
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def validate(suite: SuiteSpec, data: pa.Table, *, as_of: datetime, day_column: str = "ts") -> SuiteOutcome:
+    """Validate `data` with the suite; never raises for failing data, only for a broken suite."""
+    outcome = SuiteOutcome(suite=suite.name, row_count=data.num_rows, outcomes=[])
+    if data.num_rows == 0:
+        return outcome
+    frame = with_derived(suite, data, as_of=as_of)
+    import great_expectations as gx
+
+    with _lock:  # the ephemeral context is shared; GX is not thread-safe
+        context, definition = _context()
+        batch = definition.get_batch(batch_parameters={"dataframe": frame})
+        gx_suite = gx.ExpectationSuite(name=f"{suite.name}", expectations=[_expectation(e) for e in suite.expectations])
+        result = batch.validate(gx_suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW]})
+    by_position = list(suite.expectations)
+    failing: dict[int, list[str]] = defaultdict(list)
+    held: dict[datetime, list[str]] = defaultdict(list)
+    days = frame[day_column].dt.floor("D") if day_column in frame else None
+    for spec, res in zip(by_position, result.results, strict=True):
+        info = res.result or {}
+        rows = [int(item[ROW]) for item in info.get("unexpected_index_list") or [] if isinstance(item, dict) and ROW in item]
+        column = spec.kwargs.get("column")
+        sample = []
+        for r in rows[:_SAMPLE]:
+            record = {k: _jsonable(v) for k, v in frame.iloc[r].items() if k in {day_column, column, "record_key", "fuel"} or k == ROW}
+            sample.append(record)
+        observed = {k: _jsonable(info[k]) for k in ("unexpected_percent", "missing_count", "observed_value") if k in info}
+        if res.exception_info and res.exception_info.get("raised_exception"):
+            raise ValueError(f"suite {suite.name} expectation {spec.name} could not run: {res.exception_info.get('exception_message')}")
+        outcome.outcomes.append(
+            ExpectationOutcome(
+                name=spec.name,
+                expectation=spec.expectation,
+                scope=spec.scope,
+                why=spec.why,
+                success=bool(res.success),
+                element_count=int(info.get("element_count", frame.shape[0])),
+                unexpected_count=int(info.get("unexpected_count", len(rows))),
+                observed=observed,
+                sample=sample,
+            )
+        )
+        if res.success:
+            continue
+        if spec.scope == "row":
+            for r in rows:
+                failing[r].append(spec.name)
+        elif spec.scope == "partition" and days is not None:
+            for day in sorted({days.iloc[r].to_pydatetime() for r in rows}):
+                held[day].append(spec.name)
+        else:
+            outcome.table_failures.append(spec.name)
+    outcome.failing_rows = dict(failing)
+    outcome.held_days = dict(held)
+    return outcome

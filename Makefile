@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)  ## ingest the bundled real data through every layer (offline, no keys)
-	$(BIN)/dataops demo-spine
+	$(BIN)/dataops run all
 
 test: $(STAMP)  ## the whole suite, offline
 	$(BIN)/pytest -q

@@ -152,6 +152,9 @@ class PipelineSpec(_Spec):
     suite: str
     marts: tuple[str, ...] = ()
     schedule: ScheduleSpec = ScheduleSpec(manual=True)
+    default_window: tuple[str, str] | None = Field(
+        default=None, description="UTC dates [start, end) `dataops run` uses without --start/--end; the bundled data covers it"
+    )
     doc: str = ""
 
 

@@ -63,12 +63,6 @@ class DataopsSettings(BaseSettings):
         default="https://archive-api.open-meteo.com",
         description="Base URL of the Open-Meteo archive API (weather).",
     )
-    default_start: str = Field(
-        default="2023-01-01", description="Start (inclusive, UTC date) of the window `dataops run` uses by default."
-    )
-    default_end: str = Field(
-        default="2023-01-15", description="End (exclusive, UTC date) of the window `dataops run` uses by default."
-    )
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,232 @@
+"""`dataops`: run pipelines, inspect the lake and query it. Every command has --help; reporting
+commands take --json; failures exit non-zero."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from config.errors import DataOpsError, QueryRefusedError
+from pipelines.context import PlatformContext
+from pipelines.inspection import history_of, lake_status, quarantine_summary
+from pipelines.promotion import RunResult, run_pipeline, split_windows
+from pipelines.query import run_query
+
+app = typer.Typer(
+    help="Sustainability DataOps platform: Iceberg pipelines with write-audit-publish, validated by Great Expectations.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_QUARANTINED = 3
+
+
+def _emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _parse_instant(value: str, option: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date or instant (e.g. 2023-01-01 or 2023-01-01T06:00Z)", param_hint=option) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _context() -> PlatformContext:
+    try:
+        return PlatformContext.open()
+    except DataOpsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name from config/pipelines.yaml, or 'all'.")] = "all",
+    start: Annotated[str | None, typer.Option(help="Window start (UTC date or instant, inclusive). Default: the pipeline's default_window.")] = None,
+    end: Annotated[str | None, typer.Option(help="Window end (UTC date or instant, exclusive).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")] = None,
+    window_days: Annotated[int | None, typer.Option(help="Days per run; default the source's request limit (chunk_days).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run results as JSON on stdout.")] = False,
+    strict: Annotated[bool, typer.Option(help=f"Exit {EXIT_QUARANTINED} when a run held data back (quarantined).")] = False,
+) -> None:
+    """Ingest a window through bronze, silver (validated, write-audit-publish) and gold.
+
+    The window is cut into whole UTC days and into runs no longer than the source's request limit; a
+    progress bar counts them. Exit code 0 when every run completed (data held back is reported, not an
+    error), 1 when a run failed, 2 on bad usage, 3 with --strict when anything was quarantined.
+    """
+    ctx = _context()
+    names = list(ctx.inventory.pipelines) if pipeline == "all" else [pipeline]
+    try:
+        specs = [ctx.inventory.pipeline(n) for n in names]
+    except DataOpsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    clock = _parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
+    plan = []
+    for spec in specs:
+        default = spec.default_window or (date.today().isoformat(), date.today().isoformat())
+        s = _parse_instant(start or default[0], "--start")
+        e = _parse_instant(end or default[1], "--end")
+        if e <= s:
+            console.print(f"[red]error:[/red] --end {e.isoformat()} is not after --start {s.isoformat()}")
+            raise typer.Exit(EXIT_USAGE)
+        days = window_days or ctx.inventory.source(spec.source).chunk_days
+        plan.extend((spec.name, w) for w in split_windows(s, e, days))
+    results: list[RunResult] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=as_json) as bar:
+        task = bar.add_task("runs", total=len(plan))
+        for name, window in plan:
+            bar.update(task, description=f"{name} {window.start.date()}..{window.end.date()}")
+            result = run_pipeline(ctx, name, window, as_of=clock, progress=lambda msg: bar.update(task, description=msg[:70]))
+            results.append(result)
+            bar.advance(task)
+    if as_json:
+        _emit_json({"runs": [r.model_dump(mode="json") for r in results], "quarantine": quarantine_summary(ctx, results)})
+    else:
+        _print_runs(ctx, results)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(EXIT_FAILED)
+    if strict and any(r.status == "quarantined" or r.rows_quarantined for r in results):
+        raise typer.Exit(EXIT_QUARANTINED)
+
+
+def _print_runs(ctx: PlatformContext, results: list[RunResult]) -> None:
+    table = Table(title="Runs", show_lines=False)
+    for col in ("pipeline", "window", "status", "fetched", "bronze new", "silver published", "quarantined", "held days"):
+        table.add_column(col)
+    colours = {"succeeded": "green", "quarantined": "yellow", "failed": "red"}
+    for r in results:
+        table.add_row(
+            r.pipeline,
+            f"{r.window_start.date()}..{r.window_end.date()}",
+            f"[{colours.get(r.status, 'white')}]{r.status}[/]",
+            str(r.records_fetched),
+            str(r.bronze_new),
+            str(r.rows_out),
+            str(r.rows_quarantined),
+            ", ".join(r.held_days) or "-",
+        )
+    out.print(table)
+    landed: Counter[str] = Counter()
+    for r in results:
+        for t in r.tables:
+            landed[t.table] += t.rows_written
+    land = Table(title="Rows written per table")
+    land.add_column("table")
+    land.add_column("rows", justify="right")
+    for name, rows in sorted(landed.items()):
+        land.add_row(name, str(rows))
+    out.print(land)
+    summary = quarantine_summary(ctx, results)
+    if summary:
+        q = Table(title="Quarantined by this invocation")
+        for col in ("table", "check", "scope", "rows", "example"):
+            q.add_column(col)
+        for item in summary:
+            q.add_row(item["target_table"], item["expectation"], item["scope"], str(item["rows"]), item["example"][:80])
+        out.print(q)
+    for r in results:
+        if r.error:
+            out.print(f"[red]{r.pipeline} {r.window_start.date()}: {r.error}[/red]")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False) -> None:
+    """Tables (rows, snapshots, audit branches), the last run of each pipeline and data-quality scores."""
+    ctx = _context()
+    report = lake_status(ctx)
+    if as_json:
+        _emit_json(report)
+        return
+    table = Table(title=f"Lake at {ctx.settings.home}")
+    for col in ("table", "rows", "snapshots", "audit branches", "quality", "last commit run"):
+        table.add_column(col)
+    for t in report["tables"]:
+        q = t["quality_score"]
+        table.add_row(t["table"], str(t["rows"]), str(t["snapshots"]), str(len(t["audit_branches"])), "-" if q is None else f"{q:.3f}", t["last_run_id"] or "-")
+    out.print(table)
+    runs = Table(title="Last run per pipeline")
+    for col in ("pipeline", "run", "status", "window", "in", "out", "quarantined", "error"):
+        runs.add_column(col)
+    for r in report["pipelines"]:
+        runs.add_row(r["pipeline"], r["run_id"] or "-", r["status"] or "never run", r["window"] or "-", str(r["rows_in"]), str(r["rows_out"]), str(r["rows_quarantined"]), (r["error"] or "")[:60])
+    out.print(runs)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement; address tables as layer.name, e.g. silver.carbon_intensity.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print columns and rows as JSON on stdout.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 10_000,
+) -> None:
+    """Read-only SQL over the lake with DuckDB. Anything but a read is refused (exit 2)."""
+    ctx = _context()
+    try:
+        result = run_query(ctx, sql, limit=limit)
+    except QueryRefusedError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except DataOpsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        _emit_json(result.model_dump(mode="json"))
+        return
+    table = Table(show_header=True)
+    for c in result.columns:
+        table.add_column(c)
+    for row in result.rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    out.print(table)
+    console.print(f"{result.row_count} row(s){' (truncated)' if result.truncated else ''} in {result.elapsed_ms} ms")
+
+
+@app.command()
+def history(
+    table_name: Annotated[str, typer.Argument(metavar="TABLE", help="layer.name, e.g. silver.carbon_intensity")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """Snapshots of a table, newest first: time, operation, run id, rows added and deleted, refs."""
+    ctx = _context()
+    try:
+        entries = history_of(ctx, table_name)
+    except DataOpsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    if as_json:
+        _emit_json({"table": table_name, "snapshots": entries})
+        return
+    table = Table(title=f"History of {table_name}")
+    for col in ("snapshot", "committed", "operation", "run", "added", "deleted", "total", "refs"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(str(e["snapshot_id"]), e["committed_at"], e["operation"], e["run_id"] or "-", str(e["added_records"]), str(e["deleted_records"]), str(e["total_records"]), ", ".join(e["refs"]))
+    out.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

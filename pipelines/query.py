@@ -1,0 +1,112 @@
+"""Read-only SQL over the lake with DuckDB; tables are addressed as `silver.carbon_intensity`.
+
+Only a single SELECT (or WITH ... SELECT, or EXPLAIN of one) is accepted. The referenced tables are scanned
+with pyiceberg into Arrow and exposed as views; then DuckDB's external access is switched off and the
+configuration locked, so the statement cannot read or write files, attach databases or change settings.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+
+from config.errors import QueryError, QueryRefusedError
+from pipelines.context import PlatformContext
+from pipelines.lakehouse.catalog import load_table
+
+_ALLOWED = {"SELECT", "EXPLAIN"}
+
+
+class QueryResult(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    elapsed_ms: float
+    tables: list[str]
+
+
+def _statement_kind(sql: str) -> str:
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"the SQL does not parse: {exc}") from None
+    if len(statements) != 1:
+        raise QueryRefusedError(f"one statement at a time, got {len(statements)}; run them separately")
+    return str(statements[0].type).split(".")[-1].upper()
+
+
+def referenced_tables(ctx: PlatformContext, sql: str) -> list[str]:
+    names = []
+    for name in sorted(ctx.inventory.tables):
+        if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", sql, flags=re.IGNORECASE):
+            names.append(name)
+    return names
+
+
+_SCANS: dict[tuple[str, str, int], pa.Table] = {}
+_SCAN_CACHE_SIZE = 16
+
+
+def _scan(ctx: PlatformContext, name: str) -> pa.Table:
+    """The table's current rows; cached per snapshot, since a snapshot never changes."""
+    table = load_table(ctx.catalog, name)
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return table.schema().as_arrow().empty_table()
+    key = (ctx.settings.catalog_url, name, snapshot.snapshot_id)
+    if key not in _SCANS:
+        if len(_SCANS) >= _SCAN_CACHE_SIZE:
+            _SCANS.pop(next(iter(_SCANS)))
+        _SCANS[key] = table.scan().to_arrow()
+    return _SCANS[key]
+
+
+def run_query(ctx: PlatformContext, sql: str, *, limit: int | None = 10_000) -> QueryResult:
+    """Run a read-only statement; raises QueryRefusedError for anything but a read."""
+    kind = _statement_kind(sql)
+    if kind not in _ALLOWED:
+        raise QueryRefusedError(
+            f"only reads are allowed: this is a {kind} statement. `dataops query` runs SELECT over "
+            "bronze/silver/gold/quarantine tables; change data with `dataops run` or `dataops backfill`."
+        )
+    tables = referenced_tables(ctx, sql)
+    started = time.perf_counter()
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for namespace in sorted({t.split(".")[0] for t in tables}):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
+        for name in tables:
+            data = _scan(ctx, name)
+            alias = "__" + name.replace(".", "__")
+            con.register(alias, data)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM {alias}")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        try:
+            cursor = con.execute(sql)
+        except duckdb.CatalogException as exc:
+            known = ", ".join(sorted(ctx.inventory.tables))
+            raise QueryError(f"{exc}. Tables are addressed as layer.name; known: {known}") from None
+        except duckdb.Error as exc:
+            raise QueryError(f"the query failed: {exc}") from None
+        columns = [d[0] for d in cursor.description or []]
+        fetched = cursor.fetchmany(limit + 1) if limit is not None else cursor.fetchall()
+    finally:
+        con.close()
+    truncated = limit is not None and len(fetched) > limit
+    rows = [list(r) for r in fetched[: limit if limit is not None else None]]
+    return QueryResult(
+        columns=columns,
+        rows=rows,
+        row_count=len(rows),
+        truncated=truncated,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+        tables=tables,
+    )

@@ -1,0 +1,1 @@
+"""Fakes of the far side of each external boundary, shared by every test that crosses it."""

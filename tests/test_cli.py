@@ -1,0 +1,113 @@
+"""The `dataops` command line: help everywhere, JSON where it reports, exit codes that mean something."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.context import PlatformContext
+from pipelines.promotion import run_pipeline
+from pipelines.query import run_query
+from config.errors import QueryRefusedError
+from tests.conftest import window
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DATAOPS_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["status"], ["query"], ["history"]])
+def test_every_command_explains_itself(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output and len(result.output) > 200
+
+
+def test_run_reports_json_and_lands_data(home: Path) -> None:
+    result = runner.invoke(app, ["run", "carbon_intensity", "--start", "2023-01-24", "--end", "2023-01-27", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    (run,) = payload["runs"]
+    assert run["status"] == "succeeded" and run["rows_quarantined"] == 6
+    checks = {q["expectation"]: q["rows"] for q in payload["quarantine"]}
+    assert checks == {"actual_reported_after_slot": 5, "forecast_tracks_actual": 1}
+    strict = runner.invoke(app, ["run", "carbon_intensity", "--start", "2023-01-24", "--end", "2023-01-27", "--strict", "--json"])
+    assert strict.exit_code == 0, "a re-run quarantines nothing new"
+
+
+def test_run_splits_long_windows_and_reports_held_days(home: Path) -> None:
+    result = runner.invoke(app, ["run", "carbon_intensity", "--start", "2023-10-15", "--end", "2023-10-25", "--window-days", "5", "--json", "--strict"])
+    assert result.exit_code == 3
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["window_start"][:10] for r in runs] == ["2023-10-15", "2023-10-20"]
+    assert runs[1]["held_days"] == ["2023-10-20", "2023-10-21", "2023-10-22"]
+
+
+def test_unknown_pipeline_and_bad_dates_exit_2(home: Path) -> None:
+    result = runner.invoke(app, ["run", "carbon"])
+    assert result.exit_code == 2 and "unknown pipeline 'carbon'; known: carbon_intensity" in result.output
+    result = runner.invoke(app, ["run", "weather", "--start", "yesterday"])
+    assert result.exit_code == 2 and "not an ISO date" in result.output
+
+
+def test_status_history_and_query(home: Path) -> None:
+    assert runner.invoke(app, ["run", "weather", "--start", "2023-01-01", "--end", "2023-01-03"]).exit_code == 0
+    status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    tables = {t["table"]: t for t in status["tables"]}
+    assert tables["silver.weather"]["rows"] == 48 and tables["silver.weather"]["quality_score"] == 1.0
+    assert {p["pipeline"]: p["status"] for p in status["pipelines"]}["weather"] == "succeeded"
+    history = json.loads(runner.invoke(app, ["history", "silver.weather", "--json"]).stdout)
+    assert history["snapshots"][0]["refs"] == ["main"] and history["snapshots"][0]["run_id"]
+    query = runner.invoke(app, ["query", "SELECT count(*) AS n, round(avg(temperature_c), 3) AS t FROM silver.weather", "--json"])
+    assert query.exit_code == 0
+    assert json.loads(query.stdout)["rows"][0][0] == 48
+    refused = runner.invoke(app, ["query", "DROP TABLE silver.weather"])
+    assert refused.exit_code == 2 and "only reads are allowed" in refused.output
+    unknown = runner.invoke(app, ["history", "silver.nope"])
+    assert unknown.exit_code == 2 and "known:" in unknown.output
+
+
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("INSERT INTO silver.carbon_intensity SELECT * FROM silver.carbon_intensity", "INSERT statement"),
+        ("UPDATE silver.carbon_intensity SET actual = 0", "UPDATE statement"),
+        ("COPY silver.carbon_intensity TO '/tmp/leak.csv'", "COPY statement"),
+        ("ATTACH '/tmp/other.db'", "ATTACH statement"),
+        ("SELECT 1; DELETE FROM silver.carbon_intensity", "one statement at a time"),
+        ("SET enable_external_access = true", "SET statement"),
+    ],
+)
+def test_query_refuses_anything_but_a_read(ctx: PlatformContext, sql: str, words: str) -> None:
+    with pytest.raises(QueryRefusedError, match=words):
+        run_query(ctx, sql)
+
+
+def test_query_cannot_reach_files(ctx: PlatformContext) -> None:
+    from config.errors import QueryError
+
+    with pytest.raises(QueryError, match="file system operations are disabled"):
+        run_query(ctx, "SELECT * FROM read_csv('/etc/passwd')")
+
+
+def test_seven_day_hourly_aggregate_over_gold(ctx: PlatformContext) -> None:
+    run_pipeline(ctx, "carbon_intensity", window((2023, 3, 1), (2023, 3, 15)))
+    result = run_query(
+        ctx,
+        "SELECT hour(ts) AS h, round(avg(actual), 2) AS a FROM gold.carbon_intensity_hourly "
+        "WHERE ts >= TIMESTAMPTZ '2023-03-01' AND ts < TIMESTAMPTZ '2023-03-08' GROUP BY 1 ORDER BY 1",
+    )
+    assert [r[0] for r in result.rows] == list(range(24))
+    direct = run_query(
+        ctx,
+        "SELECT round(avg(actual), 2) FROM silver.carbon_intensity WHERE hour(ts) = 0 AND ts >= TIMESTAMPTZ '2023-03-01' AND ts < TIMESTAMPTZ '2023-03-08'",
+    )
+    assert result.rows[0][1] == direct.rows[0][0]

@@ -1,0 +1,50 @@
+"""Folders are layers, and the layers are checked by walking every import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+# evals -> agent -> tools | policies -> memory | pipelines -> config
+ALLOWED = {
+    "config": {"config"},
+    "pipelines": {"pipelines", "config"},
+    "memory": {"memory", "pipelines", "config"},
+    "tools": {"tools", "memory", "pipelines", "config"},
+    "policies": {"policies", "memory", "pipelines", "config"},
+    "agent": {"agent", "tools", "policies", "memory", "pipelines", "config"},
+    "evals": {"evals", "agent", "tools", "policies", "memory", "pipelines", "config"},
+}
+AGENT_ONLY = {"langgraph", "openai", "slack_bolt", "slack_sdk"}
+PROJECT = set(ALLOWED)
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_layers_only_import_downwards() -> None:
+    violations = []
+    for layer, allowed in ALLOWED.items():
+        for path in (REPO / layer).rglob("*.py"):
+            for name in imports_of(path):
+                if name in PROJECT and name not in allowed:
+                    violations.append(f"{path.relative_to(REPO)} imports {name}")
+                if name in AGENT_ONLY and layer not in {"agent", "evals"}:
+                    violations.append(f"{path.relative_to(REPO)} imports {name}, which only agent/ and evals/ may use")
+    assert not violations, "\n".join(violations)
+
+
+def test_tools_and_policies_never_import_each_other() -> None:
+    for a, b in (("tools", "policies"), ("policies", "tools")):
+        for path in (REPO / a).rglob("*.py"):
+            assert b not in imports_of(path), f"{path} imports {b}: a tool must never approve itself"

@@ -1,0 +1,103 @@
+"""The expectation suites encode grid-analyst knowledge; each rule fails where it should."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from config.inventory import load_inventory
+from pipelines.validation.suite import validate
+from tests.conftest import REPO, utc
+
+INVENTORY = load_inventory(REPO / "config")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def intensity_day(day: datetime, *, slots: int = 48, actual: float = 150.0, index: str = "moderate") -> pa.Table:
+    ts = [day + timedelta(minutes=30 * i) for i in range(slots)]
+    n = len(ts)
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "forecast": [actual] * n,
+            "actual": [actual] * n,
+            "index": [index] * n,
+            "run_id": ["r"] * n,
+            "fetched_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+            "payload_hash": ["h"] * n,
+        }
+    )
+
+
+def check(table: pa.Table, suite: str = "carbon_intensity"):  # type: ignore[no-untyped-def]
+    return validate(INVENTORY.suite(suite), table, as_of=NOW)
+
+
+def test_a_clean_day_passes_every_expectation() -> None:
+    outcome = check(intensity_day(utc(2023, 3, 1)))
+    assert outcome.success and not outcome.failing_rows and not outcome.held_days
+
+
+@pytest.mark.parametrize("slots", [46, 50])
+def test_dst_days_get_no_excuse_in_utc(slots: int) -> None:
+    # 26 March 2023: the clocks went forward in the UK, yet a UTC day still has 48 slots.
+    day = utc(2023, 3, 26)
+    table = intensity_day(day, slots=min(slots, 48))
+    if slots == 50:  # two slots stamped at local times fall outside the half-hour grid
+        table = pa.concat_tables([table, intensity_day(day + timedelta(minutes=15), slots=2)])
+    outcome = check(table)
+    assert list(outcome.held_days) == [day]
+
+
+def test_zero_intensity_is_not_physical() -> None:
+    table = intensity_day(utc(2023, 3, 1))
+    actual = table.column("actual").to_pylist()
+    actual[3] = 0.0
+    outcome = check(table.set_column(2, "actual", pa.array(actual)))
+    assert outcome.failing_rows[3][0] == "actual_positive_and_physical"
+
+
+def test_index_must_agree_with_the_value() -> None:
+    outcome = check(intensity_day(utc(2023, 3, 1), actual=300.0, index="low"))
+    assert all("index_agrees_with_value" in names for names in outcome.failing_rows.values())
+    assert len(outcome.failing_rows) == 48
+
+
+def test_slots_off_the_half_hour_are_refused() -> None:
+    table = intensity_day(utc(2023, 3, 1) + timedelta(minutes=10), slots=1)
+    outcome = check(table)
+    assert "slot_on_half_hour" in outcome.failing_rows[0]
+
+
+def test_generation_shares_must_sum_to_100() -> None:
+    ts = [utc(2023, 3, 1)] * 9
+    fuels = ["biomass", "coal", "imports", "gas", "nuclear", "other", "hydro", "solar", "wind"]
+    table = pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "fuel": fuels,
+            "perc": [10.0] * 9,  # 90 %
+            "run_id": ["r"] * 9,
+            "fetched_at": pa.array([NOW] * 9, pa.timestamp("us", tz="UTC")),
+            "payload_hash": ["h"] * 9,
+        }
+    )
+    outcome = validate(INVENTORY.suite("generation_mix"), table, as_of=utc(2023, 3, 1, 1))
+    assert all(names == ["shares_sum_to_100"] for names in outcome.failing_rows.values()) and len(outcome.failing_rows) == 9
+
+
+def test_temperatures_stay_physical_and_smooth() -> None:
+    ts = [utc(2023, 3, 1) + timedelta(hours=i) for i in range(4)]
+    table = pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "temperature_c": [5.0, 5.5, 41.9, 6.0],  # a Fahrenheit value spliced in
+            "run_id": ["r"] * 4,
+            "fetched_at": pa.array([NOW] * 4, pa.timestamp("us", tz="UTC")),
+            "payload_hash": ["h"] * 4,
+        }
+    )
+    outcome = validate(INVENTORY.suite("weather"), table, as_of=utc(2023, 3, 1, 5))
+    assert set(outcome.failing_rows[2]) == {"temperature_physical", "temperature_changes_smoothly"}

@@ -41,22 +41,21 @@ from typing import Any
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import numpy as np
+import pyarrow.parquet as pq
 
-from config.settings import load_settings  # noqa: E402
-from pipelines import promotion  # noqa: E402
-from pipelines.context import PlatformContext  # noqa: E402
-from pipelines.lakehouse import wap  # noqa: E402
-from pipelines.lakehouse.catalog import load_table  # noqa: E402
-from pipelines.sources import replay  # noqa: E402
-from pipelines.sources.base import FetchResult, SourceRecord, Window  # noqa: E402
-from pipelines.validation.suite import _context as _gx_context  # noqa: E402
+from config.settings import load_settings
+from pipelines import promotion
+from pipelines.context import PlatformContext
+from pipelines.lakehouse import wap
+from pipelines.lakehouse.catalog import load_table
+from pipelines.sources import replay
+from pipelines.sources.base import FetchResult, SourceRecord, Window
+from pipelines.validation.suite import _context as _gx_context
 
 PIPELINE = "carbon_intensity"
 MART = "carbon_intensity_hourly"
-START = datetime(2000, 1, 1, tzinfo=UTC)
+END = datetime(2024, 1, 1, tzinfo=UTC)  # the synthetic history ends where the bundled 2023 series does
 SLOT = timedelta(minutes=30)
 BANDS = ((40, "very low"), (120, "low"), (200, "moderate"), (290, "high"))
 QUERY_YEAR = 2023
@@ -88,30 +87,35 @@ def band(value: float) -> str:
 
 
 def synthetic_records(rows: int, *, seed: int = 2023) -> list[SourceRecord]:
-    """`rows` slots from START, rounded up to whole days; each synthetic year is 2023 scaled and jittered.
+    """`rows` slots ending at END, rounded up to whole days; each synthetic year is 2023 scaled and jittered.
+
+    The last 17,520 slots follow the real 2023 series (jittered); earlier years repeat it on a dirtier grid,
+    about 2 % more carbon-intensive per year back, as GB's grid was.
 
     Values stay valid under the carbon_intensity suite (positive, below 1000, forecast within 120 of the
     actual, the band matching the actual), so every row is promoted and none is quarantined.
     """
     slots = math.ceil(rows / 48) * 48
+    start = END - slots * SLOT
     forecast_2023, actual_2023 = real_2023_series()
     rng = np.random.default_rng(seed)
-    position = np.arange(slots) % len(actual_2023)
-    year = np.arange(slots) // len(actual_2023)
+    back = np.arange(slots)[::-1]  # slots before END, 0 = the last slot of 2023
+    position = len(actual_2023) - 1 - back % len(actual_2023)
+    years_back = back // len(actual_2023)
     # A different grid each synthetic year (a decarbonising trend plus noise), as real years differ.
-    year_scale = np.clip(1.6 - 0.02 * year + rng.normal(0, 0.05, size=year.max() + 1)[year], 0.3, 2.0)
+    year_scale = np.clip(1.0 + 0.02 * years_back + rng.normal(0, 0.03, size=years_back.max() + 1)[years_back], 0.5, 2.5)
     actual = np.clip(np.rint(actual_2023[position] * year_scale * rng.normal(1, 0.03, slots)), 5, 990)
     miss = np.clip(np.rint(forecast_2023[position] - actual_2023[position] + rng.normal(0, 4, slots)), -100, 100)
     forecast = np.clip(actual + miss, 5, 990)
     records = []
     for i in range(slots):
-        start = START + i * SLOT
+        ts = start + i * SLOT
         payload = {
-            "from": start.strftime("%Y-%m-%dT%H:%MZ"),
-            "to": (start + SLOT).strftime("%Y-%m-%dT%H:%MZ"),
+            "from": ts.strftime("%Y-%m-%dT%H:%MZ"),
+            "to": (ts + SLOT).strftime("%Y-%m-%dT%H:%MZ"),
             "intensity": {"forecast": int(forecast[i]), "actual": int(actual[i]), "index": band(actual[i])},
         }
-        records.append(SourceRecord(ts=start, record_key=start.isoformat(), payload=payload, source_uri="bench://synthetic"))
+        records.append(SourceRecord(ts=ts, record_key=ts.isoformat(), payload=payload, source_uri="bench://synthetic"))
     return records
 
 
@@ -294,13 +298,30 @@ def rate(rows: int, seconds: float) -> float | None:
     return round(rows / seconds) if seconds > 0 else None
 
 
-def build_report(args: argparse.Namespace, records: int, generate_s: float, result: promotion.RunResult, total_s: float, watch: Stopwatch, baseline: tuple[float, int, int], queries: dict[str, Any]) -> dict[str, Any]:
+def build_report(
+    args: argparse.Namespace,
+    records: int,
+    generate_s: float,
+    result: promotion.RunResult,
+    total_s: float,
+    watch: Stopwatch,
+    baseline: tuple[float, int, int],
+    queries: dict[str, Any],
+) -> dict[str, Any]:
     gold_rows = next((t.rows_written for t in result.tables if t.table.startswith("gold.")), 0)
     stages = []
     for name, seconds in sorted(watch.totals.items(), key=lambda kv: -kv[1]):
         layer = name.split(":")[0]
         rows = gold_rows if layer == "gold" else result.bronze_new if layer in ("bronze", "fetch") else result.rows_in
-        stages.append({"stage": name, "seconds": round(seconds, 3), "rows": rows, "rows_per_s": rate(rows, seconds), "share_of_promotion": round(seconds / total_s, 3)})
+        stages.append(
+            {
+                "stage": name,
+                "seconds": round(seconds, 3),
+                "rows": rows,
+                "rows_per_s": rate(rows, seconds),
+                "share_of_promotion": round(seconds / total_s, 3),
+            }
+        )
     top = [s for s in stages if "(total)" in s["stage"]]
     leaves = [s for s in stages if "(total)" not in s["stage"]]
     baseline_s, baseline_rows, baseline_bytes = baseline
@@ -309,10 +330,21 @@ def build_report(args: argparse.Namespace, records: int, generate_s: float, resu
         "records": records,
         "days": records // 48,
         "generate_s": round(generate_s, 2),
-        "run": {"status": result.status, "bronze_new": result.bronze_new, "silver_rows": result.rows_out, "gold_rows": gold_rows, "quarantined": result.rows_quarantined},
+        "run": {
+            "status": result.status,
+            "bronze_new": result.bronze_new,
+            "silver_rows": result.rows_out,
+            "gold_rows": gold_rows,
+            "quarantined": result.rows_quarantined,
+        },
         "promotion_s": round(total_s, 3),
         "promotion_rows_per_s": rate(result.rows_in, total_s),
-        "baseline_parquet": {"seconds": round(baseline_s, 3), "rows": baseline_rows, "bytes": baseline_bytes, "rows_per_s": rate(baseline_rows, baseline_s)},
+        "baseline_parquet": {
+            "seconds": round(baseline_s, 3),
+            "rows": baseline_rows,
+            "bytes": baseline_bytes,
+            "rows_per_s": rate(baseline_rows, baseline_s),
+        },
         "ratio_promotion_to_parquet": round(total_s / baseline_s, 1),
         "ratio_goal": 4.0,
         "steps": top,
@@ -326,9 +358,13 @@ def build_report(args: argparse.Namespace, records: int, generate_s: float, resu
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"\nValidated promotion of {report['records']:,} carbon-intensity records ({report['days']:,} UTC days); synthesis took {report['generate_s']} s (not counted)")
+    print(
+        f"\nValidated promotion of {report['records']:,} carbon-intensity records ({report['days']:,} UTC days); synthesis took {report['generate_s']} s (not counted)"
+    )
     run = report["run"]
-    print(f"run status {run['status']}: bronze +{run['bronze_new']:,}, silver {run['silver_rows']:,}, gold {run['gold_rows']:,}, quarantined {run['quarantined']:,}\n")
+    print(
+        f"run status {run['status']}: bronze +{run['bronze_new']:,}, silver {run['silver_rows']:,}, gold {run['gold_rows']:,}, quarantined {run['quarantined']:,}\n"
+    )
     print(f"{'step / stage':<44}{'seconds':>10}{'rows':>12}{'rows/s':>12}{'share':>8}")
     print("-" * 86)
     for section in ("steps", "stages"):
@@ -337,25 +373,40 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"{s['stage']:<44}{s['seconds']:>10.3f}{s['rows']:>12,}{rps:>12}{s['share_of_promotion']:>8.1%}")
         print("-" * 86)
     b = report["baseline_parquet"]
-    print(f"{'validated promotion, end to end':<44}{report['promotion_s']:>10.3f}{report['run']['silver_rows']:>12,}{report['promotion_rows_per_s']:>12,}")
+    print(
+        f"{'validated promotion, end to end':<44}{report['promotion_s']:>10.3f}{report['run']['silver_rows']:>12,}{report['promotion_rows_per_s']:>12,}"
+    )
     print(f"{'baseline: one pyarrow.parquet.write_table':<44}{b['seconds']:>10.3f}{b['rows']:>12,}{b['rows_per_s']:>12,}")
     verdict = "meets" if report["ratio_promotion_to_parquet"] <= report["ratio_goal"] else "misses"
-    print(f"\nratio promotion / parquet write: {report['ratio_promotion_to_parquet']}x ({verdict} the {report['ratio_goal']}x goal); dominant stage: {report['dominant_stage']}")
-    print(f"\nquery: weekly aggregate of {QUERY_YEAR} from gold.carbon_intensity_hourly ({report['query']['result_rows_cold'] if 'result_rows_cold' in report['query'] else '?'} rows out)")
+    print(
+        f"\nratio promotion / parquet write: {report['ratio_promotion_to_parquet']}x ({verdict} the {report['ratio_goal']}x goal); dominant stage: {report['dominant_stage']}"
+    )
+    print(
+        f"\nquery: weekly aggregate of {QUERY_YEAR} from gold.carbon_intensity_hourly ({report['query']['result_rows_cold'] if 'result_rows_cold' in report['query'] else '?'} rows out)"
+    )
     for name, q in report["query"].items():
         if isinstance(q, dict):
             verdict = "meets" if q["median_ms"] < report["query_goal_median_ms"] else "misses"
-            print(f"  {name:<58} median {q['median_ms']:>9.2f} ms  p95 {q['p95_ms']:>9.2f} ms  ({q['repetitions']} reps; {verdict} < 100 ms)")
+            print(
+                f"  {name:<58} median {q['median_ms']:>9.2f} ms  p95 {q['p95_ms']:>9.2f} ms  ({q['repetitions']} reps; {verdict} < 100 ms)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="records to promote, rounded up to whole days (default 1,000,000)")
-    parser.add_argument("--home", type=Path, default=None, help="DATAOPS_HOME to use; must be empty or absent (default: a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="DATAOPS_HOME to use; must be empty or absent (default: a temporary folder, removed afterwards)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--repetitions", type=int, default=30, help="warm query repetitions (default 30)")
     parser.add_argument("--cold-repetitions", type=int, default=5, help="cold query repetitions, each rescanning gold (default 5)")
-    parser.add_argument("--profile", type=Path, default=None, help="also write cProfile stats of the promotion to this file and print the top functions")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="also write cProfile stats of the promotion to this file and print the top functions"
+    )
     args = parser.parse_args(argv)
     if args.rows < 48:
         parser.error("--rows must be at least 48 (one day)")

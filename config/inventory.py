@@ -271,8 +271,7 @@ def _parse(kind: str, model: type[BaseModel], name: str, body: Any) -> Any:
         return model.model_validate({"name": name, **body})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']} (got {err.get('input')!r})" for err in exc.errors()
         )
         raise DefinitionError(f"{kind} {name!r} is invalid: {problems}") from None
 
@@ -292,7 +291,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise DefinitionError(f"missing declaration file {path}; config_dir must hold sources.yaml, tables.yaml, pipelines.yaml, suites.yaml")
+        raise DefinitionError(
+            f"missing declaration file {path}; config_dir must hold sources.yaml, tables.yaml, pipelines.yaml, suites.yaml"
+        )
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
@@ -339,4 +340,3 @@ def load_inventory(config_dir: Path) -> Inventory:
         return Inventory(sources=sources, tables=tables, suites=suites, marts=marts, pipelines=pipelines)
     except ValidationError as exc:
         raise DefinitionError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
-

@@ -33,28 +33,18 @@ class DataopsSettings(BaseSettings):
     settings_file: Path | None = Field(
         default=None, description="Optional YAML file whose keys are these settings (lower case, no prefix)."
     )
-    catalog_uri: str | None = Field(
-        default=None, description="SQLAlchemy URL of the Iceberg SQL catalog; default sqlite in home."
-    )
-    warehouse: str | None = Field(
-        default=None, description="Warehouse location (path or s3:// URL); default home/warehouse."
-    )
-    ops_db_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the ops database (run ledger); default sqlite in home."
-    )
+    catalog_uri: str | None = Field(default=None, description="SQLAlchemy URL of the Iceberg SQL catalog; default sqlite in home.")
+    warehouse: str | None = Field(default=None, description="Warehouse location (path or s3:// URL); default home/warehouse.")
+    ops_db_url: str | None = Field(default=None, description="SQLAlchemy URL of the ops database (run ledger); default sqlite in home.")
     source_mode: str = Field(
         default="replay",
         description="'replay' serves the bundled real data offline; 'http' calls the public APIs.",
     )
-    drop_dir: Path | None = Field(
-        default=None, description="Drop folder watched by file sources; default home/drop."
-    )
+    drop_dir: Path | None = Field(default=None, description="Drop folder watched by file sources; default home/drop.")
     http_timeout_s: float = Field(default=20.0, description="Timeout of one HTTP request to a source.")
     http_max_attempts: int = Field(default=5, description="Attempts per HTTP request before giving up.")
     http_backoff_s: float = Field(default=1.0, description="First retry delay; doubles per attempt.")
-    http_max_backoff_s: float = Field(
-        default=60.0, description="Longest wait between attempts, Retry-After included."
-    )
+    http_max_backoff_s: float = Field(default=60.0, description="Longest wait between attempts, Retry-After included.")
     carbon_intensity_base_url: str = Field(
         default="https://api.carbonintensity.org.uk",
         description="Base URL of the NESO Carbon Intensity API (carbon_intensity and generation_mix).",

@@ -20,6 +20,7 @@ from pipelines.context import PlatformContext
 from pipelines.inspection import history_of, lake_status, quarantine_summary
 from pipelines.promotion import RunResult, run_pipeline, split_windows
 from pipelines.query import run_query
+from pipelines.sources.base import Window
 
 app = typer.Typer(
     help="Sustainability DataOps platform: Iceberg pipelines with write-audit-publish, validated by Great Expectations.",
@@ -42,7 +43,9 @@ def _parse_instant(value: str, option: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO date or instant (e.g. 2023-01-01 or 2023-01-01T06:00Z)", param_hint=option) from None
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO date or instant (e.g. 2023-01-01 or 2023-01-01T06:00Z)", param_hint=option
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
@@ -65,9 +68,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
 @app.command()
 def run(
     pipeline: Annotated[str, typer.Argument(help="Pipeline name from config/pipelines.yaml, or 'all'.")] = "all",
-    start: Annotated[str | None, typer.Option(help="Window start (UTC date or instant, inclusive). Default: the pipeline's default_window.")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Window start (UTC date or instant, inclusive). Default: the pipeline's default_window.")
+    ] = None,
     end: Annotated[str | None, typer.Option(help="Window end (UTC date or instant, exclusive).")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")
+    ] = None,
     window_days: Annotated[int | None, typer.Option(help="Days per run; default the source's request limit (chunk_days).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run results as JSON on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help=f"Exit {EXIT_QUARANTINED} when a run held data back (quarantined).")] = False,
@@ -86,7 +93,7 @@ def run(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     clock = _parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
-    plan = []
+    plan: list[tuple[str, Window]] = []
     for spec in specs:
         default = spec.default_window or (date.today().isoformat(), date.today().isoformat())
         s = _parse_instant(start or default[0], "--start")
@@ -97,7 +104,9 @@ def run(
         days = window_days or ctx.inventory.source(spec.source).chunk_days
         plan.extend((spec.name, w) for w in split_windows(s, e, days))
     results: list[RunResult] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=as_json) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=as_json
+    ) as bar:
         task = bar.add_task("runs", total=len(plan))
         for name, window in plan:
             bar.update(task, description=f"{name} {window.start.date()}..{window.end.date()}")
@@ -167,13 +176,29 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON o
         table.add_column(col)
     for t in report["tables"]:
         q = t["quality_score"]
-        table.add_row(t["table"], str(t["rows"]), str(t["snapshots"]), str(len(t["audit_branches"])), "-" if q is None else f"{q:.3f}", t["last_run_id"] or "-")
+        table.add_row(
+            t["table"],
+            str(t["rows"]),
+            str(t["snapshots"]),
+            str(len(t["audit_branches"])),
+            "-" if q is None else f"{q:.3f}",
+            t["last_run_id"] or "-",
+        )
     out.print(table)
     runs = Table(title="Last run per pipeline")
     for col in ("pipeline", "run", "status", "window", "in", "out", "quarantined", "error"):
         runs.add_column(col)
     for r in report["pipelines"]:
-        runs.add_row(r["pipeline"], r["run_id"] or "-", r["status"] or "never run", r["window"] or "-", str(r["rows_in"]), str(r["rows_out"]), str(r["rows_quarantined"]), (r["error"] or "")[:60])
+        runs.add_row(
+            r["pipeline"],
+            r["run_id"] or "-",
+            r["status"] or "never run",
+            r["window"] or "-",
+            str(r["rows_in"]),
+            str(r["rows_out"]),
+            str(r["rows_quarantined"]),
+            (r["error"] or "")[:60],
+        )
     out.print(runs)
 
 
@@ -224,7 +249,16 @@ def history(
     for col in ("snapshot", "committed", "operation", "run", "added", "deleted", "total", "refs"):
         table.add_column(col)
     for e in entries:
-        table.add_row(str(e["snapshot_id"]), e["committed_at"], e["operation"], e["run_id"] or "-", str(e["added_records"]), str(e["deleted_records"]), str(e["total_records"]), ", ".join(e["refs"]))
+        table.add_row(
+            str(e["snapshot_id"]),
+            e["committed_at"],
+            e["operation"],
+            e["run_id"] or "-",
+            str(e["added_records"]),
+            str(e["deleted_records"]),
+            str(e["total_records"]),
+            ", ".join(e["refs"]),
+        )
     out.print(table)
 
 

@@ -26,7 +26,7 @@ def lake_status(ctx: PlatformContext) -> dict[str, Any]:
         tables.append(
             {
                 "table": name,
-                "rows": int(summary["total-records"]) if summary is not None and "total-records" in summary else 0,
+                "rows": int(summary.get("total-records") or 0) if summary is not None else 0,
                 "snapshots": len(table.metadata.snapshots),
                 "current_snapshot_id": snapshot.snapshot_id if snapshot else None,
                 "last_run_id": (summary.additional_properties.get("run_id") if summary is not None else None),
@@ -93,6 +93,8 @@ def quarantine_summary(ctx: PlatformContext, results: list[RunResult]) -> list[d
         data = data.filter(pc.is_in(data.column("run_id"), value_set=__import__("pyarrow").array(sorted(run_ids))))
         for row in data.to_pylist():
             key = (row["target_table"], row["expectation"], row["scope"])
-            g = groups.setdefault(key, {"target_table": key[0], "expectation": key[1], "scope": key[2], "rows": 0, "example": f"{row['ts']}: {row['reason']}"})
+            g = groups.setdefault(
+                key, {"target_table": key[0], "expectation": key[1], "scope": key[2], "rows": 0, "example": f"{row['ts']}: {row['reason']}"}
+            )
             g["rows"] += 1
     return sorted(groups.values(), key=lambda g: (g["target_table"], -g["rows"]))

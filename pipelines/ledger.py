@@ -178,7 +178,11 @@ class Ledger:
     def record_quality(self, run_id: str, table: str, *, checked: int, passed: int) -> float:
         score = 1.0 if checked == 0 else passed / checked
         with self.session() as s, s.begin():
-            s.add(QualityRow(run_id=run_id, table_name=table, score=score, rows_checked=checked, rows_passed=passed, created_at=datetime.now(UTC)))
+            s.add(
+                QualityRow(
+                    run_id=run_id, table_name=table, score=score, rows_checked=checked, rows_passed=passed, created_at=datetime.now(UTC)
+                )
+            )
         return score
 
     def runs(self, *, pipeline: str | None = None, limit: int = 50) -> list[RunRow]:

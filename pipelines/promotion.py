@@ -11,7 +11,6 @@ untouched or at one complete commit of this run; re-running the window completes
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
 import time
@@ -31,7 +30,7 @@ from pipelines.sources.base import FetchResult, RecordProblem, Window, canonical
 from pipelines.sources.registry import build_source
 from pipelines.transforms.conform import conform
 from pipelines.transforms.marts import compute_mart
-from pipelines.validation.suite import ExpectationOutcome, SuiteOutcome, validate
+from pipelines.validation.suite import ExpectationOutcome, validate
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -73,7 +72,18 @@ def new_run_id(pipeline: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S%f}Z-{pipeline}-{secrets.token_hex(3)}"
 
 
-def _quarantine_row(*, ts: datetime | None, record_key: str, target: str, expectation: str, scope: str, reason: str, original: str, run_id: str, now: datetime) -> dict[str, Any]:
+def _quarantine_row(
+    *,
+    ts: datetime | None,
+    record_key: str,
+    target: str,
+    expectation: str,
+    scope: str,
+    reason: str,
+    original: str,
+    run_id: str,
+    now: datetime,
+) -> dict[str, Any]:
     return {
         "ts": ts,
         "record_key": record_key,
@@ -98,14 +108,18 @@ def _original(row: dict[str, Any]) -> str:
 class _Run:
     """State of one run; `execute()` does the work."""
 
-    def __init__(self, ctx: PlatformContext, pipeline: PipelineSpec, window: Window, *, as_of: datetime, run_id: str, progress: Progress | None) -> None:
+    def __init__(
+        self, ctx: PlatformContext, pipeline: PipelineSpec, window: Window, *, as_of: datetime, run_id: str, progress: Progress | None
+    ) -> None:
         self.ctx = ctx
         self.p = pipeline
         self.window = window
         self.as_of = as_of
         self.run_id = run_id
         self.progress = progress or (lambda _msg: None)
-        self.result = RunResult(run_id=run_id, pipeline=pipeline.name, status="running", window_start=window.start, window_end=window.end, as_of=as_of)
+        self.result = RunResult(
+            run_id=run_id, pipeline=pipeline.name, status="running", window_start=window.start, window_end=window.end, as_of=as_of
+        )
         self.timings: dict[str, float] = {}
         self.snapshots: dict[str, int | None] = {}
         self.quarantine_rows: list[dict[str, Any]] = []
@@ -134,9 +148,15 @@ class _Run:
             self.table_held = True
             self.quarantine_rows.append(
                 _quarantine_row(
-                    ts=self.window.start, record_key=f"window:{self.window.start.isoformat()}", target=self.p.silver,
-                    expectation="schema_contract", scope="table", reason=str(exc),
-                    original=canonical_json({"missing": exc.missing, "unexpected": exc.unexpected}), run_id=self.run_id, now=self.now,
+                    ts=self.window.start,
+                    record_key=f"window:{self.window.start.isoformat()}",
+                    target=self.p.silver,
+                    expectation="schema_contract",
+                    scope="table",
+                    reason=str(exc),
+                    original=canonical_json({"missing": exc.missing, "unexpected": exc.unexpected}),
+                    run_id=self.run_id,
+                    now=self.now,
                 )
             )
             fetched = FetchResult()
@@ -149,8 +169,15 @@ class _Run:
 
     def _problem_row(self, problem: RecordProblem) -> dict[str, Any]:
         return _quarantine_row(
-            ts=problem.ts or self.window.start, record_key=problem.record_key, target=self.p.silver, expectation=problem.check,
-            scope="row", reason=problem.reason, original=problem.original, run_id=self.run_id, now=self.now,
+            ts=problem.ts or self.window.start,
+            record_key=problem.record_key,
+            target=self.p.silver,
+            expectation=problem.check,
+            scope="row",
+            reason=problem.reason,
+            original=problem.original,
+            run_id=self.run_id,
+            now=self.now,
         )
 
     def land_bronze(self, fetched: FetchResult) -> list[datetime]:
@@ -194,13 +221,19 @@ class _Run:
         for d in empty:
             self._hold(d, "window_days_present")
         return ExpectationOutcome(
-            name="window_days_present", expectation="row_count_per_day_above_zero", scope="partition",
+            name="window_days_present",
+            expectation="row_count_per_day_above_zero",
+            scope="partition",
             why="Every elapsed day of the window must have records; an empty day is an outage, not a quiet day.",
-            success=not empty, element_count=len(days), unexpected_count=len(empty),
+            success=not empty,
+            element_count=len(days),
+            unexpected_count=len(empty),
             observed={"empty_days": [d.date().isoformat() for d in empty]},
         )
 
-    def promote(self, target_name: str, candidate: pa.Table, days: list[datetime], suite_name: str, *, extra: list[ExpectationOutcome]) -> None:
+    def promote(
+        self, target_name: str, candidate: pa.Table, days: list[datetime], suite_name: str, *, extra: list[ExpectationOutcome]
+    ) -> None:
         """Write-audit-publish `candidate` for `days` into `target_name`; failing rows go to quarantine."""
         target = self.ctx.inventory.table(target_name)
         table = load_table(self.ctx.catalog, target_name)
@@ -220,25 +253,49 @@ class _Run:
             outcome = validate(suite, audited, as_of=self.as_of)
             self._timed(f"{target_name}.audit", started)
             held_days = dict(outcome.held_days)
-            for day, names in held_days.items():
-                self._hold(day, ",".join(names))
+            for held_day, held_names in held_days.items():
+                self._hold(held_day, ",".join(held_names))
             rows = audited.to_pylist()
             failing = outcome.failing_rows
             table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
             clean, quarantined = [], 0
             why = {o.name: o.why for o in outcome.outcomes}
             for i, row in enumerate(rows):
-                day = row["ts"].replace(hour=0, minute=0, second=0, microsecond=0) if row["ts"] else None
+                day: datetime | None = row["ts"].replace(hour=0, minute=0, second=0, microsecond=0) if row["ts"] else None
                 if i in failing:
                     names = failing[i]
                     reason = "; ".join(f"{n}: {why[n]}" for n in names)
-                    self.quarantine_rows.append(_quarantine_row(ts=row["ts"], record_key=_row_key(target, row), target=target_name, expectation=",".join(names), scope="row", reason=reason, original=_original(row), run_id=self.run_id, now=self.now))
+                    self.quarantine_rows.append(
+                        _quarantine_row(
+                            ts=row["ts"],
+                            record_key=_row_key(target, row),
+                            target=target_name,
+                            expectation=",".join(names),
+                            scope="row",
+                            reason=reason,
+                            original=_original(row),
+                            run_id=self.run_id,
+                            now=self.now,
+                        )
+                    )
                     quarantined += 1
                 elif table_failed or day in held_days or (target.layer == "silver" and day in self.held):
                     names = outcome.table_failures or held_days.get(day) or self.held.get(day) or ["schema_contract"]  # type: ignore[arg-type]
                     scope = "table" if table_failed else "partition"
                     reason = f"{'run' if table_failed else 'day ' + str(day.date() if day else '?')} held back: {', '.join(names)}"
-                    self.quarantine_rows.append(_quarantine_row(ts=row["ts"], record_key=_row_key(target, row), target=target_name, expectation=",".join(names), scope=scope, reason=reason, original=_original(row), run_id=self.run_id, now=self.now))
+                    self.quarantine_rows.append(
+                        _quarantine_row(
+                            ts=row["ts"],
+                            record_key=_row_key(target, row),
+                            target=target_name,
+                            expectation=",".join(names),
+                            scope=scope,
+                            reason=reason,
+                            original=_original(row),
+                            run_id=self.run_id,
+                            now=self.now,
+                        )
+                    )
                     quarantined += 1
                 else:
                     clean.append(row)
@@ -256,7 +313,9 @@ class _Run:
                 wap.overwrite_days(table, clean_table, publish_days, branch=branch, properties=self._props(target.layer))
                 check = wap.read_days(table, publish_days, branch=branch)
                 if check.num_rows != len(clean):
-                    raise PipelineError(f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {len(clean)}")
+                    raise PipelineError(
+                        f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {len(clean)}"
+                    )
             try:
                 snapshot = wap.publish(table, branch) if publish_days else None
                 if not publish_days:
@@ -308,7 +367,19 @@ class _Run:
         silver_spec = self.ctx.inventory.table(self.p.silver)
         candidate, problems = conform(source_kind, raw, silver_spec)
         for problem in problems:
-            self.quarantine_rows.append(_quarantine_row(ts=problem.ts, record_key=problem.record_key, target=self.p.silver, expectation="conform", scope="row", reason=problem.reason, original=problem.original, run_id=self.run_id, now=self.now))
+            self.quarantine_rows.append(
+                _quarantine_row(
+                    ts=problem.ts,
+                    record_key=problem.record_key,
+                    target=self.p.silver,
+                    expectation="conform",
+                    scope="row",
+                    reason=problem.reason,
+                    original=problem.original,
+                    run_id=self.run_id,
+                    now=self.now,
+                )
+            )
         self._timed("conform", started)
         self.result.rows_in = candidate.num_rows
         presence = self.check_days_present(days, candidate)
@@ -367,7 +438,7 @@ def run_pipeline(
             log.error("run %s: source failed: %s", run_id, exc)
         else:
             log.exception("run %s failed", run_id)
-    except Exception as exc:  # noqa: BLE001 - the ledger must record every ending, then re-raise
+    except Exception as exc:
         result = run.result
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
@@ -395,4 +466,3 @@ def day_floor(ts: datetime) -> datetime:
 def split_windows(start: datetime, end: datetime, days: int) -> list[Window]:
     """Whole-day windows of at most `days` days covering [start, end)."""
     return list(Window(start=day_floor(start), end=end if end == day_floor(end) else day_floor(end) + timedelta(days=1)).chunks(days))
-

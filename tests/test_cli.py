@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from config.errors import QueryRefusedError
 from pipelines.cli import app
 from pipelines.context import PlatformContext
 from pipelines.promotion import run_pipeline
 from pipelines.query import run_query
-from config.errors import QueryRefusedError
 from tests.conftest import window
 
 runner = CliRunner()
@@ -44,7 +44,9 @@ def test_run_reports_json_and_lands_data(home: Path) -> None:
 
 
 def test_run_splits_long_windows_and_reports_held_days(home: Path) -> None:
-    result = runner.invoke(app, ["run", "carbon_intensity", "--start", "2023-10-15", "--end", "2023-10-25", "--window-days", "5", "--json", "--strict"])
+    result = runner.invoke(
+        app, ["run", "carbon_intensity", "--start", "2023-10-15", "--end", "2023-10-25", "--window-days", "5", "--json", "--strict"]
+    )
     assert result.exit_code == 3
     runs = json.loads(result.stdout)["runs"]
     assert [r["window_start"][:10] for r in runs] == ["2023-10-15", "2023-10-20"]

@@ -75,5 +75,5 @@ def test_unknown_pipeline_lists_known() -> None:
 
 
 def test_missing_declaration_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DefinitionError, match="missing declaration file .*sources.yaml"):
+    with pytest.raises(DefinitionError, match=r"missing declaration file .*sources\.yaml"):
         load_inventory(tmp_path)

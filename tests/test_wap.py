@@ -15,7 +15,9 @@ from tests.conftest import utc
 def weather_rows(day_hours: list[int], value: float, run: str) -> pa.Table:
     ts = [utc(2023, 1, 1, h) for h in day_hours]
     n = len(ts)
-    return pa.table({"ts": ts, "temperature_c": [value] * n, "run_id": [run] * n, "fetched_at": [utc(2023, 1, 2)] * n, "payload_hash": ["h"] * n})
+    return pa.table(
+        {"ts": ts, "temperature_c": [value] * n, "run_id": [run] * n, "fetched_at": [utc(2023, 1, 2)] * n, "payload_hash": ["h"] * n}
+    )
 
 
 def test_audit_branch_is_invisible_until_published(ctx: PlatformContext) -> None:
@@ -48,7 +50,10 @@ def test_publish_refuses_when_main_moved_away(ctx: PlatformContext) -> None:
 def test_overwrite_touches_only_the_named_days(ctx: PlatformContext) -> None:
     table = load_table(ctx.catalog, "silver.weather")
     two_days = pa.concat_tables(
-        [weather_rows(list(range(24)), 1.0, "a"), weather_rows(list(range(24)), 1.0, "a").set_column(0, "ts", pa.array([utc(2023, 1, 2, h) for h in range(24)]))]
+        [
+            weather_rows(list(range(24)), 1.0, "a"),
+            weather_rows(list(range(24)), 1.0, "a").set_column(0, "ts", pa.array([utc(2023, 1, 2, h) for h in range(24)])),
+        ]
     )
     wap.open_audit_branch(table, "audit-a", run_id="a")
     wap.overwrite_days(table, two_days, [utc(2023, 1, 1), utc(2023, 1, 2)], branch="audit-a", properties={"run_id": "a"})

@@ -132,9 +132,7 @@ def _paths(record: dict[str, Any], prefix: str = "") -> set[str]:
     return out
 
 
-def check_contract(
-    spec: SourceSpec, records: list[dict[str, Any]], source_uri: str
-) -> tuple[list[dict[str, Any]], list[RecordProblem]]:
+def check_contract(spec: SourceSpec, records: list[dict[str, Any]], source_uri: str) -> tuple[list[dict[str, Any]], list[RecordProblem]]:
     """Split records into those carrying every contract field and those that do not.
 
     When no record carries a contract field the payload itself changed shape: that is schema drift,

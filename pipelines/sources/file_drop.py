@@ -104,7 +104,13 @@ class FileDropSource:
                     ts = datetime(int(year), 1, 1, tzinfo=UTC)  # type: ignore[arg-type]
                 except (FileFormatError, TypeError, ValueError) as exc:
                     result.problems.append(
-                        RecordProblem(record_key=key, check="payload_contract", reason=f"{path.name}: {exc}", original=canonical_json(record), source_uri=uri)
+                        RecordProblem(
+                            record_key=key,
+                            check="payload_contract",
+                            reason=f"{path.name}: {exc}",
+                            original=canonical_json(record),
+                            source_uri=uri,
+                        )
                     )
                     continue
                 name = str(record["country_or_region"])

@@ -46,7 +46,9 @@ def parse_neso_body(spec: SourceSpec, body: Any, chunk: Window, uri: str) -> Fet
     for r in raw:
         if not isinstance(r, dict):
             result.problems.append(
-                RecordProblem(record_key="?", check="payload_contract", reason="record is not an object", original=canonical_json(r), source_uri=uri)
+                RecordProblem(
+                    record_key="?", check="payload_contract", reason="record is not an object", original=canonical_json(r), source_uri=uri
+                )
             )
     good, problems = check_contract(spec, dicts, uri)
     result.problems.extend(problems)
@@ -55,7 +57,9 @@ def parse_neso_body(spec: SourceSpec, body: Any, chunk: Window, uri: str) -> Fet
             ts = parse_instant(record["from"], field="from")
         except ValueError as exc:
             result.problems.append(
-                RecordProblem(record_key=str(record["from"]), check="slot_time", reason=str(exc), original=canonical_json(record), source_uri=uri)
+                RecordProblem(
+                    record_key=str(record["from"]), check="slot_time", reason=str(exc), original=canonical_json(record), source_uri=uri
+                )
             )
             continue
         if chunk.contains(ts):

@@ -46,7 +46,13 @@ def parse_open_meteo_body(spec: SourceSpec, body: Any, chunk: Window, uri: str) 
             ts = datetime.fromisoformat(str(t)).replace(tzinfo=UTC)
         except ValueError:
             result.problems.append(
-                RecordProblem(record_key=str(t), check="slot_time", reason=f"time {t!r} is not ISO 8601", original=canonical_json(record), source_uri=uri)
+                RecordProblem(
+                    record_key=str(t),
+                    check="slot_time",
+                    reason=f"time {t!r} is not ISO 8601",
+                    original=canonical_json(record),
+                    source_uri=uri,
+                )
             )
             continue
         if chunk.contains(ts):

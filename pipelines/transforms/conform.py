@@ -148,7 +148,9 @@ def conform(kind: str, bronze: pa.Table, target: TableSpec) -> tuple[pa.Table, l
             payload = json.loads(payload_text)
             produced = conformer(payload)
         except (ValueError, TypeError, KeyError) as exc:
-            problems.append(ConformProblem(ts=columns["ts"][i], record_key=columns["record_key"][i], reason=str(exc), original=payload_text))
+            problems.append(
+                ConformProblem(ts=columns["ts"][i], record_key=columns["record_key"][i], reason=str(exc), original=payload_text)
+            )
             continue
         for row in produced:
             rows.append(

@@ -65,7 +65,7 @@ def _context() -> Any:
     context = gx.get_context(mode="ephemeral")
     try:
         context.variables.progress_bars = {"globally": False, "metric_calculations": False}  # type: ignore[assignment]
-    except Exception:  # noqa: BLE001 - older GX versions lack the setting; bars are only cosmetic
+    except Exception:
         pass
     asset = context.data_sources.add_pandas("dataops").add_dataframe_asset("batch")
     return context, asset.add_batch_definition_whole_dataframe("whole")
@@ -117,7 +117,7 @@ def validate(suite: SuiteSpec, data: pa.Table, *, as_of: datetime, day_column: s
     import great_expectations as gx
 
     with _lock:  # the ephemeral context is shared; GX is not thread-safe
-        context, definition = _context()
+        _, definition = _context()
         batch = definition.get_batch(batch_parameters={"dataframe": frame})
         gx_suite = gx.ExpectationSuite(name=f"{suite.name}", expectations=[_expectation(e) for e in suite.expectations])
         result = batch.validate(gx_suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW]})

@@ -329,83 +329,39 @@ def reference(platform_env: None, tmp_path_factory: pytest.TempPathFactory) -> d
     return references
 
 
-@dataclass(kw_only=True)
-class _Launched:
-    point: KillPoint
-    home: Path
-    before: dict[str, TableState]
-    child: subprocess.Popen[bytes]
-    log: Path
+@pytest.fixture(scope="module")
+def victims(reference: dict[str, Reference], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Victim]:
+    """Every kill point run in a child on a home of its own, PARALLEL_CHILDREN at a time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")}
+    done: dict[str, Victim] = {}
+    running: list[tuple[KillPoint, Path, dict[str, TableState], subprocess.Popen[bytes], Path]] = []
 
+    def reap() -> None:
+        point, home, before, child, log = running.pop(0)
+        try:
+            child.wait(timeout=CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        done[point.id] = Victim(home=home, before=before, pid=child.pid, returncode=child.returncode, log=log.read_text())
 
-class Executioner:
-    """Prepares a home and starts the child for each kill point, ahead of the test that inspects it.
-
-    Up to PARALLEL_CHILDREN children run while this process checks and completes earlier kill points.
-    """
-
-    def __init__(self, points: list[KillPoint], tmp_path_factory: pytest.TempPathFactory) -> None:
-        self.pending = list(points)
-        self.running: list[_Launched] = []
-        self.tmp_path_factory = tmp_path_factory
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")}
-
-    def _launch(self) -> None:
-        point = self.pending.pop(0)
-        base = self.tmp_path_factory.mktemp(point.id)
+    for point in KILL_POINTS:
+        base = tmp_path_factory.mktemp(point.id)
         home, log = base / "home", base / "child.log"
         with platform(home) as ctx:
             prepare(ctx, SCENARIOS[point.scenario])
             before = capture(ctx)
         args = [PIPELINE, WINDOW.start.isoformat(), WINDOW.end.isoformat(), AS_OF.isoformat(), point.when, str(point.commit)]
+        while len(running) >= PARALLEL_CHILDREN:
+            reap()
         with log.open("wb") as out:
             child = subprocess.Popen(
-                [sys.executable, "-c", CHILD, *args],
-                cwd=REPO,
-                env={**self.env, "DATAOPS_HOME": str(home)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                [sys.executable, "-c", CHILD, *args], cwd=REPO, env={**env, "DATAOPS_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT
             )
-        self.running.append(_Launched(point=point, home=home, before=before, child=child, log=log))
-
-    def _top_up(self) -> None:
-        while self.pending and len(self.running) < PARALLEL_CHILDREN:
-            self._launch()
-
-    def victim(self, point: KillPoint) -> Victim:
-        """The ended child of `point` (started now if it is not running yet)."""
-        if all(r.point != point for r in self.running):
-            self.pending.remove(point)
-            self.pending.insert(0, point)
-        self._top_up()
-        launched = next(r for r in self.running if r.point == point)
-        try:
-            launched.child.wait(timeout=CHILD_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            launched.child.kill()
-            launched.child.wait()
-        self.running.remove(launched)
-        self._top_up()  # the next children run while the caller completes this kill point
-        child = launched.child
-        return Victim(home=launched.home, before=launched.before, pid=child.pid, returncode=child.returncode, log=launched.log.read_text())
-
-    def close(self) -> None:
-        for launched in self.running:  # left over when the session stops early (-x)
-            launched.child.kill()
-            launched.child.wait()
-        self.running.clear()
-
-
-@pytest.fixture(scope="module")
-def executioner(
-    reference: dict[str, Reference], request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Executioner]:
-    # Only the kill points this session will test, in the order it tests them.
-    params = [item.callspec.params for item in request.session.items if hasattr(item, "callspec")]
-    selected = [p["point"] for p in params if isinstance(p.get("point"), KillPoint)]
-    launcher = Executioner(selected, tmp_path_factory)
-    yield launcher
-    launcher.close()
+        running.append((point, home, before, child, log))
+    while running:
+        reap()
+    return done
 
 
 # -- tests -----------------------------------------------------------------------------------------
@@ -435,9 +391,9 @@ def _main_moves(ctx: PlatformContext, name: str, before: int | None) -> list[str
 
 @pytest.mark.parametrize("point", KILL_POINTS, ids=lambda p: p.id)
 def test_sigkill_leaves_main_valid_and_unchanged_and_the_next_run_completes_the_window(
-    point: KillPoint, executioner: Executioner, reference: dict[str, Reference]
+    point: KillPoint, victims: dict[str, Victim], reference: dict[str, Reference]
 ) -> None:
-    victim, clean = executioner.victim(point), reference[point.scenario]
+    victim, clean = victims[point.id], reference[point.scenario]
     assert victim.returncode == -signal.SIGKILL, f"the child was not killed (exit {victim.returncode}):\n{victim.log[-4000:]}"
     commit_lines = re.findall(r"^commit \d+ \S+$", victim.log, flags=re.MULTILINE)
     assert commit_lines and commit_lines[-1] == f"commit {point.commit} {point.table}", victim.log[-4000:]

@@ -31,6 +31,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -209,6 +210,7 @@ class TimedRun(promotion._Run):
             return super().write_quarantine()
 
 
+METADATA_ONLY = {"wap.open_audit_branch", "wap.publish"}  # commits that move refs; no rows pass through
 # Calls `execute()` makes itself, between bronze landing and the silver promotion.
 TOP_LEVEL_CALLS = {
     "wap.read_days": "silver conform: wap.read_days (bronze days)",
@@ -219,6 +221,30 @@ REMAINDER = {
     "silver write-audit-publish": "(rest: to_pylist, per-row routing loop, ledger)",
     "gold write-audit-publish": "(rest: to_pylist, per-row routing loop, ledger)",
 }
+
+
+@dataclass(kw_only=True)
+class LoadSampler:
+    """1-minute load average every few seconds while running: other processes on the box inflate every figure."""
+
+    interval_s: float = 5.0
+    samples: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> LoadSampler:
+        def sample() -> None:
+            while not self._stop.wait(self.interval_s):
+                self.samples.append(os.getloadavg()[0])
+
+        threading.Thread(target=sample, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        return {"mean": round(statistics.mean(self.samples), 2), "max": round(max(self.samples), 2)}
 
 
 # -- the measured run -----------------------------------------------------------------------------
@@ -305,7 +331,8 @@ def query_pushdown_latency(ctx: PlatformContext, repetitions: int) -> dict[str, 
 
 # -- report ---------------------------------------------------------------------------------------
 def rate(rows: int, seconds: float) -> int | None:
-    return round(rows / seconds) if seconds > 0.0005 else None
+    """Rows per second; none for steps too short to time (e.g. reading an empty table)."""
+    return round(rows / seconds) if seconds >= 0.01 else None
 
 
 def stage_rows(step: str, result: promotion.RunResult) -> int:
@@ -334,7 +361,7 @@ def stages(watch: Stopwatch, result: promotion.RunResult, total_s: float) -> lis
                 "leaf": leaf,
                 "seconds": round(seconds, 3),
                 "rows": rows,
-                "rows_per_s": rate(rows, seconds),
+                "rows_per_s": None if name in METADATA_ONLY else rate(rows, seconds),
                 "share": round(seconds / total_s, 4),
             }
         )
@@ -394,15 +421,15 @@ def build_report(
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
 
 
 def print_report(report: dict[str, Any]) -> None:
-    run = report["run"]
+    run, load = report["run"], report["load_average_1m_during_promotion"]
     print(f"\nValidated promotion of {report['records']:,} carbon-intensity records ({report['days']:,} UTC days, one day partition each)")
     print(
-        f"synthesis {report['generate_s']} s (not counted); peak RSS {report['peak_rss_mb']:,} MB; {report['cpus']} CPUs; Python {report['python']}"
+        f"synthesis {report['generate_s']} s (not counted); peak RSS {report['peak_rss_mb']:,} MB; {report['cpus']} CPUs; "
+        f"1-min load average during the promotion: mean {load['mean']}, max {load['max']}"
     )
     print(
         f"run {run['status']}: bronze +{run['bronze_new']:,}, silver {run['silver_rows']:,}, gold {run['gold_rows']:,}, quarantined {run['quarantined']:,}\n"
@@ -470,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
-        result, total_s = promote(ctx, records, watch)
+        with LoadSampler() as load:
+            result, total_s = promote(ctx, records, watch)
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -495,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         report = build_report(args, generate_s, result, total_s, watch, baseline, queries)
+        report["load_average_1m_during_promotion"] = load.summary()
         if args.json:
             print(json.dumps(report, indent=2, default=str))
         else:

@@ -11,7 +11,7 @@ The parent then checks every table the pipeline writes: main is where it was, or
 killed run only, to exactly what a clean run publishes; main scans; keys are unique. A second, in-process
 run of the same window must end with the contents of a clean run and mark the killed run abandoned.
 
-Two scenarios: `populated` (weather and an earlier carbon window already published, so "unchanged" means
+Two scenarios: `populated` (an earlier carbon window already published, so "unchanged" means
 something; every commit of the run is a kill point) and `fresh` (an empty platform, killed right after
 each genesis snapshot, when main of a table first exists and is empty).
 """
@@ -178,7 +178,7 @@ SqlCatalog._write_metadata = staticmethod(tearing_write_metadata)
 
 from config.settings import load_settings
 from pipelines.context import PlatformContext
-from pipelines.promotion import RunResult, run_pipeline
+from pipelines.promotion import run_pipeline
 from pipelines.sources.base import Window
 
 ctx = PlatformContext.open(load_settings())

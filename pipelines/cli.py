@@ -102,6 +102,10 @@ def run(
             console.print(f"[red]error:[/red] --end {e.isoformat()} is not after --start {s.isoformat()}")
             raise typer.Exit(EXIT_USAGE)
         days = window_days or ctx.inventory.source(spec.source).chunk_days
+        ctx.ledger.mark_abandoned(spec.name)
+        for lost in ctx.ledger.unrecovered(spec.name):
+            console.print(f"[yellow]re-running the window of abandoned run {lost.run_id} first[/yellow]")
+            plan.append((spec.name, Window(start=lost.window_start, end=lost.window_end)))
         plan.extend((spec.name, w) for w in split_windows(s, e, days))
     results: list[RunResult] = []
     with Progress(

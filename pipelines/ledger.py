@@ -43,6 +43,7 @@ class RunRow(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     held_days: Mapped[list[str]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recovered_by: Mapped[str | None] = mapped_column(String(80), nullable=True, doc="run that re-ran an abandoned run's window")
     host: Mapped[str] = mapped_column(String(255), default="")
     pid: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -145,6 +146,28 @@ class Ledger:
                     run.error = f"process {run.pid} ended before the run finished (killed or crashed); a later run completes the window"
                     marked.append(run.run_id)
         return marked
+
+    def unrecovered(self, pipeline: str) -> list[RunRow]:
+        """Abandoned runs of `pipeline` whose window no later run has covered yet, oldest first."""
+        with self.session() as s:
+            rows = list(
+                s.scalars(
+                    select(RunRow)
+                    .where(RunRow.pipeline == pipeline, RunRow.status == "abandoned", RunRow.recovered_by.is_(None))
+                    .order_by(RunRow.started_at)
+                )
+            )
+        for r in rows:
+            r.window_start = _aware(r.window_start)  # type: ignore[assignment]
+            r.window_end = _aware(r.window_end)  # type: ignore[assignment]
+        return rows
+
+    def mark_recovered(self, run_ids: list[str], *, by: str) -> None:
+        with self.session() as s, s.begin():
+            for run_id in run_ids:
+                run = s.get(RunRow, run_id)
+                if run is not None:
+                    run.recovered_by = by
 
     def finish_run(self, run_id: str, **fields: Any) -> None:
         with self.session() as s, s.begin():

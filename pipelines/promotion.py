@@ -423,8 +423,20 @@ def run_pipeline(
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     run_id = run_id or new_run_id(pipeline)
     ledger = ctx.ledger
-    for abandoned in ledger.mark_abandoned(pipeline):
-        log.warning("run %s of %s was abandoned by a dead process; this run completes its window", abandoned, pipeline)
+    ledger.mark_abandoned(pipeline)
+    covered = []
+    for lost in ledger.unrecovered(pipeline):
+        if window.start <= lost.window_start and lost.window_end <= window.end:
+            covered.append(lost.run_id)
+            log.warning("run %s of %s was abandoned by a dead process; this run re-runs its window", lost.run_id, pipeline)
+        else:
+            log.warning(
+                "run %s of %s was abandoned by a dead process; its window [%s, %s) is still to re-run (`dataops run` does it first)",
+                lost.run_id,
+                pipeline,
+                lost.window_start.isoformat(),
+                lost.window_end.isoformat(),
+            )
     ledger.start_run(run_id=run_id, pipeline=pipeline, window_start=window.start, window_end=window.end, as_of=as_of)
     run = _Run(ctx, spec, window, as_of=as_of, run_id=run_id, progress=progress)
     started = time.perf_counter()
@@ -445,6 +457,8 @@ def run_pipeline(
         ledger.finish_run(run_id, status="failed", error=result.error, timings=run.timings)
         raise
     result.duration_s = round(time.perf_counter() - started, 3)
+    if covered and result.status in ("succeeded", "quarantined"):
+        ledger.mark_recovered(covered, by=run_id)
     ledger.finish_run(
         run_id,
         status=result.status,

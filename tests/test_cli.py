@@ -113,3 +113,36 @@ def test_seven_day_hourly_aggregate_over_gold(ctx: PlatformContext) -> None:
         "SELECT round(avg(actual), 2) FROM silver.carbon_intensity WHERE hour(ts) = 0 AND ts >= TIMESTAMPTZ '2023-03-01' AND ts < TIMESTAMPTZ '2023-03-08'",
     )
     assert result.rows[0][1] == direct.rows[0][0]
+
+
+def test_run_first_recovers_the_window_of_an_abandoned_run(home: Path) -> None:
+    import subprocess
+    import sys
+
+    from config.settings import load_settings
+    from pipelines.ledger import Ledger
+    from tests.conftest import utc
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    settings = load_settings()
+    settings.ensure_home()
+    ledger = Ledger(settings.ops_db)
+    ledger.start_run(
+        run_id="20230101T000000Z-weather-dead00",
+        pipeline="weather",
+        window_start=utc(2023, 2, 1),
+        window_end=utc(2023, 2, 3),
+        as_of=utc(2026, 1, 1),
+    )
+    with ledger.session() as s, s.begin():
+        from pipelines.ledger import RunRow
+
+        s.get(RunRow, "20230101T000000Z-weather-dead00").pid = int(dead.stdout)  # a process that has ended
+    result = runner.invoke(app, ["run", "weather", "--start", "2023-03-01", "--end", "2023-03-02", "--json"])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert [(r["window_start"][:10], r["window_end"][:10]) for r in runs] == [("2023-02-01", "2023-02-03"), ("2023-03-01", "2023-03-02")]
+    lost = ledger.run("20230101T000000Z-weather-dead00")
+    assert lost is not None and lost.status == "abandoned" and lost.recovered_by == runs[0]["run_id"]
+    again = runner.invoke(app, ["run", "weather", "--start", "2023-03-01", "--end", "2023-03-02", "--json"])
+    assert len(json.loads(again.stdout)["runs"]) == 1, "a recovered window is not re-run again"

@@ -41,6 +41,10 @@ class DataopsSettings(BaseSettings):
         description="'replay' serves the bundled real data offline; 'http' calls the public APIs.",
     )
     drop_dir: Path | None = Field(default=None, description="Drop folder watched by file sources; default home/drop.")
+    audit_branch_retention_hours: float = Field(
+        default=168.0,
+        description="How long audit branches of failed or held runs are kept for diagnosis; recovered runs' go at once.",
+    )
     http_timeout_s: float = Field(default=20.0, description="Timeout of one HTTP request to a source.")
     http_max_attempts: int = Field(default=5, description="Attempts per HTTP request before giving up.")
     http_backoff_s: float = Field(default=1.0, description="First retry delay; doubles per attempt.")

@@ -409,6 +409,26 @@ class _Run:
         self.promote(mart.table, rows, days, mart.suite, extra=[])
 
 
+def clean_audit_branches(ctx: PlatformContext, spec: PipelineSpec, *, now: datetime | None = None) -> list[str]:
+    """Drop audit branches kept for diagnosis once their run was recovered or their retention has passed."""
+    now = now or datetime.now(UTC)
+    retention = timedelta(hours=ctx.settings.audit_branch_retention_hours)
+    dropped = []
+    for name in (spec.silver, *(ctx.inventory.mart(m).table for m in spec.marts)):
+        table = load_table(ctx.catalog, name)
+        for branch in wap.audit_branches(table):
+            run = ctx.ledger.run(branch.removeprefix(wap.AUDIT_PREFIX))
+            if run is None or run.status == "running":
+                continue  # a live run owns it, or it is not ours to judge
+            finished = run.finished_at or run.started_at
+            if finished.tzinfo is None:
+                finished = finished.replace(tzinfo=UTC)
+            if run.recovered_by is not None or now - finished > retention:
+                wap.drop_branch(table, branch)
+                dropped.append(f"{name}@{branch}")
+    return dropped
+
+
 def run_pipeline(
     ctx: PlatformContext,
     pipeline: str,
@@ -424,6 +444,8 @@ def run_pipeline(
     run_id = run_id or new_run_id(pipeline)
     ledger = ctx.ledger
     ledger.mark_abandoned(pipeline)
+    for dropped in clean_audit_branches(ctx, spec):
+        log.info("dropped audit branch %s (run recovered or retention passed)", dropped)
     covered = []
     for lost in ledger.unrecovered(pipeline):
         if window.start <= lost.window_start and lost.window_end <= window.end:

@@ -65,3 +65,22 @@ def test_overwrite_touches_only_the_named_days(ctx: PlatformContext) -> None:
     assert len(data) == 26
     assert {r["temperature_c"] for r in data if r["ts"].day == 1} == {9.0}
     assert {r["temperature_c"] for r in data if r["ts"].day == 2} == {1.0}
+
+
+def test_kept_audit_branches_are_cleaned_after_retention(ctx: PlatformContext) -> None:
+    from datetime import timedelta
+
+    from pipelines.promotion import clean_audit_branches, run_pipeline
+    from tests.conftest import window
+
+    # Schema drift holds the run: its audit branch would be kept for diagnosis, so make a held run by hand.
+    result = run_pipeline(ctx, "carbon_intensity", window((2023, 1, 1), (2023, 1, 2)))
+    table = load_table(ctx.catalog, "silver.carbon_intensity")
+    branch = wap.audit_branch_name(result.run_id)
+    wap.open_audit_branch(table, branch, run_id=result.run_id)
+    spec = ctx.inventory.pipeline("carbon_intensity")
+    assert clean_audit_branches(ctx, spec) == [], "within retention the branch stays"
+    assert branch in load_table(ctx.catalog, "silver.carbon_intensity").metadata.refs
+    later = result.window_end + timedelta(days=365 * 10)
+    assert clean_audit_branches(ctx, spec, now=later) == [f"silver.carbon_intensity@{branch}"]
+    assert branch not in load_table(ctx.catalog, "silver.carbon_intensity").metadata.refs

@@ -94,6 +94,9 @@ class SourceSpec(_Spec):
     doc: str = ""
     attribution: str = ""
     options: dict[str, Any] = Field(default_factory=dict)
+    replay_coverage: tuple[tuple[str, str], ...] = Field(
+        default=(), description="UTC [start, end) ranges the bundled replay data covers; empty = always"
+    )
 
 
 class ExpectationSpec(_Spec):
@@ -135,6 +138,29 @@ class MartSpec(_Spec):
     suite: str | None = None
 
 
+class MonitorSpec(_Spec):
+    """A monitor: what it watches and when it speaks. Evaluated after each run and on a timer."""
+
+    name: str
+    kind: Literal["freshness", "volume", "schema", "value"]
+    table: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+    max_lag_minutes: int | None = Field(default=None, description="freshness: lag of the newest slot that opens an incident")
+    expression: str | None = Field(default=None, description="value: DuckDB expression over the table giving the series")
+    where: str | None = Field(default=None, description="value: DuckDB filter selecting one series, e.g. fuel = 'wind'")
+    history_days: int = Field(default=28, gt=0, description="volume/value: days of history in the baseline")
+    tolerance: float = Field(default=0.05, ge=0, description="volume: relative deviation tolerated beyond the robust spread")
+    doc: str = ""
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> MonitorSpec:
+        if self.kind == "freshness" and self.max_lag_minutes is None:
+            raise ValueError(f"freshness monitor {self.name!r} needs max_lag_minutes")
+        if self.kind == "value" and not self.expression:
+            raise ValueError(f"value monitor {self.name!r} needs an expression")
+        return self
+
+
 class ScheduleSpec(_Spec):
     cron: str | None = None
     interval_minutes: int | None = None
@@ -166,6 +192,7 @@ class Inventory(_Spec):
     suites: dict[str, SuiteSpec]
     marts: dict[str, MartSpec]
     pipelines: dict[str, PipelineSpec]
+    monitors: dict[str, MonitorSpec] = Field(default_factory=dict)
 
     def table(self, name: str) -> TableSpec:
         try:
@@ -224,6 +251,8 @@ class Inventory(_Spec):
                 need_table(f"mart {mart.name!r}", table, "silver")
             if mart.suite is not None and mart.suite not in self.suites:
                 raise ValueError(f"mart {mart.name!r} names unknown suite {mart.suite!r}; known: {', '.join(sorted(self.suites))}")
+        for m in self.monitors.values():
+            need_table(f"monitor {m.name!r}", m.table)
         for p in self.pipelines.values():
             if p.source not in self.sources:
                 raise ValueError(f"pipeline {p.name!r} names unknown source {p.source!r}; known: {', '.join(sorted(self.sources))}")
@@ -292,7 +321,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DefinitionError(
-            f"missing declaration file {path}; config_dir must hold sources.yaml, tables.yaml, pipelines.yaml, suites.yaml"
+            f"missing declaration file {path}; config_dir must hold sources.yaml, tables.yaml, pipelines.yaml, suites.yaml, monitors.yaml"
         )
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
@@ -315,7 +344,7 @@ def _section(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
 
 def load_inventory(config_dir: Path) -> Inventory:
     """Read and cross-check every declaration under `config_dir`."""
-    files = {key: config_dir / f"{key}.yaml" for key in ("sources", "tables", "pipelines", "suites")}
+    files = {key: config_dir / f"{key}.yaml" for key in ("sources", "tables", "pipelines", "suites", "monitors")}
     raw = {key: _read_yaml(path) for key, path in files.items()}
 
     sources = {n: _parse("source", SourceSpec, n, b) for n, b in _section(raw["sources"], "sources", files["sources"]).items()}
@@ -325,6 +354,7 @@ def load_inventory(config_dir: Path) -> Inventory:
     suites = {n: _parse("suite", SuiteSpec, n, b) for n, b in _section(raw["suites"], "suites", files["suites"]).items()}
     marts = {n: _parse("mart", MartSpec, n, b) for n, b in _section(raw["pipelines"], "marts", files["pipelines"]).items()}
     pipelines = {n: _parse("pipeline", PipelineSpec, n, b) for n, b in _section(raw["pipelines"], "pipelines", files["pipelines"]).items()}
+    monitors = {n: _parse("monitor", MonitorSpec, n, b) for n, b in _section(raw["monitors"], "monitors", files["monitors"]).items()}
 
     # Bronze and quarantine tables share one layout per pipeline; declare them here, once.
     for p in pipelines.values():
@@ -337,6 +367,6 @@ def load_inventory(config_dir: Path) -> Inventory:
             tables[name] = TableSpec(name=name, columns=columns, key=key, doc=f"{name.split('.')[0]} of {p.name}")
 
     try:
-        return Inventory(sources=sources, tables=tables, suites=suites, marts=marts, pipelines=pipelines)
+        return Inventory(sources=sources, tables=tables, suites=suites, marts=marts, pipelines=pipelines, monitors=monitors)
     except ValidationError as exc:
         raise DefinitionError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None

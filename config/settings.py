@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,21 @@ class DataopsSettings(BaseSettings):
         default=168.0,
         description="How long audit branches of failed or held runs are kept for diagnosis; recovered runs' go at once.",
     )
+    replay_start: datetime = Field(
+        default=datetime(2023, 1, 1, tzinfo=UTC), description="Simulated instant the replay clock starts at (ISO, UTC)."
+    )
+    replay_speed: float = Field(
+        default=17280.0, gt=0, description="Simulated seconds per real second under replay (17280: one day every 5 s)."
+    )
+    metrics_port: int = Field(default=9108, description="Port of the Prometheus /metrics endpoint of `dataops serve`.")
+    metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint binds to (0.0.0.0 in containers).")
+    monitor_interval_s: float = Field(default=10.0, gt=0, description="Real seconds between timer evaluations of the monitors.")
+    anomaly_sensitivity: float = Field(
+        default=0.8, ge=0, le=1, description="Anomaly score at or above which a value monitor opens an incident (0..1; lower = more sensitive)."
+    )
+    run_max_attempts: int = Field(default=3, ge=1, description="Attempts of a scheduled run that fails transiently (5xx, timeouts, commit conflicts).")
+    run_backoff_s: float = Field(default=2.0, ge=0, description="Real seconds before the first retry of a scheduled run; doubles per attempt.")
+    misfire_grace_s: int = Field(default=300, ge=1, description="Real seconds a late scheduled run may still start (later ones are coalesced).")
     http_timeout_s: float = Field(default=20.0, description="Timeout of one HTTP request to a source.")
     http_max_attempts: int = Field(default=5, description="Attempts per HTTP request before giving up.")
     http_backoff_s: float = Field(default=1.0, description="First retry delay; doubles per attempt.")

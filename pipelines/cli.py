@@ -114,7 +114,13 @@ def run(
         task = bar.add_task("runs", total=len(plan))
         for name, window in plan:
             bar.update(task, description=f"{name} {window.start.date()}..{window.end.date()}")
-            result = run_pipeline(ctx, name, window, as_of=clock, progress=lambda msg: bar.update(task, description=msg[:70]))
+            try:
+                with ctx.control.exclusive(name):
+                    result = run_pipeline(ctx, name, window, as_of=clock, progress=lambda msg: bar.update(task, description=msg[:70]))
+            except DataOpsError as exc:  # another process runs this pipeline
+                bar.stop()
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(EXIT_FAILED) from None
             results.append(result)
             bar.advance(task)
     if as_json:
@@ -264,6 +270,122 @@ def history(
             ", ".join(e["refs"]),
         )
     out.print(table)
+
+
+@app.command()
+def serve(
+    until: Annotated[str | None, typer.Option(help="Stop when the clock passes this instant (replay: simulated time).")] = None,
+    speed: Annotated[float | None, typer.Option(help="Replay speed, simulated seconds per real second (overrides DATAOPS_REPLAY_SPEED).")] = None,
+    start: Annotated[str | None, typer.Option(help="Replay start instant (overrides DATAOPS_REPLAY_START).")] = None,
+    metrics: Annotated[bool, typer.Option(help="Serve Prometheus metrics on DATAOPS_METRICS_PORT.")] = True,
+) -> None:
+    """Run the scheduled service: pipelines on their schedules, monitors, incidents and /metrics.
+
+    Offline (the default) the bundled real data plays as a live feed on a replay clock starting at
+    DATAOPS_REPLAY_START and running DATAOPS_REPLAY_SPEED times real time. Stop with Ctrl-C or SIGTERM:
+    the running job finishes first, nothing is left half-published.
+    """
+    from pipelines.metrics import serve_metrics
+    from pipelines.service import Service
+
+    overrides: dict[str, Any] = {}
+    if speed is not None:
+        overrides["replay_speed"] = speed
+    if start is not None:
+        overrides["replay_start"] = _parse_instant(start, "--start")
+    ctx = _context()
+    if overrides:
+        ctx.settings = ctx.settings.model_copy(update=overrides)
+    service = Service(ctx)
+    if metrics:
+        try:
+            serve_metrics(ctx.settings.metrics_port, ctx.settings.metrics_addr)
+        except OSError as exc:
+            console.print(f"[red]error:[/red] cannot serve metrics on {ctx.settings.metrics_addr}:{ctx.settings.metrics_port} ({exc}); set DATAOPS_METRICS_PORT or --no-metrics")
+            raise typer.Exit(EXIT_USAGE) from None
+        console.print(f"metrics on http://{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}/metrics")
+    clock_note = f"replay clock from {service.clock.now().isoformat()} at x{ctx.settings.replay_speed:g}" if ctx.settings.source_mode == "replay" else "wall clock"
+    console.print(f"serving {len(ctx.inventory.pipelines)} pipelines on the {clock_note}; Ctrl-C stops")
+
+    def announce(incident: Any, opened: bool) -> None:
+        if opened:
+            out.print(f"[bold]incident {incident.id}[/bold] [{incident.severity}] {incident.kind} {incident.table}: {incident.title}")
+
+    service.on_incident = announce
+    service.serve_forever(until=_parse_instant(until, "--until") if until else None)
+    console.print(f"stopped at clock {service.clock.now().isoformat()}; {len(service.results)} runs")
+
+
+@app.command()
+def pause(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline to pause.")],
+    reason: Annotated[str, typer.Option(help="Why; shown in status.")] = "",
+) -> None:
+    """Pause a pipeline's schedule; running work finishes, new firings are skipped until resumed."""
+    ctx = _context()
+    try:
+        ctx.inventory.pipeline(pipeline)
+    except DataOpsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    ctx.control.set_paused(pipeline, True, reason=reason, actor="cli")
+    out.print(f"{pipeline} paused")
+
+
+@app.command()
+def resume(pipeline: Annotated[str, typer.Argument(help="Pipeline to resume.")]) -> None:
+    """Resume a paused pipeline; the next firing catches up from its watermark."""
+    ctx = _context()
+    try:
+        ctx.inventory.pipeline(pipeline)
+    except DataOpsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    ctx.control.set_paused(pipeline, False, actor="cli")
+    out.print(f"{pipeline} resumed")
+
+
+@app.command()
+def incidents(
+    status_filter: Annotated[str, typer.Option("--status", help="open, acknowledged, remediating, resolved, escalated, unresolved or all.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """Incidents, newest first, with time-to-detect on the platform clock."""
+    ctx = _context()
+    found = ctx.incidents.list(status=None if status_filter == "all" else status_filter)
+    if as_json:
+        _emit_json({"incidents": [i.model_dump(mode="json") for i in found]})
+        return
+    table = Table(title="Incidents")
+    for col in ("id", "severity", "status", "kind", "table", "seen", "detected (clock)", "ttd", "title"):
+        table.add_column(col)
+    for i in found:
+        ttd = "-" if i.time_to_detect_s is None else f"{i.time_to_detect_s / 3600:.1f} h"
+        table.add_row(str(i.id), i.severity, i.status, i.kind, i.table, str(i.occurrences), i.detected_at.strftime("%Y-%m-%d %H:%M"), ttd, i.title[:80])
+    out.print(table)
+
+
+@app.command()
+def incident(
+    incident_id: Annotated[int, typer.Argument(metavar="ID", help="Incident id from `dataops incidents`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """One incident with its evidence and history."""
+    from pipelines.incidents import IncidentError
+
+    ctx = _context()
+    try:
+        found = ctx.incidents.get(incident_id)
+    except IncidentError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    if as_json:
+        _emit_json(found.model_dump(mode="json"))
+        return
+    out.print(f"[bold]incident {found.id}[/bold] [{found.severity}] {found.status}: {found.title}")
+    out.print(f"kind {found.kind} · table {found.table} · partition {found.partition or '-'} · seen {found.occurrences}x")
+    out.print(f"occurred {found.occurred_at} · detected {found.detected_at} · time to detect {found.time_to_detect_s} s")
+    out.print_json(data=found.evidence, default=str)
 
 
 if __name__ == "__main__":  # pragma: no cover

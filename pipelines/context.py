@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from typing import TYPE_CHECKING
+
 from pyiceberg.catalog import Catalog
 
 from config.inventory import Inventory, load_inventory
 from config.settings import DataopsSettings, load_settings
 from pipelines.lakehouse.catalog import ensure_tables, open_catalog
 from pipelines.ledger import Ledger
+
+if TYPE_CHECKING:
+    from pipelines.control import PipelineControl
+    from pipelines.incidents import IncidentStore
 
 
 @dataclass(kw_only=True)
@@ -32,4 +38,21 @@ class PlatformContext:
 
     @cached_property
     def ledger(self) -> Ledger:
+        # Import the modules whose tables share the ledger's metadata, so create_all makes them all.
+        import pipelines.control
+        import pipelines.incidents
+        import pipelines.monitors.checks  # noqa: F401
+
         return Ledger(self.settings.ops_db)
+
+    @cached_property
+    def incidents(self) -> IncidentStore:
+        from pipelines.incidents import IncidentStore
+
+        return IncidentStore(self.ledger)
+
+    @cached_property
+    def control(self) -> PipelineControl:
+        from pipelines.control import PipelineControl
+
+        return PipelineControl(self.ledger, self.settings.home)

@@ -114,7 +114,7 @@ class Ledger:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
-    def start_run(self, *, run_id: str, pipeline: str, window_start: datetime, window_end: datetime, as_of: datetime) -> None:
+    def start_run(self, *, run_id: str, pipeline: str, window_start: datetime, window_end: datetime, as_of: datetime, attempts: int = 1) -> None:
         with self.session() as s, s.begin():
             s.add(
                 RunRow(
@@ -124,7 +124,7 @@ class Ledger:
                     window_end=window_end,
                     as_of=as_of,
                     status="running",
-                    attempts=1,
+                    attempts=attempts,
                     started_at=datetime.now(UTC),
                     snapshots={},
                     timings={},

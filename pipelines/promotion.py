@@ -21,8 +21,17 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from config.errors import DataOpsError, PipelineError, PublishConflictError, SchemaDriftError, SourceError
+from config.errors import (
+    DataOpsError,
+    LakehouseError,
+    PipelineError,
+    PublishConflictError,
+    SchemaDriftError,
+    SourceError,
+    TransientSourceError,
+)
 from config.inventory import PipelineSpec, TableSpec
+from pipelines import metrics
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
@@ -46,6 +55,18 @@ class TableOutcome(BaseModel):
     held_days: list[str] = Field(default_factory=list)
 
 
+class QuarantineGroup(BaseModel):
+    """Rows this run held back for one reason."""
+
+    target_table: str
+    expectation: str
+    scope: str
+    rows: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    sample: list[str] = Field(default_factory=list, description="record keys and reasons of a few held rows")
+
+
 class RunResult(BaseModel):
     """What a run did, as the CLI prints it and the ledger keeps it."""
 
@@ -62,7 +83,9 @@ class RunResult(BaseModel):
     rows_quarantined: int = 0
     held_days: list[str] = Field(default_factory=list)
     tables: list[TableOutcome] = Field(default_factory=list)
+    quarantine: list[QuarantineGroup] = Field(default_factory=list, description="what this run newly quarantined, by reason")
     error: str | None = None
+    error_kind: str | None = Field(default=None, description="transient (worth a retry) or permanent")
     duration_s: float = 0.0
 
 
@@ -352,6 +375,19 @@ class _Run:
             if m not in seen and m not in batch_seen:
                 batch_seen.add(m)
                 fresh.append(q)
+        groups: dict[tuple[str, str, str], QuarantineGroup] = {}
+        for q in fresh:
+            g = groups.setdefault(
+                (q["target_table"], q["expectation"], q["scope"]),
+                QuarantineGroup(target_table=q["target_table"], expectation=q["expectation"], scope=q["scope"], rows=0, first_ts=q["ts"], last_ts=q["ts"]),
+            )
+            g.rows += 1
+            if q["ts"] is not None:
+                g.first_ts = min(filter(None, (g.first_ts, q["ts"])))
+                g.last_ts = max(filter(None, (g.last_ts, q["ts"])))
+            if len(g.sample) < 5:
+                g.sample.append(f"{q['record_key']}: {q['reason'][:160]}")
+        self.result.quarantine = list(groups.values())
         data = pa.Table.from_pylist(fresh, schema=arrow_schema(self.ctx.inventory.table(self.p.quarantine)))
         self.snapshots[self.p.quarantine] = wap.append(table, data, properties=self._props("quarantine"))
         return len(fresh)
@@ -437,6 +473,7 @@ def run_pipeline(
     as_of: datetime | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
+    attempt: int = 1,
 ) -> RunResult:
     """Run `pipeline` over `window` as known at `as_of` (default now); the ledger records every outcome."""
     spec = ctx.inventory.pipeline(pipeline)
@@ -459,7 +496,7 @@ def run_pipeline(
                 lost.window_start.isoformat(),
                 lost.window_end.isoformat(),
             )
-    ledger.start_run(run_id=run_id, pipeline=pipeline, window_start=window.start, window_end=window.end, as_of=as_of)
+    ledger.start_run(run_id=run_id, pipeline=pipeline, window_start=window.start, window_end=window.end, as_of=as_of, attempts=attempt)
     run = _Run(ctx, spec, window, as_of=as_of, run_id=run_id, progress=progress)
     started = time.perf_counter()
     try:
@@ -468,6 +505,8 @@ def run_pipeline(
         result = run.result
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
+        transient = isinstance(exc, TransientSourceError | PublishConflictError | LakehouseError | OSError)
+        result.error_kind = "transient" if transient else "permanent"
         if isinstance(exc, SourceError):
             log.error("run %s: source failed: %s", run_id, exc)
         else:
@@ -479,6 +518,7 @@ def run_pipeline(
         ledger.finish_run(run_id, status="failed", error=result.error, timings=run.timings)
         raise
     result.duration_s = round(time.perf_counter() - started, 3)
+    metrics.observe_run(result)
     if covered and result.status in ("succeeded", "quarantined"):
         ledger.mark_recovered(covered, by=run_id)
     ledger.finish_run(

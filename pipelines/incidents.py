@@ -1,0 +1,194 @@
+"""Incidents in the ops database: what was noticed, where, the evidence, and where it stands.
+
+Status moves open → acknowledged → remediating → resolved, or to escalated. The same cause on the same
+table while an incident is still unresolved and was seen within the grouping window updates that incident
+(occurrences, last seen, evidence) instead of opening another: one cause, one incident, one alert.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import JSON, DateTime, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from config.errors import DataOpsError
+from pipelines.ledger import Base, Ledger, _aware
+
+Severity = Literal["info", "warning", "critical"]
+Status = Literal["open", "acknowledged", "remediating", "resolved", "escalated"]
+STATUSES: tuple[str, ...] = ("open", "acknowledged", "remediating", "resolved", "escalated")
+UNRESOLVED: tuple[str, ...] = ("open", "acknowledged", "remediating", "escalated")
+_TRANSITIONS = {
+    "open": {"acknowledged", "remediating", "resolved", "escalated"},
+    "acknowledged": {"remediating", "resolved", "escalated"},
+    "remediating": {"resolved", "escalated", "acknowledged"},
+    "escalated": {"acknowledged", "remediating", "resolved"},
+    "resolved": {"open"},
+}
+GROUPING_WINDOW = timedelta(hours=24)
+_MAX_EVIDENCE = 20
+
+
+class IncidentRow(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    severity: Mapped[str] = mapped_column(String(20))
+    table_name: Mapped[str] = mapped_column(String(120), index=True)
+    partition: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    cause_key: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    evidence: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    opened_wall_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class Finding(BaseModel):
+    """Something a monitor or a run noticed; becomes or updates an incident."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description="freshness, volume, schema_drift, value_anomaly, validation, completeness, source_failure")
+    severity: Severity
+    table: str
+    cause_key: str = Field(description="What makes two findings the same cause, e.g. the expectation or monitor name")
+    title: str
+    partition: str | None = None
+    occurred_at: datetime | None = Field(default=None, description="Data time of the defect (slot or day), for time-to-detect")
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    run_id: str | None = None
+
+
+class Incident(BaseModel):
+    id: int
+    kind: str
+    severity: str
+    table: str
+    partition: str | None
+    cause_key: str
+    title: str
+    status: str
+    occurrences: int
+    occurred_at: datetime | None
+    detected_at: datetime
+    last_seen_at: datetime
+    time_to_detect_s: float | None
+    evidence: list[Any]
+    notes: list[Any]
+    run_id: str | None
+
+    @classmethod
+    def of(cls, row: IncidentRow) -> Incident:
+        occurred = _aware(row.occurred_at)
+        detected = _aware(row.detected_at)
+        assert detected is not None
+        return cls(
+            id=row.id, kind=row.kind, severity=row.severity, table=row.table_name, partition=row.partition,
+            cause_key=row.cause_key, title=row.title, status=row.status, occurrences=row.occurrences,
+            occurred_at=occurred, detected_at=detected, last_seen_at=_aware(row.last_seen_at) or detected,
+            time_to_detect_s=(detected - occurred).total_seconds() if occurred else None,
+            evidence=row.evidence, notes=row.notes, run_id=row.run_id,
+        )  # fmt: skip
+
+
+class IncidentError(DataOpsError):
+    """An incident operation was refused (unknown id, impossible transition)."""
+
+
+class IncidentStore:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def report(self, finding: Finding, *, now: datetime) -> tuple[Incident, bool]:
+        """Open an incident for the finding, or update the open one of the same cause; returns (incident, opened)."""
+        with self._ledger.session() as s, s.begin():
+            candidates = s.scalars(
+                select(IncidentRow).where(
+                    IncidentRow.kind == finding.kind,
+                    IncidentRow.table_name == finding.table,
+                    IncidentRow.cause_key == finding.cause_key,
+                    IncidentRow.status.in_(UNRESOLVED),
+                )
+            ).all()
+            current = next((c for c in candidates if now - (_aware(c.last_seen_at) or now) <= GROUPING_WINDOW), None)
+            entry = {"at": now.isoformat(), "partition": finding.partition, **finding.evidence}
+            if current is not None:
+                current.occurrences += 1
+                current.last_seen_at = now
+                current.updated_at = datetime.now(UTC)
+                current.evidence = [*current.evidence, entry][-_MAX_EVIDENCE:]
+                if _rank(finding.severity) > _rank(current.severity):
+                    current.severity = finding.severity
+                s.flush()
+                return Incident.of(current), False
+            row = IncidentRow(
+                kind=finding.kind, severity=finding.severity, table_name=finding.table, partition=finding.partition,
+                cause_key=finding.cause_key, title=finding.title, status="open", evidence=[entry], occurrences=1,
+                occurred_at=finding.occurred_at, detected_at=now, last_seen_at=now, opened_wall_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC), run_id=finding.run_id, notes=[],
+            )  # fmt: skip
+            s.add(row)
+            s.flush()
+            return Incident.of(row), True
+
+    def transition(self, incident_id: int, status: str, *, note: str = "", actor: str = "system") -> Incident:
+        if status not in STATUSES:
+            raise IncidentError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+        with self._ledger.session() as s, s.begin():
+            row = s.get(IncidentRow, incident_id)
+            if row is None:
+                raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
+            if status not in _TRANSITIONS[row.status]:
+                raise IncidentError(f"incident {incident_id} is {row.status}; it can move to {', '.join(sorted(_TRANSITIONS[row.status]))}, not {status}")
+            now = datetime.now(UTC)
+            row.status = status
+            row.updated_at = now
+            if status == "acknowledged":
+                row.acknowledged_at = now
+            elif status == "resolved":
+                row.resolved_at = now
+            elif status == "escalated":
+                row.escalated_at = now
+            row.notes = [*row.notes, {"at": now.isoformat(), "actor": actor, "status": status, "note": note}]
+            s.flush()
+            return Incident.of(row)
+
+    def get(self, incident_id: int) -> Incident:
+        with self._ledger.session() as s:
+            row = s.get(IncidentRow, incident_id)
+            if row is None:
+                raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
+            return Incident.of(row)
+
+    def list(self, *, status: str | None = None, limit: int = 200) -> list[Incident]:
+        with self._ledger.session() as s:
+            query = select(IncidentRow).order_by(IncidentRow.id.desc()).limit(limit)
+            if status == "unresolved":
+                query = query.where(IncidentRow.status.in_(UNRESOLVED))
+            elif status is not None:
+                query = query.where(IncidentRow.status == status)
+            return [Incident.of(r) for r in s.scalars(query)]
+
+    def open_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("info", "warning", "critical"), 0)
+        for incident in self.list(status="unresolved", limit=10_000):
+            counts[incident.severity] = counts.get(incident.severity, 0) + 1
+        return counts
+
+
+def _rank(severity: str) -> int:
+    return {"info": 0, "warning": 1, "critical": 2}.get(severity, 0)

@@ -1,0 +1,222 @@
+"""`dataops serve`: the scheduler, the replay clock, metrics, monitors and incidents in one process.
+
+APScheduler 3 with a persistent SQLAlchemy job store in the ops database runs one job per scheduled
+pipeline and a monitor timer. A job runs the pipeline from its watermark to the clock's now, never two at
+once (max_instances=1 plus a cross-process file lock), coalescing missed fire times; transient failures
+are retried with exponential backoff, validation failures never (they are data, not luck). Findings from
+runs and monitors become incidents. SIGTERM waits for the running job to end: write-audit-publish means
+an interrupted run leaves `main` valid anyway, but a clean stop leaves nothing to recover.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from config.inventory import MonitorSpec
+from pipelines import metrics
+from pipelines.clock import Clock, ReplayClock, WallClock
+from pipelines.context import PlatformContext
+from pipelines.control import PipelineBusyError
+from pipelines.incidents import Incident
+from pipelines.monitors.checks import MonitorStateRow, Scorer, evaluate, source_covers
+from pipelines.monitors.findings import findings_from_run
+from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
+from pipelines.scheduling import ReplayTrigger, declared_trigger
+
+log = logging.getLogger(__name__)
+_SERVICE: Service | None = None
+CLOCK_STATE = "service.replay_clock"
+IncidentHook = Callable[[Incident, bool], None]
+
+
+def _run_job(pipeline: str) -> None:
+    """Module-level job target (the SQLAlchemy job store stores a reference, not a closure)."""
+    if _SERVICE is not None:
+        _SERVICE.tick(pipeline)
+
+
+def _monitor_job() -> None:
+    if _SERVICE is not None:
+        _SERVICE.monitor_tick()
+
+
+def default_scorer() -> Scorer:
+    from pipelines.monitors.anomaly import score_latest_points
+
+    return score_latest_points
+
+
+class Service:
+    def __init__(
+        self,
+        ctx: PlatformContext,
+        *,
+        clock: Clock | None = None,
+        scorer: Scorer | None = None,
+        on_incident: IncidentHook | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ctx = ctx
+        self.clock = clock or self._make_clock()
+        self.scorer = scorer or default_scorer()
+        self.on_incident = on_incident
+        self.sleep = sleep
+        self.stopping = threading.Event()
+        self.scheduler: BackgroundScheduler | None = None
+        self._monitor_lock = threading.Lock()
+        self.results: list[RunResult] = []
+
+    # -- clock -------------------------------------------------------------------------------------
+    def _make_clock(self) -> Clock:
+        s = self.ctx.settings
+        if s.source_mode != "replay":
+            return WallClock()
+        start = s.replay_start
+        with self.ctx.ledger.session() as session:
+            saved = session.get(MonitorStateRow, CLOCK_STATE)
+            resumed = saved.state.get("now") if saved and saved.state.get("start") == start.isoformat() else None
+        if resumed:
+            start = datetime.fromisoformat(resumed)
+            log.info("replay clock resumes at %s", start.isoformat())
+        return ReplayClock(start=start, speed=s.replay_speed)
+
+    def _save_clock(self) -> None:
+        if not isinstance(self.clock, ReplayClock):
+            return
+        with self.ctx.ledger.session() as session, session.begin():
+            row = session.get(MonitorStateRow, CLOCK_STATE) or MonitorStateRow(name=CLOCK_STATE)
+            row.state = {"start": self.ctx.settings.replay_start.isoformat(), "now": self.clock.now().isoformat()}
+            session.add(row)
+
+    # -- work ----------------------------------------------------------------------------------------
+    def report(self, findings: list[Any], now: datetime) -> list[Incident]:
+        incidents = []
+        for finding in findings:
+            incident, opened = self.ctx.incidents.report(finding, now=now)
+            incidents.append(incident)
+            if opened:
+                log.warning("incident %d opened: [%s] %s", incident.id, incident.severity, incident.title)
+            if self.on_incident is not None:
+                self.on_incident(incident, opened)
+        for severity, count in self.ctx.incidents.open_counts().items():
+            metrics.OPEN_INCIDENTS.labels(severity).set(count)
+        return incidents
+
+    def run_window(self, pipeline: str, start: datetime, now: datetime) -> bool:
+        """Run `pipeline` from `start` to `now` in request-sized windows; True if every window completed."""
+        spec = self.ctx.inventory.pipeline(pipeline)
+        days = self.ctx.inventory.source(spec.source).chunk_days
+        for window in split_windows(start, now, days):
+            if self.stopping.is_set():
+                return False
+            for attempt in range(1, self.ctx.settings.run_max_attempts + 1):
+                result = run_pipeline(self.ctx, pipeline, window, as_of=now, attempt=attempt)
+                self.results.append(result)
+                if result.status != "failed" or result.error_kind != "transient" or attempt == self.ctx.settings.run_max_attempts:
+                    break
+                delay = self.ctx.settings.run_backoff_s * 2 ** (attempt - 1)
+                log.warning("%s failed transiently (%s); retry %d in %.1fs", pipeline, result.error, attempt + 1, delay)
+                self.sleep(delay)
+            self.report(findings_from_run(result, silver=spec.silver), now)
+            if result.status == "failed":
+                return False
+        return True
+
+    def tick(self, pipeline: str) -> None:
+        """One scheduled firing: run from the watermark to now, then evaluate this pipeline's monitors."""
+        now = self.clock.now()
+        control = self.ctx.control
+        if control.is_paused(pipeline):
+            log.info("%s is paused; skipping", pipeline)
+            return
+        spec = self.ctx.inventory.pipeline(pipeline)
+        if not source_covers(self.ctx, spec.silver, now):
+            return
+        try:
+            with control.exclusive(pipeline):
+                watermark = control.watermark(pipeline) or self._first_watermark(now)
+                if self.run_window(pipeline, day_floor(watermark), now):
+                    control.set_watermark(pipeline, now)
+        except PipelineBusyError as exc:
+            log.info("%s", exc)
+            return
+        written = {spec.silver, spec.bronze, *(self.ctx.inventory.mart(m).table for m in spec.marts)}
+        self.evaluate_monitors([m for m in self.ctx.inventory.monitors.values() if m.table in written], now)
+
+    def _first_watermark(self, now: datetime) -> datetime:
+        if self.ctx.settings.source_mode == "replay":
+            return self.ctx.settings.replay_start
+        return now - timedelta(days=1)
+
+    def evaluate_monitors(self, monitors: list[MonitorSpec], now: datetime) -> list[Incident]:
+        with self._monitor_lock:
+            findings = evaluate(self.ctx, monitors, now, scorer=self.scorer, threshold=self.ctx.settings.anomaly_sensitivity)
+            return self.report(findings, now)
+
+    def monitor_tick(self) -> None:
+        now = self.clock.now()
+        metrics.CLOCK.set(now.timestamp())
+        self.evaluate_monitors([m for m in self.ctx.inventory.monitors.values() if m.kind == "freshness"], now)
+        self._save_clock()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> BackgroundScheduler:
+        global _SERVICE
+        _SERVICE = self
+        s = self.ctx.settings
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=s.ops_db, tablename="scheduler_jobs")},
+            executors={"default": ThreadPoolExecutor(max_workers=4)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_s},
+            timezone=UTC,
+        )
+        for name, spec in self.ctx.inventory.pipelines.items():
+            trigger = declared_trigger(spec.schedule, start=s.replay_start if isinstance(self.clock, ReplayClock) else None)
+            if trigger is None:
+                continue
+            if isinstance(self.clock, ReplayClock):
+                trigger = ReplayTrigger(trigger, start=self.clock.start, speed=self.clock.speed, origin=self.clock.origin)
+            scheduler.add_job(_run_job, trigger=trigger, args=[name], id=f"pipeline:{name}", name=f"run {name}", replace_existing=True)
+        scheduler.add_job(
+            _monitor_job, trigger=IntervalTrigger(seconds=s.monitor_interval_s, timezone=UTC), id="monitors", name="monitors", replace_existing=True
+        )
+        scheduler.start()
+        self.scheduler = scheduler
+        return scheduler
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self._save_clock()
+
+    def serve_forever(self, *, until: datetime | None = None, poll_s: float = 0.2) -> None:
+        """Run until SIGTERM/SIGINT or until the clock passes `until`."""
+
+        def handle(signum: int, _frame: Any) -> None:
+            log.warning("signal %d: stopping after the running jobs finish", signum)
+            self.stopping.set()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not self.stopping.wait(poll_s):
+                if until is not None and self.clock.now() >= until:
+                    break
+        finally:
+            self.stop()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint format types bench clean
+.PHONY: install system-deps run test check lint format types bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)  ## ingest the bundled real data through every layer (offline, no keys)
-	$(BIN)/dataops run all
+# Debian's prometheus (server and promtool) for the real-scrape integration test.
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "install Debian's prometheus package (sudo apt-get install prometheus) for the scrape test" >&2; exit 1; fi; }
 
-test: $(STAMP)  ## the whole suite, offline
+run: $(STAMP)  ## start the service on the bundled real data (replay clock, offline, no keys); Ctrl-C stops
+	$(BIN)/dataops serve
+
+test: $(STAMP) system-deps  ## the whole suite, offline
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -251,8 +251,8 @@ class Inventory(_Spec):
                 need_table(f"mart {mart.name!r}", table, "silver")
             if mart.suite is not None and mart.suite not in self.suites:
                 raise ValueError(f"mart {mart.name!r} names unknown suite {mart.suite!r}; known: {', '.join(sorted(self.suites))}")
-        for m in self.monitors.values():
-            need_table(f"monitor {m.name!r}", m.table)
+        for monitor in self.monitors.values():
+            need_table(f"monitor {monitor.name!r}", monitor.table)
         for p in self.pipelines.values():
             if p.source not in self.sources:
                 raise ValueError(f"pipeline {p.name!r} names unknown source {p.source!r}; known: {', '.join(sorted(self.sources))}")

@@ -56,11 +56,20 @@ class DataopsSettings(BaseSettings):
     metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint binds to (0.0.0.0 in containers).")
     monitor_interval_s: float = Field(default=10.0, gt=0, description="Real seconds between timer evaluations of the monitors.")
     anomaly_sensitivity: float = Field(
-        default=0.8, ge=0, le=1, description="Anomaly score at or above which a value monitor opens an incident (0..1; lower = more sensitive)."
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Anomaly score at or above which a value monitor opens an incident (0..1; lower = more sensitive).",
     )
-    run_max_attempts: int = Field(default=3, ge=1, description="Attempts of a scheduled run that fails transiently (5xx, timeouts, commit conflicts).")
-    run_backoff_s: float = Field(default=2.0, ge=0, description="Real seconds before the first retry of a scheduled run; doubles per attempt.")
-    misfire_grace_s: int = Field(default=300, ge=1, description="Real seconds a late scheduled run may still start (later ones are coalesced).")
+    run_max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of a scheduled run that fails transiently (5xx, timeouts, commit conflicts)."
+    )
+    run_backoff_s: float = Field(
+        default=2.0, ge=0, description="Real seconds before the first retry of a scheduled run; doubles per attempt."
+    )
+    misfire_grace_s: int = Field(
+        default=300, ge=1, description="Real seconds a late scheduled run may still start (later ones are coalesced)."
+    )
     http_timeout_s: float = Field(default=20.0, description="Timeout of one HTTP request to a source.")
     http_max_attempts: int = Field(default=5, description="Attempts per HTTP request before giving up.")
     http_backoff_s: float = Field(default=1.0, description="First retry delay; doubles per attempt.")

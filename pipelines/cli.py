@@ -275,7 +275,9 @@ def history(
 @app.command()
 def serve(
     until: Annotated[str | None, typer.Option(help="Stop when the clock passes this instant (replay: simulated time).")] = None,
-    speed: Annotated[float | None, typer.Option(help="Replay speed, simulated seconds per real second (overrides DATAOPS_REPLAY_SPEED).")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Replay speed, simulated seconds per real second (overrides DATAOPS_REPLAY_SPEED).")
+    ] = None,
     start: Annotated[str | None, typer.Option(help="Replay start instant (overrides DATAOPS_REPLAY_START).")] = None,
     metrics: Annotated[bool, typer.Option(help="Serve Prometheus metrics on DATAOPS_METRICS_PORT.")] = True,
 ) -> None:
@@ -301,10 +303,16 @@ def serve(
         try:
             serve_metrics(ctx.settings.metrics_port, ctx.settings.metrics_addr)
         except OSError as exc:
-            console.print(f"[red]error:[/red] cannot serve metrics on {ctx.settings.metrics_addr}:{ctx.settings.metrics_port} ({exc}); set DATAOPS_METRICS_PORT or --no-metrics")
+            console.print(
+                f"[red]error:[/red] cannot serve metrics on {ctx.settings.metrics_addr}:{ctx.settings.metrics_port} ({exc}); set DATAOPS_METRICS_PORT or --no-metrics"
+            )
             raise typer.Exit(EXIT_USAGE) from None
         console.print(f"metrics on http://{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}/metrics")
-    clock_note = f"replay clock from {service.clock.now().isoformat()} at x{ctx.settings.replay_speed:g}" if ctx.settings.source_mode == "replay" else "wall clock"
+    clock_note = (
+        f"replay clock from {service.clock.now().isoformat()} at x{ctx.settings.replay_speed:g}"
+        if ctx.settings.source_mode == "replay"
+        else "wall clock"
+    )
     console.print(f"serving {len(ctx.inventory.pipelines)} pipelines on the {clock_note}; Ctrl-C stops")
 
     def announce(incident: Any, opened: bool) -> None:
@@ -347,7 +355,9 @@ def resume(pipeline: Annotated[str, typer.Argument(help="Pipeline to resume.")])
 
 @app.command()
 def incidents(
-    status_filter: Annotated[str, typer.Option("--status", help="open, acknowledged, remediating, resolved, escalated, unresolved or all.")] = "all",
+    status_filter: Annotated[
+        str, typer.Option("--status", help="open, acknowledged, remediating, resolved, escalated, unresolved or all.")
+    ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Incidents, newest first, with time-to-detect on the platform clock."""
@@ -361,7 +371,17 @@ def incidents(
         table.add_column(col)
     for i in found:
         ttd = "-" if i.time_to_detect_s is None else f"{i.time_to_detect_s / 3600:.1f} h"
-        table.add_row(str(i.id), i.severity, i.status, i.kind, i.table, str(i.occurrences), i.detected_at.strftime("%Y-%m-%d %H:%M"), ttd, i.title[:80])
+        table.add_row(
+            str(i.id),
+            i.severity,
+            i.status,
+            i.kind,
+            i.table,
+            str(i.occurrences),
+            i.detected_at.strftime("%Y-%m-%d %H:%M"),
+            ttd,
+            i.title[:80],
+        )
     out.print(table)
 
 

@@ -153,7 +153,9 @@ class IncidentStore:
             if row is None:
                 raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
             if status not in _TRANSITIONS[row.status]:
-                raise IncidentError(f"incident {incident_id} is {row.status}; it can move to {', '.join(sorted(_TRANSITIONS[row.status]))}, not {status}")
+                raise IncidentError(
+                    f"incident {incident_id} is {row.status}; it can move to {', '.join(sorted(_TRANSITIONS[row.status]))}, not {status}"
+                )
             now = datetime.now(UTC)
             row.status = status
             row.updated_at = now

@@ -114,7 +114,9 @@ class Ledger:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
-    def start_run(self, *, run_id: str, pipeline: str, window_start: datetime, window_end: datetime, as_of: datetime, attempts: int = 1) -> None:
+    def start_run(
+        self, *, run_id: str, pipeline: str, window_start: datetime, window_end: datetime, as_of: datetime, attempts: int = 1
+    ) -> None:
         with self.session() as s, s.begin():
             s.add(
                 RunRow(

@@ -18,7 +18,9 @@ RUN_DURATION = Histogram(
 )
 ROWS_WRITTEN = Counter("dataops_rows_written", "Rows published to a table.", ["table"], registry=REGISTRY)
 ROWS_QUARANTINED = Counter("dataops_rows_quarantined", "Rows held back from a table into quarantine.", ["table"], registry=REGISTRY)
-QUALITY_SCORE = Gauge("dataops_data_quality_score", "Share of audited rows published in the last promotion (0..1).", ["table"], registry=REGISTRY)
+QUALITY_SCORE = Gauge(
+    "dataops_data_quality_score", "Share of audited rows published in the last promotion (0..1).", ["table"], registry=REGISTRY
+)
 FRESHNESS_LAG = Gauge("dataops_freshness_lag_seconds", "Clock time since the newest slot in the table ended.", ["table"], registry=REGISTRY)
 ANOMALY_SCORE = Gauge("dataops_anomaly_score", "Latest anomaly score of a value monitor (0..1).", ["monitor"], registry=REGISTRY)
 OPEN_INCIDENTS = Gauge("dataops_open_incidents", "Incidents not yet resolved, by severity.", ["severity"], registry=REGISTRY)

@@ -379,7 +379,14 @@ class _Run:
         for q in fresh:
             g = groups.setdefault(
                 (q["target_table"], q["expectation"], q["scope"]),
-                QuarantineGroup(target_table=q["target_table"], expectation=q["expectation"], scope=q["scope"], rows=0, first_ts=q["ts"], last_ts=q["ts"]),
+                QuarantineGroup(
+                    target_table=q["target_table"],
+                    expectation=q["expectation"],
+                    scope=q["scope"],
+                    rows=0,
+                    first_ts=q["ts"],
+                    last_ts=q["ts"],
+                ),
             )
             g.rows += 1
             if q["ts"] is not None:

@@ -189,7 +189,11 @@ class Service:
                 trigger = ReplayTrigger(trigger, start=self.clock.start, speed=self.clock.speed, origin=self.clock.origin)
             scheduler.add_job(_run_job, trigger=trigger, args=[name], id=f"pipeline:{name}", name=f"run {name}", replace_existing=True)
         scheduler.add_job(
-            _monitor_job, trigger=IntervalTrigger(seconds=s.monitor_interval_s, timezone=UTC), id="monitors", name="monitors", replace_existing=True
+            _monitor_job,
+            trigger=IntervalTrigger(seconds=s.monitor_interval_s, timezone=UTC),
+            id="monitors",
+            name="monitors",
+            replace_existing=True,
         )
         scheduler.start()
         self.scheduler = scheduler
@@ -218,5 +222,3 @@ class Service:
             self.stop()
             for sig, old in previous.items():
                 signal.signal(sig, old)
-
-

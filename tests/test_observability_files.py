@@ -14,7 +14,13 @@ from tests.conftest import REPO
 
 PROMETHEUS_DIR = REPO / "config" / "prometheus"
 KNOWN = {m.name for m in metrics.REGISTRY.collect()}
-KNOWN_SERIES = KNOWN | {s.name for m in metrics.REGISTRY.collect() for s in m.samples} | {f"{n}_total" for n in KNOWN} | {f"{n}_bucket" for n in KNOWN} | {f"{n}_count" for n in KNOWN}
+KNOWN_SERIES = (
+    KNOWN
+    | {s.name for m in metrics.REGISTRY.collect() for s in m.samples}
+    | {f"{n}_total" for n in KNOWN}
+    | {f"{n}_bucket" for n in KNOWN}
+    | {f"{n}_count" for n in KNOWN}
+)
 
 
 def metric_names(expr: str) -> set[str]:
@@ -27,7 +33,9 @@ def test_alert_rules_and_config_pass_promtool() -> None:
         pytest.fail("promtool is missing: `make test` installs Debian's prometheus package")
     rules = subprocess.run([promtool, "check", "rules", str(PROMETHEUS_DIR / "alerts.yml")], capture_output=True, text=True)
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    config = subprocess.run([promtool, "check", "config", "--syntax-only", str(PROMETHEUS_DIR / "prometheus.yml")], capture_output=True, text=True)
+    config = subprocess.run(
+        [promtool, "check", "config", "--syntax-only", str(PROMETHEUS_DIR / "prometheus.yml")], capture_output=True, text=True
+    )
     assert config.returncode == 0, config.stdout + config.stderr
 
 

@@ -80,7 +80,9 @@ def test_prometheus_scrapes_run_metrics(ctx: PlatformContext, prometheus: tuple[
     prom_port, _ = prometheus
     result = run_pipeline(ctx, "carbon_intensity", window((2023, 1, 24), (2023, 1, 27)))
     assert result.rows_quarantined == 6
-    expected_runs = metrics.REGISTRY.get_sample_value("dataops_pipeline_runs_total", {"pipeline": "carbon_intensity", "status": "succeeded"})
+    expected_runs = metrics.REGISTRY.get_sample_value(
+        "dataops_pipeline_runs_total", {"pipeline": "carbon_intensity", "status": "succeeded"}
+    )
     expected_quarantined = metrics.REGISTRY.get_sample_value("dataops_rows_quarantined_total", {"table": "silver.carbon_intensity"})
     assert expected_runs is not None and expected_runs >= 1 and expected_quarantined is not None and expected_quarantined >= 6
 

@@ -113,13 +113,17 @@ def check_volume(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
     days = [last_complete - timedelta(days=i) for i in range((last_complete - first).days + spec.history_days + 1)]
     data = wap.read_days(load_table(ctx.catalog, spec.table), days, columns=("ts", "record_key"))
     counts: Counter[datetime] = Counter()
-    for ts, key in set(zip(data.column("ts").to_pylist(), data.column("record_key").to_pylist(), strict=True)):
+    for ts, _key in set(zip(data.column("ts").to_pylist(), data.column("record_key").to_pylist(), strict=True)):
         counts[_day(ts)] += 1
     started = min(counts) if counts else None
     findings = []
     day = first
     while day <= last_complete:
-        history = [counts.get(day - timedelta(days=i), 0) for i in range(1, spec.history_days + 1) if started and day - timedelta(days=i) >= started]
+        history = [
+            counts.get(day - timedelta(days=i), 0)
+            for i in range(1, spec.history_days + 1)
+            if started and day - timedelta(days=i) >= started
+        ]
         if len(history) >= 7 and source_covers(ctx, spec.table, day + timedelta(hours=12)):
             median = float(np.median(history))
             mad = float(np.median(np.abs(np.array(history) - median))) * 1.4826
@@ -181,11 +185,17 @@ def check_schema(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
     previous: dict[str, list[str]] = state.get("shape", {})
     added = sorted(set(current) - set(previous)) if previous else []
     removed = sorted(set(previous) - set(current)) if previous else []
-    retyped = sorted(p for p in set(current) & set(previous) if set(current[p]) - set(previous[p]) - {"NoneType"} and previous[p] != ["NoneType"])
+    retyped = sorted(
+        p for p in set(current) & set(previous) if set(current[p]) - set(previous[p]) - {"NoneType"} and previous[p] != ["NoneType"]
+    )
     _save_state(ctx, spec.name, watermark, {"run_id": run.run_id, "shape": {**previous, **current} if not removed else current})
     if not (missing or added or removed or retyped):
         return []
-    parts = [f"{label} {', '.join(items)}" for label, items in (("missing", missing), ("added", added), ("removed", removed), ("retyped", retyped)) if items]
+    parts = [
+        f"{label} {', '.join(items)}"
+        for label, items in (("missing", missing), ("added", added), ("removed", removed), ("retyped", retyped))
+        if items
+    ]
     return [
         Finding(
             kind="schema_drift",
@@ -215,7 +225,8 @@ def series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: dateti
         con.register("t", data)
         where = f"AND ({spec.where})" if spec.where else ""
         rows = con.execute(
-            f"SELECT ts, ({spec.expression}) AS v FROM t WHERE ts >= ? AND ts < ? {where} AND ({spec.expression}) IS NOT NULL ORDER BY ts", [start, end]
+            f"SELECT ts, ({spec.expression}) AS v FROM t WHERE ts >= ? AND ts < ? {where} AND ({spec.expression}) IS NOT NULL ORDER BY ts",
+            [start, end],
         ).fetchall()
     finally:
         con.close()
@@ -252,7 +263,10 @@ def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, score
             cause_key=spec.name,
             title=f"{spec.name}: {len(flagged)} anomalous point(s), worst {worst[1]:.1f} at {worst[0].isoformat()} (score {worst[2]:.2f})",
             occurred_at=flagged[0][0],
-            evidence={"points": [{"ts": t.isoformat(), "value": v, "score": round(s, 3)} for t, v, s in flagged[:10]], "threshold": threshold},
+            evidence={
+                "points": [{"ts": t.isoformat(), "value": v, "score": round(s, 3)} for t, v, s in flagged[:10]],
+                "threshold": threshold,
+            },
         )
     ]
 
@@ -270,8 +284,6 @@ def evaluate(ctx: PlatformContext, monitors: list[MonitorSpec], now: datetime, *
                 findings += check_schema(ctx, spec, now)
             else:
                 findings += check_value(ctx, spec, now, scorer=scorer, threshold=threshold)
-        except Exception:  # noqa: BLE001 - one broken monitor must not blind the rest
+        except Exception:  # one broken monitor must not blind the rest
             log.exception("monitor %s failed", spec.name)
     return findings
-
-

@@ -25,7 +25,11 @@ def findings_from_run(result: RunResult, *, silver: str) -> list[Finding]:
                 cause_key=f"{result.pipeline}:{error_type}",
                 title=f"{result.pipeline} run failed: {error_type}",
                 occurred_at=result.window_start,
-                evidence={"run_id": result.run_id, "error": result.error, "window": [result.window_start.isoformat(), result.window_end.isoformat()]},
+                evidence={
+                    "run_id": result.run_id,
+                    "error": result.error,
+                    "window": [result.window_start.isoformat(), result.window_end.isoformat()],
+                },
                 run_id=result.run_id,
             )
         )
@@ -52,7 +56,13 @@ def findings_from_run(result: RunResult, *, silver: str) -> list[Finding]:
                     cause_key=group.expectation,
                     title=f"{group.target_table}: {group.rows} row(s) quarantined by {group.expectation}",
                     occurred_at=group.first_ts,
-                    evidence={"run_id": result.run_id, "rows": group.rows, "first": _iso(group.first_ts), "last": _iso(group.last_ts), "sample": group.sample},
+                    evidence={
+                        "run_id": result.run_id,
+                        "rows": group.rows,
+                        "first": _iso(group.first_ts),
+                        "last": _iso(group.last_ts),
+                        "sample": group.sample,
+                    },
                     run_id=result.run_id,
                 )
             )

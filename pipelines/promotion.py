@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from config.errors import (
@@ -39,7 +40,7 @@ from pipelines.sources.base import FetchResult, RecordProblem, Window, canonical
 from pipelines.sources.registry import build_source
 from pipelines.transforms.conform import conform
 from pipelines.transforms.marts import compute_mart
-from pipelines.validation.suite import ExpectationOutcome, validate
+from pipelines.validation.suite import ExpectationOutcome, SuiteOutcome, validate
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -278,52 +279,16 @@ class _Run:
             held_days = dict(outcome.held_days)
             for held_day, held_names in held_days.items():
                 self._hold(held_day, ",".join(held_names))
-            rows = audited.to_pylist()
-            failing = outcome.failing_rows
             table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
-            clean, quarantined = [], 0
-            why = {o.name: o.why for o in outcome.outcomes}
-            for i, row in enumerate(rows):
-                day: datetime | None = row["ts"].replace(hour=0, minute=0, second=0, microsecond=0) if row["ts"] else None
-                if i in failing:
-                    names = failing[i]
-                    reason = "; ".join(f"{n}: {why[n]}" for n in names)
-                    self.quarantine_rows.append(
-                        _quarantine_row(
-                            ts=row["ts"],
-                            record_key=_row_key(target, row),
-                            target=target_name,
-                            expectation=",".join(names),
-                            scope="row",
-                            reason=reason,
-                            original=_original(row),
-                            run_id=self.run_id,
-                            now=self.now,
-                        )
-                    )
-                    quarantined += 1
-                elif table_failed or day in held_days or (target.layer == "silver" and day in self.held):
-                    names = outcome.table_failures or held_days.get(day) or self.held.get(day) or ["schema_contract"]  # type: ignore[arg-type]
-                    scope = "table" if table_failed else "partition"
-                    reason = f"{'run' if table_failed else 'day ' + str(day.date() if day else '?')} held back: {', '.join(names)}"
-                    self.quarantine_rows.append(
-                        _quarantine_row(
-                            ts=row["ts"],
-                            record_key=_row_key(target, row),
-                            target=target_name,
-                            expectation=",".join(names),
-                            scope=scope,
-                            reason=reason,
-                            original=_original(row),
-                            run_id=self.run_id,
-                            now=self.now,
-                        )
-                    )
-                    quarantined += 1
-                else:
-                    clean.append(row)
+            held_here = set(held_days) | (set(self.held) if target.layer == "silver" else set())
+            clean_table, held_rows = self._route(target, audited, outcome, held_here, table_failed=table_failed)
+            self.quarantine_rows.extend(held_rows)
+            quarantined = len(held_rows)
+            rows_checked = audited.num_rows
             self.ctx.ledger.record_validation(self.run_id, target_name, suite.name, [*extra, *outcome.outcomes])
-            outcome_table.quality_score = self.ctx.ledger.record_quality(self.run_id, target_name, checked=len(rows), passed=len(clean))
+            outcome_table.quality_score = self.ctx.ledger.record_quality(
+                self.run_id, target_name, checked=rows_checked, passed=clean_table.num_rows
+            )
             outcome_table.rows_quarantined = quarantined
             if table_failed:
                 outcome_table.held_days = [d.date().isoformat() for d in write_days]
@@ -332,12 +297,11 @@ class _Run:
             publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
             if quarantined:
                 wap.open_audit_branch(table, branch, run_id=self.run_id)  # restart from main with the clean rows only
-                clean_table = pa.Table.from_pylist(clean, schema=arrow_schema(target))
                 wap.overwrite_days(table, clean_table, publish_days, branch=branch, properties=self._props(target.layer))
                 check = wap.read_days(table, publish_days, branch=branch)
-                if check.num_rows != len(clean):
+                if check.num_rows != clean_table.num_rows:
                     raise PipelineError(
-                        f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {len(clean)}"
+                        f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {clean_table.num_rows}"
                     )
             try:
                 snapshot = wap.publish(table, branch) if publish_days else None
@@ -349,13 +313,52 @@ class _Run:
                 log.warning("%s; re-planning (attempt %d)", exc, attempt)
                 self.quarantine_rows = [q for q in self.quarantine_rows if q["target_table"] != target_name]
                 continue
-            outcome_table.rows_written = len(clean)
+            outcome_table.rows_written = clean_table.num_rows
             outcome_table.snapshot_id = snapshot
             outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
             self.snapshots[target_name] = snapshot
             self.result.tables.append(outcome_table)
-            self.progress(f"{target_name}: published {len(clean)} rows, quarantined {quarantined}")
+            self.progress(f"{target_name}: published {clean_table.num_rows} rows, quarantined {quarantined}")
             return
+
+    def _route(
+        self, target: TableSpec, audited: pa.Table, outcome: SuiteOutcome, held: set[datetime], *, table_failed: bool
+    ) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """Split audited rows into those to publish and quarantine rows for the failing and the held ones."""
+        if not outcome.failing_rows and not held and not table_failed:
+            return audited, []
+        n = audited.num_rows
+        days = pc.floor_temporal(audited.column("ts"), unit="day").to_pylist() if n else []
+        failing = outcome.failing_rows
+        why = {o.name: o.why for o in outcome.outcomes}
+        keep = [True] * n
+        quarantine: list[dict[str, Any]] = []
+        flagged = sorted(set(failing) | {i for i in range(n) if table_failed or days[i] in held})
+        subset = audited.take(pa.array(flagged, type=pa.int64())).to_pylist() if flagged else []
+        for i, row in zip(flagged, subset, strict=True):
+            keep[i] = False
+            if i in failing:
+                names, scope = failing[i], "row"
+                reason = "; ".join(f"{name}: {why[name]}" for name in names)
+            else:
+                day = days[i]
+                names = outcome.table_failures or self.held.get(day) or outcome.held_days.get(day) or ["schema_contract"]
+                scope = "table" if table_failed else "partition"
+                reason = f"{'run' if table_failed else 'day ' + str(day.date() if day else '?')} held back: {', '.join(names)}"
+            quarantine.append(
+                _quarantine_row(
+                    ts=row["ts"],
+                    record_key=_row_key(target, row),
+                    target=target.name,
+                    expectation=",".join(names),
+                    scope=scope,
+                    reason=reason,
+                    original=_original(row),
+                    run_id=self.run_id,
+                    now=self.now,
+                )
+            )
+        return audited.filter(pa.array(keep, type=pa.bool_())), quarantine
 
     def write_quarantine(self) -> int:
         """Append quarantine rows not already held for the same record, check and original values."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 from pydantic import BaseModel
+from pyiceberg.table import Table
 
 from config.errors import QueryError, QueryRefusedError
 from pipelines.context import PlatformContext
@@ -63,8 +66,22 @@ def _scan(ctx: PlatformContext, name: str) -> pa.Table:
     if key not in _SCANS:
         if len(_SCANS) >= _SCAN_CACHE_SIZE:
             _SCANS.pop(next(iter(_SCANS)))
-        _SCANS[key] = table.scan().to_arrow()
+        _SCANS[key] = _read_current(table).combine_chunks()  # one file per day leaves thousands of chunks
     return _SCANS[key]
+
+
+def _read_current(table: Table) -> pa.Table:
+    """All rows of main. Local tables with one schema and no delete files are read in one multi-threaded
+    Arrow dataset pass over the planned files (about 5x faster than pyiceberg's per-file reads with a file
+    per day); anything else goes through pyiceberg's scan, which resolves fields by id and applies deletes."""
+    scan = table.scan()
+    tasks = list(scan.plan_files())
+    local = all(t.file.file_path.startswith("file://") and not t.delete_files for t in tasks)
+    if not tasks or not local or len(table.metadata.schemas) != 1:
+        return scan.to_arrow()
+    schema = table.schema().as_arrow()
+    paths = [unquote(t.file.file_path.removeprefix("file://")) for t in tasks]
+    return ds.dataset(paths, format="parquet").to_table().select(schema.names).cast(schema)
 
 
 def run_query(ctx: PlatformContext, sql: str, *, limit: int | None = 10_000) -> QueryResult:

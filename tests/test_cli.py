@@ -146,3 +146,24 @@ def test_run_first_recovers_the_window_of_an_abandoned_run(home: Path) -> None:
     assert lost is not None and lost.status == "abandoned" and lost.recovered_by == runs[0]["run_id"]
     again = runner.invoke(app, ["run", "weather", "--start", "2023-03-01", "--end", "2023-03-02", "--json"])
     assert len(json.loads(again.stdout)["runs"]) == 1, "a recovered window is not re-run again"
+
+
+def test_query_fast_read_matches_the_pyiceberg_scan(ctx: PlatformContext) -> None:
+    from pipelines.lakehouse.catalog import load_table
+    from pipelines.query import _read_current
+    from tests.conftest import utc
+
+    w = window((2024, 1, 12), (2024, 1, 13))
+    run_pipeline(ctx, "carbon_intensity", w, as_of=utc(2024, 1, 12, 6, 5))
+    run_pipeline(ctx, "carbon_intensity", w, as_of=utc(2024, 1, 12, 8, 35))  # overwrites the day: old files must not leak in
+    for name in ("silver.carbon_intensity", "gold.carbon_intensity_hourly", "bronze.carbon_intensity"):
+        table = load_table(ctx.catalog, name)
+        fast = _read_current(table).sort_by(
+            [("ts", "ascending")] + ([("payload_hash", "ascending")] if "payload_hash" in table.schema().column_names else [])
+        )
+        slow = (
+            table.scan()
+            .to_arrow()
+            .sort_by([("ts", "ascending")] + ([("payload_hash", "ascending")] if "payload_hash" in table.schema().column_names else []))
+        )
+        assert fast.to_pylist() == slow.to_pylist(), name

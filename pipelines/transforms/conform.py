@@ -129,10 +129,11 @@ def latest_revisions(bronze: pa.Table) -> pa.Table:
         sort_keys=[("ts", "ascending"), ("record_key", "ascending"), ("fetched_at", "descending"), ("payload_hash", "descending")],
     )
     ordered = bronze.take(order)
-    ts = ordered.column("ts").to_pylist()
-    keys = ordered.column("record_key").to_pylist()
-    keep = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1] or ts[i] != ts[i - 1]]
-    return ordered.take(pa.array(keep, type=pa.int64()))
+    n = ordered.num_rows
+    keys, ts = ordered.column("record_key"), ordered.column("ts")
+    changed = pc.or_(pc.not_equal(keys.slice(1), keys.slice(0, n - 1)), pc.not_equal(ts.slice(1), ts.slice(0, n - 1)))
+    first_of_group = pa.concat_arrays([pa.array([True]), pc.fill_null(changed, True).combine_chunks().cast(pa.bool_())])
+    return ordered.filter(first_of_group)
 
 
 def conform(kind: str, bronze: pa.Table, target: TableSpec) -> tuple[pa.Table, list[ConformProblem]]:

@@ -154,3 +154,19 @@ def test_an_outage_is_detected_by_freshness_with_its_time_to_detect(ctx: Platfor
     assert stale.occurred_at == utc(2023, 10, 20, 22), "the last slot that arrived ended at 22:00"
     assert stale.time_to_detect_s is not None and 3 * 3600 < stale.time_to_detect_s <= 4 * 3600
     assert stale.severity == "critical" and stale.occurrences >= 1
+
+
+def test_permanent_failures_are_not_retried(ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.errors import PermanentSourceError
+    from pipelines.sources import neso
+
+    def gone(*_args: Any) -> dict[str, Any]:
+        raise PermanentSourceError("GET /intensity answered 404")
+
+    monkeypatch.setitem(neso._REPLAY, "carbon_intensity", gone)
+    sleeps: list[float] = []
+    svc, _ = service(ctx, utc(2023, 1, 2), sleeps)
+    svc.tick("carbon_intensity")
+    assert [r.status for r in svc.results] == ["failed"] and sleeps == []
+    (incident,) = ctx.incidents.list()
+    assert incident.severity == "critical"

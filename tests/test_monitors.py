@@ -1,0 +1,62 @@
+"""Volume and schema monitors on real data, and failures that must not be retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipelines.context import PlatformContext
+from pipelines.monitors.checks import check_schema, check_volume
+from pipelines.monitors.findings import findings_from_run
+from pipelines.promotion import run_pipeline
+from pipelines.sources import neso
+from tests.conftest import utc, window
+
+
+def test_volume_monitor_flags_the_october_outage_once_per_day(ctx: PlatformContext) -> None:
+    run_pipeline(ctx, "carbon_intensity", window((2023, 9, 15), (2023, 10, 24)))
+    spec = ctx.inventory.monitors["carbon_intensity_volume"]
+    assert check_volume(ctx, spec, utc(2023, 10, 20, 6)) == [], "19 October is a normal day"
+    (low,) = check_volume(ctx, spec, utc(2023, 10, 21, 6))
+    assert low.partition == "2023-10-20" and low.evidence["observed"] == 44 and low.evidence["median"] == 48
+    assert check_volume(ctx, spec, utc(2023, 10, 21, 9)) == [], "the same day is judged once"
+    (empty,) = check_volume(ctx, spec, utc(2023, 10, 22, 6))
+    assert empty.evidence["observed"] == 0 and empty.occurred_at == utc(2023, 10, 21)
+
+
+def test_schema_monitor_names_added_and_retyped_fields(ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = ctx.inventory.monitors["carbon_intensity_schema"]
+    run_pipeline(ctx, "carbon_intensity", window((2023, 2, 1), (2023, 2, 2)))
+    assert check_schema(ctx, spec, utc(2023, 2, 2)) == [], "the first shape is the baseline"
+    original = neso._REPLAY["carbon_intensity"]
+
+    def drifted(*args: Any) -> dict[str, Any]:
+        body = original(*args)
+        for record in body["data"]:
+            record["intensity"]["forecast"] = str(record["intensity"]["forecast"])
+            record["intensity"]["region"] = "GB"
+        return body
+
+    monkeypatch.setitem(neso._REPLAY, "carbon_intensity", drifted)
+    result = run_pipeline(ctx, "carbon_intensity", window((2023, 2, 2), (2023, 2, 3)))
+    assert result.status == "succeeded", "numeric strings still conform; the shape change is the monitor's to report"
+    (finding,) = check_schema(ctx, spec, utc(2023, 2, 3))
+    assert finding.kind == "schema_drift" and finding.severity == "critical"
+    assert finding.evidence["added"] == ["intensity.region"]
+    assert finding.evidence["retyped"] == {"intensity.forecast": {"was": ["int"], "now": ["str"]}}
+    assert "added intensity.region" in finding.title and "retyped intensity.forecast" in finding.title
+
+
+def test_permanent_source_failures_become_critical_findings(ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.errors import PermanentSourceError
+
+    def gone(*_args: Any) -> dict[str, Any]:
+        raise PermanentSourceError("GET /intensity answered 404: not found; check the window and the base URL setting")
+
+    monkeypatch.setitem(neso._REPLAY, "carbon_intensity", gone)
+    result = run_pipeline(ctx, "carbon_intensity", window((2023, 2, 2), (2023, 2, 3)))
+    assert result.status == "failed" and result.error_kind == "permanent"
+    (finding,) = findings_from_run(result, silver="silver.carbon_intensity")
+    assert finding.kind == "source_failure" and finding.severity == "critical"
+    assert finding.cause_key == "carbon_intensity:PermanentSourceError"

@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -51,12 +53,19 @@ def _parse_instant(value: str, option: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _context() -> PlatformContext:
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Report a DataOpsError (unknown name, bad value) as a usage error: message on stderr, exit 2."""
     try:
-        return PlatformContext.open()
+        yield
     except DataOpsError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+
+
+def _context() -> PlatformContext:
+    with _usage_errors():
+        return PlatformContext.open()
 
 
 @app.callback()
@@ -87,11 +96,8 @@ def run(
     """
     ctx = _context()
     names = list(ctx.inventory.pipelines) if pipeline == "all" else [pipeline]
-    try:
+    with _usage_errors():
         specs = [ctx.inventory.pipeline(n) for n in names]
-    except DataOpsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     clock = _parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
     plan: list[tuple[str, Window]] = []
     for spec in specs:
@@ -247,11 +253,8 @@ def history(
 ) -> None:
     """Snapshots of a table, newest first: time, operation, run id, rows added and deleted, refs."""
     ctx = _context()
-    try:
+    with _usage_errors():
         entries = history_of(ctx, table_name)
-    except DataOpsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     if as_json:
         _emit_json({"table": table_name, "snapshots": entries})
         return
@@ -331,11 +334,8 @@ def pause(
 ) -> None:
     """Pause a pipeline's schedule; running work finishes, new firings are skipped until resumed."""
     ctx = _context()
-    try:
+    with _usage_errors():
         ctx.inventory.pipeline(pipeline)
-    except DataOpsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     ctx.control.set_paused(pipeline, True, reason=reason, actor="cli")
     out.print(f"{pipeline} paused")
 
@@ -344,11 +344,8 @@ def pause(
 def resume(pipeline: Annotated[str, typer.Argument(help="Pipeline to resume.")]) -> None:
     """Resume a paused pipeline; the next firing catches up from its watermark."""
     ctx = _context()
-    try:
+    with _usage_errors():
         ctx.inventory.pipeline(pipeline)
-    except DataOpsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     ctx.control.set_paused(pipeline, False, actor="cli")
     out.print(f"{pipeline} resumed")
 
@@ -391,14 +388,9 @@ def incident(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """One incident with its evidence and history."""
-    from pipelines.incidents import IncidentError
-
     ctx = _context()
-    try:
+    with _usage_errors():
         found = ctx.incidents.get(incident_id)
-    except IncidentError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     if as_json:
         _emit_json(found.model_dump(mode="json"))
         return

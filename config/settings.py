@@ -56,10 +56,9 @@ class DataopsSettings(BaseSettings):
     metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint binds to (0.0.0.0 in containers).")
     monitor_interval_s: float = Field(default=10.0, gt=0, description="Real seconds between timer evaluations of the monitors.")
     anomaly_sensitivity: float = Field(
-        default=0.8,
-        ge=0,
-        le=1,
-        description="Anomaly score at or above which a value monitor opens an incident (0..1; lower = more sensitive).",
+        default=1.0,
+        gt=0,
+        description="Multiplies the anomaly detector's evidence: 2.0 flags deviations half as improbable (in log odds), 0.5 only twice as improbable.",
     )
     run_max_attempts: int = Field(
         default=3, ge=1, description="Attempts of a scheduled run that fails transiently (5xx, timeouts, commit conflicts)."

@@ -23,6 +23,10 @@ def declared_trigger(schedule: ScheduleSpec, *, start: datetime | None = None) -
     return IntervalTrigger(minutes=schedule.interval_minutes, start_date=start, timezone=UTC)
 
 
+def _round_second(value: datetime) -> datetime:
+    return (value + timedelta(microseconds=500_000)).replace(microsecond=0)
+
+
 class ReplayTrigger(BaseTrigger):
     """Fires a declared trigger on the replay clock: fire times are computed in simulated time and mapped back.
 
@@ -40,8 +44,9 @@ class ReplayTrigger(BaseTrigger):
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
         clock = self._clock()
-        sim_now = clock.to_sim(now.timestamp())
-        sim_previous = clock.to_sim(previous_fire_time.timestamp()) if previous_fire_time else None
+        # Round to the second: float round trips would put a fire time a hair before itself and fire it twice.
+        sim_now = _round_second(clock.to_sim(now.timestamp()))
+        sim_previous = _round_second(clock.to_sim(previous_fire_time.timestamp())) if previous_fire_time else None
         sim_next = self.inner.get_next_fire_time(sim_previous, sim_now)
         if sim_next is None:
             return None

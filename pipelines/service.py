@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -51,10 +52,22 @@ def _monitor_job() -> None:
         _SERVICE.monitor_tick()
 
 
-def default_scorer() -> Scorer:
-    from pipelines.monitors.anomaly import score_latest_points
+def default_scorer(sensitivity: float = 1.0) -> Scorer:
+    """The monitors' own detector (pipelines/monitors/anomaly.py) at the configured sensitivity."""
+    from pipelines.monitors.anomaly import AnomalyDetector, AnomalyDetectorSpec
 
-    return score_latest_points
+    detector = AnomalyDetector(AnomalyDetectorSpec(sensitivity=sensitivity))
+
+    def score(ts: list[datetime], values: np.ndarray, n_latest: int, exclude: np.ndarray) -> np.ndarray:
+        return detector.score_latest(ts, values, n_latest, exclude=exclude)
+
+    return score
+
+
+def alert_threshold() -> float:
+    from pipelines.monitors.anomaly import AnomalyDetectorSpec
+
+    return AnomalyDetectorSpec().alert_score
 
 
 class Service:
@@ -69,7 +82,7 @@ class Service:
     ) -> None:
         self.ctx = ctx
         self.clock = clock or self._make_clock()
-        self.scorer = scorer or default_scorer()
+        self.scorer = scorer or default_scorer(ctx.settings.anomaly_sensitivity)
         self.on_incident = on_incident
         self.sleep = sleep
         self.stopping = threading.Event()
@@ -161,7 +174,7 @@ class Service:
 
     def evaluate_monitors(self, monitors: list[MonitorSpec], now: datetime) -> list[Incident]:
         with self._monitor_lock:
-            findings = evaluate(self.ctx, monitors, now, scorer=self.scorer, threshold=self.ctx.settings.anomaly_sensitivity)
+            findings = evaluate(self.ctx, monitors, now, scorer=self.scorer, threshold=alert_threshold())
             return self.report(findings, now)
 
     def monitor_tick(self) -> None:

@@ -75,6 +75,20 @@ class PipelineControl:
             self._row(s, pipeline).watermark = value
 
     @contextmanager
+    def table_lock(self, table: str) -> Iterator[None]:
+        """Serialise writers of one table across threads and processes (gold marts have several feeders).
+
+        Write-audit-publish would detect the conflict anyway and re-plan; the lock saves the wasted work.
+        """
+        self._locks.mkdir(parents=True, exist_ok=True)
+        with (self._locks / f"table-{table}.lock").open("a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
     def exclusive(self, pipeline: str) -> Iterator[None]:
         """Hold the pipeline's run lock; raises PipelineBusyError at once if another process holds it."""
         self._locks.mkdir(parents=True, exist_ok=True)

@@ -268,58 +268,58 @@ class _Run:
             write_days = days  # recompute semantics: a day with no rows left is emptied
         outcome_table = TableOutcome(table=target_name)
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            started = time.perf_counter()
-            wap.open_audit_branch(table, branch, run_id=self.run_id)
-            wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer))
-            audited = wap.read_days(table, write_days, branch=branch)
-            self._timed(f"{target_name}.write", started)
-            started = time.perf_counter()
-            outcome = validate(suite, audited, as_of=self.as_of)
-            self._timed(f"{target_name}.audit", started)
-            held_days = dict(outcome.held_days)
-            for held_day, held_names in held_days.items():
-                self._hold(held_day, ",".join(held_names))
-            table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
-            held_here = set(held_days) | (set(self.held) if target.layer == "silver" else set())
-            clean_table, held_rows = self._route(target, audited, outcome, held_here, table_failed=table_failed)
-            self.quarantine_rows.extend(held_rows)
-            quarantined = len(held_rows)
-            rows_checked = audited.num_rows
-            self.ctx.ledger.record_validation(self.run_id, target_name, suite.name, [*extra, *outcome.outcomes])
-            outcome_table.quality_score = self.ctx.ledger.record_quality(
-                self.run_id, target_name, checked=rows_checked, passed=clean_table.num_rows
-            )
-            outcome_table.rows_quarantined = quarantined
-            if table_failed:
-                outcome_table.held_days = [d.date().isoformat() for d in write_days]
-                self.result.tables.append(outcome_table)
-                return  # main stays; the branch is kept for diagnosis
-            publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
-            if quarantined:
-                wap.open_audit_branch(table, branch, run_id=self.run_id)  # restart from main with the clean rows only
-                wap.overwrite_days(table, clean_table, publish_days, branch=branch, properties=self._props(target.layer))
-                check = wap.read_days(table, publish_days, branch=branch)
-                if check.num_rows != clean_table.num_rows:
-                    raise PipelineError(
-                        f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {clean_table.num_rows}"
-                    )
             try:
-                snapshot = wap.publish(table, branch) if publish_days else None
-                if not publish_days:
-                    wap.drop_branch(table, branch)
+                with self.ctx.control.table_lock(target_name):
+                    started = time.perf_counter()
+                    wap.open_audit_branch(table, branch, run_id=self.run_id)
+                    wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer))
+                    audited = wap.read_days(table, write_days, branch=branch)
+                    self._timed(f"{target_name}.write", started)
+                    started = time.perf_counter()
+                    outcome = validate(suite, audited, as_of=self.as_of)
+                    self._timed(f"{target_name}.audit", started)
+                    held_days = dict(outcome.held_days)
+                    for held_day, held_names in held_days.items():
+                        self._hold(held_day, ",".join(held_names))
+                    table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
+                    held_here = set(held_days) | (set(self.held) if target.layer == "silver" else set())
+                    clean_table, held_rows = self._route(target, audited, outcome, held_here, table_failed=table_failed)
+                    self.quarantine_rows.extend(held_rows)
+                    quarantined = len(held_rows)
+                    rows_checked = audited.num_rows
+                    self.ctx.ledger.record_validation(self.run_id, target_name, suite.name, [*extra, *outcome.outcomes])
+                    outcome_table.quality_score = self.ctx.ledger.record_quality(
+                        self.run_id, target_name, checked=rows_checked, passed=clean_table.num_rows
+                    )
+                    outcome_table.rows_quarantined = quarantined
+                    if table_failed:
+                        outcome_table.held_days = [d.date().isoformat() for d in write_days]
+                        self.result.tables.append(outcome_table)
+                        return  # main stays; the branch is kept for diagnosis
+                    publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
+                    if quarantined:
+                        wap.open_audit_branch(table, branch, run_id=self.run_id)  # restart from main with the clean rows only
+                        wap.overwrite_days(table, clean_table, publish_days, branch=branch, properties=self._props(target.layer))
+                        check = wap.read_days(table, publish_days, branch=branch)
+                        if check.num_rows != clean_table.num_rows:
+                            raise PipelineError(
+                                f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {clean_table.num_rows}"
+                            )
+                    snapshot = wap.publish(table, branch) if publish_days else None
+                    if not publish_days:
+                        wap.drop_branch(table, branch)
+                    outcome_table.rows_written = clean_table.num_rows
+                    outcome_table.snapshot_id = snapshot
+                    outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
+                    self.snapshots[target_name] = snapshot
+                    self.result.tables.append(outcome_table)
+                    self.progress(f"{target_name}: published {clean_table.num_rows} rows, quarantined {quarantined}")
+                    return
             except PublishConflictError as exc:
                 if attempt == PUBLISH_ATTEMPTS:
                     raise
                 log.warning("%s; re-planning (attempt %d)", exc, attempt)
                 self.quarantine_rows = [q for q in self.quarantine_rows if q["target_table"] != target_name]
-                continue
-            outcome_table.rows_written = clean_table.num_rows
-            outcome_table.snapshot_id = snapshot
-            outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
-            self.snapshots[target_name] = snapshot
-            self.result.tables.append(outcome_table)
-            self.progress(f"{target_name}: published {clean_table.num_rows} rows, quarantined {quarantined}")
-            return
 
     def _route(
         self, target: TableSpec, audited: pa.Table, outcome: SuiteOutcome, held: set[datetime], *, table_failed: bool

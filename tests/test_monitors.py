@@ -60,3 +60,24 @@ def test_permanent_source_failures_become_critical_findings(ctx: PlatformContext
     (finding,) = findings_from_run(result, silver="silver.carbon_intensity")
     assert finding.kind == "source_failure" and finding.severity == "critical"
     assert finding.cause_key == "carbon_intensity:PermanentSourceError"
+
+
+def test_value_monitor_flags_an_injected_temperature_shift(ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from pipelines.monitors.checks import check_value
+    from pipelines.service import alert_threshold, default_scorer
+    from pipelines.sources import replay
+
+    real = replay.temperature_series()
+    shifted = tuple((t, v + 4.5 if utc(2023, 1, 18, 8) <= t < utc(2023, 1, 18, 20) else v) for t, v in real)
+    monkeypatch.setattr(replay, "temperature_series", lambda: shifted)
+    run_pipeline(ctx, "weather", window((2022, 12, 22), (2023, 1, 19)))
+    spec = ctx.inventory.monitors["temperature"]
+    (finding,) = check_value(ctx, spec, utc(2023, 1, 19), scorer=default_scorer(), threshold=alert_threshold())
+    flagged = [p["ts"] for p in finding.evidence["points"]]
+    assert flagged and all("2023-01-18" in ts for ts in flagged), flagged
+    assert finding.occurred_at is not None and utc(2023, 1, 18, 8) <= finding.occurred_at < utc(2023, 1, 18, 20)
+    assert check_value(ctx, spec, utc(2023, 1, 19) + timedelta(hours=1), scorer=default_scorer(), threshold=alert_threshold()) == [], (
+        "points already judged are not judged again"
+    )

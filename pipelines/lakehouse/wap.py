@@ -50,12 +50,20 @@ def days_filter(days: Iterable[datetime], column: str = "ts") -> BooleanExpressi
     return expression
 
 
+def is_stale_commit(exc: Exception) -> bool:
+    """pyiceberg 0.12 reports a commit built on stale metadata (another writer committed to another branch
+    in between) as a ValueError about sequence numbers rather than a CommitFailedException."""
+    return isinstance(exc, ValueError) and "sequence number" in str(exc)
+
+
 def with_commit_retry(action: Callable[[], T], *, table: Table, attempts: int = 5, what: str = "commit") -> T:
-    """Run `action`, reloading the table and retrying with jittered backoff on CommitFailedException."""
+    """Run `action`, reloading the table and retrying with jittered backoff on a commit conflict."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except CommitFailedException as exc:
+        except (CommitFailedException, ValueError) as exc:
+            if not isinstance(exc, CommitFailedException) and not is_stale_commit(exc):
+                raise
             if attempt == attempts:
                 raise LakehouseError(f"{what} on {table.name()} kept conflicting after {attempts} attempts: {exc}") from exc
             delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
@@ -128,7 +136,13 @@ def overwrite_days(table: Table, data: pa.Table, days: Iterable[datetime], *, br
     with warnings.catch_warnings():
         # pyiceberg warns when the filter matches nothing yet, which is every first write of a day.
         warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-        table.overwrite(data, overwrite_filter=days_filter(days), snapshot_properties=properties, branch=branch)
+        try:
+            table.overwrite(data, overwrite_filter=days_filter(days), snapshot_properties=properties, branch=branch)
+        except (CommitFailedException, ValueError) as exc:
+            if not isinstance(exc, CommitFailedException) and not is_stale_commit(exc):
+                raise
+            table.refresh()
+            raise PublishConflictError(f"{table.name()}: another writer committed while writing {branch}: {exc}") from exc
     table.refresh()
     return branch_head(table, branch)
 

@@ -84,6 +84,8 @@ class AnomalyDetectorSpec:
     forest_weight: float | None = None
     trim: float = 0.0
     peak_mode: bool = False
+    activity_window: int = 0
+    activity_cap: float = 10.0
     peak_margin: float = 0.0
     learn_from_incidents: bool = True
     """When False, points inside the detector's own incidents are left out of later baselines."""
@@ -154,7 +156,7 @@ class _Run:
         self.buckets = (np.asarray(stamps.dayofweek, dtype=np.int64) * 24 + hour, hour)  # finest first
         filled = pd.Series(x).ffill().bfill().fillna(0.0)
         self.rolling_std = filled.rolling(spec.volatility_window, min_periods=2).std().fillna(0.0).to_numpy()
-        self.residuals = np.zeros((n, 3))  # seasonal, local, volatility
+        self.residuals = np.zeros((n, 4 if spec.activity_window else 3))  # seasonal, local, volatility
         self.scored = np.zeros(n, dtype=bool)
         self.out = np.zeros(n)
         self.forest: IsolationForest | None = None
@@ -200,7 +202,14 @@ class _Run:
         vol_median = float(np.median(self.rolling_std[past]))
         eps = max(1e-3 * floor, 1e-12)
         self.residuals[start:end, 2] = np.log((self.rolling_std[start:end] + eps) / (vol_median + eps))
-        self.residuals[start:end] = np.nan_to_num(self.residuals[start:end], nan=0.0, posinf=1e6, neginf=-1e6)
+        self.residuals[start:end, :3] = np.nan_to_num(self.residuals[start:end, :3], nan=0.0, posinf=1e6, neginf=-1e6)
+        if spec.activity_window:
+            w = spec.activity_window
+            a = np.abs(self.residuals[max(0, start - w + 1):end, 0])
+            c = np.concatenate([[0.0], np.cumsum(np.minimum(a, spec.activity_cap))])
+            idx = np.arange(start, end) - max(0, start - w + 1) + 1
+            lo = np.maximum(idx - w, 0)
+            self.residuals[start:end, 3] = (c[idx] - c[lo]) / (idx - lo)
         self.scored[start:end] = True
 
     def _reference(self, start: int, length: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -78,29 +78,70 @@ def _cadence(ctx: PlatformContext, table: str) -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[Finding]:
+def _last_good_run(ctx: PlatformContext, table: str) -> tuple[datetime, datetime] | None:
+    """(as_of, finished_at) of the latest successful run of a pipeline writing `table`."""
+    best: tuple[datetime, datetime] | None = None
+    for p in ctx.inventory.pipelines_feeding(table):
+        for run in ctx.ledger.runs(pipeline=p.name, limit=20):
+            if run.status in ("succeeded", "quarantined") and run.finished_at is not None:
+                as_of, finished = _aware(run.as_of), _aware(run.finished_at)
+                assert as_of is not None and finished is not None
+                if best is None or as_of > best[0]:
+                    best = (as_of, finished)
+                break
+    return best
+
+
+def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, stall_after_s: float | None = None) -> list[Finding]:
+    """Two questions: did the source deliver by our last look (source stale), and are we still looking (stalled)?
+
+    The lag of the newest slot is judged at the clock of the last successful run, so a replay clock that
+    runs ahead of the pipelines does not look like a source outage; a pipeline that has not succeeded for
+    longer than the limit on the clock and `stall_after_s` of real time is reported as stalled.
+    """
+    assert spec.max_lag_minutes is not None
+    limit = spec.max_lag_minutes * 60
+    stall_after_s = ctx.settings.misfire_grace_s if stall_after_s is None else stall_after_s
     table = load_table(ctx.catalog, spec.table)
     recent = wap.read_days(table, [_day(now) - timedelta(days=i) for i in range(7)], columns=("ts",))
     newest: datetime | None = max((t for t in recent.column("ts").to_pylist() if t is not None and t <= now), default=None)
-    if newest is None:
+    last = _last_good_run(ctx, spec.table)
+    if newest is None or last is None:
         return []  # nothing landed in a week: the runs report that; a freshness lag needs a last slot
     slot_end = newest + _cadence(ctx, spec.table)
-    lag = max(0.0, (now - slot_end).total_seconds())
-    metrics.FRESHNESS_LAG.labels(spec.table).set(lag)
-    assert spec.max_lag_minutes is not None
-    if lag <= spec.max_lag_minutes * 60 or not source_covers(ctx, spec.table, now):
+    metrics.FRESHNESS_LAG.labels(spec.table).set(max(0.0, (now - slot_end).total_seconds()))
+    if not source_covers(ctx, spec.table, now):
         return []
-    return [
-        Finding(
-            kind="freshness",
-            severity=spec.severity,
-            table=spec.table,
-            cause_key=spec.name,
-            title=f"{spec.table} is stale: newest slot ended {lag / 3600:.1f} h ago (limit {spec.max_lag_minutes / 60:.1f} h)",
-            occurred_at=slot_end,
-            evidence={"newest_slot": newest.isoformat(), "lag_s": round(lag), "limit_s": spec.max_lag_minutes * 60},
+    findings = []
+    looked_at, finished = last
+    source_lag = (looked_at - slot_end).total_seconds()
+    if source_lag > limit:
+        findings.append(
+            Finding(
+                kind="freshness",
+                severity=spec.severity,
+                table=spec.table,
+                cause_key=spec.name,
+                title=f"{spec.table} is stale: at the last run the newest slot had ended {source_lag / 3600:.1f} h before (limit {limit / 3600:.1f} h)",
+                occurred_at=slot_end,
+                evidence={"newest_slot": newest.isoformat(), "looked_at": looked_at.isoformat(), "lag_s": round(source_lag), "limit_s": limit},
+            )
         )
-    ]
+    real_idle = (datetime.now(UTC) - finished).total_seconds()
+    paused = any(ctx.control.is_paused(p.name) for p in ctx.inventory.pipelines_feeding(spec.table))
+    if (now - looked_at).total_seconds() > limit and real_idle > stall_after_s and not paused:
+        findings.append(
+            Finding(
+                kind="freshness",
+                severity="warning",
+                table=spec.table,
+                cause_key=f"{spec.name}:stalled",
+                title=f"no successful run has written {spec.table} since the clock read {looked_at.isoformat()} ({real_idle:.0f} s ago)",
+                occurred_at=looked_at,
+                evidence={"last_good_run_as_of": looked_at.isoformat(), "real_idle_s": round(real_idle)},
+            )
+        )
+    return findings
 
 
 def check_volume(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[Finding]:

@@ -72,6 +72,9 @@ def _context() -> PlatformContext:
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    if not verbose:
+        # Under replay a firing often finds the previous run still going; coalescing is the design, not news.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """Replay all of 2023 through `dataops serve` in a fresh home and list the incidents with time-to-detect.
 
-    .venv/bin/python benchmarks/replay_incidents.py [--speed 21600] [--until 2024-01-01T00:00Z] [--home DIR] [--json]
+    .venv/bin/python benchmarks/replay_incidents.py [--speed 21600] [--start 2023-01-01T00:00Z] [--until 2024-01-01T00:00Z] [--home DIR] [--json]
 
 Nothing is told where the defects are: the service runs its schedules on the replay clock, the monitors and
 suites do the finding. Time-to-detect is measured on the replay clock (detected at minus the data time of the
@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speed", type=float, default=21600.0, help="simulated seconds per real second (default 6 h/s)")
+    parser.add_argument("--start", default="2023-01-01T00:00Z", help="replay clock start (ISO instant)")
     parser.add_argument("--until", default="2024-01-01T00:00Z", help="stop when the replay clock passes this instant")
     parser.add_argument("--home", type=Path, default=None, help="DATAOPS_HOME (default: a new temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the incidents as JSON")
@@ -33,7 +34,7 @@ def main() -> int:
     dataops = [sys.executable, "-m", "pipelines.cli"]
     started = time.monotonic()
     print(f"replaying into {home} at x{args.speed:g} until {args.until} ...", file=sys.stderr)
-    subprocess.run([*dataops, "serve", "--no-metrics", "--speed", str(args.speed), "--until", args.until], cwd=REPO, env=env, check=True)
+    subprocess.run([*dataops, "serve", "--no-metrics", "--speed", str(args.speed), "--start", args.start, "--until", args.until], cwd=REPO, env=env, check=True)
     elapsed = time.monotonic() - started
     listing = subprocess.run([*dataops, "incidents", "--json"], cwd=REPO, env=env, check=True, capture_output=True, text=True)
     incidents = sorted(json.loads(listing.stdout)["incidents"], key=lambda i: i["id"])

@@ -119,11 +119,6 @@ class FileSweep:
     def rows(self) -> int:
         return len(self.scores)
 
-    def row_values(self, profile: CostProfile) -> np.ndarray:
-        """NAB's per-row sweep score: what a detection at each row would add (before first-in-window)."""
-        inside = self.tp_value > 0  # in a window, probation or not
-        return np.where(inside, self.tp_value * profile.tp_weight, self.fp_value * profile.fp_weight)
-
 
 def _index_of(stamps: np.ndarray, stamp: pd.Timestamp, name: str) -> int:
     key = np.datetime64(stamp.to_datetime64(), "ns")
@@ -193,6 +188,8 @@ class FileScore:
     fp: int
     fn: int
     rows: int
+    windows: int  # windows with rows after probation
+    windows_detected: int
     contributions: np.ndarray  # NAB's S(t) column: each window's TP/FN at its first row, each FP at its row
 
 
@@ -204,6 +201,7 @@ def score_file(sweep: FileSweep, profile: CostProfile, threshold: float) -> File
     contributions = np.zeros(sweep.rows)
     fp_rows = detected & outside
     contributions[fp_rows] = sweep.fp_value[fp_rows] * profile.fp_weight
+    detected_windows = 0
     for k, start in enumerate(sweep.window_starts):
         in_window = sweep.window_id == k
         if not in_window.any():
@@ -211,6 +209,7 @@ def score_file(sweep: FileSweep, profile: CostProfile, threshold: float) -> File
         hits = np.flatnonzero(in_window & detected)
         if len(hits):
             contributions[start] = sweep.tp_value[hits[0]] * profile.tp_weight
+            detected_windows += 1
         else:
             contributions[start] = -profile.fn_weight
     inside = sweep.window_id >= 0
@@ -223,6 +222,8 @@ def score_file(sweep: FileSweep, profile: CostProfile, threshold: float) -> File
         fp=int(fp_rows.sum()),
         fn=int((~detected & inside).sum()),
         rows=sweep.rows,
+        windows=sweep.scored_windows,
+        windows_detected=detected_windows,
         contributions=contributions,
     )
 

@@ -34,7 +34,12 @@ def main() -> int:
     dataops = [sys.executable, "-m", "pipelines.cli"]
     started = time.monotonic()
     print(f"replaying into {home} at x{args.speed:g} until {args.until} ...", file=sys.stderr)
-    subprocess.run([*dataops, "serve", "--no-metrics", "--speed", str(args.speed), "--start", args.start, "--until", args.until], cwd=REPO, env=env, check=True)
+    subprocess.run(
+        [*dataops, "serve", "--no-metrics", "--speed", str(args.speed), "--start", args.start, "--until", args.until],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
     elapsed = time.monotonic() - started
     listing = subprocess.run([*dataops, "incidents", "--json"], cwd=REPO, env=env, check=True, capture_output=True, text=True)
     incidents = sorted(json.loads(listing.stdout)["incidents"], key=lambda i: i["id"])
@@ -46,7 +51,9 @@ def main() -> int:
     for i in incidents:
         ttd = "" if i["time_to_detect_s"] is None else f"{i['time_to_detect_s'] / 3600:.1f}"
         occurred = (i["occurred_at"] or "")[:16]
-        print(f"{i['id']:>3} {i['kind']:<15} {i['severity']:<8} {i['table']:<32} {occurred:<17} {i['detected_at'][:16]:<17} {ttd:>6} {i['occurrences']:>4}  {i['title'][:90]}")
+        print(
+            f"{i['id']:>3} {i['kind']:<15} {i['severity']:<8} {i['table']:<32} {occurred:<17} {i['detected_at'][:16]:<17} {ttd:>6} {i['occurrences']:>4}  {i['title'][:90]}"
+        )
     return 0
 
 

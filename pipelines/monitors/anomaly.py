@@ -46,9 +46,19 @@ import pandas as pd
 from scipy.special import log_ndtr
 from sklearn.ensemble import IsolationForest
 
+from config.errors import DataOpsError
+
 _LN10 = float(np.log(10.0))
 _MAD_TO_SIGMA = 1.4826
 _RESIDUALS = 3  # seasonal, local, volatility; the forest's score is the fourth calibrated column
+_POSITIVE_FIELDS = (
+    "sensitivity", "alert_evidence", "history", "local_window", "volatility_window", "min_history",
+    "min_bucket", "calibration", "block", "forest_history", "refit_every", "n_estimators",
+)  # fmt: skip
+
+
+class AnomalyDetectorError(DataOpsError, ValueError):
+    """A detector setting or an input series the detector cannot use; the message names the bad value."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,21 +96,15 @@ class AnomalyDetectorSpec:
     """Points after an alert during which scores are damped."""
     incident_damping: float = 0.5
     """Factor applied to scores inside an open incident."""
-    calib: str = "hybrid"
 
     def __post_init__(self) -> None:
-        if not self.sensitivity > 0:
-            raise ValueError(f"sensitivity must be > 0, got {self.sensitivity}")
         if not 0 < self.alert_score < 1:
-            raise ValueError(f"alert_score must be in (0, 1), got {self.alert_score}")
+            raise AnomalyDetectorError(f"alert_score must be in (0, 1), got {self.alert_score}")
         if not 0 <= self.incident_damping <= 1:
-            raise ValueError(f"incident_damping must be in [0, 1], got {self.incident_damping}")
-        for name in ("alert_evidence", "history", "local_window", "volatility_window", "min_history", "min_bucket"):
+            raise AnomalyDetectorError(f"incident_damping must be in [0, 1], got {self.incident_damping}")
+        for name in _POSITIVE_FIELDS:
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("calibration", "block", "forest_history", "refit_every", "n_estimators"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise AnomalyDetectorError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @property
     def evidence_half(self) -> float:
@@ -130,12 +134,12 @@ class AnomalyDetector:
         x = np.asarray(values, dtype=float)
         stamps = pd.DatetimeIndex(pd.to_datetime(timestamps))
         if len(stamps) != len(x):
-            raise ValueError(f"{len(stamps)} timestamps but {len(x)} values")
+            raise AnomalyDetectorError(f"{len(stamps)} timestamps but {len(x)} values")
         usable = ~np.isnan(x)
         if exclude is not None:
             flags = np.asarray(exclude, dtype=bool)
             if flags.shape != x.shape:
-                raise ValueError(f"exclude has {len(flags)} flags for {len(x)} values")
+                raise AnomalyDetectorError(f"exclude has {len(flags)} flags for {len(x)} values")
             usable &= ~flags
         return _Pass(self.spec, stamps, x, usable).run()
 
@@ -171,8 +175,8 @@ class _Pass:
         n = len(x)
         hour = np.asarray(stamps.hour, dtype=np.int64)
         self.buckets = (hour, np.asarray(stamps.dayofweek, dtype=np.int64) * 24 + hour)  # coarse to fine
-        filled = pd.Series(x).ffill().bfill().fillna(0.0)
-        self.rolling_std = filled.rolling(spec.volatility_window, min_periods=2).std().fillna(0.0).to_numpy()
+        learnable = pd.Series(np.where(usable, x, np.nan))  # pandas skips NaN: excluded values never count
+        self.rolling_std = learnable.rolling(spec.volatility_window, min_periods=2).std().fillna(0.0).to_numpy()
         self.residuals = np.zeros((n, _RESIDUALS))
         self.magnitudes = np.full((n, _RESIDUALS + 1), np.nan)  # |residuals| and the forest's score
         self.scored = np.zeros(n, dtype=bool)
@@ -247,22 +251,14 @@ class _Pass:
         if len(reference) < 20:
             return np.zeros(end - start)
         history = self.magnitudes[reference]
-        current = self.magnitudes[start:end]
-        evidence = np.zeros_like(current)
-        for c in range(history.shape[1]):
-            known = np.sort(history[~np.isnan(history[:, c]), c])
-            if len(known) < 20:  # the forest's column starts empty
-                continue
-            mean, std = known.mean(), max(float(known.std()), 1e-6)
-            value = np.nan_to_num(current[:, c], nan=-np.inf)
-            above = len(known) - np.searchsorted(known, value, side="left")  # reference points at least as large
-            empirical = -np.log10((above + 1) / (len(known) + 1))
-            gauss = -log_ndtr(-(value - mean) / std) / _LN10
-            top = float(-log_ndtr(-(known[-1] - mean) / std) / _LN10)
-            if spec.calib == "hybrid":
-                evidence[:, c] = np.where(value > known[-1], empirical + np.maximum(gauss - top, 0.0), empirical)
-            else:
-                evidence[:, c] = np.where(np.isfinite(value), gauss, 0.0)
+        columns = history.shape[1]
+        mean, std, valid = np.zeros(columns), np.ones(columns), np.zeros(columns, dtype=bool)
+        for c in range(columns):
+            known = history[~np.isnan(history[:, c]), c]
+            if len(known) >= 20:  # the forest's column starts empty
+                mean[c], std[c], valid[c] = known.mean(), max(float(known.std()), 1e-6), True
+        evidence = -log_ndtr(-(self.magnitudes[start:end] - mean) / std) / _LN10
+        evidence = np.where(valid & ~np.isnan(evidence), evidence, 0.0)
         strongest = evidence.max(axis=1) * spec.sensitivity
         return np.asarray(strongest / (strongest + spec.evidence_half))
 
@@ -272,6 +268,6 @@ class _Pass:
             i = start + offset
             if i <= self.incident_until:
                 value *= spec.incident_damping
-            elif value >= spec.alert_score:
+            elif value >= spec.alert_score and self.usable[i]:  # an excluded point is inside a known incident
                 self.incident_until = i + spec.incident_points
             self.scores[i] = value

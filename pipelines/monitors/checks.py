@@ -124,7 +124,12 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
                 cause_key=spec.name,
                 title=f"{spec.table} is stale: at the last run the newest slot had ended {source_lag / 3600:.1f} h before (limit {limit / 3600:.1f} h)",
                 occurred_at=slot_end,
-                evidence={"newest_slot": newest.isoformat(), "looked_at": looked_at.isoformat(), "lag_s": round(source_lag), "limit_s": limit},
+                evidence={
+                    "newest_slot": newest.isoformat(),
+                    "looked_at": looked_at.isoformat(),
+                    "lag_s": round(source_lag),
+                    "limit_s": limit,
+                },
             )
         )
     real_idle = (datetime.now(UTC) - finished).total_seconds()

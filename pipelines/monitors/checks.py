@@ -26,7 +26,6 @@ from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.ledger import Base, _aware
-from pipelines.sources.base import lookup
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,7 @@ def check_schema(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
             shape.setdefault(path, set()).add(kind)
     current = {path: sorted(kinds - {"NoneType"}) or ["NoneType"] for path, kinds in shape.items()}
     contract = ctx.inventory.source(pipeline.source).contract
-    missing = [f for f in contract if f not in current and not lookup({}, f)[0]]
+    missing = [f for f in contract if f not in current]
     previous: dict[str, list[str]] = state.get("shape", {})
     added = sorted(set(current) - set(previous)) if previous else []
     removed = sorted(set(previous) - set(current)) if previous else []

@@ -293,6 +293,7 @@ def serve(
     DATAOPS_REPLAY_START and running DATAOPS_REPLAY_SPEED times real time. Stop with Ctrl-C or SIGTERM:
     the running job finishes first, nothing is left half-published.
     """
+    from pipelines.clock import ReplayClock
     from pipelines.metrics import serve_metrics
     from pipelines.service import Service
 
@@ -314,11 +315,8 @@ def serve(
             )
             raise typer.Exit(EXIT_USAGE) from None
         console.print(f"metrics on http://{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}/metrics")
-    clock_note = (
-        f"replay clock from {service.clock.now().isoformat()} at x{ctx.settings.replay_speed:g}"
-        if ctx.settings.source_mode == "replay"
-        else "wall clock"
-    )
+    clock = service.clock
+    clock_note = f"replay clock from {clock.start.isoformat()} at x{clock.speed:g}" if isinstance(clock, ReplayClock) else "wall clock"
     console.print(f"serving {len(ctx.inventory.pipelines)} pipelines on the {clock_note}; Ctrl-C stops")
 
     def announce(incident: Any, opened: bool) -> None:

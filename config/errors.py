@@ -14,8 +14,13 @@ bad value and what the reader can do next::
     ├── LakehouseError           the Iceberg side refused
     │   └── PublishConflictError     main moved away from the audited snapshot's ancestry
     ├── PipelineError            a promotion could not complete
-    └── QueryError               a query over the lake failed
-        └── QueryRefusedError        the statement is not a read
+    ├── QueryError               a query over the lake failed
+    │   └── QueryRefusedError        the statement is not a read
+    ├── ToolError                a tool refused or failed; the message is shown to the model
+    ├── PolicyError              the policy file is invalid, or a decision cannot be taken
+    ├── ApprovalError            an approval decision was refused (unknown id, not an approver, already decided)
+    ├── MemoryStoreError         the incident memory cannot be opened or searched
+    └── ModelError               the model endpoint failed or answered something unusable
 """
 
 from __future__ import annotations
@@ -76,3 +81,23 @@ class QueryError(DataOpsError):
 
 class QueryRefusedError(QueryError):
     """The statement is not a read; the query tool only reads."""
+
+
+class ToolError(DataOpsError):
+    """A tool refused its input or failed; the message is shown to the model, so it says what to try instead."""
+
+
+class PolicyError(DataOpsError):
+    """The policy file is invalid, or a decision cannot be taken."""
+
+
+class ApprovalError(DataOpsError):
+    """An approval decision was refused: unknown request, not an approver, already decided or expired."""
+
+
+class MemoryStoreError(DataOpsError):
+    """The incident memory cannot be opened or searched."""
+
+
+class ModelError(DataOpsError):
+    """The model endpoint failed or answered something the agent cannot use."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -82,6 +83,38 @@ class DataopsSettings(BaseSettings):
         description="Base URL of the Open-Meteo archive API (weather).",
     )
 
+    llm_base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp); unset: the runbook planner.",
+    )
+    llm_model: str | None = Field(default=None, description="Model name sent to the endpoint; setting it (or the base URL) turns the LLM planner on.")
+    llm_api_key: str | None = Field(
+        default=None, repr=False, description="API key of the endpoint; OPENAI_API_KEY is used when unset. Never logged."
+    )
+    llm_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one chat-completions request.")
+    llm_max_retries: int = Field(default=2, ge=0, description="Retries of a failed chat-completions request (429, 5xx, timeouts).")
+    agent_enabled: bool = Field(default=True, description="Whether `dataops serve` hands every new incident to the agent.")
+    agent_max_steps: int = Field(
+        default=12, ge=1, description="Planning steps the agent may take on one incident or chat turn before it escalates."
+    )
+    policy_file: Path | None = Field(default=None, description="Policy YAML the guardrail engine enforces; default config/policy.yaml.")
+    runbooks_file: Path | None = Field(default=None, description="Runbooks YAML of the runbook planner; default config/runbooks.yaml.")
+    approvers: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Who may approve risky actions (user ids, comma-separated in the environment); replaces the policy file's list.",
+    )
+    memory_embedding: str = Field(
+        default="sklearn",
+        description="Embedding of the incident memory: 'sklearn' (offline, never downloads), 'sentence-transformers:<model>' or 'openai:<model>'.",
+    )
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _split_approvers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -112,6 +145,18 @@ class DataopsSettings(BaseSettings):
     @property
     def drop_folder(self) -> Path:
         return self.drop_dir or self.home / "drop"
+
+    @property
+    def policy_path(self) -> Path:
+        return self.policy_file or self.config_dir / "policy.yaml"
+
+    @property
+    def runbooks_path(self) -> Path:
+        return self.runbooks_file or self.config_dir / "runbooks.yaml"
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_base_url or self.llm_model)
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

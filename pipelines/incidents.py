@@ -169,6 +169,18 @@ class IncidentStore:
             s.flush()
             return Incident.of(row)
 
+    def annotate(self, incident_id: int, note: str, *, actor: str = "system") -> Incident:
+        """Add a note without changing the status."""
+        with self._ledger.session() as s, s.begin():
+            row = s.get(IncidentRow, incident_id)
+            if row is None:
+                raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
+            now = datetime.now(UTC)
+            row.updated_at = now
+            row.notes = [*row.notes, {"at": now.isoformat(), "actor": actor, "status": row.status, "note": note}]
+            s.flush()
+            return Incident.of(row)
+
     def get(self, incident_id: int) -> Incident:
         with self._ledger.session() as s:
             row = s.get(IncidentRow, incident_id)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -70,6 +70,21 @@ def alert_threshold() -> float:
     return AnomalyDetectorSpec().alert_score
 
 
+class ServiceExtension(Protocol):
+    """Something that runs alongside the service (the agent, the Slack app); registered by upper layers."""
+
+    def on_incident(self, incident: Incident, opened: bool) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+# Factories the upper layers register (the agent layer adds itself when `dataops` starts); the
+# service never imports them, so the layers stay one-way.
+EXTENSIONS: list[Callable[[Service], ServiceExtension | None]] = []
+
+
 class Service:
     def __init__(
         self,
@@ -89,6 +104,7 @@ class Service:
         self.scheduler: BackgroundScheduler | None = None
         self._monitor_lock = threading.Lock()
         self.results: list[RunResult] = []
+        self.extensions: list[ServiceExtension] = []
 
     # -- clock -------------------------------------------------------------------------------------
     def _make_clock(self) -> Clock:
@@ -122,6 +138,11 @@ class Service:
                 log.info("incident %d opened: [%s] %s", incident.id, incident.severity, incident.title)
             if self.on_incident is not None:
                 self.on_incident(incident, opened)
+            for extension in self.extensions:
+                try:
+                    extension.on_incident(incident, opened)
+                except Exception:  # an extension must never stop the pipelines
+                    log.exception("extension %s failed on incident %d", type(extension).__name__, incident.id)
         for severity, count in self.ctx.incidents.open_counts().items():
             metrics.OPEN_INCIDENTS.labels(severity).set(count)
         return incidents
@@ -182,8 +203,18 @@ class Service:
         metrics.CLOCK.set(now.timestamp())
         self.evaluate_monitors([m for m in self.ctx.inventory.monitors.values() if m.kind == "freshness"], now)
         self._save_clock()
+        for extension in self.extensions:
+            try:
+                extension.tick()
+            except Exception:
+                log.exception("extension %s failed on tick", type(extension).__name__)
 
     # -- lifecycle -------------------------------------------------------------------------------------
+    def attach_extensions(self) -> None:
+        """Create the registered extensions (once); `start()` does it, drivers without a scheduler call it."""
+        if not self.extensions:
+            self.extensions = [e for e in (factory(self) for factory in EXTENSIONS) if e is not None]
+
     def start(self) -> BackgroundScheduler:
         global _SERVICE
         _SERVICE = self
@@ -212,6 +243,7 @@ class Service:
             name="monitors",
             replace_existing=True,
         )
+        self.attach_extensions()
         scheduler.start()
         self.scheduler = scheduler
         return scheduler
@@ -229,6 +261,8 @@ class Service:
                 self.scheduler.shutdown(wait=True)
             finally:
                 scheduler_log.setLevel(previous)
+        for extension in self.extensions:
+            extension.stop()
         self._save_clock()
 
     def serve_forever(self, *, until: datetime | None = None, poll_s: float = 0.2) -> None:

@@ -1,0 +1,194 @@
+"""`dataops`, complete: the pipelines' commands plus the agent's (approve, deny, approvals, audit, chat, remediate, demo).
+
+This is the installed entry point. It extends the pipelines layer's Typer app, and registers the agent as
+an extension of `dataops serve`, so every new incident reaches the agent.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from agent import service_hook
+from pipelines.cli import EXIT_FAILED, EXIT_USAGE, _context, _emit_json, _usage_errors, app, console, out
+
+service_hook.register()
+_AS_HELP = "Who decides (CLI user name or Slack id); must be an approver in the policy. Default: $DATAOPS_USER or your login."
+
+
+def _me(value: str | None) -> str:
+    return value or os.environ.get("DATAOPS_USER") or getpass.getuser()
+
+
+def _agent(*, verbose: bool = True) -> Any:
+    from agent.report import ConsoleReporter
+    from agent.runtime import Agent
+
+    ctx = _context()
+    with _usage_errors():
+        return Agent(ctx, reporter=ConsoleReporter(lambda text: out.print(text, markup=False, highlight=False), verbose=verbose))
+
+
+def _decide(approval_id: str, approve: bool, user: str, reason: str, as_json: bool) -> None:
+    agent = _agent()
+    try:
+        approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=user, reason=reason)
+    finally:
+        agent.close()
+    if approval is None:
+        console.print(f"[red]refused:[/red] {problem}")
+        raise typer.Exit(EXIT_FAILED)
+    if as_json:
+        _emit_json(approval.model_dump(mode="json"))
+    else:
+        out.print(f"{approval.id} {approval.status} by {approval.decided_by}; the agent has resumed")
+
+
+@app.command()
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="The request id, e.g. A-1f2e3d (`dataops approvals` lists them).")],
+    as_user: Annotated[str | None, typer.Option("--as", help=_AS_HELP)] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decided request as JSON.")] = False,
+) -> None:
+    """Approve a pending request of the agent; the first decision wins, only listed approvers count."""
+    _decide(approval_id, True, _me(as_user), reason, as_json)
+
+
+@app.command()
+def deny(
+    approval_id: Annotated[str, typer.Argument(help="The request id, e.g. A-1f2e3d.")],
+    reason: Annotated[str, typer.Option(help="Why not; the agent reports it and escalates.")],
+    as_user: Annotated[str | None, typer.Option("--as", help=_AS_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decided request as JSON.")] = False,
+) -> None:
+    """Deny a pending request of the agent; the action does not run and the agent escalates."""
+    _decide(approval_id, False, _me(as_user), reason, as_json)
+
+
+@app.command()
+def approvals(
+    status: Annotated[str | None, typer.Option(help="pending, approved, denied or expired; default all.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the agent's approval requests, newest first."""
+    from policies.approvals import ApprovalStore
+
+    ctx = _context()
+    store = ApprovalStore(ctx.ledger)
+    store.expire_due()
+    found = store.list(status=status)
+    if as_json:
+        _emit_json([a.model_dump(mode="json") for a in found])
+        return
+    if not found:
+        out.print("no approval requests")
+    for a in found:
+        decided = f" by {a.decided_by}" if a.decided_by else f", expires {a.expires_at:%Y-%m-%d %H:%M}"
+        out.print(f"{a.id} {a.status}{decided}: {a.tool}({', '.join(f'{k}={v}' for k, v in a.arguments.items())}) — {a.reason} [{a.rule}]", markup=False)
+
+
+@app.command()
+def audit(
+    incident: Annotated[int | None, typer.Option(help="Only calls made for this incident.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, oldest first.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The audit log: every tool call of the agent with actor, arguments, policy decision and rule, approver, result, duration, tokens."""
+    from policies.audit import AuditLog
+
+    ctx = _context()
+    entries = AuditLog(ctx.ledger).entries(incident_id=incident, limit=limit)
+    if as_json:
+        _emit_json([e.model_dump(mode="json") for e in entries])
+        return
+    if not entries:
+        out.print("the audit log is empty")
+    for e in entries:
+        who = f" approved by {e.approver}" if e.approver else ""
+        took = f" {e.duration_ms:.0f} ms" if e.duration_ms is not None else ""
+        out.print(
+            f"{e.at:%Y-%m-%d %H:%M:%S} {e.thread_id} {e.actor} {e.tool}({', '.join(f'{k}={v}' for k, v in e.arguments.items())}) "
+            f"{e.decision}[{e.rule}]{who} → {e.status}{took} tokens={e.tokens}" + (f" error: {e.error}" if e.error else ""),
+            markup=False,
+        )
+
+
+@app.command()
+def remediate(
+    incident_id: Annotated[int, typer.Argument(help="The incident the agent should work now.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Hand one incident to the agent now (what `dataops serve` does for every new incident)."""
+    agent = _agent(verbose=not as_json)
+    try:
+        with _usage_errors():
+            outcome = agent.handle_incident(incident_id)
+    finally:
+        agent.close()
+    if as_json:
+        _emit_json(outcome.model_dump(mode="json"))
+    elif outcome.status == "waiting":
+        out.print(f"waiting for approval {outcome.approval_id}")
+
+
+@app.command()
+def chat(
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Ask one question and exit, instead of an interactive session.")] = None,
+    thread: Annotated[str, typer.Option(help="Conversation id; the same id continues a conversation.")] = "cli",
+    as_user: Annotated[str | None, typer.Option("--as", help="Who is asking (kept in the audit log).")] = None,
+) -> None:
+    """Talk to the agent in the terminal: it answers with read-only tools and proposes actions through policy and approvals."""
+    agent = _agent()
+    user = _me(as_user)
+    thread_id = f"chat-{thread}"
+    out.print(f"the agent ({agent.planner_name}); ask a question, 'quit' ends", markup=False)
+    try:
+        while True:
+            text = message if message is not None else _prompt()
+            if text is None or text.strip().lower() in ("quit", "exit"):
+                return
+            if not text.strip():
+                continue
+            outcome = agent.chat(thread_id, text, user=user)
+            if outcome.status == "busy":
+                out.print(outcome.message, markup=False)
+            elif outcome.status == "waiting":
+                out.print(f"waiting for approval {outcome.approval_id}: `dataops approve {outcome.approval_id} --as USER`", markup=False)
+            if message is not None:
+                if outcome.status == "done" and outcome.outcome not in ("answered", "resolved", "nothing_to_do"):
+                    raise typer.Exit(EXIT_FAILED)
+                return
+    finally:
+        agent.close()
+
+
+def _prompt() -> str | None:
+    try:
+        return input("you> ") if sys.stdin.isatty() else (sys.stdin.readline() or None)
+    except EOFError:
+        return None
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tour's outcome as JSON on stdout.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the demo's state folder and print where it is.")] = False,
+) -> None:
+    """A bounded offline tour: real data with real defects plus injected faults, the agent fixing or escalating each incident within policy."""
+    from agent.demo import run_demo
+
+    ctx = _context()
+    with _usage_errors():
+        report = run_demo(ctx.settings, echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False)), keep=keep)
+    if as_json:
+        _emit_json(report)
+    if report.get("policy_violations"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+__all__ = ["EXIT_USAGE", "app"]

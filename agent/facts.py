@@ -1,0 +1,96 @@
+"""What the agent gathers before planning and what the policy engine needs to know about the past.
+
+`incident_vars` turns an incident into the template fields runbooks use ({pipeline}, {day}, ...);
+`call_history` counts re-runs, related incidents, recurrences and tokens for the policy engine.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pipelines import lineage
+from pipelines.context import PlatformContext
+from pipelines.incidents import Incident
+from policies.audit import AuditLog
+from policies.engine import RERUN_TOOLS
+from policies.model import CallHistory
+from tools.base import Target
+
+
+def pipeline_for(ctx: PlatformContext, table: str) -> str | None:
+    """The pipeline that owns `table`: the one whose bronze/silver/quarantine it is, else the first mart feeder."""
+    feeding = ctx.inventory.pipelines_feeding(table)
+    own = [p for p in feeding if table in (p.bronze, p.silver, p.quarantine)]
+    chosen = (own or feeding or [None])[0]
+    return chosen.name if chosen else None
+
+
+def _day(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date().isoformat()
+    if isinstance(value, str) and len(value) >= 10:
+        return value[:10]
+    return None
+
+
+def incident_vars(ctx: PlatformContext, incident: Incident, now: datetime) -> dict[str, Any]:
+    """Template fields for runbooks; the evidence is the latest entry (data, never instructions)."""
+    evidence: dict[str, Any] = dict(incident.evidence[-1]) if incident.evidence and isinstance(incident.evidence[-1], dict) else {}
+    window = evidence.get("window") if isinstance(evidence.get("window"), list) else None
+    day = incident.partition or _day(evidence.get("day")) or _day(evidence.get("first")) or _day(incident.occurred_at) or _day(now)
+    assert day is not None
+    next_day = (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
+    table = incident.table
+    pipeline = pipeline_for(ctx, table)
+    silver = ctx.inventory.pipeline(pipeline).silver if pipeline else None
+    return {
+        "incident": incident.model_dump(mode="json"),
+        "evidence": evidence,
+        "pipeline": pipeline,
+        "silver": silver,
+        "day": day,
+        "next_day": next_day,
+        "window_start": _day(window[0]) if window else day,
+        "window_end": _day(window[1]) if window else next_day,
+        "today": _day(now),
+    }
+
+
+def related_open(ctx: PlatformContext, table: str | None, *, exclude: int | None = None) -> int:
+    """Unresolved incidents on `table` or anything in its lineage."""
+    if not table or table not in ctx.inventory.tables:
+        return 0
+    family = {table, *lineage.upstream(ctx.inventory, table), *lineage.downstream(ctx.inventory, table)}
+    return sum(1 for i in ctx.incidents.list(status="unresolved", limit=10_000) if i.table in family and i.id != exclude)
+
+
+def recurrences(ctx: PlatformContext, incident: Incident) -> int:
+    """Incidents of the same cause on the same table detected within seven days of this one (itself included)."""
+    week = timedelta(days=7)
+    return sum(
+        1
+        for i in ctx.incidents.list(status=None, limit=10_000)
+        if (i.kind, i.table, i.cause_key) == (incident.kind, incident.table, incident.cause_key)
+        and abs(i.detected_at - incident.detected_at) <= week
+    )
+
+
+def call_history(
+    ctx: PlatformContext,
+    audit: AuditLog,
+    target: Target,
+    *,
+    incident: Incident | None,
+    tokens_used: int,
+    verified: bool,
+    wall_now: datetime,
+) -> CallHistory:
+    reruns = audit.executions_since(RERUN_TOOLS, target.pipeline, wall_now - timedelta(hours=1)) if target.pipeline else 0
+    return CallHistory(
+        reruns_last_hour=reruns,
+        related_open_incidents=related_open(ctx, target.table or (incident.table if incident else None), exclude=incident.id if incident else None),
+        recurrences_last_week=recurrences(ctx, incident) if incident else 0,
+        tokens_used=tokens_used,
+        verified=verified,
+    )

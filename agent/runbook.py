@@ -1,0 +1,166 @@
+"""The runbook planner: deterministic plans from config/runbooks.yaml, the default when no model is set.
+
+It is stateless: where it stands in a runbook is read back from the turns (each call id carries the index
+of the step that proposed it), so a restart or a resumed approval continues at the right step. In chat it
+answers a fixed set of questions with read tools and proposes the actions it recognises; it says it is
+the runbook planner whenever it speaks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.chat_intents import plan_chat
+from agent.planner import Outcome, PlanningState, PlanStep, ProposedCall, Turn
+from config.errors import DefinitionError
+
+NAME = "runbook planner"
+_FIELD = re.compile(r"\{([a-zA-Z_][\w.]*)\}")
+_COMPARE = re.compile(r"^(not\s+)?([\w.]+)\s*(?:(==|!=|>=|<=|>|<)\s*(.+))?$")
+
+
+class RunbookStepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    save: str | None = None
+    when: str | None = None
+    finish: Literal["resolved", "escalated", "nothing_to_do"] | None = None
+    note: str = ""
+
+
+class RunbookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kinds: tuple[str, ...]
+    doc: str = ""
+    steps: tuple[RunbookStepSpec, ...]
+
+
+def load_runbooks(path: Path, *, tools: set[str] | None = None) -> dict[str, RunbookSpec]:
+    """Read and check the runbooks; a step naming an unknown tool fails here, not in the middle of an incident."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        books = {name: RunbookSpec.model_validate({"name": name, **body}) for name, body in (raw.get("runbooks") or {}).items()}
+    except FileNotFoundError:
+        raise DefinitionError(f"runbooks file {path} does not exist; set DATAOPS_RUNBOOKS_FILE or restore config/runbooks.yaml") from None
+    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+        raise DefinitionError(f"runbooks file {path} is invalid: {exc}") from None
+    seen: dict[str, str] = {}
+    for book in books.values():
+        for kind in book.kinds:
+            if kind in seen:
+                raise DefinitionError(f"incident kind {kind!r} is claimed by runbooks {seen[kind]!r} and {book.name!r}")
+            seen[kind] = book.name
+        for step in book.steps:
+            if (step.tool is None) == (step.finish is None):
+                raise DefinitionError(f"runbook {book.name!r}: every step has either `tool` or `finish`: {step}")
+            if tools is not None and step.tool is not None and step.tool not in tools:
+                raise DefinitionError(f"runbook {book.name!r} names unknown tool {step.tool!r}; known: {', '.join(sorted(tools))}")
+    return books
+
+
+def lookup(path: str, scope: dict[str, Any]) -> Any:
+    """`a.b.0.c` in nested dicts and lists; None where a part is missing."""
+    value: Any = scope
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def render(template: Any, scope: dict[str, Any]) -> Any:
+    """Fill `{path}` fields; a template that is exactly one field keeps the value's type (ids stay ints)."""
+    if isinstance(template, dict):
+        return {k: render(v, scope) for k, v in template.items()}
+    if not isinstance(template, str):
+        return template
+    whole = _FIELD.fullmatch(template)
+    if whole:
+        return lookup(whole.group(1), scope)
+    return _FIELD.sub(lambda m: _text(lookup(m.group(1), scope)), template)
+
+
+def _text(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def holds(condition: str, scope: dict[str, Any]) -> bool:
+    match = _COMPARE.match(condition.strip())
+    if not match:
+        raise DefinitionError(f"runbook condition {condition!r} is not '<path>', 'not <path>' or '<path> <op> <value>'")
+    negate, path, op, literal = match.groups()
+    value = lookup(path, scope)
+    if op is None:
+        result = bool(value)
+    else:
+        expected = yaml.safe_load(literal)
+        try:
+            result = {
+                "==": value == expected,
+                "!=": value != expected,
+                ">": value is not None and value > expected,
+                "<": value is not None and value < expected,
+                ">=": value is not None and value >= expected,
+                "<=": value is not None and value <= expected,
+            }[op]
+        except TypeError:
+            result = False
+    return not result if negate else result
+
+
+def _index(turn: Turn) -> int:
+    tail = turn.call.id.rsplit("-rb", 1)
+    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else -1
+
+
+class RunbookPlanner:
+    """Follows the runbook of the incident's kind, one tool call per step."""
+
+    name = NAME
+
+    def __init__(self, runbooks: dict[str, RunbookSpec]) -> None:
+        self.runbooks = runbooks
+        self.by_kind = {kind: book for book in runbooks.values() for kind in book.kinds}
+
+    def plan(self, state: PlanningState) -> PlanStep:
+        if state.mode == "chat":
+            return plan_chat(state, planner=NAME)
+        incident = state.incident or {}
+        book = self.by_kind.get(str(incident.get("kind")))
+        if book is None:
+            return self._finish("escalated", f"No runbook covers incidents of kind {incident.get('kind')!r}; a human must look.")
+        scope = dict(state.context.get("vars") or {})
+        scope["verification"] = state.verification or {}
+        done = {_index(t): t for t in state.turns}
+        for index, step in enumerate(book.steps):
+            if step.when is not None and not holds(step.when, scope):
+                continue
+            if step.finish is not None:
+                return self._finish(step.finish, render(step.note, scope), book=book.name)
+            turn = done.get(index)
+            if turn is None:
+                call = ProposedCall(id=f"{state.thread_id}-s{state.step}-rb{index}", name=str(step.tool), arguments=render(step.args, scope))
+                return PlanStep(calls=[call], planner=NAME, message=f"{book.name}: step {index + 1} of {len(book.steps)}")
+            if turn.status != "ok":
+                if state.context.get("effects", {}).get(turn.call.name) == "read" and turn.status == "error":
+                    continue  # a failed diagnosis step does not stop the runbook; its result is simply missing
+                return self._finish("escalated", f"{turn.call.name} was {turn.status}: {turn.message}", book=book.name)
+            if step.save:
+                scope[step.save] = turn.result or {}
+        return self._finish("escalated", f"runbook {book.name} ran out of steps without a verified fix", book=book.name)
+
+    def _finish(self, outcome: Outcome, note: str, *, book: str | None = None) -> PlanStep:
+        prefix = f"[{NAME}{f', {book}' if book else ''}] "
+        return PlanStep(outcome=outcome, message=prefix + note, planner=NAME)

@@ -1,0 +1,177 @@
+"""The agent as the rest of the platform uses it: handle an incident, chat, decide an approval, resume.
+
+One `Agent` per process. Graph threads are checkpointed in `$DATAOPS_HOME/checkpoints.db` (LangGraph's
+SQLite checkpointer, `durability="sync"`), so a thread paused for approval survives a restart. A decision
+is recorded in the ops database first, then the thread resumes; `resume_decided()` (called at start-up
+and on every service tick) resumes any decided request whose thread is still paused, e.g. because the
+process died between the two, or the decision came from another process (the CLI, Slack).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+from pydantic import BaseModel
+
+from agent.graph import Runtime, build_graph
+from agent.planner import Planner
+from agent.report import ConsoleReporter, Reporter
+from agent.runbook import RunbookPlanner, load_runbooks
+from config.errors import ApprovalError
+from memory.store import IncidentMemory
+from pipelines.context import PlatformContext
+from policies.approvals import Approval, ApprovalStore
+from policies.audit import AuditLog
+from policies.model import load_policy
+from tools.registry import REGISTRY
+
+log = logging.getLogger(__name__)
+
+
+class ThreadOutcome(BaseModel):
+    thread_id: str
+    status: str  # done | waiting | busy
+    outcome: str | None = None
+    message: str = ""
+    approval_id: str | None = None
+    steps: int = 0
+    tokens: int = 0
+
+
+def make_planner(ctx: PlatformContext) -> Planner:
+    """The OpenAI-compatible planner when a model is configured, else the runbook planner."""
+    if ctx.settings.llm_configured:
+        from agent.llm import OpenAIPlanner
+
+        return OpenAIPlanner(ctx.settings)
+    return RunbookPlanner(load_runbooks(ctx.settings.runbooks_path, tools=set(REGISTRY)))
+
+
+class Agent:
+    def __init__(
+        self,
+        ctx: PlatformContext,
+        *,
+        planner: Planner | None = None,
+        reporter: Reporter | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.policy = load_policy(ctx.settings.policy_path, approvers=ctx.settings.approvers)
+        self.approvals = ApprovalStore(ctx.ledger)
+        self.audit = AuditLog(ctx.ledger)
+        self.reporter: Reporter = reporter or ConsoleReporter()
+        self._memory: IncidentMemory | None = None
+        self.runtime = Runtime(
+            ctx=ctx, planner=planner or make_planner(ctx), policy=self.policy, tools=REGISTRY, approvals=self.approvals, audit=self.audit,
+            reporter=self.reporter, memory=self.memory, clock=clock or (lambda: datetime.now(UTC)), max_steps=ctx.settings.agent_max_steps,
+        )  # fmt: skip
+        self._conn = sqlite3.connect(str(ctx.settings.home / "checkpoints.db"), check_same_thread=False)
+        self.graph = build_graph(self.runtime).compile(checkpointer=SqliteSaver(self._conn))
+        self._lock = threading.RLock()  # one graph step at a time per process: threads share the ops database and the lake
+
+    @property
+    def planner_name(self) -> str:
+        return self.runtime.planner.name
+
+    def memory(self) -> IncidentMemory:
+        if self._memory is None:
+            self._memory = IncidentMemory.open(self.ctx.settings)
+        return self._memory
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- threads -----------------------------------------------------------------------------------
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+    def _run(self, thread_id: str, payload: Any) -> ThreadOutcome:
+        with self._lock:
+            result = self.graph.invoke(payload, self._config(thread_id), durability="sync")  # type: ignore[call-overload]
+        return self._outcome(thread_id, result)
+
+    def _outcome(self, thread_id: str, result: dict[str, Any]) -> ThreadOutcome:
+        interrupts = result.get("__interrupt__") or []
+        steps, tokens = int(result.get("step") or 0), int(result.get("tokens") or 0)
+        if interrupts:
+            value = interrupts[0].value if hasattr(interrupts[0], "value") else {}
+            return ThreadOutcome(thread_id=thread_id, status="waiting", approval_id=value.get("approval_id"), steps=steps, tokens=tokens)
+        return ThreadOutcome(thread_id=thread_id, status="done", outcome=result.get("outcome"), message=result.get("message") or "", steps=steps, tokens=tokens)
+
+    def pending_approval(self, thread_id: str) -> Approval | None:
+        state = self.graph.get_state(self._config(thread_id))
+        for task in state.tasks:
+            for intr in task.interrupts:
+                approval_id = (intr.value or {}).get("approval_id")
+                if approval_id:
+                    return self.approvals.get(approval_id)
+        return None
+
+    def thread_finished(self, thread_id: str) -> bool:
+        state = self.graph.get_state(self._config(thread_id))
+        return bool(state.values) and not state.next
+
+    def handle_incident(self, incident_id: int) -> ThreadOutcome:
+        """Work an incident; a thread already finished or waiting for approval is not started again."""
+        thread_id = f"incident-{incident_id}"
+        pending = self.pending_approval(thread_id)
+        if pending is not None:
+            return ThreadOutcome(thread_id=thread_id, status="waiting", approval_id=pending.id)
+        if self.thread_finished(thread_id):
+            values = self.graph.get_state(self._config(thread_id)).values
+            return ThreadOutcome(thread_id=thread_id, status="done", outcome=values.get("outcome"), message=values.get("message") or "")
+        return self._run(thread_id, {"thread_id": thread_id, "mode": "incident", "incident_id": incident_id, "actor": "agent"})
+
+    def chat(self, thread_id: str, text: str, *, user: str) -> ThreadOutcome:
+        """One chat turn; refused while an approval is pending in the thread."""
+        pending = self.pending_approval(thread_id)
+        if pending is not None:
+            return ThreadOutcome(
+                thread_id=thread_id, status="busy", approval_id=pending.id,
+                message=f"approval {pending.id} ({pending.tool}) is pending in this thread; decide it first: dataops approve|deny {pending.id}",
+            )  # fmt: skip
+        # A new turn starts a fresh plan on the same thread id; the checkpoint keeps the history of earlier turns.
+        payload = {"thread_id": thread_id, "mode": "chat", "question": text, "actor": user, "incident_id": None, "turns": [], "step": 0,
+                   "outcome": None, "message": "", "verification": None, "proposed": [], "reviewed": []}  # fmt: skip
+        return self._run(thread_id, payload)
+
+    # -- approvals -----------------------------------------------------------------------------------
+    def decide(self, approval_id: str, *, approve: bool, user: str, reason: str = "", groups: tuple[str, ...] = ()) -> Approval:
+        """Record a decision (first wins, approvers only), then resume the paused thread."""
+        approval = self.approvals.decide(approval_id, approve=approve, user=user, reason=reason, groups=groups)
+        self.reporter.approval_decided(approval)
+        self.resume_decided()
+        return self.approvals.get(approval_id)
+
+    def resume_decided(self) -> list[ThreadOutcome]:
+        """Expire overdue requests, then resume every decided request whose thread still waits on it."""
+        for expired in self.approvals.expire_due():
+            log.warning("approval %s expired unanswered", expired.id)
+            self.reporter.approval_decided(expired)
+        outcomes = []
+        for approval in self.approvals.unresumed():
+            if not self.approvals.claim(approval.id):
+                continue  # another process is resuming it
+            with self._lock:
+                waiting = self.pending_approval(approval.thread_id)
+                if waiting is None or waiting.id != approval.id:
+                    self.approvals.mark_resumed(approval.id)  # resumed elsewhere, or the thread moved on
+                    continue
+                outcome = self._run(approval.thread_id, Command(resume={"approval_id": approval.id, "status": approval.status}))
+                self.approvals.mark_resumed(approval.id)
+            outcomes.append(outcome)
+        return outcomes
+
+    def decide_or_explain(self, approval_id: str, *, approve: bool, user: str, reason: str = "") -> tuple[Approval | None, str]:
+        try:
+            return self.decide(approval_id, approve=approve, user=user, reason=reason), ""
+        except ApprovalError as exc:
+            return None, str(exc)

@@ -1,0 +1,83 @@
+"""Verification after the agent changed data: re-check what the incident was about, on `main`.
+
+Runs (re-run, backfill) must not have failed and their days must not be held; then the incident's
+partition is re-validated with its table's suite; a freshness incident re-evaluates its monitor. Only a
+passed verification lets the agent resolve anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from config.errors import DataOpsError
+from pipelines.context import PlatformContext
+from pipelines.monitors.checks import check_freshness
+from pipelines.verification import check_partition
+
+log = logging.getLogger(__name__)
+RUN_TOOLS = ("rerun_window", "backfill_range")
+
+
+def _day(value: str) -> datetime:
+    return datetime.fromisoformat(value[:10]).replace(tzinfo=UTC)
+
+
+def verify(
+    ctx: PlatformContext,
+    *,
+    turns: list[dict[str, Any]],
+    incident: dict[str, Any] | None,
+    vars: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """{passed, method, detail} for the latest write turns of this step."""
+    writes = [t for t in turns if t["status"] == "ok" and t.get("effect") in ("write", "destructive")]
+    if not writes:
+        return {"passed": False, "method": "none", "detail": "nothing was changed"}
+    last = writes[-1]
+    result = last.get("result") or {}
+    if last["call"]["name"] in RUN_TOOLS:
+        failed = [r for r in result.get("runs", []) if r.get("status") == "failed"]
+        if failed:
+            return {"passed": False, "method": "run_status", "detail": f"run {failed[-1]['run_id']} failed: {failed[-1].get('error')}"}
+        day = vars.get("day")
+        held = sorted({d for r in result.get("runs", []) for d in r.get("held_days", [])})
+        if day in held:
+            return {"passed": False, "method": "run_status", "detail": f"{day} is still held back (incomplete at the source)"}
+    kind = (incident or {}).get("kind")
+    try:
+        if kind == "freshness":
+            return _freshness(ctx, incident or {}, now)
+        if kind in ("source_failure", "pipeline_failure") and last["call"]["name"] in RUN_TOOLS:
+            return {"passed": True, "method": "run_status", "detail": f"{len(result.get('runs', []))} run(s) completed without failure"}
+        table = _table_to_check(ctx, last, incident, vars)
+        day = (last["call"].get("arguments") or {}).get("day") or vars.get("day")
+        if table is None or day is None:
+            return {"passed": True, "method": "tool_result", "detail": f"{last['call']['name']} completed; nothing further to check"}
+        check = check_partition(ctx, table, _day(str(day)), as_of=now)
+        return {"passed": check.passed, "method": "revalidate_partition", "detail": check.detail, "check": check.model_dump(mode="json")}
+    except DataOpsError as exc:
+        log.warning("verification failed to run: %s", exc)
+        return {"passed": False, "method": "error", "detail": f"verification could not run: {exc}"}
+
+
+def _table_to_check(ctx: PlatformContext, turn: dict[str, Any], incident: dict[str, Any] | None, vars: dict[str, Any]) -> str | None:
+    args = turn["call"].get("arguments") or {}
+    table = args.get("table") or (incident or {}).get("table") or vars.get("silver")
+    if isinstance(table, str) and table in ctx.inventory.tables and ctx.inventory.tables[table].layer in ("silver", "gold"):
+        return table
+    silver = vars.get("silver")
+    return silver if isinstance(silver, str) else None
+
+
+def _freshness(ctx: PlatformContext, incident: dict[str, Any], now: datetime) -> dict[str, Any]:
+    name = str(incident.get("cause_key", "")).split(":", 1)[0]
+    monitor = ctx.inventory.monitors.get(name)
+    if monitor is None:
+        return {"passed": False, "method": "monitor", "detail": f"no monitor {name!r} to re-check"}
+    findings = [f for f in check_freshness(ctx, monitor, now, stall_after_s=float("inf")) if f.cause_key == incident.get("cause_key")]
+    if findings:
+        return {"passed": False, "method": "monitor", "detail": findings[0].title}
+    return {"passed": True, "method": "monitor", "detail": f"{monitor.name} is clear at {now.isoformat()}"}

@@ -1,0 +1,175 @@
+"""The guardrail engine: pure functions from a policy and a request to Allow, NeedsApproval or Deny.
+
+Rules run in order and the first that speaks decides; each is named, and the name goes into the audit
+log. The order puts refusals before permissions, so no later rule can allow what an earlier one denied:
+
+    known_effect → read_is_free → resolve_needs_verification → safe_writes → freeze_window
+    → token_budget → related_incidents → recurrence → destructive → backfill_limit → rerun_rate
+    → backfill_approval → rollback_approval → layer_approval → listed_writes → unlisted_write
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from policies.model import Allow, Decision, Deny, NeedsApproval, PolicyRequest, PolicySpec
+
+Rule = Callable[[PolicySpec, PolicyRequest], Decision | None]
+RERUN_TOOLS = ("rerun_window", "backfill_range")
+ESCALATE_HINT = "call escalate_incident with what you found instead"
+
+
+def _approval(policy: PolicySpec, rule: str, reason: str) -> Decision:
+    if not policy.approvers:
+        return Deny(rule=rule, message=f"{reason}, and no approver is configured (DATAOPS_APPROVERS); {ESCALATE_HINT}")
+    return NeedsApproval(rule=rule, reason=reason, approvers=policy.approvers)
+
+
+def known_effect(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.effect not in ("read", "write", "destructive"):
+        return Deny(rule="known_effect", message=f"tool {req.tool!r} declares effect {req.effect!r}; only read, write, destructive exist")
+    return None
+
+
+def read_is_free(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    return Allow(rule="read_is_free", reason="reading changes nothing") if req.effect == "read" else None
+
+
+def resolve_needs_verification(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool == "resolve_incident" and not req.history.verified:
+        return Deny(
+            rule="resolve_needs_verification",
+            message="an incident is resolved only after a verification in this thread showed the problem gone; fix and verify first, or escalate",
+        )
+    return None
+
+
+def safe_writes(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool in policy.safe_writes:
+        return Allow(rule="safe_writes", reason=f"{req.tool} only records findings or stops harm")
+    return None
+
+
+def freeze_window(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    for freeze in policy.freeze_windows:
+        if freeze.start <= req.now < freeze.end:
+            return Deny(rule="freeze_window", message=f"{freeze.reason}: no changes until {freeze.end.isoformat()}; {ESCALATE_HINT}")
+    return None
+
+
+def token_budget(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.history.tokens_used > policy.token_budget_per_incident:
+        return Deny(
+            rule="token_budget",
+            message=f"this incident has used {req.history.tokens_used} tokens of its {policy.token_budget_per_incident}; {ESCALATE_HINT}",
+        )
+    return None
+
+
+def related_incidents(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    limit = policy.escalation.max_related_open_incidents
+    if req.history.related_open_incidents > limit:
+        return Deny(
+            rule="related_incidents",
+            message=f"{req.history.related_open_incidents} related incidents are open (more than {limit}): "
+            f"a wider problem needs a human; {ESCALATE_HINT}",
+        )
+    return None
+
+
+def recurrence(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    limit = policy.escalation.recurrences_per_week
+    if req.history.recurrences_last_week >= limit:
+        return Deny(
+            rule="recurrence",
+            message=f"this cause was seen {req.history.recurrences_last_week} times in seven days (limit {limit}): "
+            f"fixing it again hides a recurring problem; {ESCALATE_HINT}",
+        )
+    return None
+
+
+def destructive(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.effect == "destructive":
+        return _approval(policy, "destructive", f"{req.tool} deletes data or history on {req.table or 'the lake'}")
+    return None
+
+
+def _span(req: PolicyRequest) -> float:
+    return req.span_days or 0.0
+
+
+def backfill_limit(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool in RERUN_TOOLS and _span(req) > policy.backfill.deny_over_days:
+        return Deny(
+            rule="backfill_limit",
+            message=f"{req.tool} over {_span(req):g} days exceeds the {policy.backfill.deny_over_days:g}-day limit; "
+            f"split it into approved pieces or {ESCALATE_HINT}",
+        )
+    return None
+
+
+def rerun_rate(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    limit = policy.max_reruns_per_pipeline_per_hour
+    if req.tool in RERUN_TOOLS and req.history.reruns_last_hour >= limit:
+        return Deny(
+            rule="rerun_rate",
+            message=f"{req.pipeline or 'this pipeline'} was re-run {req.history.reruns_last_hour} times in the last hour (limit {limit}); "
+            f"re-running again will not help; {ESCALATE_HINT}",
+        )
+    return None
+
+
+def backfill_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool in RERUN_TOOLS and _span(req) > policy.backfill.approval_over_days:
+        return _approval(policy, "backfill_approval", f"{req.tool} rewrites {_span(req):g} days (over {policy.backfill.approval_over_days:g})")
+    return None
+
+
+def rollback_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool == "rollback_table":
+        return _approval(policy, "rollback_approval", f"rolling {req.table} back discards what was published since")
+    return None
+
+
+def layer_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.layer in policy.approval_layers:
+        return _approval(policy, "layer_approval", f"{req.tool} changes {req.table or req.layer}, which readers use directly")
+    return None
+
+
+def listed_writes(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool in policy.allow_without_approval:
+        return Allow(rule="listed_writes", reason=f"{req.tool} is allowed without approval within the limits")
+    return None
+
+
+def unlisted_write(policy: PolicySpec, req: PolicyRequest) -> Decision:
+    return _approval(policy, "unlisted_write", f"{req.tool} is not among the writes allowed without approval")
+
+
+RULES: tuple[Rule, ...] = (
+    known_effect,
+    read_is_free,
+    resolve_needs_verification,
+    safe_writes,
+    freeze_window,
+    token_budget,
+    related_incidents,
+    recurrence,
+    destructive,
+    backfill_limit,
+    rerun_rate,
+    backfill_approval,
+    rollback_approval,
+    layer_approval,
+    listed_writes,
+)
+
+
+def decide(policy: PolicySpec, request: PolicyRequest) -> Decision:
+    """The decision of the first rule that speaks; a write no rule allows needs approval."""
+    for rule in RULES:
+        decision = rule(policy, request)
+        if decision is not None:
+            return decision
+    return unlisted_write(policy, request)

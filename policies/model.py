@@ -1,0 +1,136 @@
+"""What the policy engine reads and answers: the policy file, a request, and a three-way decision."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config.errors import PolicyError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackfillLimits(_Spec):
+    approval_over_days: float = Field(default=7, ge=0)
+    deny_over_days: float = Field(default=31, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackfillLimits:
+        if self.deny_over_days < self.approval_over_days:
+            raise ValueError(f"backfill.deny_over_days ({self.deny_over_days}) must be >= approval_over_days ({self.approval_over_days})")
+        return self
+
+
+class EscalationLimits(_Spec):
+    max_related_open_incidents: int = Field(default=3, ge=0)
+    recurrences_per_week: int = Field(default=3, ge=1)
+
+
+class FreezeWindow(_Spec):
+    start: datetime
+    end: datetime
+    reason: str = "change freeze"
+
+    @model_validator(mode="after")
+    def _aware(self) -> FreezeWindow:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("freeze window bounds need a timezone, e.g. 2026-12-24T00:00:00Z")
+        if self.end <= self.start:
+            raise ValueError(f"freeze window ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class PolicySpec(_Spec):
+    """The policy file (config/policy.yaml): every limit the engine enforces."""
+
+    approvers: tuple[str, ...] = ()
+    approval_ttl_minutes: float = Field(default=1440, gt=0)
+    allow_without_approval: tuple[str, ...] = ()
+    safe_writes: tuple[str, ...] = ()
+    approval_layers: tuple[str, ...] = ("gold",)
+    backfill: BackfillLimits = BackfillLimits()
+    max_reruns_per_pipeline_per_hour: int = Field(default=3, ge=0)
+    escalation: EscalationLimits = EscalationLimits()
+    token_budget_per_incident: int = Field(default=60_000, ge=0)
+    freeze_windows: tuple[FreezeWindow, ...] = ()
+
+
+def load_policy(path: Path, *, approvers: list[str] | None = None) -> PolicySpec:
+    """Read and validate a policy file; `approvers` (DATAOPS_APPROVERS) replaces the file's list."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist; set DATAOPS_POLICY_FILE or restore config/policy.yaml") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
+    if approvers is not None:
+        raw["approvers"] = approvers
+    try:
+        return PolicySpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise PolicyError(f"policy file {path} is invalid: {problems}") from None
+
+
+class CallHistory(BaseModel):
+    """Facts about the past the engine needs; the agent computes them from the audit log and incidents."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reruns_last_hour: int = Field(default=0, description="Re-runs and backfills of the target pipeline in the last hour")
+    related_open_incidents: int = Field(default=0, description="Unresolved incidents on the target table or its lineage")
+    recurrences_last_week: int = Field(default=0, description="Incidents of the same cause in the last seven days")
+    tokens_used: int = Field(default=0, description="Model tokens already spent on this incident or chat thread")
+    verified: bool = Field(default=False, description="A verification in this thread showed the problem gone")
+
+
+class PolicyRequest(BaseModel):
+    """One proposed tool call as the engine judges it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: str
+    effect: str
+    actor: str = "agent"
+    layer: str | None = None
+    table: str | None = None
+    pipeline: str | None = None
+    partition: str | None = None
+    span_days: float | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    history: CallHistory = CallHistory()
+    now: datetime
+
+
+class Allow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["allow"] = "allow"
+    rule: str
+    reason: str
+
+
+class NeedsApproval(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["needs_approval"] = "needs_approval"
+    rule: str
+    reason: str
+    approvers: tuple[str, ...]
+
+
+class Deny(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["deny"] = "deny"
+    rule: str
+    message: str = Field(description="Shown to the model: why, and what to do instead")
+
+
+Decision = Allow | NeedsApproval | Deny

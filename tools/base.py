@@ -1,0 +1,113 @@
+"""What a tool is: an input model, a result model, a function, a declared effect and an idempotency key.
+
+The input model's field descriptions are the prompt the model reads; the `ToolContext` (platform, clock,
+actor, memory) is passed in and never appears in the schema. A tool never decides whether it may run:
+the policy engine does that from the tool's `effect` and `target`, before the function is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.errors import DataOpsError, ToolError
+from pipelines.context import PlatformContext
+
+if TYPE_CHECKING:
+    from memory.store import IncidentMemory
+
+Effect = Literal["read", "write", "destructive"]
+EFFECTS: tuple[str, ...] = ("read", "write", "destructive")
+I = TypeVar("I", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+
+class ToolInput(BaseModel):
+    """Base of every tool input: unknown fields are refused, so a misspelt argument is an error, not a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Target(BaseModel):
+    """What a call touches, as the policy engine sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    layer: str | None = Field(default=None, description="bronze, silver, gold, quarantine, ops (incidents, schedules), source or memory")
+    table: str | None = None
+    pipeline: str | None = None
+    partition: str | None = Field(default=None, description="A UTC day, YYYY-MM-DD")
+    span_days: float | None = Field(default=None, description="Days of data the call rewrites (backfills, re-runs)")
+
+
+@dataclass(kw_only=True)
+class ToolContext:
+    """Everything a tool may use; never part of the model-facing schema."""
+
+    platform: PlatformContext
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    actor: str = "agent"
+    incident_id: int | None = None
+    call_id: str | None = None
+    memory_factory: Callable[[], IncidentMemory] | None = None
+
+    def memory(self) -> IncidentMemory:
+        if self.memory_factory is None:
+            from memory.store import IncidentMemory
+
+            return IncidentMemory.open(self.platform.settings)
+        return self.memory_factory()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolSpec(Generic[I, R]):
+    name: str
+    description: str
+    input: type[I]
+    result: type[R]
+    effect: Effect
+    run: Callable[[ToolContext, I], R]
+    target: Callable[[ToolContext, I], Target] = field(default=lambda _ctx, _args: Target())
+
+    def parse(self, arguments: dict[str, Any] | None) -> I:
+        """Validate the model's arguments on our side; raise ToolError naming every bad field."""
+        from pydantic import ValidationError
+
+        try:
+            return self.input.model_validate(arguments or {})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}" for e in exc.errors())
+            fields = ", ".join(self.input.model_fields) or "none"
+            raise ToolError(f"invalid arguments for {self.name}: {problems}. Its fields: {fields}") from None
+
+    def idempotency_key(self, args: BaseModel) -> str:
+        """Same tool, same arguments, same key: the audit log uses it to refuse doing a write twice in a thread."""
+        canonical = json.dumps(args.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return f"{self.name}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+    def invoke(self, ctx: ToolContext, args: BaseModel) -> R:
+        """Run the tool; errors of the platform become ToolErrors the model can read."""
+        assert isinstance(args, self.input)
+        try:
+            return self.run(ctx, args)
+        except ToolError:
+            raise
+        except DataOpsError as exc:
+            raise ToolError(f"{self.name} failed: {exc}") from exc
+
+
+def table_target(ctx: ToolContext, table: str, **extra: Any) -> Target:
+    """The target of a call on `table`, with a clear error for an unknown name."""
+    spec = ctx.platform.inventory.table(table)
+    return Target(layer=spec.layer, table=table, **extra)
+
+
+def pipeline_of_table(ctx: ToolContext, table: str) -> str | None:
+    feeding = ctx.platform.inventory.pipelines_feeding(table)
+    return feeding[0].name if feeding else None

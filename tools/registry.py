@@ -1,0 +1,35 @@
+"""The one inventory of tools: the agent, the policy engine, the docs and the tests all read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.errors import ToolError
+from tools import incidents, lake, maintenance, observe, partitions, rollback, runs, schedule, source, verify
+from tools.base import ToolSpec
+
+_MODULES = (incidents, runs, lake, source, observe, verify, partitions, rollback, schedule, maintenance)
+
+
+def _collect() -> dict[str, ToolSpec[Any, Any]]:
+    found: dict[str, ToolSpec[Any, Any]] = {}
+    for module in _MODULES:
+        for spec in module.TOOLS:
+            if spec.name in found:
+                raise ToolError(f"tool {spec.name!r} is registered twice ({module.__name__}); tool names are unique")
+            found[spec.name] = spec
+    return found
+
+
+REGISTRY: dict[str, ToolSpec[Any, Any]] = _collect()
+
+
+def get_tool(name: str) -> ToolSpec[Any, Any]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ToolError(f"unknown tool {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def tools_with_effect(*effects: str) -> list[ToolSpec[Any, Any]]:
+    return [t for t in REGISTRY.values() if t.effect in effects]

@@ -1,0 +1,70 @@
+"""Schedule tools: pause and resume a pipeline's schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from config.errors import ToolError
+from tools.base import Target, ToolContext, ToolInput, ToolSpec
+
+
+class PausePipelineInput(ToolInput):
+    pipeline: str = Field(description="The pipeline whose schedule stops firing, e.g. carbon_intensity.")
+    reason: str = Field(min_length=1, max_length=500, description="Why, for whoever resumes it.")
+
+
+class ResumePipelineInput(ToolInput):
+    pipeline: str = Field(description="The pipeline whose schedule fires again.")
+    reason: str = Field(default="", max_length=500, description="Why it is safe to resume.")
+
+
+class ScheduleResult(BaseModel):
+    pipeline: str
+    paused: bool
+    changed: bool = Field(description="False when the schedule was already in that state.")
+
+
+def _set(ctx: ToolContext, pipeline: str, paused: bool, reason: str) -> ScheduleResult:
+    if pipeline not in ctx.platform.inventory.pipelines:
+        raise ToolError(f"unknown pipeline {pipeline!r}; known: {', '.join(sorted(ctx.platform.inventory.pipelines))}")
+    before = ctx.platform.control.is_paused(pipeline)
+    if before != paused:
+        ctx.platform.control.set_paused(pipeline, paused, reason=reason, actor=ctx.actor)
+    return ScheduleResult(pipeline=pipeline, paused=paused, changed=before != paused)
+
+
+def pause_pipeline(ctx: ToolContext, args: PausePipelineInput) -> ScheduleResult:
+    return _set(ctx, args.pipeline, True, args.reason)
+
+
+def resume_pipeline(ctx: ToolContext, args: ResumePipelineInput) -> ScheduleResult:
+    return _set(ctx, args.pipeline, False, args.reason)
+
+
+def _target(ctx: ToolContext, args: PausePipelineInput | ResumePipelineInput) -> Target:
+    spec = ctx.platform.inventory.pipelines.get(args.pipeline)
+    return Target(layer="ops", table="ops.schedules", pipeline=args.pipeline if spec else None)
+
+
+TOOLS: list[ToolSpec[Any, Any]] = [
+    ToolSpec(
+        name="pause_pipeline",
+        description="Stop a pipeline's schedule (runs already going finish). Use on schema drift, so nothing half-understood lands.",
+        input=PausePipelineInput,
+        result=ScheduleResult,
+        effect="write",
+        run=pause_pipeline,
+        target=_target,
+    ),
+    ToolSpec(
+        name="resume_pipeline",
+        description="Let a paused pipeline's schedule fire again; it catches up from its watermark.",
+        input=ResumePipelineInput,
+        result=ScheduleResult,
+        effect="write",
+        run=resume_pipeline,
+        target=_target,
+    ),
+]

@@ -30,7 +30,7 @@ def _agent(*, verbose: bool = True) -> Any:
 
     ctx = _context()
     with _usage_errors():
-        return Agent(ctx, reporter=ConsoleReporter(lambda text: out.print(text, markup=False, highlight=False), verbose=verbose))
+        return Agent(ctx, reporter=ConsoleReporter(lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True), verbose=verbose))
 
 
 def _decide(approval_id: str, approve: bool, user: str, reason: str, as_json: bool) -> None:
@@ -184,7 +184,7 @@ def demo(
 
     ctx = _context()
     with _usage_errors():
-        report = run_demo(ctx.settings, echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False)), keep=keep)
+        report = run_demo(ctx.settings, echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)), keep=keep)
     if as_json:
         _emit_json(report)
     if report.get("policy_violations"):

@@ -142,7 +142,7 @@ class MonitorSpec(_Spec):
     """A monitor: what it watches and when it speaks. Evaluated after each run and on a timer."""
 
     name: str
-    kind: Literal["freshness", "volume", "schema", "value"]
+    kind: Literal["freshness", "volume", "schema", "value", "published"]
     table: str
     severity: Literal["info", "warning", "critical"] = "warning"
     max_lag_minutes: int | None = Field(default=None, description="freshness: lag of the newest slot that opens an incident")

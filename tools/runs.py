@@ -91,8 +91,14 @@ def get_run(ctx: ToolContext, args: GetRunInput) -> GetRunResult:
         raise ToolError(f"no run {args.run_id!r}; call list_runs to see the ids")
     reports = [
         ExpectationReport(
-            table=v.table_name, expectation=v.expectation, scope=v.scope, success=v.success, checked=v.element_count,
-            unexpected=v.unexpected_count, observed=v.observed or {}, sample=list(v.sample or [])[:5],
+            table=v.table_name,
+            expectation=v.expectation,
+            scope=v.scope,
+            success=v.success,
+            checked=v.element_count,
+            unexpected=v.unexpected_count,
+            observed=v.observed or {},
+            sample=list(v.sample or [])[:5],
         )  # fmt: skip
         for v in ctx.platform.ledger.validations(args.run_id)
     ]
@@ -171,6 +177,11 @@ def _run_windows(ctx: ToolContext, args: WindowInput) -> WindowRunResult:
     start, end = args.bounds()
     if start >= ctx.now:
         raise ToolError(f"the window starts at {start.date()}, after the platform clock ({ctx.now.isoformat()}); nothing to fetch yet")
+    if ctx.platform.control.is_paused(args.pipeline):
+        raise ToolError(
+            f"{args.pipeline} is paused; a re-run would bypass whoever paused it. Resume it first (resume_pipeline, "
+            "after the cause is fixed) or escalate"
+        )
     chunk = ctx.platform.inventory.source(ctx.platform.inventory.pipeline(args.pipeline).source).chunk_days
     results = []
     try:

@@ -327,6 +327,10 @@ def evaluate(ctx: PlatformContext, monitors: list[MonitorSpec], now: datetime, *
                 findings += check_volume(ctx, spec, now)
             elif spec.kind == "schema":
                 findings += check_schema(ctx, spec, now)
+            elif spec.kind == "published":
+                from pipelines.monitors.publish_audit import audit_published
+
+                findings += audit_published(ctx, spec.table, now, days=spec.history_days)
             else:
                 findings += check_value(ctx, spec, now, scorer=scorer, threshold=threshold)
         except Exception:  # one broken monitor must not blind the rest

@@ -12,6 +12,7 @@ from typing import Any
 
 from config.errors import PayloadError
 from config.inventory import SourceSpec
+from pipelines import faults
 from pipelines.sources import replay
 from pipelines.sources.base import (
     FetchResult,
@@ -83,7 +84,7 @@ class NesoSource:
         for chunk in window.chunks(self.spec.chunk_days):
             path = f"/{endpoint}/{_api_time(chunk.start)}/{_api_time(chunk.end)}"
             if self._fetcher is None:
-                body = _REPLAY[self.spec.kind](chunk.start, chunk.end, as_of)
+                body = faults.apply(self.spec.name, chunk.start, chunk.end, _REPLAY[self.spec.kind](chunk.start, chunk.end, as_of))
                 uri = f"replay://neso{path}?as_of={_api_time(as_of)}"
             else:
                 before = self._fetcher.retries

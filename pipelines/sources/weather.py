@@ -11,6 +11,7 @@ from typing import Any
 
 from config.errors import PayloadError
 from config.inventory import SourceSpec
+from pipelines import faults
 from pipelines.sources import replay
 from pipelines.sources.base import FetchResult, RecordProblem, SourceRecord, Window, canonical_json, check_contract
 from pipelines.sources.http import HttpFetcher
@@ -73,6 +74,7 @@ class WeatherSource:
         for chunk in window.chunks(self.spec.chunk_days):
             if self._fetcher is None:
                 body = replay.open_meteo_body(chunk.start, chunk.end, as_of, latitude=self._latitude, longitude=self._longitude)
+                body = faults.apply(self.spec.name, chunk.start, chunk.end, body)
                 uri = f"replay://open-meteo/v1/archive?start={chunk.start.isoformat()}&end={chunk.end.isoformat()}"
             else:
                 last_day = (chunk.end - timedelta(seconds=1)).date()

@@ -52,10 +52,19 @@ def _when(question: str, now: datetime) -> datetime | None:
 def _first_call(state: PlanningState, question: str, now: datetime) -> ProposedCall | None:
     q = question.lower().strip()
     patterns: list[tuple[str, Callable[[re.Match[str]], ProposedCall]]] = [
-        (rf"\bre-?run {_NAME} {_DAY}(?: to {_DAY})?", lambda m: _call(state, "rerun_window", pipeline=m[1], start=m[2], end=m[3] or _next_day(m[2]))),
+        (
+            rf"\bre-?run {_NAME} {_DAY}(?: to {_DAY})?",
+            lambda m: _call(state, "rerun_window", pipeline=m[1], start=m[2], end=m[3] or _next_day(m[2])),
+        ),
         (rf"\bbackfill {_NAME} from {_DAY} to {_DAY}", lambda m: _call(state, "backfill_range", pipeline=m[1], start=m[2], end=m[3])),
-        (rf"\bquarantine {_NAME} {_DAY}", lambda m: _call(state, "quarantine_partition", table=m[1], day=m[2], reason=f"requested in chat: {question[:200]}")),
-        (rf"\broll ?back {_NAME} to (\d+)", lambda m: _call(state, "rollback_table", table=m[1], snapshot_id=int(m[2]), reason=f"requested in chat: {question[:200]}")),
+        (
+            rf"\bquarantine {_NAME} {_DAY}",
+            lambda m: _call(state, "quarantine_partition", table=m[1], day=m[2], reason=f"requested in chat: {question[:200]}"),
+        ),
+        (
+            rf"\broll ?back {_NAME} to (\d+)",
+            lambda m: _call(state, "rollback_table", table=m[1], snapshot_id=int(m[2]), reason=f"requested in chat: {question[:200]}"),
+        ),
         (rf"\bpause {_NAME}", lambda m: _call(state, "pause_pipeline", pipeline=m[1], reason=f"requested in chat: {question[:200]}")),
         (rf"\bresume {_NAME}", lambda m: _call(state, "resume_pipeline", pipeline=m[1], reason="requested in chat")),
         (r"why did the (?:last |latest )?([a-z_]+) run fail", lambda m: _call(state, "list_runs", pipeline=m[1], status="failed", limit=1)),
@@ -72,7 +81,7 @@ def _first_call(state: PlanningState, question: str, now: datetime) -> ProposedC
         at = _when(q, now)
         if at is not None:
             sql = (
-                "SELECT ts, forecast, actual, \"index\" FROM silver.carbon_intensity "
+                'SELECT ts, forecast, actual, "index" FROM silver.carbon_intensity '
                 f"WHERE ts >= TIMESTAMPTZ '{at.isoformat()}' AND ts < TIMESTAMPTZ '{(at + timedelta(minutes=30)).isoformat()}'"
             )
             return _call(state, "query_lake", sql=sql, limit=5)

@@ -30,7 +30,9 @@ def _agent(*, verbose: bool = True) -> Any:
 
     ctx = _context()
     with _usage_errors():
-        return Agent(ctx, reporter=ConsoleReporter(lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True), verbose=verbose))
+        return Agent(
+            ctx, reporter=ConsoleReporter(lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True), verbose=verbose)
+        )
 
 
 def _decide(approval_id: str, approve: bool, user: str, reason: str, as_json: bool) -> None:
@@ -89,7 +91,10 @@ def approvals(
         out.print("no approval requests")
     for a in found:
         decided = f" by {a.decided_by}" if a.decided_by else f", expires {a.expires_at:%Y-%m-%d %H:%M}"
-        out.print(f"{a.id} {a.status}{decided}: {a.tool}({', '.join(f'{k}={v}' for k, v in a.arguments.items())}) — {a.reason} [{a.rule}]", markup=False)
+        out.print(
+            f"{a.id} {a.status}{decided}: {a.tool}({', '.join(f'{k}={v}' for k, v in a.arguments.items())}) — {a.reason} [{a.rule}]",
+            markup=False,
+        )
 
 
 @app.command()
@@ -138,7 +143,9 @@ def remediate(
 
 @app.command()
 def chat(
-    message: Annotated[str | None, typer.Option("--message", "-m", help="Ask one question and exit, instead of an interactive session.")] = None,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Ask one question and exit, instead of an interactive session.")
+    ] = None,
     thread: Annotated[str, typer.Option(help="Conversation id; the same id continues a conversation.")] = "cli",
     as_user: Annotated[str | None, typer.Option("--as", help="Who is asking (kept in the audit log).")] = None,
 ) -> None:
@@ -184,7 +191,9 @@ def demo(
 
     ctx = _context()
     with _usage_errors():
-        report = run_demo(ctx.settings, echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)), keep=keep)
+        report = run_demo(
+            ctx.settings, echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)), keep=keep
+        )
     if as_json:
         _emit_json(report)
     if report.get("policy_violations"):

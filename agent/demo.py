@@ -58,7 +58,9 @@ class _Tour:
 
     def run(self, pipeline: str, window: Window) -> list[Incident]:
         result = run_pipeline(self.ctx, pipeline, window, as_of=self.now)
-        self.say(f"  run {pipeline} {window.start.date()}..{window.end.date()}: {result.status}, {result.rows_out} rows published, {result.rows_quarantined} quarantined")
+        self.say(
+            f"  run {pipeline} {window.start.date()}..{window.end.date()}: {result.status}, {result.rows_out} rows published, {result.rows_quarantined} quarantined"
+        )
         silver = self.ctx.inventory.pipeline(pipeline).silver
         return self.report(findings_from_run(result, silver=silver))
 
@@ -88,13 +90,17 @@ class _Tour:
         approver = approval.approvers[0]
         self.say(f"  {approver} approves {approval_id}; the agent resumes")
         decided = self.agent.decide(approval_id, approve=True, user=approver, reason="rollback to the last audited snapshot")
-        self.approvals.append({"id": decided.id, "tool": decided.tool, "rule": decided.rule, "status": decided.status, "decided_by": decided.decided_by})
+        self.approvals.append(
+            {"id": decided.id, "tool": decided.tool, "rule": decided.rule, "status": decided.status, "decided_by": decided.decided_by}
+        )
 
     def settled(self, incident_id: int, seconds: float) -> None:
         incident = self.ctx.incidents.get(incident_id)
         entries = self.agent.audit.entries(incident_id=incident_id)
         values = self.agent.graph.get_state({"configurable": {"thread_id": f"incident-{incident_id}"}}).values
-        self.say(f"  → incident {incident.id} ({incident.kind}) {incident.status} after {len(values.get('turns') or [])} tool calls\n")
+        self.say(
+            f"  → incident {incident.id} ({incident.kind}) {incident.status} after {len(list(values.get('turns') or []))} tool calls\n"
+        )
         self.handled.append(
             {
                 "id": incident.id, "kind": incident.kind, "table": incident.table, "status": incident.status,
@@ -111,7 +117,11 @@ def _action(entry: AuditEntry) -> dict[str, Any]:
 def violations(entries: list[AuditEntry]) -> list[dict[str, Any]]:
     """Executed calls the policy did not allow: must always be empty."""
     executed = [e for e in entries if e.status in ("ok", "error", "running")]
-    return [_action(e) for e in executed if e.decision == "deny" or (e.decision == "needs_approval" and not e.approver) or e.decision == "invalid"]
+    return [
+        _action(e)
+        for e in executed
+        if e.decision == "deny" or (e.decision == "needs_approval" and not e.approver) or e.decision == "invalid"
+    ]
 
 
 def _negate_actual(rows: pa.Table) -> pa.Table:
@@ -132,32 +142,41 @@ def run_demo(settings: DataopsSettings, *, echo: Echo | None = None, keep: bool 
         tour.work(opened)
 
         tour.say("\n2. injected: the carbon-intensity API answers 503 for 2023-02-01 (once)")
-        faults.inject(faults.SourceFault(kind="transient_error", source="carbon_intensity", start=END, end=END + timedelta(days=1), times=1))
+        faults.inject(
+            faults.SourceFault(kind="transient_error", source="carbon_intensity", start=END, end=END + timedelta(days=1), times=1)
+        )
         tour.now = END + timedelta(days=1, hours=1)
         tour.work(tour.run("carbon_intensity", _day(END)))
 
         tour.say("\n3. injected: a manual job publishes negative intensities to gold.carbon_intensity_hourly for 2023-01-28")
-        faults.bad_publish(ctx, "gold.carbon_intensity_hourly", datetime(2023, 1, 28, tzinfo=UTC), _negate_actual, run_id="manual-fix-20230202")
+        faults.bad_publish(
+            ctx, "gold.carbon_intensity_hourly", datetime(2023, 1, 28, tzinfo=UTC), _negate_actual, run_id="manual-fix-20230202"
+        )
         tour.work(tour.report(audit_published(ctx, "gold.carbon_intensity_hourly", tour.now)))
 
         tour.say("\n4. injected: the API renames intensity.actual to intensity.measured from 2023-02-02")
         second = END + timedelta(days=1)
-        faults.inject(faults.SourceFault(kind="rename_field", source="carbon_intensity", start=second, field="intensity.actual", new_name="measured"))
+        faults.inject(
+            faults.SourceFault(kind="rename_field", source="carbon_intensity", start=second, field="intensity.actual", new_name="measured")
+        )
         tour.now = second + timedelta(days=1, hours=1)
         tour.work(tour.run("carbon_intensity", _day(second)))
 
         entries = tour.agent.audit.entries(limit=10_000)
-        report = {
+        found_violations = violations(entries)
+        report: dict[str, Any] = {
             "home": str(home) if keep else None,
             "planner": tour.agent.planner_name,
             "incidents": [{"id": h["id"], "kind": h["kind"], "status": h["status"]} for h in tour.handled],
             "actions": [_action(e) for e in entries],
             "approvals": tour.approvals,
-            "policy_violations": violations(entries),
+            "policy_violations": found_violations,
             "per_incident": tour.handled,
         }
         tour.say(f"\n{len(tour.handled)} incidents: " + ", ".join(f"#{h['id']} {h['kind']} {h['status']}" for h in tour.handled))
-        tour.say(f"{len(entries)} tool calls audited; policy violations: {len(report['policy_violations'])}; `dataops audit` shows the trail")
+        tour.say(
+            f"{len(entries)} tool calls audited; policy violations: {len(found_violations)}; `dataops audit` shows the trail"
+        )
         return report
     finally:
         faults.clear()

@@ -22,8 +22,8 @@ def pipeline_for(ctx: PlatformContext, table: str) -> str | None:
     """The pipeline that owns `table`: the one whose bronze/silver/quarantine it is, else the first mart feeder."""
     feeding = ctx.inventory.pipelines_feeding(table)
     own = [p for p in feeding if table in (p.bronze, p.silver, p.quarantine)]
-    chosen = (own or feeding or [None])[0]
-    return chosen.name if chosen else None
+    candidates = own or feeding
+    return candidates[0].name if candidates else None
 
 
 def _day(value: Any) -> str | None:
@@ -89,7 +89,9 @@ def call_history(
     reruns = audit.executions_since(RERUN_TOOLS, target.pipeline, wall_now - timedelta(hours=1)) if target.pipeline else 0
     return CallHistory(
         reruns_last_hour=reruns,
-        related_open_incidents=related_open(ctx, target.table or (incident.table if incident else None), exclude=incident.id if incident else None),
+        related_open_incidents=related_open(
+            ctx, target.table or (incident.table if incident else None), exclude=incident.id if incident else None
+        ),
         recurrences_last_week=recurrences(ctx, incident) if incident else 0,
         tokens_used=tokens_used,
         verified=verified,

@@ -91,18 +91,33 @@ def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
             rt.reporter.step(state["thread_id"], f"on incident {incident.id}: {incident.title} (planner: {rt.planner.name})")
         try:
             hits = rt.memory().search(text, k=3) if text else []
-            context["memory"] = [{"id": h.record.id, "title": h.record.title, "score": round(h.score, 3), "outcome": h.record.outcome} for h in hits]
+            context["memory"] = [
+                {"id": h.record.id, "title": h.record.title, "score": round(h.score, 3), "outcome": h.record.outcome} for h in hits
+            ]
         except DataOpsError as exc:
             log.warning("memory search failed: %s", exc)
-        return {"context": context, "turns": state.get("turns") or [], "step": state.get("step") or 0, "tokens": rt.audit.tokens_of(state["thread_id"])}
+        return {
+            "context": context,
+            "turns": state.get("turns") or [],
+            "step": state.get("step") or 0,
+            "tokens": rt.audit.tokens_of(state["thread_id"]),
+        }
 
     def plan(state: AgentState) -> dict[str, Any]:
         step, tokens = state.get("step", 0), state.get("tokens", 0)
         chat = state.get("mode") == "chat"
         if step >= rt.max_steps:
-            return _done(state, "answered" if chat else "escalated", f"stopped after {step} planning steps (DATAOPS_AGENT_MAX_STEPS); a human must take over")
+            return _done(
+                state,
+                "answered" if chat else "escalated",
+                f"stopped after {step} planning steps (DATAOPS_AGENT_MAX_STEPS); a human must take over",
+            )
         if tokens > rt.policy.token_budget_per_incident:
-            return _done(state, "answered" if chat else "escalated", f"the token budget ({rt.policy.token_budget_per_incident}) is spent; a human must take over")
+            return _done(
+                state,
+                "answered" if chat else "escalated",
+                f"the token budget ({rt.policy.token_budget_per_incident}) is spent; a human must take over",
+            )
         incident = rt.ctx.incidents.get(int(state["incident_id"])) if state.get("incident_id") is not None else None  # type: ignore[arg-type]
         planning = PlanningState(
             thread_id=state["thread_id"], mode="chat" if chat else "incident", question=state.get("question"),
@@ -160,18 +175,32 @@ def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
             actions = [describe_call(t["call"]) for t in state.get("turns") or [] if t["status"] == "ok" and t.get("effect") != "read"]
             rt.memory().remember(
                 MemoryRecord(
-                    id=f"incident-{incident.id}", kind="incident", title=incident.title, table=incident.table, incident_kind=incident.kind,
-                    symptoms=f"{incident.kind} on {incident.table}: {incident.title}", root_cause=state.get("message") or "",
-                    actions=actions, outcome=f"{state.get('outcome')}: {(state.get('verification') or {}).get('detail', 'not verified')}",
+                    id=f"incident-{incident.id}",
+                    kind="incident",
+                    title=incident.title,
+                    table=incident.table,
+                    incident_kind=incident.kind,
+                    symptoms=f"{incident.kind} on {incident.table}: {incident.title}",
+                    root_cause=state.get("message") or "",
+                    actions=actions,
+                    outcome=f"{state.get('outcome')}: {(state.get('verification') or {}).get('detail', 'not verified')}",
                     recorded_at=rt.clock(),
-                )  # fmt: skip
+                )
             )
         except DataOpsError as exc:
             log.warning("could not remember incident %s: %s", state.get("incident_id"), exc)
         return {}
 
     graph = StateGraph(AgentState)
-    for name, node in (("gather", gather), ("plan", plan), ("review", review), ("execute", execute), ("verify", check), ("report", report), ("remember", remember)):
+    for name, node in (
+        ("gather", gather),
+        ("plan", plan),
+        ("review", review),
+        ("execute", execute),
+        ("verify", check),
+        ("report", report),
+        ("remember", remember),
+    ):
         graph.add_node(name, node)  # type: ignore[call-overload]
     graph.add_edge(START, "gather")
     graph.add_edge("gather", "plan")
@@ -188,7 +217,9 @@ def _done(state: AgentState, outcome: str, message: str) -> dict[str, Any]:
     return {"outcome": outcome, "message": message, "proposed": []}
 
 
-def _turn(call: dict[str, Any], *, step: int, decision: str, status: str, message: str = "", rule: str = "", **extra: Any) -> dict[str, Any]:
+def _turn(
+    call: dict[str, Any], *, step: int, decision: str, status: str, message: str = "", rule: str = "", **extra: Any
+) -> dict[str, Any]:
     return {"call": call, "step": step, "decision": decision, "status": status, "message": message, "rule": rule, "result": None, **extra}
 
 
@@ -196,7 +227,14 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
     """Validate, judge and (when needed) wait for approval; returns {executable, turn | args...}."""
     step = state.get("step", 1) - 1
     thread, incident_id = state["thread_id"], state.get("incident_id")
-    common = {"thread_id": thread, "incident_id": incident_id, "actor": state.get("actor") or "agent", "planner": state.get("planner") or "", "tokens": tokens}
+    actor = str(state.get("actor") or "agent")
+    common: dict[str, Any] = {
+        "thread_id": thread,
+        "incident_id": incident_id,
+        "actor": actor,
+        "planner": state.get("planner") or "",
+        "tokens": tokens,
+    }
     spec = rt.tools.get(call["name"])
     problem = call.get("error")
     if spec is None:
@@ -209,7 +247,15 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
         except (ToolError, DataOpsError) as exc:
             problem = str(exc)
     if problem is not None or spec is None:
-        rt.audit.judged(call_id=call["id"], tool=call["name"], arguments=call.get("arguments") or {}, decision="invalid", status="invalid", reason=problem or "", **common)
+        rt.audit.judged(
+            call_id=call["id"],
+            tool=call["name"],
+            arguments=call.get("arguments") or {},
+            decision="invalid",
+            status="invalid",
+            reason=problem or "",
+            **common,
+        )
         return {"executable": False, "turn": _turn(call, step=step, decision="invalid", status="invalid", message=problem or "")}
     previous = rt.audit.get(call["id"])
     incident = rt.ctx.incidents.get(int(incident_id)) if incident_id is not None else None
@@ -218,8 +264,10 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
         kind, rule, reason = previous.decision, previous.rule, previous.reason
         approvers = list(rt.policy.approvers)
     else:
-        history = call_history(rt.ctx, rt.audit, target, incident=incident, tokens_used=state.get("tokens", 0), verified=verified, wall_now=datetime.now(UTC))
-        request = PolicyRequest(tool=spec.name, effect=spec.effect, actor=common["actor"], layer=target.layer, table=target.table, pipeline=target.pipeline,
+        history = call_history(
+            rt.ctx, rt.audit, target, incident=incident, tokens_used=state.get("tokens", 0), verified=verified, wall_now=datetime.now(UTC)
+        )
+        request = PolicyRequest(tool=spec.name, effect=spec.effect, actor=actor, layer=target.layer, table=target.table, pipeline=target.pipeline,
                                 partition=target.partition, span_days=target.span_days, arguments=call.get("arguments") or {}, history=history, now=rt.clock())  # fmt: skip
         decision = decide(rt.policy, request)
         kind, rule = decision.kind, decision.rule
@@ -230,12 +278,15 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
                         decision=kind, rule=rule, reason=reason, status=status, **common)  # fmt: skip
     base = {"call": call, "target": target.model_dump(), "effect": spec.effect, "rule": rule, "decision": kind}
     if kind == "deny":
-        return {"executable": False, "turn": _turn(call, step=step, decision="deny", status="denied", message=reason, rule=rule, effect=spec.effect)}
+        return {
+            "executable": False,
+            "turn": _turn(call, step=step, decision="deny", status="denied", message=reason, rule=rule, effect=spec.effect),
+        }
     if kind == "allow":
         return {"executable": True, **base}
     approval, created = rt.approvals.request(
         call_id=call["id"], thread_id=thread, tool=spec.name, arguments=call.get("arguments") or {}, target=target.model_dump(), reason=reason,
-        rule=rule, approvers=approvers, requested_by=common["actor"], ttl=timedelta(minutes=rt.policy.approval_ttl_minutes), incident_id=incident_id,
+        rule=rule, approvers=approvers, requested_by=actor, ttl=timedelta(minutes=rt.policy.approval_ttl_minutes), incident_id=incident_id,
     )  # fmt: skip
     if created:
         rt.audit.update(call["id"], approval_id=approval.id)
@@ -247,9 +298,13 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
         rt.audit.update(call["id"], approver=approval.decided_by)
         return {"executable": True, "approved_by": approval.decided_by, **base}
     status = "expired" if approval.status == "expired" else "denied"
-    message = f"{approval.id} {approval.status} by {approval.decided_by}" + (f": {approval.decision_reason}" if approval.decision_reason else "")
+    message = f"{approval.id} {approval.status} by {approval.decided_by}" + (
+        f": {approval.decision_reason}" if approval.decision_reason else ""
+    )
     rt.audit.update(call["id"], status=status, approver=approval.decided_by)
-    turn = _turn(call, step=step, decision="needs_approval", status=status, message=message, rule=rule, effect=spec.effect, approved_by=None)
+    turn = _turn(
+        call, step=step, decision="needs_approval", status=status, message=message, rule=rule, effect=spec.effect, approved_by=None
+    )
     return {"executable": False, "turn": turn}
 
 
@@ -264,7 +319,13 @@ def _tool_ctx(rt: Runtime, state: AgentState, call_id: str) -> ToolContext:
 def _execute_one(rt: Runtime, state: AgentState, item: dict[str, Any]) -> dict[str, Any]:
     call = item["call"]
     step = state.get("step", 1) - 1
-    common = {"step": step, "decision": item["decision"], "rule": item["rule"], "effect": item["effect"], "approved_by": item.get("approved_by")}
+    common = {
+        "step": step,
+        "decision": item["decision"],
+        "rule": item["rule"],
+        "effect": item["effect"],
+        "approved_by": item.get("approved_by"),
+    }
     done = rt.audit.finished(call["id"])
     if done is not None:  # executed before a crash or a resume: never twice
         status = "ok" if done.status == "ok" else "error"

@@ -130,7 +130,8 @@ class OpenAIPlanner:
         tokens = int(getattr(usage, "total_tokens", 0) or 0)
         choice = choices[0]
         reply = choice.message
-        calls = [self._proposed(call) for call in reply.tool_calls or []]
+        taken = {t.call.id for t in state.turns}
+        calls = [self._proposed(call, taken) for call in reply.tool_calls or []]
         text = (reply.content or reply.refusal or "").strip()
         log.info("%s proposed %d call(s) at step %d (%d tokens)", self.name, len(calls), state.step, tokens)
         if calls:
@@ -224,8 +225,13 @@ class OpenAIPlanner:
         return f"the model endpoint {self._where} answered {status} {phrase} for model {self.model!r}: {said or 'no message'}. {hint}"
 
     # -- reply -> proposed calls -----------------------------------------------------------------------
-    def _proposed(self, call: Any) -> ProposedCall:
-        call_id = getattr(call, "id", None) or f"call_{uuid4().hex[:12]}"  # some local servers send none
+    def _proposed(self, call: Any, taken: set[str]) -> ProposedCall:
+        call_id = getattr(call, "id", None) or ""
+        if not call_id or call_id in taken:
+            # Some local servers send no id, or number calls afresh in every reply ("call_0"); execution is
+            # idempotent on the id, so a reused one would silently skip a new call.
+            call_id = f"call_{uuid4().hex[:16]}"
+        taken.add(call_id)
         if getattr(call, "type", "function") != "function" or getattr(call, "function", None) is None:
             custom = getattr(call, "custom", None)
             return ProposedCall(

@@ -151,7 +151,9 @@ class RunbookPlanner:
                 return self._finish(step.finish, render(step.note, scope), book=book.name)
             turn = done.get(index)
             if turn is None:
-                call = ProposedCall(id=f"{state.thread_id}-s{state.step}-rb{index}", name=str(step.tool), arguments=render(step.args, scope))
+                call = ProposedCall(
+                    id=f"{state.thread_id}-s{state.step}-rb{index}", name=str(step.tool), arguments=render(step.args, scope)
+                )
                 return PlanStep(calls=[call], planner=NAME, message=f"{book.name}: step {index + 1} of {len(book.steps)}")
             if turn.status != "ok":
                 if state.context.get("effects", {}).get(turn.call.name) == "read" and turn.status == "error":

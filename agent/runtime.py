@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 from pydantic import BaseModel
@@ -90,7 +91,7 @@ class Agent:
         self._conn.close()
 
     # -- threads -----------------------------------------------------------------------------------
-    def _config(self, thread_id: str) -> dict[str, Any]:
+    def _config(self, thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
 
     def _run(self, thread_id: str, payload: Any) -> ThreadOutcome:
@@ -104,7 +105,14 @@ class Agent:
         if interrupts:
             value = interrupts[0].value if hasattr(interrupts[0], "value") else {}
             return ThreadOutcome(thread_id=thread_id, status="waiting", approval_id=value.get("approval_id"), steps=steps, tokens=tokens)
-        return ThreadOutcome(thread_id=thread_id, status="done", outcome=result.get("outcome"), message=result.get("message") or "", steps=steps, tokens=tokens)
+        return ThreadOutcome(
+            thread_id=thread_id,
+            status="done",
+            outcome=result.get("outcome"),
+            message=result.get("message") or "",
+            steps=steps,
+            tokens=tokens,
+        )
 
     def pending_approval(self, thread_id: str) -> Approval | None:
         state = self.graph.get_state(self._config(thread_id))
@@ -139,7 +147,7 @@ class Agent:
                 message=f"approval {pending.id} ({pending.tool}) is pending in this thread; decide it first: dataops approve|deny {pending.id}",
             )  # fmt: skip
         # A new turn starts a fresh plan on the same thread id; the checkpoint keeps the history of earlier turns.
-        payload = {"thread_id": thread_id, "mode": "chat", "question": text, "actor": user, "incident_id": None, "turns": [], "step": 0,
+        payload: dict[str, Any] = {"thread_id": thread_id, "mode": "chat", "question": text, "actor": user, "incident_id": None, "turns": [], "step": 0,
                    "outcome": None, "message": "", "verification": None, "proposed": [], "reviewed": []}  # fmt: skip
         return self._run(thread_id, payload)
 

@@ -25,7 +25,9 @@ _STOP = -2
 
 class AgentExtension:
     def __init__(self, service: Service, *, reporter: Reporter | None = None) -> None:
-        self.agent = Agent(service.ctx, reporter=reporter or ConsoleReporter(lambda text: print(text, flush=True)), clock=lambda: service.clock.now())
+        self.agent = Agent(
+            service.ctx, reporter=reporter or ConsoleReporter(lambda text: print(text, flush=True)), clock=lambda: service.clock.now()
+        )
         self.jobs: queue.Queue[int] = queue.Queue()
         self.worker = threading.Thread(target=self._work, name="agent", daemon=True)
         self.worker.start()

@@ -64,10 +64,9 @@ def apply(source: str, start: datetime, end: datetime, body: dict[str, Any]) -> 
     with _lock:
         faults = [(i, f) for i, f in enumerate(_active) if f.source == source and _overlaps(f, start, end)]
         for i, fault in faults:
-            if fault.kind == "transient_error":
-                if fault.times is None or _fired.get(i, 0) < fault.times:
-                    _fired[i] = _fired.get(i, 0) + 1
-                    raise TransientSourceError(f"{source}: 503 Service Unavailable from the source (injected fault)")
+            if fault.kind == "transient_error" and (fault.times is None or _fired.get(i, 0) < fault.times):
+                _fired[i] = _fired.get(i, 0) + 1
+                raise TransientSourceError(f"{source}: 503 Service Unavailable from the source (injected fault)")
     for _, fault in faults:
         if fault.kind == "rename_field" and fault.field and fault.new_name:
             body = _rename(body, fault.field, fault.new_name)
@@ -77,7 +76,8 @@ def apply(source: str, start: datetime, end: datetime, body: dict[str, Any]) -> 
 def _rename(body: dict[str, Any], path: str, new_name: str) -> dict[str, Any]:
     body = copy.deepcopy(body)
     *parents, leaf = path.split(".")
-    records = body.get("data") if isinstance(body.get("data"), list) else [body.get("hourly") or {}]
+    data = body.get("data")
+    records: list[Any] = data if isinstance(data, list) else [body.get("hourly") or {}]
     for record in records:
         node = record
         for p in parents:

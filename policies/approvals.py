@@ -13,6 +13,7 @@ request whose resume was never completed.
 
 from __future__ import annotations
 
+import builtins
 import os
 import secrets
 import socket
@@ -166,7 +167,7 @@ class ApprovalStore:
             raise ApprovalError(f"{approval_id} was already {decided.status} by {decided.decided_by} at {_when(decided.decided_at)}")
         return decided
 
-    def expire_due(self, now: datetime | None = None) -> list[Approval]:
+    def expire_due(self, now: datetime | None = None) -> builtins.list[Approval]:
         """Mark pending requests past their expiry as expired; returns them."""
         now = now or datetime.now(UTC)
         with self._ledger.session() as s, s.begin():
@@ -177,11 +178,13 @@ class ApprovalStore:
                 expired.append(Approval.of(row))
             return expired
 
-    def unresumed(self) -> list[Approval]:
+    def unresumed(self) -> builtins.list[Approval]:
         """Decided requests whose graph has not run on yet: resumed at start-up and after each decision."""
         with self._ledger.session() as s:
             rows = s.scalars(
-                select(ApprovalRow).where(ApprovalRow.status != "pending", ApprovalRow.resumed_at.is_(None)).order_by(ApprovalRow.decided_at)
+                select(ApprovalRow)
+                .where(ApprovalRow.status != "pending", ApprovalRow.resumed_at.is_(None))
+                .order_by(ApprovalRow.decided_at)
             )
             return [Approval.of(r) for r in rows]
 

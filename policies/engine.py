@@ -121,7 +121,9 @@ def rerun_rate(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
 
 def backfill_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
     if req.tool in RERUN_TOOLS and _span(req) > policy.backfill.approval_over_days:
-        return _approval(policy, "backfill_approval", f"{req.tool} rewrites {_span(req):g} days (over {policy.backfill.approval_over_days:g})")
+        return _approval(
+            policy, "backfill_approval", f"{req.tool} rewrites {_span(req):g} days (over {policy.backfill.approval_over_days:g})"
+        )
     return None
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 Effect = Literal["read", "write", "destructive"]
 EFFECTS: tuple[str, ...] = ("read", "write", "destructive")
-I = TypeVar("I", bound=BaseModel)
+In = TypeVar("In", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 
@@ -66,16 +66,16 @@ class ToolContext:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ToolSpec(Generic[I, R]):
+class ToolSpec(Generic[In, R]):
     name: str
     description: str
-    input: type[I]
+    input: type[In]
     result: type[R]
     effect: Effect
-    run: Callable[[ToolContext, I], R]
-    target: Callable[[ToolContext, I], Target] = field(default=lambda _ctx, _args: Target())
+    run: Callable[[ToolContext, In], R]
+    target: Callable[[ToolContext, In], Target] = field(default=lambda _ctx, _args: Target())
 
-    def parse(self, arguments: dict[str, Any] | None) -> I:
+    def parse(self, arguments: dict[str, Any] | None) -> In:
         """Validate the model's arguments on our side; raise ToolError naming every bad field."""
         from pydantic import ValidationError
 

@@ -24,19 +24,19 @@ def _me(value: str | None) -> str:
     return value or os.environ.get("DATAOPS_USER") or getpass.getuser()
 
 
-def _agent(*, verbose: bool = True) -> Any:
+def _agent(*, as_json: bool = False) -> Any:
+    """The agent, reporting on stdout, or on stderr when stdout carries JSON."""
     from agent.report import ConsoleReporter
     from agent.runtime import Agent
 
     ctx = _context()
+    channel = console if as_json else out
     with _usage_errors():
-        return Agent(
-            ctx, reporter=ConsoleReporter(lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True), verbose=verbose)
-        )
+        return Agent(ctx, reporter=ConsoleReporter(lambda text: channel.print(text, markup=False, highlight=False, soft_wrap=True)))
 
 
 def _decide(approval_id: str, approve: bool, user: str, reason: str, as_json: bool) -> None:
-    agent = _agent()
+    agent = _agent(as_json=as_json)
     try:
         approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=user, reason=reason)
     finally:
@@ -129,7 +129,7 @@ def remediate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Hand one incident to the agent now (what `dataops serve` does for every new incident)."""
-    agent = _agent(verbose=not as_json)
+    agent = _agent(as_json=as_json)
     try:
         with _usage_errors():
             outcome = agent.handle_incident(incident_id)

@@ -174,9 +174,7 @@ def run_demo(settings: DataopsSettings, *, echo: Echo | None = None, keep: bool 
             "per_incident": tour.handled,
         }
         tour.say(f"\n{len(tour.handled)} incidents: " + ", ".join(f"#{h['id']} {h['kind']} {h['status']}" for h in tour.handled))
-        tour.say(
-            f"{len(entries)} tool calls audited; policy violations: {len(found_violations)}; `dataops audit` shows the trail"
-        )
+        tour.say(f"{len(entries)} tool calls audited; policy violations: {len(found_violations)}; `dataops audit` shows the trail")
         return report
     finally:
         faults.clear()

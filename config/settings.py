@@ -87,7 +87,9 @@ class DataopsSettings(BaseSettings):
         default=None,
         description="Base URL of an OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp); unset: the runbook planner.",
     )
-    llm_model: str | None = Field(default=None, description="Model name sent to the endpoint; setting it (or the base URL) turns the LLM planner on.")
+    llm_model: str | None = Field(
+        default=None, description="Model name sent to the endpoint; setting it (or the base URL) turns the LLM planner on."
+    )
     llm_api_key: str | None = Field(
         default=None, repr=False, description="API key of the endpoint; OPENAI_API_KEY is used when unset. Never logged."
     )

@@ -17,7 +17,7 @@ import pytest
 
 from agent.runtime import Agent
 from config.errors import ApprovalError
-from config.settings import DataopsSettings, load_settings
+from config.settings import load_settings
 from pipelines import faults
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import load_table
@@ -103,7 +103,12 @@ def test_rollback_waits_for_an_approver_and_the_first_decision_wins(agent: Agent
     waiting = agent.handle_incident(1)
     assert waiting.status == "waiting" and waiting.approval_id
     approval = agent.approvals.get(waiting.approval_id)
-    assert (approval.tool, approval.rule, approval.approvers, approval.status) == ("rollback_table", "rollback_approval", ["oncall"], "pending")
+    assert (approval.tool, approval.rule, approval.approvers, approval.status) == (
+        "rollback_table",
+        "rollback_approval",
+        ["oncall"],
+        "pending",
+    )
     assert _actual_sum(ctx) < 0, "nothing runs before the approval"
     assert ctx.incidents.get(1).status == "acknowledged"
 

@@ -83,9 +83,14 @@ def search_memory(ctx: ToolContext, args: SearchMemoryInput) -> SearchMemoryResu
     return SearchMemoryResult(
         matches=[
             MemoryMatch(
-                id=h.record.id, kind=h.record.kind, title=h.record.title, score=round(h.score, 3), root_cause=h.record.root_cause,
-                actions=h.record.actions, outcome=h.record.outcome,
-            )  # fmt: skip
+                id=h.record.id,
+                kind=h.record.kind,
+                title=h.record.title,
+                score=round(h.score, 3),
+                root_cause=h.record.root_cause,
+                actions=h.record.actions,
+                outcome=h.record.outcome,
+            )
             for h in hits
         ]
     )

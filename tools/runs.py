@@ -99,7 +99,7 @@ def get_run(ctx: ToolContext, args: GetRunInput) -> GetRunResult:
             unexpected=v.unexpected_count,
             observed=v.observed or {},
             sample=list(v.sample or [])[:5],
-        )  # fmt: skip
+        )
         for v in ctx.platform.ledger.validations(args.run_id)
     ]
     reports.sort(key=lambda r: (r.success, r.table, r.expectation))

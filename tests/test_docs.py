@@ -25,3 +25,18 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     head = README[:1500]
     assert "make run" in head and "make test" in head
     assert (REPO / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_every_tool_has_a_readme_row() -> None:
+    from tools.registry import REGISTRY
+
+    missing = [name for name, spec in REGISTRY.items() if f"| `{name}` | {spec.effect} |" not in README]
+    assert not missing, f"README.md's tools table lacks {', '.join(missing)}"
+
+
+def test_every_command_is_documented() -> None:
+    from agent.cli import app
+
+    names = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
+    missing = [n for n in names if f"`dataops {n}" not in README]
+    assert not missing, f"README.md does not document dataops {', '.join(missing)}"

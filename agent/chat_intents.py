@@ -28,7 +28,9 @@ _NAME = r"([a-z_]+(?:\.[a-z_]+)?)"
 
 
 def _call(state: PlanningState, name: str, **arguments: Any) -> ProposedCall:
-    return ProposedCall(id=f"{state.thread_id}-s{state.step}-chat{len(state.turns)}", name=name, arguments=arguments)
+    # Chat turns share a thread; the turn id keeps call ids (the idempotency key of execution) distinct.
+    turn = state.context.get("turn_id") or "t"
+    return ProposedCall(id=f"{state.thread_id}-{turn}-s{state.step}-chat{len(state.turns)}", name=name, arguments=arguments)
 
 
 def _next_day(day: str) -> str:

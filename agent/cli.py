@@ -188,11 +188,13 @@ def demo(
 ) -> None:
     """A bounded offline tour: real data with real defects plus injected faults, the agent fixing or escalating each incident within policy."""
     from agent.demo import run_demo
+    from config.settings import load_settings
 
-    ctx = _context()
     with _usage_errors():
         report = run_demo(
-            ctx.settings, echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)), keep=keep
+            load_settings(),
+            echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)),
+            keep=keep,
         )
     if as_json:
         _emit_json(report)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
+from uuid import uuid4
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
@@ -46,6 +47,7 @@ class AgentState(TypedDict, total=False):
     mode: str
     incident_id: int | None
     question: str | None
+    turn_id: str
     actor: str
     context: dict[str, Any]
     proposed: list[dict[str, Any]]
@@ -80,7 +82,11 @@ class Runtime:
 def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
     def gather(state: AgentState) -> dict[str, Any]:
         now = rt.clock()
-        context: dict[str, Any] = {"now": now.isoformat(), "effects": {n: t.effect for n, t in rt.tools.items()}}
+        context: dict[str, Any] = {
+            "now": now.isoformat(),
+            "effects": {n: t.effect for n, t in rt.tools.items()},
+            "turn_id": state.get("turn_id") or "",
+        }
         text = state.get("question") or ""
         if state.get("incident_id") is not None:
             incident = rt.ctx.incidents.get(int(state["incident_id"]))  # type: ignore[arg-type]
@@ -130,7 +136,11 @@ def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
             return _done(state, "answered" if chat else "escalated", f"the model failed: {exc}")
         update: dict[str, Any] = {"planner": planned.planner, "tokens": tokens + planned.tokens, "step_tokens": planned.tokens}
         if planned.calls:
-            update |= {"proposed": [c.model_dump(mode="json") for c in planned.calls], "step": step + 1}
+            # Execution is idempotent on the call id, so an id seen before (llama.cpp numbers every reply's calls
+            # from call_0) must not inherit an older call's decision or result. The plan is checkpointed, so a
+            # resume keeps these ids.
+            calls = [c if rt.audit.get(c.id) is None else c.model_copy(update={"id": f"call_{uuid4().hex[:16]}"}) for c in planned.calls]
+            update |= {"proposed": [c.model_dump(mode="json") for c in calls], "step": step + 1}
             return update
         return update | _done(state, planned.outcome or ("answered" if chat else "escalated"), planned.message)
 
@@ -260,7 +270,8 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
     previous = rt.audit.get(call["id"])
     incident = rt.ctx.incidents.get(int(incident_id)) if incident_id is not None else None
     verified = bool((state.get("verification") or {}).get("passed"))
-    if previous is not None and previous.decision in ("allow", "needs_approval", "deny"):
+    same_call = previous is not None and (previous.thread_id, previous.tool) == (thread, spec.name)
+    if previous is not None and same_call and previous.decision in ("allow", "needs_approval", "deny"):
         kind, rule, reason = previous.decision, previous.rule, previous.reason
         approvers = list(rt.policy.approvers)
     else:

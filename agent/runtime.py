@@ -10,6 +10,7 @@ process died between the two, or the decision came from another process (the CLI
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -147,7 +148,7 @@ class Agent:
                 message=f"approval {pending.id} ({pending.tool}) is pending in this thread; decide it first: dataops approve|deny {pending.id}",
             )  # fmt: skip
         # A new turn starts a fresh plan on the same thread id; the checkpoint keeps the history of earlier turns.
-        payload: dict[str, Any] = {"thread_id": thread_id, "mode": "chat", "question": text, "actor": user, "incident_id": None, "turns": [], "step": 0,
+        payload: dict[str, Any] = {"thread_id": thread_id, "mode": "chat", "question": text, "turn_id": secrets.token_hex(3), "actor": user, "incident_id": None, "turns": [], "step": 0,
                    "outcome": None, "message": "", "verification": None, "proposed": [], "reviewed": []}  # fmt: skip
         return self._run(thread_id, payload)
 

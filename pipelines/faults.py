@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -22,7 +22,7 @@ from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 
-FaultKind = Literal["transient_error", "rename_field"]
+FaultKind = Literal["transient_error", "rename_field", "late_slots"]
 
 
 class SourceFault(BaseModel):
@@ -34,7 +34,9 @@ class SourceFault(BaseModel):
     source: str
     start: datetime | None = Field(default=None, description="Only responses for chunks overlapping [start, end)")
     end: datetime | None = None
-    times: int | None = Field(default=None, description="transient_error: fail this many fetches, then recover; None = always")
+    times: int | None = Field(
+        default=None, description="transient_error, late_slots: act on this many fetches, then recover; None = always"
+    )
     field: str | None = Field(default=None, description="rename_field: dotted path of the field, e.g. intensity.actual")
     new_name: str | None = None
 
@@ -67,10 +69,25 @@ def apply(source: str, start: datetime, end: datetime, body: dict[str, Any]) -> 
             if fault.kind == "transient_error" and (fault.times is None or _fired.get(i, 0) < fault.times):
                 _fired[i] = _fired.get(i, 0) + 1
                 raise TransientSourceError(f"{source}: 503 Service Unavailable from the source (injected fault)")
+            if fault.kind == "late_slots" and (fault.times is None or _fired.get(i, 0) < fault.times):
+                _fired[i] = _fired.get(i, 0) + 1
+                body = _without_slots(body, fault)
     for _, fault in faults:
         if fault.kind == "rename_field" and fault.field and fault.new_name:
             body = _rename(body, fault.field, fault.new_name)
     return body
+
+
+def _without_slots(body: dict[str, Any], fault: SourceFault) -> dict[str, Any]:
+    """The body without the records whose slot lies in the fault's window: data the publisher has not sent yet."""
+    if not isinstance(body.get("data"), list):
+        return body
+    kept = []
+    for record in body["data"]:
+        slot = datetime.strptime(str(record.get("from")), "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC) if isinstance(record, dict) else None
+        if slot is None or not ((fault.start is None or slot >= fault.start) and (fault.end is None or slot < fault.end)):
+            kept.append(record)
+    return {**body, "data": kept}
 
 
 def _rename(body: dict[str, Any], path: str, new_name: str) -> dict[str, Any]:

@@ -396,7 +396,8 @@ class _Run:
                 g.first_ts = min(filter(None, (g.first_ts, q["ts"])))
                 g.last_ts = max(filter(None, (g.last_ts, q["ts"])))
             if len(g.sample) < 5:
-                g.sample.append(f"{q['record_key']}: {q['reason'][:160]}")
+                # a table-scope reason is one message for the whole run (e.g. the contract diff): keep all of it
+                g.sample.append(f"{q['record_key']}: {q['reason'][: 600 if q['scope'] == 'table' else 160]}")
         self.result.quarantine = list(groups.values())
         data = pa.Table.from_pylist(fresh, schema=arrow_schema(self.ctx.inventory.table(self.p.quarantine)))
         self.snapshots[self.p.quarantine] = wap.append(table, data, properties=self._props("quarantine"))

@@ -45,7 +45,9 @@ def resolve_needs_verification(_policy: PolicySpec, req: PolicyRequest) -> Decis
 
 
 def safe_writes(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
-    if req.tool in policy.safe_writes:
+    # Only plain writes outside the approval layers can be "safe": a policy file listing a destructive or gold
+    # tool here must not turn it into a free action.
+    if req.tool in policy.safe_writes and req.effect == "write" and req.layer not in policy.approval_layers:
         return Allow(rule="safe_writes", reason=f"{req.tool} only records findings or stops harm")
     return None
 
@@ -120,6 +122,8 @@ def rerun_rate(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
 
 
 def backfill_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool in RERUN_TOOLS and req.span_days is None:
+        return _approval(policy, "backfill_approval", f"{req.tool} does not say how many days it rewrites")
     if req.tool in RERUN_TOOLS and _span(req) > policy.backfill.approval_over_days:
         return _approval(
             policy, "backfill_approval", f"{req.tool} rewrites {_span(req):g} days (over {policy.backfill.approval_over_days:g})"

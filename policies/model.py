@@ -67,8 +67,12 @@ def load_policy(path: Path, *, approvers: list[str] | None = None) -> PolicySpec
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise PolicyError(f"policy file {path} does not exist; set DATAOPS_POLICY_FILE or restore config/policy.yaml") from None
+    except OSError as exc:
+        raise PolicyError(f"policy file {path} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"policy file {path} is invalid: it must be a mapping of settings, got {type(raw).__name__}")
     if approvers is not None:
         raw["approvers"] = approvers
     try:
@@ -106,6 +110,12 @@ class PolicyRequest(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     history: CallHistory = CallHistory()
     now: datetime
+
+    @model_validator(mode="after")
+    def _aware_now(self) -> PolicyRequest:
+        if self.now.tzinfo is None:
+            raise ValueError("now needs a timezone; freeze windows are instants")
+        return self
 
 
 class Allow(BaseModel):

@@ -263,7 +263,12 @@ def test_targets_and_effects_for_the_policy_engine(ctx: PlatformContext) -> None
         layer="gold", table="gold.carbon_intensity_hourly", pipeline="carbon_intensity", partition="2023-01-25", span_days=1.0
     )
     rollback = REGISTRY["rollback_table"]
-    assert rollback.target(tc, rollback.parse({"table": SILVER, "snapshot_id": 1, "reason": "x"})) == Target(
+    with pytest.raises(ToolError, match="not in the history"):  # refused before anyone is asked to approve it
+        rollback.target(tc, rollback.parse({"table": SILVER, "snapshot_id": 1, "reason": "x"}))
+    run_pipeline(ctx, "carbon_intensity", window((2023, 1, 24), (2023, 1, 25)))
+    head = load_table(ctx.catalog, SILVER).current_snapshot()
+    assert head is not None
+    assert rollback.target(tc, rollback.parse({"table": SILVER, "snapshot_id": head.snapshot_id, "reason": "x"})) == Target(
         layer="silver", table=SILVER, pipeline="carbon_intensity"
     )
     for name in effects:

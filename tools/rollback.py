@@ -36,6 +36,10 @@ def rollback_table(ctx: ToolContext, args: RollbackTableInput) -> RollbackResult
 
 def _target(ctx: ToolContext, args: RollbackTableInput) -> Target:
     remediable_table(ctx, args.table)
+    # Refuse an impossible rollback before anyone is asked to approve it.
+    history = remediation.history_of(ctx.platform, args.table)
+    if args.snapshot_id not in {h.snapshot_id for h in history}:
+        raise ToolError(remediation.not_in_history(args.table, args.snapshot_id, history))
     return table_target(ctx, args.table, pipeline=pipeline_of_table(ctx, args.table))
 
 

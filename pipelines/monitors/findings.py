@@ -43,7 +43,7 @@ def findings_from_run(result: RunResult, *, silver: str) -> list[Finding]:
                     cause_key=f"{result.pipeline}:schema_contract",
                     title=f"{result.pipeline}: the source payload no longer matches the declared contract",
                     occurred_at=group.first_ts,
-                    evidence={"run_id": result.run_id, "detail": group.sample},
+                    evidence={"run_id": result.run_id, "detail": "; ".join(dict.fromkeys(s.split(": ", 1)[-1] for s in group.sample))},
                     run_id=result.run_id,
                 )
             )

@@ -1,0 +1,53 @@
+"""Maintenance tools: expire old snapshots of a table and delete the files nothing references any more."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field
+
+from pipelines.lakehouse import maintenance
+from pipelines.lakehouse.maintenance import MaintenanceResult
+from tools.base import Target, ToolContext, ToolInput, ToolSpec, table_target
+
+
+class ExpireSnapshotsInput(ToolInput):
+    table: str = Field(description="The table to clean, as layer.name, e.g. bronze.carbon_intensity.")
+    older_than_hours: float = Field(
+        default=168,
+        ge=0,
+        le=24 * 366,
+        description="Expire snapshots of main's history committed more than this many hours ago (default a week).",
+    )
+    retain_last: int = Field(default=5, ge=1, le=1000, description="Always keep main's newest this-many snapshots, however old they are.")
+    dry_run: bool = Field(default=False, description="true: report what would be expired and deleted, and change nothing.")
+
+
+def expire_snapshots(ctx: ToolContext, args: ExpireSnapshotsInput) -> MaintenanceResult:
+    # Ages are measured on the wall clock, not ctx.now: snapshot timestamps and file times are wall-clock
+    # times even when the platform replays an earlier period.
+    return maintenance.expire_and_clean(
+        ctx.platform, args.table, older_than=timedelta(hours=args.older_than_hours), retain_last=args.retain_last, dry_run=args.dry_run
+    )
+
+
+def _target(ctx: ToolContext, args: ExpireSnapshotsInput) -> Target:
+    return table_target(ctx, args.table)
+
+
+TOOLS: list[ToolSpec[Any, Any]] = [
+    ToolSpec(
+        name="expire_snapshots",
+        description=(
+            "Expire a table's old snapshots (main's history beyond the newest few; never a branch's or tag's) and delete the data "
+            "and metadata files no remaining snapshot needs. Irreversible: time travel to expired snapshots is lost. "
+            "dry_run=true only reports."
+        ),
+        input=ExpireSnapshotsInput,
+        result=MaintenanceResult,
+        effect="destructive",
+        run=expire_snapshots,
+        target=_target,
+    ),
+]

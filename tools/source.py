@@ -1,0 +1,57 @@
+"""Source tools: ask a pipeline's source for a day again and compare what it serves with silver."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from pydantic import Field
+
+from config.errors import SourceError, ToolError
+from pipelines import diagnosis
+from pipelines.diagnosis import SourceComparison
+from tools.base import Target, ToolContext, ToolInput, ToolSpec
+
+
+class RefetchAndDiffInput(ToolInput):
+    pipeline: str = Field(description="The pipeline whose source to ask, e.g. carbon_intensity, generation_mix or weather.")
+    day: date = Field(description="The UTC day to fetch again and compare with silver, YYYY-MM-DD.")
+
+
+def _known_pipeline(ctx: ToolContext, name: str) -> None:
+    if name not in ctx.platform.inventory.pipelines:
+        raise ToolError(f"unknown pipeline {name!r}; known: {', '.join(sorted(ctx.platform.inventory.pipelines))}")
+
+
+def refetch_and_diff(ctx: ToolContext, args: RefetchAndDiffInput) -> SourceComparison:
+    _known_pipeline(ctx, args.pipeline)
+    try:
+        return diagnosis.refetch_and_diff(ctx.platform, args.pipeline, args.day, as_of=ctx.now)
+    except SourceError as exc:
+        source = ctx.platform.inventory.pipeline(args.pipeline).source
+        raise ToolError(
+            f"the {source} source failed for {args.day}: {type(exc).__name__}: {exc}. "
+            "Nothing was compared; retry later, or escalate if the source keeps failing."
+        ) from None
+
+
+def _source_target(ctx: ToolContext, args: RefetchAndDiffInput) -> Target:
+    _known_pipeline(ctx, args.pipeline)
+    silver = ctx.platform.inventory.pipeline(args.pipeline).silver
+    return Target(layer="source", table=silver, pipeline=args.pipeline, partition=args.day.isoformat())
+
+
+TOOLS: list[ToolSpec[Any, Any]] = [
+    ToolSpec(
+        name="refetch_and_diff",
+        description=(
+            "Fetch one day from a pipeline's source as it stands now and compare it with silver, writing nothing: slots missing "
+            "in silver or at the source, values revised since, and a verdict (would a re-run fill it, or does the source still lack it)."
+        ),
+        input=RefetchAndDiffInput,
+        result=SourceComparison,
+        effect="read",
+        run=refetch_and_diff,
+        target=_source_target,
+    ),
+]

@@ -25,9 +25,9 @@ from pydantic import BaseModel
 from agent.graph import Runtime, build_graph
 from agent.planner import Planner
 from agent.report import ConsoleReporter, Reporter
-from agent.runbook import RunbookPlanner, load_runbooks
+from agent.runbook import RunbookPlanner, RunbookSpec, load_runbooks
 from config.errors import ApprovalError
-from memory.store import IncidentMemory
+from memory.store import IncidentMemory, MemoryRecord
 from pipelines.context import PlatformContext
 from policies.approvals import Approval, ApprovalStore
 from policies.audit import AuditLog
@@ -45,6 +45,19 @@ class ThreadOutcome(BaseModel):
     approval_id: str | None = None
     steps: int = 0
     tokens: int = 0
+
+
+def runbook_records(runbooks: dict[str, RunbookSpec]) -> list[MemoryRecord]:
+    """Runbooks as memory records, so a search for symptoms finds the runbook as well as past incidents."""
+    now = datetime.now(UTC)
+    return [
+        MemoryRecord(
+            id=f"runbook-{book.name}", kind="runbook", title=f"runbook {book.name}: {', '.join(book.kinds)}",
+            symptoms=f"{' '.join(book.kinds)} incidents. {book.doc}", actions=[s.tool or f"finish {s.finish}" for s in book.steps],
+            outcome="the runbook planner's plan for these incidents", incident_kind=book.kinds[0], recorded_at=now,
+        )  # fmt: skip
+        for book in runbooks.values()
+    ]
 
 
 def make_planner(ctx: PlatformContext) -> Planner:
@@ -84,8 +97,11 @@ class Agent:
         return self.runtime.planner.name
 
     def memory(self) -> IncidentMemory:
+        """The incident memory, with the runbooks stored in it (refreshed when the store is first opened)."""
         if self._memory is None:
-            self._memory = IncidentMemory.open(self.ctx.settings)
+            memory = IncidentMemory.open(self.ctx.settings)
+            memory.remember_many(runbook_records(load_runbooks(self.ctx.settings.runbooks_path, tools=set(REGISTRY))))
+            self._memory = memory
         return self._memory
 
     def close(self) -> None:

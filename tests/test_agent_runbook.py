@@ -240,3 +240,21 @@ def test_serve_hands_every_new_incident_to_the_agent(ctx: PlatformContext) -> No
     incident = ctx.incidents.list(status=None)[0]
     assert incident.status == "resolved", lines
     assert any("incident 1 resolved" in line for line in lines)
+
+
+def test_memory_holds_the_runbooks_and_what_the_agent_learned(ctx: PlatformContext) -> None:
+    now = utc(2023, 1, 28)
+    ids = _incidents(ctx, "carbon_intensity", (2023, 1, 26), (2023, 1, 27), now)
+    agent = _agent(ctx, now)
+    try:
+        agent.handle_incident(ids[0])
+        memory = agent.memory()
+        assert memory.count("runbook") == len(load_runbooks(REPO / "config" / "runbooks.yaml"))
+        learned = memory.get(f"incident-{ids[0]}")
+        assert learned is not None and learned.outcome.startswith("resolved") and learned.table == "silver.carbon_intensity"
+        hits = memory.search("actual intensity missing for several slots on silver.carbon_intensity", k=3, kind="incident")
+        assert hits and hits[0].record.id == f"incident-{ids[0]}"
+        books = memory.search("the source renamed a field and the payload no longer matches the contract", k=1, kind="runbook")
+        assert books[0].record.id == "runbook-schema_drift"
+    finally:
+        agent.close()

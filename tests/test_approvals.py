@@ -245,3 +245,32 @@ def test_approval_across_processes_from_the_cli(home: Path) -> None:
     rollback = [e for e in audit if e["tool"] == "rollback_table"]
     assert len(rollback) == 1 and rollback[0]["approver"] == "oncall" and rollback[0]["status"] == "ok"
     assert {"actor", "tool", "arguments", "decision", "rule", "approver", "result", "duration_ms", "tokens"} <= set(rollback[0])
+
+
+@pytest.mark.slow
+def test_sigkill_while_an_approval_is_pending_loses_nothing(home: Path) -> None:
+    """A process asks for approval and is SIGKILLed while waiting; the approval still works afterwards."""
+    script = f"""
+import os, signal
+from agent.runtime import Agent
+from config.settings import load_settings
+from pipelines.context import PlatformContext
+from tests.conftest import utc
+agent = Agent(PlatformContext.open(load_settings(home={str(home)!r})), clock=lambda: utc(2023, 1, 28))
+outcome = agent.handle_incident(1)
+print(outcome.approval_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")} | {"PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    approval_id = killed.stdout.strip().splitlines()[-1]
+    after = Agent(_ctx(home), clock=lambda: NOW)
+    try:
+        assert after.approvals.get(approval_id).status == "pending"
+        assert after.pending_approval("incident-1") is not None, "the paused thread survived the kill"
+        assert after.decide(approval_id, approve=True, user="oncall").status == "approved"
+        assert _actual_sum(after.ctx) > 0
+        assert after.ctx.incidents.get(1).status == "resolved"
+    finally:
+        after.close()

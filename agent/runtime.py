@@ -52,10 +52,15 @@ def runbook_records(runbooks: dict[str, RunbookSpec]) -> list[MemoryRecord]:
     now = datetime.now(UTC)
     return [
         MemoryRecord(
-            id=f"runbook-{book.name}", kind="runbook", title=f"runbook {book.name}: {', '.join(book.kinds)}",
-            symptoms=f"{' '.join(book.kinds)} incidents. {book.doc}", actions=[s.tool or f"finish {s.finish}" for s in book.steps],
-            outcome="the runbook planner's plan for these incidents", incident_kind=book.kinds[0], recorded_at=now,
-        )  # fmt: skip
+            id=f"runbook-{book.name}",
+            kind="runbook",
+            title=f"runbook {book.name}: {', '.join(book.kinds)}",
+            symptoms=f"{' '.join(book.kinds)} incidents. {book.doc}",
+            actions=[s.tool or f"finish {s.finish}" for s in book.steps],
+            outcome="the runbook planner's plan for these incidents",
+            incident_kind=book.kinds[0],
+            recorded_at=now,
+        )
         for book in runbooks.values()
     ]
 

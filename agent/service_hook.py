@@ -1,9 +1,10 @@
-"""Hands every new incident of `dataops serve` to the agent, on a worker thread of its own.
+"""Hands every new incident of `dataops serve` to the agent, on a worker thread of its own; starts Slack.
 
 Registered as a service extension when the `dataops` command starts (agent/cli.py), so the pipelines
-layer never imports the agent. The worker also resumes decided approvals and expires overdue ones on
-every monitor tick, and at start-up picks up incidents that are still open and decisions taken while
-the service was down.
+layer never imports the agent. The worker posts (or updates) each incident's Slack thread, works new
+incidents, and on every monitor tick expires overdue approvals, resumes decided ones and brings Slack's
+approval messages up to date with decisions taken elsewhere. At start-up it picks up incidents still
+open and decisions taken while the service was down.
 """
 
 from __future__ import annotations
@@ -13,31 +14,55 @@ import queue
 import threading
 from typing import Any
 
-from agent.report import ConsoleReporter, Reporter
+from agent.report import ConsoleReporter, Reporter, Reporters
 from agent.runtime import Agent
 from pipelines.incidents import Incident
 from pipelines.service import EXTENSIONS, Service
 
 log = logging.getLogger(__name__)
-_RESUME = -1
-_STOP = -2
+Job = tuple[str, int]
+_RESUME: Job = ("resume", 0)
+_STOP: Job = ("stop", 0)
 
 
 class AgentExtension:
-    def __init__(self, service: Service, *, reporter: Reporter | None = None) -> None:
-        self.agent = Agent(
-            service.ctx, reporter=reporter or ConsoleReporter(lambda text: print(text, flush=True)), clock=lambda: service.clock.now()
-        )
-        self.jobs: queue.Queue[int] = queue.Queue()
+    def __init__(self, service: Service, *, reporter: Reporter | None = None, slack: bool | None = None) -> None:
+        ctx = service.ctx
+        console: Reporter = reporter or ConsoleReporter(lambda text: print(text, flush=True))
+        self.slack_reporter: Any = None
+        self.slack_app: Any = None
+        use_slack = ctx.settings.slack_configured if slack is None else slack
+        if use_slack:
+            from agent.slack.app import check_settings, web_client
+            from agent.slack.reporter import SlackReporter
+            from agent.slack.store import SlackStore
+            from policies.approvals import ApprovalStore
+
+            check_settings(ctx.settings)
+            assert ctx.settings.slack_channel is not None
+            self.slack_reporter = SlackReporter(
+                web_client(ctx.settings), channel=ctx.settings.slack_channel, store=SlackStore(ctx.ledger),
+                approvals=ApprovalStore(ctx.ledger), incidents=ctx.incidents,
+            )  # fmt: skip
+            console = Reporters(console, self.slack_reporter)
+        self.agent = Agent(ctx, reporter=console, clock=lambda: service.clock.now())
+        if self.slack_reporter is not None:
+            from agent.slack.app import SlackApp
+
+            self.slack_app = SlackApp(ctx.settings, self.agent, self.slack_reporter)
+            self.slack_app.start()
+        self.jobs: queue.Queue[Job] = queue.Queue()
         self.worker = threading.Thread(target=self._work, name="agent", daemon=True)
         self.worker.start()
         self.jobs.put(_RESUME)
-        for incident in service.ctx.incidents.list(status="open", limit=1000)[::-1]:
-            self.jobs.put(incident.id)
+        for incident in ctx.incidents.list(status="open", limit=1000)[::-1]:
+            self.jobs.put(("handle", incident.id))
 
     def on_incident(self, incident: Incident, opened: bool) -> None:
+        if self.slack_reporter is not None:
+            self.jobs.put(("announce", incident.id))
         if opened:
-            self.jobs.put(incident.id)
+            self.jobs.put(("handle", incident.id))
 
     def tick(self) -> None:
         self.jobs.put(_RESUME)
@@ -45,6 +70,8 @@ class AgentExtension:
     def stop(self) -> None:
         self.jobs.put(_STOP)
         self.worker.join(timeout=60)
+        if self.slack_app is not None:
+            self.slack_app.stop()
         self.agent.close()
 
     def idle(self) -> bool:
@@ -52,16 +79,20 @@ class AgentExtension:
 
     def _work(self) -> None:
         while True:
-            job = self.jobs.get()
+            kind, incident_id = self.jobs.get()
             try:
-                if job == _STOP:
+                if kind == "stop":
                     return
-                if job == _RESUME:
+                if kind == "resume":
                     self.agent.resume_decided()
+                    if self.slack_reporter is not None:
+                        self.slack_reporter.sync()
+                elif kind == "announce":
+                    self.slack_reporter.incident(self.agent.ctx.incidents.get(incident_id))
                 else:
-                    self.agent.handle_incident(job)
-            except Exception:  # the agent failing on one incident must not stop it for the next
-                log.exception("the agent failed on job %s", job)
+                    self.agent.handle_incident(incident_id)
+            except Exception:  # the agent failing on one job must not stop it for the next
+                log.exception("the agent failed on %s %s", kind, incident_id)
             finally:
                 self.jobs.task_done()
 

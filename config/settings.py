@@ -105,6 +105,19 @@ class DataopsSettings(BaseSettings):
         default=None,
         description="Who may approve risky actions (user ids, comma-separated in the environment); replaces the policy file's list.",
     )
+    slack_bot_token: str | None = Field(
+        default=None, repr=False, description="Bot token (xoxb-...) of the Slack app; setting it starts the Slack app in `dataops serve`."
+    )
+    slack_app_token: str | None = Field(
+        default=None, repr=False, description="App-level token (xapp-...) for Socket Mode (no public URL); unset: HTTP mode."
+    )
+    slack_signing_secret: str | None = Field(
+        default=None, repr=False, description="Signing secret that verifies requests from Slack in HTTP mode."
+    )
+    slack_channel: str | None = Field(default=None, description="Channel id (C...) where incident threads are posted.")
+    slack_port: int = Field(default=3000, description="Port of the HTTP-mode endpoint /slack/events.")
+    slack_addr: str = Field(default="127.0.0.1", description="Address the HTTP-mode endpoint binds to (0.0.0.0 behind a proxy).")
+    slack_api_url: str = Field(default="https://slack.com/api/", description="Base URL of the Slack Web API (tests and proxies).")
     memory_embedding: str = Field(
         default="sklearn",
         description="Embedding of the incident memory: 'sklearn' (offline, never downloads), 'sentence-transformers:<model>' or 'openai:<model>'.",
@@ -155,6 +168,10 @@ class DataopsSettings(BaseSettings):
     @property
     def runbooks_path(self) -> Path:
         return self.runbooks_file or self.config_dir / "runbooks.yaml"
+
+    @property
+    def slack_configured(self) -> bool:
+        return bool(self.slack_bot_token)
 
     @property
     def llm_configured(self) -> bool:

@@ -1,0 +1,1 @@
+"""The Slack app: incident threads, approval buttons and chat with the agent (slack-bolt)."""

@@ -1,0 +1,191 @@
+"""The Slack Bolt app: approval buttons, chat (mentions and direct messages) and the `/dataops` command.
+
+HTTP mode serves `/slack/events` (events, interactions and commands on one URL) with Bolt's
+request-signature verification: a forged or stale request gets 401 and reaches no handler. Socket Mode
+(`DATAOPS_SLACK_APP_TOKEN`) needs no public URL. Handlers acknowledge at once; the work (a decision
+and the resumed agent, a chat turn) runs after the acknowledgement in Bolt's listener threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socketserver
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from slack_bolt import Ack, App, Respond
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from agent.slack.blocks import APPROVE, DENY
+from agent.slack.reporter import SlackReporter
+from agent.slack.store import SlackStore
+from config.errors import ApprovalError, SettingsError
+from config.settings import DataopsSettings
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent
+
+log = logging.getLogger(__name__)
+PATH = "/slack/events"
+_MENTION = re.compile(r"<@[A-Z0-9]+>")
+GROUP_CACHE_S = 300.0
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        log.debug("slack http: " + format, *args)
+
+
+def web_client(settings: DataopsSettings) -> WebClient:
+    base = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
+    return WebClient(token=settings.slack_bot_token, base_url=base)
+
+
+def check_settings(settings: DataopsSettings) -> None:
+    if not settings.slack_bot_token:
+        raise SettingsError("DATAOPS_SLACK_BOT_TOKEN is not set; the Slack app needs the bot token (xoxb-...)")
+    if not settings.slack_channel:
+        raise SettingsError("DATAOPS_SLACK_CHANNEL is not set; give the id (C...) of the channel for incident threads")
+    if not settings.slack_app_token and not settings.slack_signing_secret:
+        raise SettingsError(
+            "set DATAOPS_SLACK_SIGNING_SECRET (HTTP mode, requests are verified with it) or DATAOPS_SLACK_APP_TOKEN (Socket Mode)"
+        )
+
+
+class SlackApp:
+    """The Bolt app bound to one agent; `start()` serves it, `stop()` ends it."""
+
+    def __init__(self, settings: DataopsSettings, agent: Agent, reporter: SlackReporter, *, store: SlackStore | None = None) -> None:
+        check_settings(settings)
+        self.settings = settings
+        self.agent = agent
+        self.reporter = reporter
+        self.store = store or SlackStore(agent.ctx.ledger)
+        self.app = App(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "", client=reporter.client)
+        self._groups: dict[str, tuple[float, set[str]]] = {}
+        self._server: WSGIServer | None = None
+        self._socket: Any = None
+        self.app.action(APPROVE)(self._on_decision)
+        self.app.action(DENY)(self._on_decision)
+        self.app.event("app_mention")(self._on_message)
+        self.app.event("message")(self._on_message)
+        self.app.command("/dataops")(self._on_command)
+
+    # -- serving -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            self._socket = SocketModeHandler(self.app, self.settings.slack_app_token)
+            self._socket.connect()
+            log.info("Slack app connected in Socket Mode")
+            return
+        self._server = make_server(
+            self.settings.slack_addr, self.settings.slack_port, SlackRequestHandler(self.app, PATH),
+            server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
+        )  # fmt: skip
+        threading.Thread(target=self._server.serve_forever, name="slack-http", daemon=True).start()
+        log.info("Slack app listening on http://%s:%d%s", self.settings.slack_addr, self.port, PATH)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self.settings.slack_port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._socket is not None:
+            self._socket.close()
+
+    # -- approvals ---------------------------------------------------------------------------------------------
+    def _groups_of(self, user: str, candidates: list[str]) -> tuple[str, ...]:
+        """The user groups among `candidates` (S... ids) that `user` belongs to; cached, since a click needs an answer now."""
+        found = []
+        now = time.monotonic()
+        for group in (c for c in candidates if c.startswith("S")):
+            cached = self._groups.get(group)
+            if cached is None or now - cached[0] > GROUP_CACHE_S:
+                try:
+                    members = set(self.reporter.client.usergroups_users_list(usergroup=group).get("users") or [])
+                except SlackApiError as exc:
+                    log.warning("cannot read user group %s: %s", group, exc.response.get("error") if exc.response else exc)
+                    members = set()
+                cached = (now, members)
+                self._groups[group] = cached
+            if user in cached[1]:
+                found.append(group)
+        return tuple(found)
+
+    def _on_decision(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        approval_id = str(action.get("value") or "")
+        user = str((body.get("user") or {}).get("id") or "")
+        channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
+        approve = action.get("action_id") == APPROVE
+        try:
+            current = self.agent.approvals.get(approval_id)
+            groups = self._groups_of(user, current.approvers)
+            verb = "approved" if approve else "denied"
+            self.agent.decide(approval_id, approve=approve, user=user, reason=f"{verb} in Slack", groups=groups)
+        except ApprovalError as exc:
+            self._ephemeral(channel, user, str(exc))
+
+    def _ephemeral(self, channel: str, user: str, text: str) -> None:
+        try:
+            self.reporter.client.chat_postEphemeral(channel=channel, user=user, text=text)
+        except SlackApiError as exc:
+            log.warning("ephemeral to %s failed: %s", user, exc.response.get("error") if exc.response else exc)
+
+    # -- chat ------------------------------------------------------------------------------------------------------
+    def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("bot_id") or event.get("subtype"):
+            return  # our own posts, edits, joins: not questions
+        if event.get("type") == "message" and event.get("channel_type") != "im":
+            return  # in channels the agent answers mentions only
+        event_id = str(body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}")
+        if not self.store.first_sight(event_id):
+            return  # Slack retried an event we already took
+        channel, root = str(event["channel"]), str(event.get("thread_ts") or event["ts"])
+        key = f"slack-{channel}-{root}"
+        self.store.remember_thread(key, channel, root)
+        text = _MENTION.sub("", str(event.get("text") or "")).strip()
+        outcome = self.agent.chat(key, text or "help", user=str(event.get("user") or "slack"))
+        if outcome.status == "busy":
+            self.reporter.say(key, outcome.message)
+
+    # -- /dataops ----------------------------------------------------------------------------------------------------
+    def _on_command(self, ack: Ack, respond: Respond, command: dict[str, Any]) -> None:
+        ack()
+        respond(text=command_answer(self.agent, str(command.get("text") or "").strip().lower()), response_type="ephemeral")
+
+
+def command_answer(agent: Agent, sub: str) -> str:
+    """`/dataops status`, `/dataops incidents` or help."""
+    ctx = agent.ctx
+    if sub in ("", "status"):
+        lines = []
+        for name in ctx.inventory.pipelines:
+            runs = ctx.ledger.runs(pipeline=name, limit=1)
+            paused = " (paused)" if ctx.control.is_paused(name) else ""
+            last = f"{runs[0].status} {runs[0].window_start:%Y-%m-%d}..{runs[0].window_end:%Y-%m-%d}" if runs else "no run yet"
+            lines.append(f"• {name}{paused}: {last}")
+        counts = ctx.incidents.open_counts()
+        pending = len(agent.approvals.list(status="pending"))
+        lines.append(f"open incidents: {counts['critical']} critical, {counts['warning']} warning, {counts['info']} info; {pending} approval(s) pending")
+        return "\n".join(lines)
+    if sub == "incidents":
+        found = ctx.incidents.list(status="unresolved", limit=20)
+        if not found:
+            return "Nothing is open."
+        return "\n".join(f"• #{i.id} [{i.severity}] {i.status}: {i.title}" for i in found)
+    return "Usage: /dataops status | incidents | help. Mention me in a channel or DM me to ask questions."

@@ -324,7 +324,8 @@ def serve(
             out.print(f"[bold]incident {incident.id}[/bold] [{incident.severity}] {incident.kind} {incident.table}: {incident.title}")
 
     service.on_incident = announce
-    service.serve_forever(until=_parse_instant(until, "--until") if until else None)
+    with _usage_errors():  # a misconfigured extension (e.g. Slack without a channel) stops here, with its message
+        service.serve_forever(until=_parse_instant(until, "--until") if until else None)
     console.print(f"stopped at clock {service.clock.now().isoformat()}; {len(service.results)} runs")
 
 

@@ -41,7 +41,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("slack http: " + format, *args)
 
 
@@ -70,7 +70,7 @@ class SlackApp:
         self.agent = agent
         self.reporter = reporter
         self.store = store or SlackStore(agent.ctx.ledger)
-        self.app = App(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "", client=reporter.client)
+        self.app = App(signing_secret=settings.slack_signing_secret or "", client=reporter.client)
         self._groups: dict[str, tuple[float, set[str]]] = {}
         self._server: WSGIServer | None = None
         self._socket: Any = None
@@ -181,7 +181,9 @@ def command_answer(agent: Agent, sub: str) -> str:
             lines.append(f"• {name}{paused}: {last}")
         counts = ctx.incidents.open_counts()
         pending = len(agent.approvals.list(status="pending"))
-        lines.append(f"open incidents: {counts['critical']} critical, {counts['warning']} warning, {counts['info']} info; {pending} approval(s) pending")
+        lines.append(
+            f"open incidents: {counts['critical']} critical, {counts['warning']} warning, {counts['info']} info; {pending} approval(s) pending"
+        )
         return "\n".join(lines)
     if sub == "incidents":
         found = ctx.incidents.list(status="unresolved", limit=20)

@@ -51,7 +51,10 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
         _section(f"*What* {escape(incident.title)}"),
         {"type": "section", "fields": fields},
         _section(f"*Evidence*\n```{escape(_cut(evidence, 1500))}```"),
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`dataops incident {incident.id}` · cause `{escape(incident.cause_key)}`"}]},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"`dataops incident {incident.id}` · cause `{escape(incident.cause_key)}`"}],
+        },
     ]
 
 
@@ -73,12 +76,29 @@ def approval_blocks(approval: Approval) -> list[dict[str, Any]]:
                 "type": "actions",
                 "block_id": f"approval:{approval.id}",
                 "elements": [
-                    {"type": "button", "action_id": APPROVE, "style": "primary", "value": approval.id, "text": {"type": "plain_text", "text": "Approve"}},
-                    {"type": "button", "action_id": DENY, "style": "danger", "value": approval.id, "text": {"type": "plain_text", "text": "Deny"}},
+                    {
+                        "type": "button",
+                        "action_id": APPROVE,
+                        "style": "primary",
+                        "value": approval.id,
+                        "text": {"type": "plain_text", "text": "Approve"},
+                    },
+                    {
+                        "type": "button",
+                        "action_id": DENY,
+                        "style": "danger",
+                        "value": approval.id,
+                        "text": {"type": "plain_text", "text": "Deny"},
+                    },
                 ],
             }
         )
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"`{approval.id}` · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC"}]})
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"`{approval.id}` · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC"}],
+            }
+        )
     else:
         blocks.append(_section(verdict_text(approval)))
     return blocks

@@ -65,7 +65,8 @@ class SlackReporter:
 
     # -- Reporter protocol --------------------------------------------------------------------------------
     def step(self, thread_id: str, text: str) -> None:
-        self.say(thread_id, text)
+        if thread_id.startswith("incident-"):  # a chat thread gets the answer, not the agent's working notes
+            self.say(thread_id, text)
 
     def approval_requested(self, approval: Approval) -> None:
         thread = self._thread(approval.thread_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import sys
 from typing import Annotated, Any
 
@@ -37,8 +38,11 @@ def _agent(*, as_json: bool = False) -> Any:
 
 def _decide(approval_id: str, approve: bool, user: str, reason: str, as_json: bool) -> None:
     agent = _agent(as_json=as_json)
+    login = getpass.getuser()
+    # --as names the approver the policy knows; the OS login that typed the command is kept next to it.
+    via = f"[via CLI, login {login}]"
     try:
-        approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=user, reason=reason)
+        approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=user, reason=f"{reason} {via}".strip())
     finally:
         agent.close()
     if approval is None:
@@ -80,6 +84,8 @@ def approvals(
     """List the agent's approval requests, newest first."""
     from policies.approvals import ApprovalStore
 
+    if status is not None and status not in ("pending", "approved", "denied", "expired"):
+        raise typer.BadParameter(f"{status!r} is not a status; valid: pending, approved, denied, expired", param_hint="--status")
     ctx = _context()
     store = ApprovalStore(ctx.ledger)
     store.expire_due()
@@ -138,7 +144,9 @@ def remediate(
     if as_json:
         _emit_json(outcome.model_dump(mode="json"))
     elif outcome.status == "waiting":
-        out.print(f"waiting for approval {outcome.approval_id}")
+        out.print(f"waiting for approval {outcome.approval_id}: `dataops approve {outcome.approval_id} --as USER`", markup=False)
+    else:
+        out.print(f"incident {incident_id}: {outcome.outcome}. {outcome.message}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -146,13 +154,13 @@ def chat(
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Ask one question and exit, instead of an interactive session.")
     ] = None,
-    thread: Annotated[str, typer.Option(help="Conversation id; the same id continues a conversation.")] = "cli",
+    thread: Annotated[str | None, typer.Option(help="Conversation id; the same id continues a conversation. Default: a new one.")] = None,
     as_user: Annotated[str | None, typer.Option("--as", help="Who is asking (kept in the audit log).")] = None,
 ) -> None:
     """Talk to the agent in the terminal: it answers with read-only tools and proposes actions through policy and approvals."""
     agent = _agent()
     user = _me(as_user)
-    thread_id = f"chat-{thread}"
+    thread_id = f"chat-{thread or secrets.token_hex(4)}"
     out.print(f"the agent ({agent.planner_name}); ask a question, 'quit' ends", markup=False)
     try:
         while True:
@@ -167,7 +175,9 @@ def chat(
             elif outcome.status == "waiting":
                 out.print(f"waiting for approval {outcome.approval_id}: `dataops approve {outcome.approval_id} --as USER`", markup=False)
             if message is not None:
-                if outcome.status == "done" and outcome.outcome not in ("answered", "resolved", "nothing_to_do"):
+                if outcome.status == "busy" or (
+                    outcome.status == "done" and outcome.outcome not in ("answered", "resolved", "nothing_to_do")
+                ):
                     raise typer.Exit(EXIT_FAILED)
                 return
     finally:

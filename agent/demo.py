@@ -174,13 +174,14 @@ def run_demo(settings: DataopsSettings, *, echo: Echo | None = None, keep: bool 
             "per_incident": tour.handled,
         }
         tour.say(f"\n{len(tour.handled)} incidents: " + ", ".join(f"#{h['id']} {h['kind']} {h['status']}" for h in tour.handled))
-        tour.say(f"{len(entries)} tool calls audited; policy violations: {len(found_violations)}; `dataops audit` shows the trail")
+        trail = (
+            f"DATAOPS_HOME={home} dataops audit shows the trail" if keep else "run with --keep to inspect the trail with `dataops audit`"
+        )
+        tour.say(f"{len(entries)} tool calls audited; policy violations: {len(found_violations)}; {trail}")
         return report
     finally:
         faults.clear()
         tour.agent.close()
         ctx.ledger.engine.dispose()
-        if keep:
-            tour.say(f"state kept in {home}; DATAOPS_HOME={home} dataops audit")
-        else:
+        if not keep:
             shutil.rmtree(home, ignore_errors=True)

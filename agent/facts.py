@@ -76,9 +76,39 @@ def recurrences(ctx: PlatformContext, incident: Incident) -> int:
     )
 
 
+def in_scope(ctx: PlatformContext, incident: Incident | None, target: Target) -> bool | None:
+    """Whether a call's table is the incident's or in its lineage; None outside an incident or for non-table targets."""
+    if incident is None or not target.table or target.table not in ctx.inventory.tables or incident.table not in ctx.inventory.tables:
+        return None
+    family = {incident.table, *lineage.upstream(ctx.inventory, incident.table), *lineage.downstream(ctx.inventory, incident.table)}
+    return target.table in family
+
+
+def window_failed(ctx: PlatformContext, tool: str, target: Target) -> bool | None:
+    """For re-runs: did any run of the pipeline over this window fail, hold days back or quarantine rows?"""
+    if tool not in RERUN_TOOLS or not target.pipeline or not target.partition or target.span_days is None:
+        return None
+    start = datetime.fromisoformat(target.partition).replace(tzinfo=UTC)
+    end = start + timedelta(days=target.span_days)
+    overlapping = [
+        r for r in ctx.ledger.runs(pipeline=target.pipeline, limit=500) if _aware(r.window_start) < end and start < _aware(r.window_end)
+    ]
+    if not overlapping:
+        return True  # never ran: nothing published to rewrite
+    days = {(start + timedelta(days=i)).date().isoformat() for i in range(int(target.span_days))}
+    return any(
+        r.status in ("failed", "abandoned", "quarantined") or r.rows_quarantined or set(r.held_days or []) & days for r in overlapping
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def call_history(
     ctx: PlatformContext,
     audit: AuditLog,
+    tool: str,
     target: Target,
     *,
     incident: Incident | None,
@@ -87,12 +117,13 @@ def call_history(
     wall_now: datetime,
 ) -> CallHistory:
     reruns = audit.executions_since(RERUN_TOOLS, target.pipeline, wall_now - timedelta(hours=1)) if target.pipeline else 0
+    table = target.table or (incident.table if incident else None)
     return CallHistory(
         reruns_last_hour=reruns,
-        related_open_incidents=related_open(
-            ctx, target.table or (incident.table if incident else None), exclude=incident.id if incident else None
-        ),
+        related_open_incidents=related_open(ctx, table, exclude=incident.id if incident else None),
         recurrences_last_week=recurrences(ctx, incident) if incident else 0,
         tokens_used=tokens_used,
         verified=verified,
+        in_scope=in_scope(ctx, incident, target),
+        window_failed=window_failed(ctx, tool, target),
     )

@@ -106,7 +106,8 @@ def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
             "context": context,
             "turns": state.get("turns") or [],
             "step": state.get("step") or 0,
-            "tokens": rt.audit.tokens_of(state["thread_id"]),
+            # An incident's budget covers its whole thread; a chat turn has a budget of its own.
+            "tokens": rt.audit.tokens_of(state["thread_id"]) if state.get("mode") != "chat" else 0,
         }
 
     def plan(state: AgentState) -> dict[str, Any]:
@@ -269,14 +270,27 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
         return {"executable": False, "turn": _turn(call, step=step, decision="invalid", status="invalid", message=problem or "")}
     previous = rt.audit.get(call["id"])
     incident = rt.ctx.incidents.get(int(incident_id)) if incident_id is not None else None
-    verified = bool((state.get("verification") or {}).get("passed"))
+    # Verification counts for resolving this thread's own incident only, never another one (nor in chat).
+    target_incident = (call.get("arguments") or {}).get("incident_id")
+    verified = (
+        incident is not None
+        and target_incident == incident.id
+        and (bool((state.get("verification") or {}).get("passed")) or _verified_read(state))
+    )
     same_call = previous is not None and (previous.thread_id, previous.tool) == (thread, spec.name)
     if previous is not None and same_call and previous.decision in ("allow", "needs_approval", "deny"):
         kind, rule, reason = previous.decision, previous.rule, previous.reason
         approvers = list(rt.policy.approvers)
     else:
         history = call_history(
-            rt.ctx, rt.audit, target, incident=incident, tokens_used=state.get("tokens", 0), verified=verified, wall_now=datetime.now(UTC)
+            rt.ctx,
+            rt.audit,
+            spec.name,
+            target,
+            incident=incident,
+            tokens_used=state.get("tokens", 0),
+            verified=verified,
+            wall_now=datetime.now(UTC),
         )
         request = PolicyRequest(tool=spec.name, effect=spec.effect, actor=actor, layer=target.layer, table=target.table, pipeline=target.pipeline,
                                 partition=target.partition, span_days=target.span_days, arguments=call.get("arguments") or {}, history=history, now=rt.clock())  # fmt: skip
@@ -302,9 +316,11 @@ def _review_one(rt: Runtime, state: AgentState, call: dict[str, Any], *, tokens:
     if created:
         rt.audit.update(call["id"], approval_id=approval.id)
         rt.reporter.approval_requested(approval)
-    if approval.status == "pending":
+    while approval.status == "pending":
+        # A resume value may be meant for another request of this step (interrupts are matched by position when
+        # the node re-runs): the ops database is the truth, and while this request is undecided the thread waits.
         interrupt({"approval_id": approval.id, "tool": spec.name, "reason": reason, "thread_id": thread})
-        approval = rt.approvals.get(approval.id)  # the decision recorded in the ops database is the truth, not the resume value
+        approval = rt.approvals.get(approval.id)
     if approval.status == "approved":
         rt.audit.update(call["id"], approver=approval.decided_by)
         return {"executable": True, "approved_by": approval.decided_by, **base}
@@ -342,14 +358,26 @@ def _execute_one(rt: Runtime, state: AgentState, item: dict[str, Any]) -> dict[s
         status = "ok" if done.status == "ok" else "error"
         return _turn(call, status=status, message=done.error or "", **common) | {"result": done.result}
     spec = rt.tools[call["name"]]
-    rt.audit.update(call["id"], status="running")
     started = time.perf_counter()
+    args = spec.parse(call.get("arguments"))
+    key = spec.idempotency_key(args)
+    if spec.effect != "read":
+        same = rt.audit.done_with_key(state["thread_id"], key, other_than=call["id"])
+        if same is not None:  # the same write with the same arguments already ran in this thread: do not repeat it
+            message = f"not repeated: the same call already ran in this thread ({same.call_id})"
+            rt.audit.update(call["id"], status="ok", result=same.result, error=message, idem_key=key, duration_ms=0.0)
+            return _turn(call, status="ok", message=message, **common) | {"result": same.result}
+    rt.audit.update(call["id"], status="running", idem_key=key)
     try:
-        args = spec.parse(call.get("arguments"))
         result = spec.invoke(_tool_ctx(rt, state, call["id"]), args).model_dump(mode="json")
     except ToolError as exc:
         rt.audit.update(call["id"], status="error", error=str(exc), duration_ms=round((time.perf_counter() - started) * 1000, 1))
         return _turn(call, status="error", message=str(exc), **common)
+    except Exception as exc:  # a bug in a tool must end as an error turn the report shows, not strand the thread
+        log.exception("tool %s failed unexpectedly", spec.name)
+        message = f"{spec.name} failed unexpectedly: {type(exc).__name__}: {exc}"
+        rt.audit.update(call["id"], status="error", error=message, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        return _turn(call, status="error", message=message, **common)
     rt.audit.update(call["id"], status="ok", result=result, duration_ms=round((time.perf_counter() - started) * 1000, 1))
     return _turn(call, status="ok", message="", **common) | {"result": result}
 
@@ -372,8 +400,12 @@ def _settle_incident(rt: Runtime, incident_id: int, outcome: str, message: str, 
 
 
 def _verified_read(state: AgentState) -> bool:
-    """A containment check (validate_partition) that passed counts as verification when nothing was written."""
+    """A containment check (validate_partition) of the incident's own table and day counts as verification."""
+    scope = (state.get("context") or {}).get("vars") or {}
     for turn in reversed(state.get("turns") or []):
+        args = turn["call"].get("arguments") or {}
         if turn["call"]["name"] == "validate_partition" and turn["status"] == "ok":
+            if args.get("table") != (scope.get("incident") or {}).get("table") or args.get("day") != scope.get("day"):
+                continue
             return bool((turn.get("result") or {}).get("contained"))
     return False

@@ -136,25 +136,48 @@ class Agent:
             tokens=tokens,
         )
 
-    def pending_approval(self, thread_id: str) -> Approval | None:
+    def _waiting_on(self, thread_id: str) -> list[str]:
+        """Approval ids the thread's interrupts wait on, whatever their status in the ops database."""
         state = self.graph.get_state(self._config(thread_id))
-        for task in state.tasks:
-            for intr in task.interrupts:
-                approval_id = (intr.value or {}).get("approval_id")
-                if approval_id:
-                    return self.approvals.get(approval_id)
+        return [
+            i.value["approval_id"] for t in state.tasks for i in t.interrupts if isinstance(i.value, dict) and i.value.get("approval_id")
+        ]
+
+    def pending_approval(self, thread_id: str) -> Approval | None:
+        """The undecided request the thread waits on, if any."""
+        for approval_id in self._waiting_on(thread_id):
+            approval = self.approvals.get(approval_id)
+            if approval.status == "pending":
+                return approval
         return None
 
     def thread_finished(self, thread_id: str) -> bool:
         state = self.graph.get_state(self._config(thread_id))
         return bool(state.values) and not state.next
 
+    def _stranded(self, thread_id: str) -> bool:
+        """A thread stopped between nodes with no interrupt: the process died (or a node crashed) mid-step."""
+        state = self.graph.get_state(self._config(thread_id))
+        return bool(state.next) and not any(task.interrupts for task in state.tasks)
+
+    def _continue(self, thread_id: str) -> ThreadOutcome:
+        log.warning("thread %s stopped mid-step (a crash?); continuing it from its last checkpoint", thread_id)
+        return self._run(thread_id, None)
+
+    def recover(self) -> list[ThreadOutcome]:
+        """Continue every thread a crash left between nodes (e.g. killed while executing an approved call)."""
+        rows = self._conn.execute("SELECT DISTINCT thread_id FROM checkpoints").fetchall()
+        return [self._continue(thread_id) for (thread_id,) in rows if self._stranded(thread_id)]
+
     def handle_incident(self, incident_id: int) -> ThreadOutcome:
         """Work an incident; a thread already finished or waiting for approval is not started again."""
         thread_id = f"incident-{incident_id}"
+        self.resume_decided()
         pending = self.pending_approval(thread_id)
         if pending is not None:
             return ThreadOutcome(thread_id=thread_id, status="waiting", approval_id=pending.id)
+        if self._stranded(thread_id):
+            return self._continue(thread_id)
         if self.thread_finished(thread_id):
             values = self.graph.get_state(self._config(thread_id)).values
             return ThreadOutcome(thread_id=thread_id, status="done", outcome=values.get("outcome"), message=values.get("message") or "")
@@ -162,6 +185,9 @@ class Agent:
 
     def chat(self, thread_id: str, text: str, *, user: str) -> ThreadOutcome:
         """One chat turn; refused while an approval is pending in the thread."""
+        self.resume_decided()  # an expired or decided request must not keep the thread locked
+        if self._stranded(thread_id):
+            self._continue(thread_id)
         pending = self.pending_approval(thread_id)
         if pending is not None:
             return ThreadOutcome(
@@ -191,8 +217,7 @@ class Agent:
             if not self.approvals.claim(approval.id):
                 continue  # another process is resuming it
             with self._lock:
-                waiting = self.pending_approval(approval.thread_id)
-                if waiting is None or waiting.id != approval.id:
+                if approval.id not in self._waiting_on(approval.thread_id):
                     self.approvals.mark_resumed(approval.id)  # resumed elsewhere, or the thread moved on
                     continue
                 outcome = self._run(approval.thread_id, Command(resume={"approval_id": approval.id, "status": approval.status}))

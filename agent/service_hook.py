@@ -54,9 +54,12 @@ class AgentExtension:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.worker = threading.Thread(target=self._work, name="agent", daemon=True)
         self.worker.start()
+        self.jobs.put(("recover", 0))
         self.jobs.put(_RESUME)
-        for incident in ctx.incidents.list(status="open", limit=1000)[::-1]:
-            self.jobs.put(("handle", incident.id))
+        # Incidents the agent has not finished: new ones, and ones a crash interrupted (handle_incident continues those).
+        for incident in ctx.incidents.list(status="unresolved", limit=1000)[::-1]:
+            if incident.status != "escalated":
+                self.jobs.put(("handle", incident.id))
 
     def on_incident(self, incident: Incident, opened: bool) -> None:
         if self.slack_reporter is not None:
@@ -83,7 +86,9 @@ class AgentExtension:
             try:
                 if kind == "stop":
                     return
-                if kind == "resume":
+                if kind == "recover":
+                    self.agent.recover()
+                elif kind == "resume":
                     self.agent.resume_decided()
                     if self.slack_reporter is not None:
                         self.slack_reporter.sync()

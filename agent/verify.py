@@ -53,9 +53,14 @@ def verify(
         if kind in ("source_failure", "pipeline_failure") and last["call"]["name"] in RUN_TOOLS:
             return {"passed": True, "method": "run_status", "detail": f"{len(result.get('runs', []))} run(s) completed without failure"}
         table = _table_to_check(ctx, last, incident, vars)
-        day = (last["call"].get("arguments") or {}).get("day") or vars.get("day")
+        # Working an incident, the check is on the incident's own partition, whatever day the write named.
+        day = (
+            vars.get("day")
+            if incident
+            else (last["call"].get("arguments") or {}).get("day") or (last["call"].get("arguments") or {}).get("start")
+        )
         if table is None or day is None:
-            return {"passed": True, "method": "tool_result", "detail": f"{last['call']['name']} completed; nothing further to check"}
+            return {"passed": False, "method": "none", "detail": f"{last['call']['name']} completed, but there is no partition to re-check"}
         check = check_partition(ctx, table, _day(str(day)), as_of=now)
         return {"passed": check.passed, "method": "revalidate_partition", "detail": check.detail, "check": check.model_dump(mode="json")}
     except DataOpsError as exc:
@@ -65,7 +70,9 @@ def verify(
 
 def _table_to_check(ctx: PlatformContext, turn: dict[str, Any], incident: dict[str, Any] | None, vars: dict[str, Any]) -> str | None:
     args = turn["call"].get("arguments") or {}
-    table = args.get("table") or (incident or {}).get("table") or vars.get("silver")
+    table = (incident or {}).get("table") if incident else args.get("table") or vars.get("silver")
+    if table is None and args.get("pipeline") in ctx.inventory.pipelines:
+        table = ctx.inventory.pipeline(args["pipeline"]).silver
     if isinstance(table, str) and table in ctx.inventory.tables and ctx.inventory.tables[table].layer in ("silver", "gold"):
         return table
     silver = vars.get("silver")

@@ -8,6 +8,7 @@ configuration locked, so the statement cannot read or write files, attach databa
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Any
 from urllib.parse import unquote
@@ -84,8 +85,8 @@ def _read_current(table: Table) -> pa.Table:
     return ds.dataset(paths, format="parquet").to_table().select(schema.names).cast(schema)
 
 
-def run_query(ctx: PlatformContext, sql: str, *, limit: int | None = 10_000) -> QueryResult:
-    """Run a read-only statement; raises QueryRefusedError for anything but a read."""
+def run_query(ctx: PlatformContext, sql: str, *, limit: int | None = 10_000, timeout_s: float | None = None) -> QueryResult:
+    """Run a read-only statement; raises QueryRefusedError for anything but a read, QueryError past `timeout_s`."""
     kind = _statement_kind(sql)
     if kind not in _ALLOWED:
         raise QueryRefusedError(
@@ -105,16 +106,29 @@ def run_query(ctx: PlatformContext, sql: str, *, limit: int | None = 10_000) -> 
             con.register(alias, data)
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM {alias}")
         con.execute("SET enable_external_access = false")
+        if timeout_s is not None:  # a caller that must stay responsive (the agent) also bounds memory and threads
+            con.execute("SET memory_limit = '1GB'")
+            con.execute("SET threads = 2")
         con.execute("SET lock_configuration = true")
+        timer = threading.Timer(timeout_s, con.interrupt) if timeout_s is not None else None
+        if timer is not None:
+            timer.start()
         try:
             cursor = con.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            fetched = cursor.fetchmany(limit + 1) if limit is not None else cursor.fetchall()
+        except duckdb.InterruptException:
+            raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped; narrow it (a WHERE on ts, fewer joins)") from None
         except duckdb.CatalogException as exc:
-            known = ", ".join(sorted(ctx.inventory.tables))
-            raise QueryError(f"{exc}. Tables are addressed as layer.name; known: {known}") from None
+            hint = ""
+            if "Table with name" in str(exc):
+                hint = f". Tables are addressed as layer.name; known: {', '.join(sorted(ctx.inventory.tables))}"
+            raise QueryError(f"{exc}{hint}") from None
         except duckdb.Error as exc:
             raise QueryError(f"the query failed: {exc}") from None
-        columns = [d[0] for d in cursor.description or []]
-        fetched = cursor.fetchmany(limit + 1) if limit is not None else cursor.fetchall()
+        finally:
+            if timer is not None:
+                timer.cancel()
     finally:
         con.close()
     truncated = limit is not None and len(fetched) > limit

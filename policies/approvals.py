@@ -145,6 +145,10 @@ class ApprovalStore:
     def decide(self, approval_id: str, *, approve: bool, user: str, reason: str = "", groups: tuple[str, ...] = ()) -> Approval:
         """Record a decision; the first valid one wins. Raises ApprovalError saying why a decision did not count."""
         current = self.get(approval_id)
+        if user == current.requested_by:
+            raise ApprovalError(
+                f"{user} asked for {approval_id} and may not decide it too; another approver must ({', '.join(current.approvers)})"
+            )
         if user not in current.approvers and not set(groups) & set(current.approvers):
             raise ApprovalError(
                 f"{user} may not decide {approval_id}; approvers: {', '.join(current.approvers)} (policy approvers / DATAOPS_APPROVERS)"

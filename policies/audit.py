@@ -43,6 +43,7 @@ class AuditRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
+    idem_key: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True, doc="tool + hash of its arguments")
 
 
 class AuditEntry(BaseModel):
@@ -110,6 +111,16 @@ class AuditLog:
     def finished(self, call_id: str) -> AuditEntry | None:
         entry = self.get(call_id)
         return entry if entry is not None and entry.status in FINISHED else None
+
+    def done_with_key(self, thread_id: str, key: str, *, other_than: str) -> AuditEntry | None:
+        """A finished, successful call of this thread with the same idempotency key (same tool, same arguments)."""
+        with self._ledger.session() as s:
+            row = s.scalars(
+                select(AuditRow).where(
+                    AuditRow.thread_id == thread_id, AuditRow.idem_key == key, AuditRow.status == "ok", AuditRow.call_id != other_than
+                )
+            ).first()
+            return AuditEntry.of(row) if row else None
 
     def entries(self, *, incident_id: int | None = None, thread_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
         with self._ledger.session() as s:

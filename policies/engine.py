@@ -5,7 +5,8 @@ log. The order puts refusals before permissions, so no later rule can allow what
 
     known_effect → read_is_free → resolve_needs_verification → safe_writes → freeze_window
     → token_budget → related_incidents → recurrence → destructive → backfill_limit → rerun_rate
-    → backfill_approval → rollback_approval → layer_approval → listed_writes → unlisted_write
+    → incident_scope → rerun_of_published → backfill_approval → rollback_approval → layer_approval
+    → listed_writes → unlisted_write
 """
 
 from __future__ import annotations
@@ -121,6 +122,27 @@ def rerun_rate(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
     return None
 
 
+DATA_LAYERS = ("bronze", "silver", "gold", "quarantine")
+
+
+def incident_scope(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    # Text inside data may talk the model into acting elsewhere; while working an incident, data writes outside
+    # its table and lineage need a human.
+    if req.history.in_scope is False and req.layer in DATA_LAYERS:
+        return _approval(policy, "incident_scope", f"{req.tool} targets {req.table}, outside the incident's table and its lineage")
+    return None
+
+
+def rerun_of_published(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    if req.tool in RERUN_TOOLS and req.history.window_failed is False:
+        return _approval(
+            policy,
+            "rerun_of_published",
+            f"every run of this window succeeded; re-running {req.pipeline} rewrites published data, gold included",
+        )
+    return None
+
+
 def backfill_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
     if req.tool in RERUN_TOOLS and req.span_days is None:
         return _approval(policy, "backfill_approval", f"{req.tool} does not say how many days it rewrites")
@@ -165,6 +187,8 @@ RULES: tuple[Rule, ...] = (
     destructive,
     backfill_limit,
     rerun_rate,
+    incident_scope,
+    rerun_of_published,
     backfill_approval,
     rollback_approval,
     layer_approval,

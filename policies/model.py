@@ -91,7 +91,13 @@ class CallHistory(BaseModel):
     related_open_incidents: int = Field(default=0, description="Unresolved incidents on the target table or its lineage")
     recurrences_last_week: int = Field(default=0, description="Incidents of the same cause in the last seven days")
     tokens_used: int = Field(default=0, description="Model tokens already spent on this incident or chat thread")
-    verified: bool = Field(default=False, description="A verification in this thread showed the problem gone")
+    verified: bool = Field(default=False, description="A verification in this thread showed the problem of this very incident gone")
+    in_scope: bool | None = Field(
+        default=None, description="The target is the incident's table or in its lineage; None outside an incident (chat)"
+    )
+    window_failed: bool | None = Field(
+        default=None, description="Re-runs: some run of the window failed, held days back or quarantined rows; None when unknown"
+    )
 
 
 class PolicyRequest(BaseModel):

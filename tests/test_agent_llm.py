@@ -332,9 +332,10 @@ def test_quarantining_a_gold_day_needs_approval_and_runs_once_approved(start: St
     assert rig.day_rows(GOLD, day) == [] and rig.head(GOLD) != head_before
     ran = tool_messages(rig.llm.chat_requests[1])["q1"]
     assert (ran["status"], ran["approved_by"]) == ("ok", "oncall")
-    # A gold day with no rows left is contained, not fixed: the verification says so, and the thread cannot resolve.
+    # Verification re-checks the incident's own partition (silver, 26 January), whatever the write touched:
+    # emptying a gold day does not fix the silver gap, so the thread cannot resolve.
     verification = rig.llm.chat_requests[1].messages[-1]["content"]
-    assert '"passed":false' in verification and f"{GOLD} has no rows on 2023-01-26" in verification
+    assert '"passed":false' in verification and "silver.carbon_intensity 2023-01-26 fails" in verification
     done = rig.agent.handle_incident(incident_id)
     assert (done.status, done.outcome) == ("done", "escalated")
     assert rig.ctx.incidents.get(incident_id).status == "escalated"

@@ -161,6 +161,18 @@ TABLE = [
     _case("reruns-3", "rerun_window", D, "rerun_rate", span=1, history=CallHistory(reruns_last_hour=3)),
     _case("reruns-3-backfill", "backfill_range", D, "rerun_rate", span=10, history=CallHistory(reruns_last_hour=3)),
     _case("reruns-do-not-limit-quarantine", "quarantine_partition", A, "listed_writes", history=CallHistory(reruns_last_hour=9)),
+    # incident_scope: while working an incident, data writes outside its table and lineage need a human
+    _case("out-of-scope-quarantine", "quarantine_partition", N, "incident_scope", history=CallHistory(in_scope=False)),
+    _case("out-of-scope-rerun", "rerun_window", N, "incident_scope", span=1, history=CallHistory(in_scope=False)),
+    _case("in-scope-quarantine", "quarantine_partition", A, "listed_writes", history=CallHistory(in_scope=True)),
+    _case("out-of-scope-ops-write", "annotate_incident", A, "safe_writes", layer="ops", history=CallHistory(in_scope=False)),
+    _case(
+        "out-of-scope-no-approvers", "quarantine_partition", D, "incident_scope", history=CallHistory(in_scope=False), policy="no_approvers"
+    ),
+    # rerun_of_published: a window whose runs all succeeded is published data; re-running it needs a human
+    _case("rerun-published", "rerun_window", N, "rerun_of_published", span=1, history=CallHistory(window_failed=False)),
+    _case("rerun-failed-window", "rerun_window", A, "listed_writes", span=1, history=CallHistory(window_failed=True)),
+    _case("backfill-published", "backfill_range", N, "rerun_of_published", span=3, history=CallHistory(window_failed=False)),
     # backfill_approval: over 7 days
     _case("backfill-7", "backfill_range", A, "listed_writes", span=7),
     _case("backfill-7.5", "backfill_range", N, "backfill_approval", span=7.5),
@@ -179,7 +191,7 @@ TABLE = [
     # listed_writes
     _case("quarantine-silver", "quarantine_partition", A, "listed_writes"),
     _case("rerun-silver", "rerun_window", A, "listed_writes", span=1),
-    _case("resume", "resume_pipeline", A, "listed_writes", layer="ops"),
+    _case("resume", "resume_pipeline", N, "unlisted_write", layer="ops"),
     _case("listed-no-approvers", "quarantine_partition", A, "listed_writes", policy="no_approvers"),
     # unlisted_write: every other write needs a human
     _case("release-silver", "release_partition", N, "unlisted_write"),

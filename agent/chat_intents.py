@@ -20,7 +20,8 @@ HELP = (
     "'what is open?', 'why did the last <pipeline> run fail?', 'what was the carbon intensity yesterday at 18:00?' "
     "(or on YYYY-MM-DD at HH:MM), 'status', 'history of <table>', 'lineage of <table>', "
     "'rerun <pipeline> YYYY-MM-DD [to YYYY-MM-DD]', 'backfill <pipeline> from YYYY-MM-DD to YYYY-MM-DD', "
-    "'quarantine <table> YYYY-MM-DD', 'rollback <table> to <snapshot id>', 'pause <pipeline>', 'resume <pipeline>'. "
+    "'quarantine <table> YYYY-MM-DD', 'release <table> YYYY-MM-DD', 'delete <table> YYYY-MM-DD', 'expire snapshots of <table>', "
+    "'rollback <table> to <snapshot id>', 'pause <pipeline>', 'resume <pipeline>'. "
     "Set DATAOPS_LLM_BASE_URL and DATAOPS_LLM_MODEL for free-form questions."
 )
 _DAY = r"(\d{4}-\d{2}-\d{2})"
@@ -63,6 +64,12 @@ def _first_call(state: PlanningState, question: str, now: datetime) -> ProposedC
             rf"\bquarantine {_NAME} {_DAY}",
             lambda m: _call(state, "quarantine_partition", table=m[1], day=m[2], reason=f"requested in chat: {question[:200]}"),
         ),
+        (rf"\brelease {_NAME} {_DAY}", lambda m: _call(state, "release_partition", table=m[1], day=m[2])),
+        (
+            rf"\bdelete {_NAME} {_DAY}",
+            lambda m: _call(state, "delete_partition", table=m[1], day=m[2], reason=f"requested in chat: {question[:200]}"),
+        ),
+        (rf"\bexpire snapshots of {_NAME}", lambda m: _call(state, "expire_snapshots", table=m[1])),
         (
             rf"\broll ?back {_NAME} to (\d+)",
             lambda m: _call(state, "rollback_table", table=m[1], snapshot_id=int(m[2]), reason=f"requested in chat: {question[:200]}"),

@@ -54,6 +54,7 @@ def incident_vars(ctx: PlatformContext, incident: Incident, now: datetime) -> di
         "window_start": _day(window[0]) if window else day,
         "window_end": _day(window[1]) if window else next_day,
         "today": _day(now),
+        "paused": bool(pipeline and ctx.control.is_paused(pipeline)),
     }
 
 

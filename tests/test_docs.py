@@ -35,7 +35,7 @@ def test_every_tool_has_a_readme_row() -> None:
 
 
 def test_every_command_is_documented() -> None:
-    from agent.cli import app
+    from evals.cli import app
 
     names = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
     missing = [n for n in names if f"`dataops {n}" not in README]

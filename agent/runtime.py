@@ -94,7 +94,9 @@ class Agent:
             reporter=self.reporter, memory=self.memory, clock=clock or (lambda: datetime.now(UTC)), max_steps=ctx.settings.agent_max_steps,
         )  # fmt: skip
         self._conn = sqlite3.connect(str(ctx.settings.home / "checkpoints.db"), check_same_thread=False)
-        self.graph = build_graph(self.runtime).compile(checkpointer=SqliteSaver(self._conn))
+        saver = SqliteSaver(self._conn)
+        saver.setup()  # create the checkpoint tables now: recover() reads them before the first thread runs
+        self.graph = build_graph(self.runtime).compile(checkpointer=saver)
         self._lock = threading.RLock()  # one graph step at a time per process: threads share the ops database and the lake
 
     @property

@@ -122,6 +122,24 @@ class DataopsSettings(BaseSettings):
         default="sklearn",
         description="Embedding of the incident memory: 'sklearn' (offline, never downloads), 'sentence-transformers:<model>' or 'openai:<model>'.",
     )
+    lineage_target: str | None = Field(
+        default=None,
+        description=(
+            "Where each run's OpenLineage events go: unset (off), a file (file:///path or a plain path; one JSON event a line) "
+            "or an http(s):// URL that receives POST {url}/api/v1/lineage (Marquez; DataHub at .../openapi/openlineage)."
+        ),
+    )
+    lineage_namespace: str = Field(default="dataops", description="OpenLineage job namespace of the pipelines' runs.")
+
+    @field_validator("lineage_target")
+    @classmethod
+    def _lineage_scheme(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("", "file", "http", "https"):
+            raise ValueError(f"lineage_target {value!r} has scheme {scheme!r}; valid: file:///path, a plain path, http:// or https:// URL")
+        return value.strip()
 
     @field_validator("approvers", mode="before")
     @classmethod

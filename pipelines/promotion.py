@@ -32,7 +32,7 @@ from config.errors import (
     TransientSourceError,
 )
 from config.inventory import PipelineSpec, TableSpec
-from pipelines import metrics
+from pipelines import metrics, openlineage
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
@@ -509,6 +509,7 @@ def run_pipeline(
             )
     ledger.start_run(run_id=run_id, pipeline=pipeline, window_start=window.start, window_end=window.end, as_of=as_of, attempts=attempt)
     run = _Run(ctx, spec, window, as_of=as_of, run_id=run_id, progress=progress)
+    openlineage.emit_run_event(ctx, spec, "START", run_id=run_id, window=window, as_of=as_of)
     started = time.perf_counter()
     try:
         result = run.execute()
@@ -527,6 +528,7 @@ def run_pipeline(
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
         ledger.finish_run(run_id, status="failed", error=result.error, timings=run.timings)
+        openlineage.emit_run_event(ctx, spec, "FAIL", run_id=run_id, window=window, as_of=as_of, result=result, error=exc)
         raise
     result.duration_s = round(time.perf_counter() - started, 3)
     metrics.observe_run(result)
@@ -543,6 +545,8 @@ def run_pipeline(
         held_days=result.held_days,
         error=result.error,
     )
+    outcome: openlineage.EventType = "FAIL" if result.status == "failed" else "COMPLETE"
+    openlineage.emit_run_event(ctx, spec, outcome, run_id=run_id, window=window, as_of=as_of, result=result)
     return result
 
 

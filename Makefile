@@ -14,12 +14,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's prometheus (server and promtool) for the real-scrape integration test.
+# Debian's prometheus (server and promtool) for the real-scrape test, and postgresql for the storage-backend tests.
 system-deps:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "install Debian's prometheus package (sudo apt-get install prometheus) for the scrape test" >&2; exit 1; fi; }
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  else echo "install Debian's postgresql package (sudo apt-get install postgresql) for the storage-backend tests" >&2; exit 1; fi; }
 
 run: $(STAMP)  ## start the service on the bundled real data (replay clock, offline, no keys); Ctrl-C stops
 	$(BIN)/dataops serve

@@ -20,7 +20,7 @@ HELP = (
     "'what is open?', 'why did the last <pipeline> run fail?', 'what was the carbon intensity yesterday at 18:00?' "
     "(or on YYYY-MM-DD at HH:MM), 'status', 'history of <table>', 'lineage of <table>', "
     "'rerun <pipeline> YYYY-MM-DD [to YYYY-MM-DD]', 'backfill <pipeline> from YYYY-MM-DD to YYYY-MM-DD', "
-    "'quarantine <table> YYYY-MM-DD', 'release <table> YYYY-MM-DD', 'delete <table> YYYY-MM-DD', 'expire snapshots of <table>', "
+    "'quarantine <table> YYYY-MM-DD', 'release <table> YYYY-MM-DD', 'delete <table> YYYY-MM-DD', 'expire snapshots of <table>', 'compact <table>', "
     "'rollback <table> to <snapshot id>', 'pause <pipeline>', 'resume <pipeline>'. "
     "Set DATAOPS_LLM_BASE_URL and DATAOPS_LLM_MODEL for free-form questions."
 )
@@ -70,6 +70,7 @@ def _first_call(state: PlanningState, question: str, now: datetime) -> ProposedC
             lambda m: _call(state, "delete_partition", table=m[1], day=m[2], reason=f"requested in chat: {question[:200]}"),
         ),
         (rf"\bexpire snapshots of {_NAME}", lambda m: _call(state, "expire_snapshots", table=m[1])),
+        (rf"\bcompact {_NAME}", lambda m: _call(state, "compact_table", table=m[1])),
         (
             rf"\broll ?back {_NAME} to (\d+)",
             lambda m: _call(state, "rollback_table", table=m[1], snapshot_id=int(m[2]), reason=f"requested in chat: {question[:200]}"),

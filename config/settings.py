@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -17,6 +17,7 @@ from pydantic_settings import (
 )
 
 CONFIG_DIR = Path(__file__).resolve().parent
+CATALOG_TYPES = ("sql", "rest")
 
 
 class DataopsSettings(BaseSettings):
@@ -38,6 +39,35 @@ class DataopsSettings(BaseSettings):
     catalog_uri: str | None = Field(default=None, description="SQLAlchemy URL of the Iceberg SQL catalog; default sqlite in home.")
     warehouse: str | None = Field(default=None, description="Warehouse location (path or s3:// URL); default home/warehouse.")
     ops_db_url: str | None = Field(default=None, description="SQLAlchemy URL of the ops database (run ledger); default sqlite in home.")
+    catalog_type: str = Field(
+        default="sql",
+        description="Iceberg catalog kind: 'sql' (pyiceberg SqlCatalog on catalog_uri: SQLite, Postgres) or 'rest' (REST catalog at rest_catalog_uri).",
+    )
+    catalog_name: str = Field(
+        default="dataops",
+        description="Iceberg catalog name; a SQL catalog's rows in iceberg_tables carry it (the iceberg-rest image's JDBC catalog uses 'rest_backend').",
+    )
+    rest_catalog_uri: str | None = Field(
+        default=None, description="Base URL of the Iceberg REST catalog (http://host:8181); required when catalog_type is 'rest'."
+    )
+    rest_catalog_credential: str | None = Field(
+        default=None, repr=False, description="OAuth2 client credential ('client_id:secret') for the REST catalog; unset: no auth."
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="S3 API endpoint of an S3-compatible store (MinIO: http://host:9000); unset: AWS S3."
+    )
+    s3_region: str | None = Field(
+        default=None, description="S3 region; unset: us-east-1 when s3_endpoint is set, else resolved from the bucket by AWS."
+    )
+    s3_access_key_id: str | None = Field(
+        default=None, repr=False, description="S3 access key id; unset: the AWS default chain (AWS_ACCESS_KEY_ID, profiles)."
+    )
+    s3_secret_access_key: str | None = Field(
+        default=None, repr=False, description="S3 secret access key; unset: the AWS default chain. Never logged."
+    )
+    s3_path_style: bool = Field(
+        default=True, description="Path-style S3 URLs (http://endpoint/bucket/key), as MinIO and moto need; false: virtual-hosted style."
+    )
     source_mode: str = Field(
         default="replay",
         description="'replay' serves the bundled real data offline; 'http' calls the public APIs.",
@@ -140,6 +170,20 @@ class DataopsSettings(BaseSettings):
         if scheme not in ("", "file", "http", "https"):
             raise ValueError(f"lineage_target {value!r} has scheme {scheme!r}; valid: file:///path, a plain path, http:// or https:// URL")
         return value.strip()
+
+    @field_validator("catalog_type")
+    @classmethod
+    def _known_catalog_type(cls, value: str) -> str:
+        kind = value.strip().lower()
+        if kind not in CATALOG_TYPES:
+            raise ValueError(f"catalog_type {value!r} is not supported; valid: {', '.join(repr(t) for t in CATALOG_TYPES)}")
+        return kind
+
+    @model_validator(mode="after")
+    def _rest_catalog_has_uri(self) -> DataopsSettings:
+        if self.catalog_type == "rest" and not self.rest_catalog_uri:
+            raise ValueError("catalog_type 'rest' needs rest_catalog_uri (DATAOPS_REST_CATALOG_URI=http://host:8181)")
+        return self
 
     @field_validator("approvers", mode="before")
     @classmethod

@@ -40,10 +40,11 @@ REQUIRED = {
     "escalate_incident": "write",
     "expire_snapshots": "destructive",
     "delete_partition": "destructive",
+    "compact_table": "write",
 }
 VERBS = {
     "list", "get", "query", "profile", "diff", "refetch", "rerun", "backfill", "quarantine", "release", "rollback", "pause",
-    "resume", "annotate", "resolve", "escalate", "expire", "delete", "search", "current", "validate",
+    "resume", "annotate", "resolve", "escalate", "expire", "delete", "search", "current", "validate", "compact",
 }  # fmt: skip
 NOUN_FIRST = {"table_history", "table_lineage"}  # read as "the table's history": allowed as they stand
 LAYERS = {"bronze", "silver", "gold", "quarantine", "ops", "source", "memory"}
@@ -75,6 +76,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "pause_pipeline": {"pipeline": "carbon_intensity", "reason": "schema drift: intensity.forecast renamed"},
     "resume_pipeline": {"pipeline": "carbon_intensity"},
     "expire_snapshots": {"table": "bronze.carbon_intensity", "dry_run": True},
+    "compact_table": {"table": "bronze.carbon_intensity", "min_files": 4},
 }
 # What the policy engine sees of each example call that changes something.
 CI = "carbon_intensity"  # the pipeline feeding silver.carbon_intensity, and through it gold.carbon_intensity_hourly
@@ -93,6 +95,7 @@ TARGETS = {
     "pause_pipeline": Target(layer="ops", table="ops.schedules", pipeline="carbon_intensity"),
     "resume_pipeline": Target(layer="ops", table="ops.schedules", pipeline="carbon_intensity"),
     "expire_snapshots": Target(layer="bronze", table="bronze.carbon_intensity"),
+    "compact_table": Target(layer="bronze", table="bronze.carbon_intensity"),
 }
 TOOL_NAMES = sorted(REGISTRY)
 CHANGING = sorted(name for name, spec in REGISTRY.items() if spec.effect != "read")
@@ -150,7 +153,7 @@ def test_unknown_argument_is_refused_by_name(name: str) -> None:
 
 
 def test_unknown_tool_lists_the_known_ones() -> None:
-    with pytest.raises(ToolError, match=r"unknown tool 'nope'; known: annotate_incident, backfill_range, current_metrics, "):
+    with pytest.raises(ToolError, match=r"unknown tool 'nope'; known: annotate_incident, backfill_range, compact_table, current_metrics, "):
         get_tool("nope")
     assert get_tool("rerun_window") is REGISTRY["rerun_window"]
 

@@ -1,4 +1,4 @@
-"""Maintenance tools: expire old snapshots of a table and delete the files nothing references any more."""
+"""Maintenance tools: expire old snapshots and delete unreferenced files; compact small files per day."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from pipelines.lakehouse import maintenance
+from pipelines.lakehouse.compaction import CompactionResult, compact_table
 from pipelines.lakehouse.maintenance import MaintenanceResult
 from tools.base import Target, ToolContext, ToolInput, ToolSpec, table_target
 
@@ -32,8 +33,18 @@ def expire_snapshots(ctx: ToolContext, args: ExpireSnapshotsInput) -> Maintenanc
     )
 
 
-def _target(ctx: ToolContext, args: ExpireSnapshotsInput) -> Target:
+def _target(ctx: ToolContext, args: ExpireSnapshotsInput | CompactTableInput) -> Target:
     return table_target(ctx, args.table)
+
+
+class CompactTableInput(ToolInput):
+    table: str = Field(description="The table to compact, as layer.name; bronze tables collect one small file per run.")
+    min_files: int = Field(default=4, ge=2, le=10_000, description="Compact the UTC days that have at least this many data files.")
+
+
+def compact(ctx: ToolContext, args: CompactTableInput) -> CompactionResult:
+    run_id = f"tool-compact_table-{ctx.call_id or 'cli'}"
+    return compact_table(ctx.platform, args.table, run_id=run_id, min_files=args.min_files)
 
 
 TOOLS: list[ToolSpec[Any, Any]] = [
@@ -48,6 +59,16 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         result=MaintenanceResult,
         effect="destructive",
         run=expire_snapshots,
+        target=_target,
+    ),
+    ToolSpec(
+        name="compact_table",
+        description="Rewrite the days of a table that have many small data files into one file per day (same rows, audited "
+        "on a branch, then published). Readers see the same data, faster.",
+        input=CompactTableInput,
+        result=CompactionResult,
+        effect="write",
+        run=compact,
         target=_target,
     ),
 ]

@@ -1,4 +1,9 @@
-"""The Iceberg catalog named `dataops` and the tables the inventory declares."""
+"""The Iceberg catalog (SQL or REST, on a local or s3:// warehouse) and the tables the inventory declares.
+
+Which catalog and which storage is a matter of settings alone: `catalog_type` picks pyiceberg's
+`SqlCatalog` (any SQLAlchemy URL: SQLite by default, `postgresql+psycopg2://...`) or `RestCatalog`;
+`warehouse` is a path or `s3://bucket/prefix`, reached through the `s3_*` settings (pyarrow's S3 file
+system reads no AWS_ENDPOINT_URL, so the endpoint must travel as a FileIO property)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.io import S3_ACCESS_KEY_ID, S3_ENDPOINT, S3_FORCE_VIRTUAL_ADDRESSING, S3_REGION, S3_SECRET_ACCESS_KEY
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -28,7 +34,8 @@ from config.errors import LakehouseError
 from config.inventory import LAYERS, Inventory, TableSpec
 from config.settings import DataopsSettings
 
-CATALOG_NAME = "dataops"
+CATALOG_NAME = "dataops"  # the default of the catalog_name setting
+_S3_DEFAULT_REGION = "us-east-1"  # S3-compatible stores accept any; unset, pyiceberg asks AWS for the bucket's region
 
 _TYPES: dict[str, IcebergType] = {
     "timestamptz": TimestamptzType(),
@@ -43,9 +50,47 @@ _TRANSFORMS = {"day": DayTransform, "hour": HourTransform, "month": MonthTransfo
 
 
 def open_catalog(settings: DataopsSettings) -> Catalog:
-    """The SQL catalog on `catalog_url` with the configured warehouse."""
+    """The catalog the settings name: SQL on `catalog_url` or REST on `rest_catalog_uri`, with the S3 FileIO properties."""
     settings.ensure_home()
-    return SqlCatalog(CATALOG_NAME, uri=settings.catalog_url, warehouse=settings.warehouse_location)
+    properties = file_io_properties(settings)
+    if settings.catalog_type == "rest":
+        return _open_rest_catalog(settings, properties)
+    return SqlCatalog(settings.catalog_name, uri=settings.catalog_url, warehouse=settings.warehouse_location, **properties)
+
+
+def file_io_properties(settings: DataopsSettings) -> dict[str, str]:
+    """pyiceberg FileIO properties from the `s3_*` settings; empty when none is set (local warehouse, AWS defaults)."""
+    properties: dict[str, str] = {}
+    if settings.s3_endpoint:
+        properties[S3_ENDPOINT] = settings.s3_endpoint
+    region = settings.s3_region or (_S3_DEFAULT_REGION if settings.s3_endpoint else None)
+    if region:
+        properties[S3_REGION] = region
+    if settings.s3_access_key_id:
+        properties[S3_ACCESS_KEY_ID] = settings.s3_access_key_id
+    if settings.s3_secret_access_key:
+        properties[S3_SECRET_ACCESS_KEY] = settings.s3_secret_access_key
+    if settings.s3_endpoint or settings.warehouse_location.startswith(("s3://", "s3a://", "s3n://")):
+        properties[S3_FORCE_VIRTUAL_ADDRESSING] = "false" if settings.s3_path_style else "true"
+    return properties
+
+
+def _open_rest_catalog(settings: DataopsSettings, properties: dict[str, str]) -> Catalog:
+    from pyiceberg.catalog.rest import RestCatalog
+
+    uri = settings.rest_catalog_uri
+    assert uri, "checked by the settings"
+    if settings.warehouse:  # unset: the REST server's own warehouse (never our local default)
+        properties["warehouse"] = settings.warehouse
+    if settings.rest_catalog_credential:
+        properties["credential"] = settings.rest_catalog_credential
+    try:
+        return RestCatalog(settings.catalog_name, uri=uri, **properties)
+    except Exception as exc:  # requests' connection errors, HTTP errors mapped by pyiceberg, bad JSON
+        raise LakehouseError(
+            f"the REST catalog at {uri} cannot be reached or refused its config request ({type(exc).__name__}: {exc}); "
+            "check DATAOPS_REST_CATALOG_URI and that the server is up"
+        ) from exc
 
 
 def iceberg_schema(spec: TableSpec) -> Schema:

@@ -192,6 +192,39 @@ def _prompt() -> str | None:
 
 
 @app.command()
+def maintain(
+    table: Annotated[str | None, typer.Argument(help="One table (layer.name); default every table.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Report what expiry would remove; compact nothing, delete nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Table upkeep now (what `dataops serve` runs every DATAOPS_MAINTENANCE_INTERVAL_HOURS): compact small files, expire old snapshots, delete orphan files."""
+    from pipelines.lakehouse.upkeep import upkeep
+
+    ctx = _context()
+    with _usage_errors():
+        if table is not None:
+            ctx.inventory.table(table)
+        results = upkeep(ctx, tables=[table] if table else None, dry_run=dry_run)
+    if as_json:
+        _emit_json([r.model_dump(mode="json") for r in results])
+    else:
+        for r in results:
+            compacted = (
+                f"compacted {len(r.compaction.days_compacted)} day(s) {r.compaction.files_before}→{r.compaction.files_after} files"
+                if r.compaction
+                else "no compaction (dry run)"
+            )
+            expired = (
+                f"expired {r.expiry.snapshots_expired} snapshot(s), deleted {r.expiry.files_deleted} file(s), {r.expiry.bytes_freed} bytes"
+                if r.expiry
+                else ""
+            )
+            out.print(f"{r.table}: {r.error or f'{compacted}; {expired}'}", markup=False)
+    if any(r.error for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the tour's outcome as JSON on stdout.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the demo's state folder and print where it is.")] = False,

@@ -152,6 +152,18 @@ class DataopsSettings(BaseSettings):
         default="sklearn",
         description="Embedding of the incident memory: 'sklearn' (offline, never downloads), 'sentence-transformers:<model>' or 'openai:<model>'.",
     )
+    maintenance_interval_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Real hours between table-maintenance runs in `dataops serve` (compaction, then snapshot expiry and orphan cleanup); 0 turns it off.",
+    )
+    snapshot_retention_hours: float = Field(
+        default=168.0, ge=0, description="Snapshots of main older than this (and beyond the newest few) are expired by maintenance."
+    )
+    snapshot_retain_last: int = Field(default=5, ge=1, description="Maintenance always keeps main's newest this-many snapshots.")
+    compaction_min_files: int = Field(
+        default=4, ge=2, description="Maintenance compacts a UTC day of a table once it has this many data files."
+    )
     lineage_target: str | None = Field(
         default=None,
         description=(

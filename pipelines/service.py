@@ -47,6 +47,22 @@ def _run_job(pipeline: str) -> None:
         _SERVICE.tick(pipeline)
 
 
+def _upkeep_job() -> None:
+    if _SERVICE is not None and not _SERVICE.stopping.is_set():
+        from pipelines.lakehouse.upkeep import upkeep
+
+        for result in upkeep(_SERVICE.ctx):
+            if result.compaction and result.compaction.days_compacted:
+                log.info("upkeep %s: compacted %s", result.table, ", ".join(result.compaction.days_compacted))
+            if result.expiry and (result.expiry.snapshots_expired or result.expiry.files_deleted):
+                log.info(
+                    "upkeep %s: expired %d snapshots, deleted %d files",
+                    result.table,
+                    result.expiry.snapshots_expired,
+                    result.expiry.files_deleted,
+                )
+
+
 def _monitor_job() -> None:
     if _SERVICE is not None:
         _SERVICE.monitor_tick()
@@ -243,8 +259,18 @@ class Service:
             name="monitors",
             replace_existing=True,
         )
+        if s.maintenance_interval_hours > 0:
+            scheduler.add_job(
+                _upkeep_job,
+                trigger=IntervalTrigger(hours=s.maintenance_interval_hours, timezone=UTC),
+                id="upkeep",
+                name="table upkeep",
+                replace_existing=True,
+            )
         self.attach_extensions()
         scheduler.start()
+        if s.maintenance_interval_hours <= 0 and scheduler.get_job("upkeep") is not None:
+            scheduler.remove_job("upkeep")  # switched off since the job store last saw it
         self.scheduler = scheduler
         return scheduler
 

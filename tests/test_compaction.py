@@ -58,3 +58,21 @@ def test_the_tool_compacts_and_the_policy_sees_a_write(ctx: PlatformContext) -> 
     assert result.files_after == 1
     with pytest.raises(Exception, match="unknown table"):
         spec.invoke(ToolContext(platform=ctx), spec.parse({"table": "bronze.nope"}))
+
+
+def test_upkeep_compacts_then_expires_every_table_and_reports(ctx: PlatformContext) -> None:
+    from pipelines.lakehouse.upkeep import upkeep
+
+    _fill(ctx)
+    ctx.settings = ctx.settings.model_copy(update={"snapshot_retention_hours": 0.0, "snapshot_retain_last": 1, "compaction_min_files": 4})
+    before = _fingerprint(ctx)
+    snapshots_before = len(load_table(ctx.catalog, BRONZE).metadata.snapshots)
+    results = {r.table: r for r in upkeep(ctx)}
+    assert set(results) == set(ctx.inventory.tables) and not any(r.error for r in results.values())
+    bronze = results[BRONZE]
+    assert bronze.compaction is not None and bronze.compaction.files_after == 1
+    assert bronze.expiry is not None and bronze.expiry.snapshots_expired >= 1
+    assert len(load_table(ctx.catalog, BRONZE).metadata.snapshots) < snapshots_before
+    assert _fingerprint(ctx) == before, "upkeep changes files, never rows"
+    dry = {r.table: r for r in upkeep(ctx, tables=[BRONZE], dry_run=True)}
+    assert dry[BRONZE].compaction is None and dry[BRONZE].expiry is not None and dry[BRONZE].expiry.dry_run

@@ -40,8 +40,9 @@ class CompactionResult(BaseModel):
 def files_per_day(ctx: PlatformContext, name: str) -> dict[date, int]:
     """Data files per UTC day partition on main."""
     table = load_table(ctx.catalog, name)
-    if table.current_snapshot() is None:
-        return {}
+    current = table.current_snapshot()
+    if current is None or not current.manifests(table.io):
+        return {}  # no snapshot, or an empty one (a genesis snapshot): pyiceberg's inspect cannot list it
     files = table.inspect.files().select(["content", "partition"]).to_pylist()
     counts: Counter[date] = Counter()
     for f in files:

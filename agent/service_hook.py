@@ -28,7 +28,8 @@ _STOP: Job = ("stop", 0)
 class AgentExtension:
     def __init__(self, service: Service, *, reporter: Reporter | None = None, slack: bool | None = None) -> None:
         ctx = service.ctx
-        console: Reporter = reporter or ConsoleReporter(lambda text: print(text, flush=True))
+        # The live steps would repeat in the final report, which lists every action with its decision.
+        console: Reporter = reporter or ConsoleReporter(lambda text: print(text, flush=True), verbose=False)
         self.slack_reporter: Any = None
         self.slack_app: Any = None
         use_slack = ctx.settings.slack_configured if slack is None else slack

@@ -19,11 +19,7 @@ from tools.base import Target
 
 
 def pipeline_for(ctx: PlatformContext, table: str) -> str | None:
-    """The pipeline that owns `table`: the one whose bronze/silver/quarantine it is, else the first mart feeder."""
-    feeding = ctx.inventory.pipelines_feeding(table)
-    own = [p for p in feeding if table in (p.bronze, p.silver, p.quarantine)]
-    candidates = own or feeding
-    return candidates[0].name if candidates else None
+    return lineage.owning_pipeline(ctx.inventory, table)
 
 
 def _day(value: Any) -> str | None:

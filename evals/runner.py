@@ -14,7 +14,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,30 +126,27 @@ class _Scenario:
         durations = []
         for incident in sorted(self.ctx.incidents.list(status="open", limit=1000), key=lambda i: i.id):
             started = time.perf_counter()
-            outcome = agent.handle_incident(incident.id)
-            while outcome.status == "waiting" and outcome.approval_id:
-                approval = agent.approvals.get(outcome.approval_id)
-                decision = self.spec.approvals.decision_for(approval.tool)
-                if decision == "ignore":
-                    break  # the human never answers: the request stays pending
-                agent.decide(approval.id, approve=decision == "approve", user=self.spec.approvals.by, reason=f"eval: {decision}")
-                outcome = agent.handle_incident(incident.id)
+            outcome = self._answer(agent, agent.handle_incident(incident.id), partial(agent.handle_incident, incident.id))
             settled = self.ctx.incidents.get(incident.id)
             if settled.status in ("resolved", "escalated"):
                 durations.append(time.perf_counter() - started)
             messages[incident.id] = outcome.message
         for n, message in enumerate(self.spec.chat, start=1):
             thread = f"chat-{message.thread}"
-            outcome = agent.chat(thread, message.text, user=message.user)
-            while outcome.status == "waiting" and outcome.approval_id:
-                approval = agent.approvals.get(outcome.approval_id)
-                decision = self.spec.approvals.decision_for(approval.tool)
-                if decision == "ignore":
-                    break
-                agent.decide(approval.id, approve=decision == "approve", user=self.spec.approvals.by, reason=f"eval: {decision}")
-                outcome = self._chat_outcome(agent, thread)
+            outcome = self._answer(agent, agent.chat(thread, message.text, user=message.user), partial(self._chat_outcome, agent, thread))
             messages[-n] = outcome.message  # chat answers are keyed -1, -2, ...; incidents by their id
         return messages, (sum(durations) / len(durations) if durations else None)
+
+    def _answer(self, agent: Agent, outcome: Any, current: Callable[[], Any]) -> Any:
+        """Answer the thread's approval requests as the scenario's human would, through `Agent.decide`."""
+        while outcome.status == "waiting" and outcome.approval_id:
+            approval = agent.approvals.get(outcome.approval_id)
+            decision = self.spec.approvals.decision_for(approval.tool)
+            if decision == "ignore":
+                break  # the human never answers: the request stays pending
+            agent.decide(approval.id, approve=decision == "approve", user=self.spec.approvals.by, reason=f"eval: {decision}")
+            outcome = current()
+        return outcome
 
     @staticmethod
     def _chat_outcome(agent: Agent, thread: str) -> Any:

@@ -158,14 +158,13 @@ class IncidentStore:
                 )
             now = datetime.now(UTC)
             row.status = status
-            row.updated_at = now
             if status == "acknowledged":
                 row.acknowledged_at = now
             elif status == "resolved":
                 row.resolved_at = now
             elif status == "escalated":
                 row.escalated_at = now
-            row.notes = [*row.notes, {"at": now.isoformat(), "actor": actor, "status": status, "note": note}]
+            _note(row, note, actor=actor, at=now)
             s.flush()
             return Incident.of(row)
 
@@ -175,9 +174,7 @@ class IncidentStore:
             row = s.get(IncidentRow, incident_id)
             if row is None:
                 raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
-            now = datetime.now(UTC)
-            row.updated_at = now
-            row.notes = [*row.notes, {"at": now.isoformat(), "actor": actor, "status": row.status, "note": note}]
+            _note(row, note, actor=actor)
             s.flush()
             return Incident.of(row)
 
@@ -202,6 +199,13 @@ class IncidentStore:
         for incident in self.list(status="unresolved", limit=10_000):
             counts[incident.severity] = counts.get(incident.severity, 0) + 1
         return counts
+
+
+def _note(row: IncidentRow, note: str, *, actor: str, at: datetime | None = None) -> None:
+    """Append a note (with the status it was written in) and touch the row."""
+    at = at or datetime.now(UTC)
+    row.updated_at = at
+    row.notes = [*row.notes, {"at": at.isoformat(), "actor": actor, "status": row.status, "note": note}]
 
 
 def _rank(severity: str) -> int:

@@ -22,6 +22,14 @@ def edges(inventory: Inventory) -> list[tuple[str, str]]:
     return sorted(found)
 
 
+def owning_pipeline(inventory: Inventory, table: str) -> str | None:
+    """The pipeline that owns `table`: the one whose bronze/silver/quarantine it is, else the first whose mart writes it."""
+    feeding = inventory.pipelines_feeding(table)
+    own = [p for p in feeding if table in (p.bronze, p.silver, p.quarantine)]
+    candidates = own or feeding
+    return candidates[0].name if candidates else None
+
+
 def _walk(start: str, graph: dict[str, set[str]]) -> list[str]:
     seen: list[str] = []
     frontier = [start]

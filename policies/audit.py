@@ -7,7 +7,7 @@ second execution of the same call id return the recorded result instead of actin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -142,7 +142,3 @@ class AuditLog:
     def tokens_of(self, thread_id: str) -> int:
         with self._ledger.session() as s:
             return int(s.scalar(select(func.coalesce(func.sum(AuditRow.tokens), 0)).where(AuditRow.thread_id == thread_id)) or 0)
-
-
-def hour_ago(now: datetime) -> datetime:
-    return now - timedelta(hours=1)

@@ -76,3 +76,21 @@ def test_upkeep_compacts_then_expires_every_table_and_reports(ctx: PlatformConte
     assert _fingerprint(ctx) == before, "upkeep changes files, never rows"
     dry = {r.table: r for r in upkeep(ctx, tables=[BRONZE], dry_run=True)}
     assert dry[BRONZE].compaction is None and dry[BRONZE].expiry is not None and dry[BRONZE].expiry.dry_run
+
+
+def test_dataops_maintain_runs_upkeep_and_refuses_unknown_tables(ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from evals.cli import app
+
+    _fill(ctx)
+    monkeypatch.setenv("DATAOPS_HOME", str(ctx.settings.home))
+    runner = CliRunner()
+    done = runner.invoke(app, ["maintain", BRONZE, "--json"])
+    assert done.exit_code == 0, done.output
+    [result] = json.loads(done.output)
+    assert result["table"] == BRONZE and result["compaction"]["files_after"] == 1 and result["error"] is None
+    refused = runner.invoke(app, ["maintain", "bronze.nope"])
+    assert refused.exit_code == 2 and "unknown table 'bronze.nope'" in refused.output

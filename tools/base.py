@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.errors import DataOpsError, ToolError
+from pipelines import lineage
 from pipelines.context import PlatformContext
 
 if TYPE_CHECKING:
@@ -109,5 +110,4 @@ def table_target(ctx: ToolContext, table: str, **extra: Any) -> Target:
 
 
 def pipeline_of_table(ctx: ToolContext, table: str) -> str | None:
-    feeding = ctx.platform.inventory.pipelines_feeding(table)
-    return feeding[0].name if feeding else None
+    return lineage.owning_pipeline(ctx.platform.inventory, table)

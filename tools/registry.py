@@ -29,7 +29,3 @@ def get_tool(name: str) -> ToolSpec[Any, Any]:
         return REGISTRY[name]
     except KeyError:
         raise ToolError(f"unknown tool {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-
-
-def tools_with_effect(*effects: str) -> list[ToolSpec[Any, Any]]:
-    return [t for t in REGISTRY.values() if t.effect in effects]

@@ -48,14 +48,9 @@ def _run_summary(r: RunRow) -> RunSummary:
     )  # fmt: skip
 
 
-def _known_pipeline(ctx: ToolContext, name: str) -> None:
-    if name not in ctx.platform.inventory.pipelines:
-        raise ToolError(f"unknown pipeline {name!r}; known: {', '.join(sorted(ctx.platform.inventory.pipelines))}")
-
-
 def list_runs(ctx: ToolContext, args: ListRunsInput) -> ListRunsResult:
     if args.pipeline:
-        _known_pipeline(ctx, args.pipeline)
+        ctx.platform.inventory.pipeline(args.pipeline)  # names the known ones if unknown
     runs = ctx.platform.ledger.runs(pipeline=args.pipeline, limit=500 if args.status else args.limit)
     if args.status:
         runs = [r for r in runs if r.status == args.status]
@@ -173,7 +168,7 @@ _WORST = ("failed", "held", "quarantined", "succeeded")
 
 
 def _run_windows(ctx: ToolContext, args: WindowInput) -> WindowRunResult:
-    _known_pipeline(ctx, args.pipeline)
+    ctx.platform.inventory.pipeline(args.pipeline)  # names the known ones if unknown
     start, end = args.bounds()
     if start >= ctx.now:
         raise ToolError(f"the window starts at {start.date()}, after the platform clock ({ctx.now.isoformat()}); nothing to fetch yet")
@@ -204,7 +199,7 @@ def backfill_range(ctx: ToolContext, args: BackfillRangeInput) -> WindowRunResul
 
 
 def _window_target(ctx: ToolContext, args: WindowInput) -> Target:
-    _known_pipeline(ctx, args.pipeline)
+    ctx.platform.inventory.pipeline(args.pipeline)  # names the known ones if unknown
     spec = ctx.platform.inventory.pipeline(args.pipeline)
     return Target(layer="silver", table=spec.silver, pipeline=args.pipeline, partition=args.start.isoformat(), span_days=float(args.days))
 

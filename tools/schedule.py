@@ -6,7 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from config.errors import ToolError
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
 
@@ -27,8 +26,7 @@ class ScheduleResult(BaseModel):
 
 
 def _set(ctx: ToolContext, pipeline: str, paused: bool, reason: str) -> ScheduleResult:
-    if pipeline not in ctx.platform.inventory.pipelines:
-        raise ToolError(f"unknown pipeline {pipeline!r}; known: {', '.join(sorted(ctx.platform.inventory.pipelines))}")
+    ctx.platform.inventory.pipeline(pipeline)  # names the known ones if unknown
     before = ctx.platform.control.is_paused(pipeline)
     if before != paused:
         ctx.platform.control.set_paused(pipeline, paused, reason=reason, actor=ctx.actor)

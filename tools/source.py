@@ -18,13 +18,8 @@ class RefetchAndDiffInput(ToolInput):
     day: date = Field(description="The UTC day to fetch again and compare with silver, YYYY-MM-DD.")
 
 
-def _known_pipeline(ctx: ToolContext, name: str) -> None:
-    if name not in ctx.platform.inventory.pipelines:
-        raise ToolError(f"unknown pipeline {name!r}; known: {', '.join(sorted(ctx.platform.inventory.pipelines))}")
-
-
 def refetch_and_diff(ctx: ToolContext, args: RefetchAndDiffInput) -> SourceComparison:
-    _known_pipeline(ctx, args.pipeline)
+    ctx.platform.inventory.pipeline(args.pipeline)  # names the known ones if unknown
     try:
         return diagnosis.refetch_and_diff(ctx.platform, args.pipeline, args.day, as_of=ctx.now)
     except SourceError as exc:
@@ -36,7 +31,6 @@ def refetch_and_diff(ctx: ToolContext, args: RefetchAndDiffInput) -> SourceCompa
 
 
 def _source_target(ctx: ToolContext, args: RefetchAndDiffInput) -> Target:
-    _known_pipeline(ctx, args.pipeline)
     silver = ctx.platform.inventory.pipeline(args.pipeline).silver
     return Target(layer="source", table=silver, pipeline=args.pipeline, partition=args.day.isoformat())
 

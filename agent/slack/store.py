@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import DateTime, String, delete, select
+from sqlalchemy import DateTime, String, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -72,8 +72,3 @@ class SlackStore:
         except IntegrityError:
             return False
         return True
-
-    def key_of(self, channel: str, ts: str) -> str | None:
-        with self._ledger.session() as s:
-            row = s.scalars(select(SlackThreadRow).where(SlackThreadRow.channel == channel, SlackThreadRow.ts == ts)).first()
-            return row.key if row else None

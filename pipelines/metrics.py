@@ -18,6 +18,12 @@ RUN_DURATION = Histogram(
 )
 ROWS_WRITTEN = Counter("dataops_rows_written", "Rows published to a table.", ["table"], registry=REGISTRY)
 ROWS_QUARANTINED = Counter("dataops_rows_quarantined", "Rows held back from a table into quarantine.", ["table"], registry=REGISTRY)
+LAKE_CONFLICTS = Counter(
+    "dataops_lake_conflicts",
+    "Conflicts runs met with concurrent writers: kind=commit_retry (committed again on fresh metadata) or replan (validated again).",
+    ["pipeline", "kind"],
+    registry=REGISTRY,
+)
 QUALITY_SCORE = Gauge(
     "dataops_data_quality_score", "Share of audited rows published in the last promotion (0..1).", ["table"], registry=REGISTRY
 )
@@ -35,6 +41,8 @@ def observe_run(result: RunResult) -> None:
     """Count a finished run."""
     PIPELINE_RUNS.labels(result.pipeline, result.status).inc()
     RUN_DURATION.labels(result.pipeline).observe(result.duration_s)
+    LAKE_CONFLICTS.labels(result.pipeline, "commit_retry").inc(result.commit_retries)
+    LAKE_CONFLICTS.labels(result.pipeline, "replan").inc(result.replans)
     for t in result.tables:
         if t.table.startswith("quarantine."):
             continue

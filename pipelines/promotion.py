@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
+from pyiceberg.table import Table
 
 from config.errors import (
     DataOpsError,
@@ -44,7 +47,33 @@ from pipelines.validation.suite import ExpectationOutcome, SuiteOutcome, validat
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-PUBLISH_ATTEMPTS = 3
+PUBLISH_ATTEMPTS = 3  # plans of one promotion (validation conflicts re-plan)
+COMMIT_ATTEMPTS = 8  # publishes of one plan (commit conflicts re-apply the audited rows on the new main)
+
+
+@dataclass
+class Plan:
+    """Rows a promotion means to publish, and what they were computed from."""
+
+    rows: pa.Table
+    inputs: dict[str, int | None] = field(default_factory=dict)  # input table -> main snapshot read
+    checks: list[ExpectationOutcome] = field(default_factory=list)  # outcomes found while planning (days present)
+
+
+class _StalePlan(PublishConflictError):
+    """What a promotion validated changed before it was published: plan again."""
+
+
+def _span(days: list[datetime]) -> str:
+    return days[0].date().isoformat() if len(days) == 1 else f"{days[0].date()}..{days[-1].date()}"
+
+
+def _changed_input(ctx: PlatformContext, plan: Plan, days: list[datetime]) -> str | None:
+    """The first input table whose files for `days` differ from those the plan read, if any."""
+    for name, read in plan.inputs.items():
+        if wap.days_changed(load_table(ctx.catalog, name), days, since=read):
+            return name
+    return None
 
 
 class TableOutcome(BaseModel):
@@ -88,6 +117,8 @@ class RunResult(BaseModel):
     error: str | None = None
     error_kind: str | None = Field(default=None, description="transient (worth a retry) or permanent")
     duration_s: float = 0.0
+    commit_retries: int = Field(default=0, description="commits retried on fresh metadata because another writer committed first")
+    replans: int = Field(default=0, description="promotions planned again because what they validated changed before publishing")
 
 
 def new_run_id(pipeline: str, now: datetime | None = None) -> str:
@@ -255,71 +286,119 @@ class _Run:
             observed={"empty_days": [d.date().isoformat() for d in empty]},
         )
 
-    def promote(
-        self, target_name: str, candidate: pa.Table, days: list[datetime], suite_name: str, *, extra: list[ExpectationOutcome]
-    ) -> None:
-        """Write-audit-publish `candidate` for `days` into `target_name`; failing rows go to quarantine."""
+    def promote(self, target_name: str, build: Callable[[], Plan], days: list[datetime], suite_name: str) -> None:
+        """Write-audit-publish the rows `build` plans for `days` into `target_name`; failing rows go to quarantine.
+
+        A validation conflict (the audited days, or the inputs the rows came from, changed before the publish)
+        re-plans: `build` runs again on what is there now. A commit conflict only re-commits (see `_publish`).
+        """
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            mark, held_before = len(self.quarantine_rows), {day: list(why) for day, why in self.held.items()}
+            try:
+                self._promote_once(target_name, build(), days, suite_name)
+                return
+            except _StalePlan as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                wap.count_replan()
+                log.warning("%s; re-planning (attempt %d)", exc, attempt + 1)
+                del self.quarantine_rows[mark:]
+                self.held = held_before
+
+    def _promote_once(self, target_name: str, plan: Plan, days: list[datetime], suite_name: str) -> None:
         target = self.ctx.inventory.table(target_name)
         table = load_table(self.ctx.catalog, target_name)
         branch = wap.audit_branch_name(self.run_id)
         suite = self.ctx.inventory.suite(suite_name)
+        candidate = plan.rows
         write_days = sorted({ts.replace(hour=0, minute=0, second=0, microsecond=0) for ts in candidate.column("ts").to_pylist()})
         if target.layer == "gold":
             write_days = days  # recompute semantics: a day with no rows left is emptied
         outcome_table = TableOutcome(table=target_name)
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        started = time.perf_counter()
+        base = wap.open_audit_branch(table, branch, run_id=self.run_id)
+        wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer))
+        audited = wap.read_days(table, write_days, branch=branch)
+        self._timed(f"{target_name}.write", started)
+        started = time.perf_counter()
+        outcome = validate(suite, audited, as_of=self.as_of)
+        self._timed(f"{target_name}.audit", started)
+        held_days = dict(outcome.held_days)
+        for held_day, held_names in held_days.items():
+            self._hold(held_day, ",".join(held_names))
+        table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
+        held_here = set(held_days) | (set(self.held) if target.layer == "silver" else set())
+        clean_table, held_rows = self._route(target, audited, outcome, held_here, table_failed=table_failed)
+        self.quarantine_rows.extend(held_rows)
+        quarantined = len(held_rows)
+        self.ctx.ledger.record_validation(self.run_id, target_name, suite.name, [*plan.checks, *outcome.outcomes])
+        outcome_table.quality_score = self.ctx.ledger.record_quality(
+            self.run_id, target_name, checked=audited.num_rows, passed=clean_table.num_rows
+        )
+        outcome_table.rows_quarantined = quarantined
+        if table_failed:
+            outcome_table.held_days = [d.date().isoformat() for d in write_days]
+            self.result.tables.append(outcome_table)
+            return  # main stays; the branch is kept for diagnosis
+        publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
+        if quarantined:  # restart from the audit's base with the clean rows only
+            self._stage(table, branch, base, clean_table, publish_days, layer=target.layer)
+        snapshot = None
+        if publish_days:
+            with self.ctx.control.table_lock(target_name):
+                snapshot = self._publish(table, branch, base, clean_table, publish_days, layer=target.layer, plan=plan, plan_days=days)
+        else:
+            wap.drop_branch(table, branch)
+        outcome_table.rows_written = clean_table.num_rows
+        outcome_table.snapshot_id = snapshot
+        outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
+        self.snapshots[target_name] = snapshot
+        self.result.tables.append(outcome_table)
+        self.progress(f"{target_name}: published {clean_table.num_rows} rows, quarantined {quarantined}")
+
+    def _stage(self, table: Table, branch: str, at: int, rows: pa.Table, days: list[datetime], *, layer: str) -> None:
+        """Reset `branch` to snapshot `at` and write `rows` over `days`; the branch must then hold exactly `rows` there."""
+        wap.open_audit_branch(table, branch, run_id=self.run_id, at=at)
+        wap.overwrite_days(table, rows, days, branch=branch, properties=self._props(layer))
+        held = wap.read_days(table, days, branch=branch, columns=("ts",)).num_rows
+        if held != rows.num_rows:
+            raise PipelineError(f"{table.name()}: audit branch {branch} holds {held} rows for its days; expected {rows.num_rows}")
+
+    def _publish(
+        self,
+        table: Table,
+        branch: str,
+        base: int,
+        rows: pa.Table,
+        days: list[datetime],
+        *,
+        layer: str,
+        plan: Plan,
+        plan_days: list[datetime],
+    ) -> int | None:
+        """Move main to the audited branch. When main moved since `base` (another writer published other days,
+        possibly from another machine), the audited rows are re-applied on the new main (a commit retry) as long
+        as neither the published days nor the plan's inputs changed; otherwise the plan is stale (`_StalePlan`)."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            if wap.days_changed(table, days, since=base):
+                raise _StalePlan(f"{table.name()}: another writer changed {_span(days)} after this run audited them")
+            changed = _changed_input(self.ctx, plan, plan_days)
+            if changed:
+                raise _StalePlan(f"{table.name()}: input {changed} changed for {_span(plan_days)} after the rows were computed")
+            main = wap.branch_head(table, wap.MAIN)
+            if main is not None and main != base:
+                self._stage(table, branch, main, rows, days, layer=layer)
+                base = main
+                wap.count_commit_retry()
             try:
-                with self.ctx.control.table_lock(target_name):
-                    started = time.perf_counter()
-                    wap.open_audit_branch(table, branch, run_id=self.run_id)
-                    wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer))
-                    audited = wap.read_days(table, write_days, branch=branch)
-                    self._timed(f"{target_name}.write", started)
-                    started = time.perf_counter()
-                    outcome = validate(suite, audited, as_of=self.as_of)
-                    self._timed(f"{target_name}.audit", started)
-                    held_days = dict(outcome.held_days)
-                    for held_day, held_names in held_days.items():
-                        self._hold(held_day, ",".join(held_names))
-                    table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
-                    held_here = set(held_days) | (set(self.held) if target.layer == "silver" else set())
-                    clean_table, held_rows = self._route(target, audited, outcome, held_here, table_failed=table_failed)
-                    self.quarantine_rows.extend(held_rows)
-                    quarantined = len(held_rows)
-                    rows_checked = audited.num_rows
-                    self.ctx.ledger.record_validation(self.run_id, target_name, suite.name, [*extra, *outcome.outcomes])
-                    outcome_table.quality_score = self.ctx.ledger.record_quality(
-                        self.run_id, target_name, checked=rows_checked, passed=clean_table.num_rows
-                    )
-                    outcome_table.rows_quarantined = quarantined
-                    if table_failed:
-                        outcome_table.held_days = [d.date().isoformat() for d in write_days]
-                        self.result.tables.append(outcome_table)
-                        return  # main stays; the branch is kept for diagnosis
-                    publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
-                    if quarantined:
-                        wap.open_audit_branch(table, branch, run_id=self.run_id)  # restart from main with the clean rows only
-                        wap.overwrite_days(table, clean_table, publish_days, branch=branch, properties=self._props(target.layer))
-                        check = wap.read_days(table, publish_days, branch=branch)
-                        if check.num_rows != clean_table.num_rows:
-                            raise PipelineError(
-                                f"{target_name}: audit branch holds {check.num_rows} rows after removing quarantined rows; expected {clean_table.num_rows}"
-                            )
-                    snapshot = wap.publish(table, branch) if publish_days else None
-                    if not publish_days:
-                        wap.drop_branch(table, branch)
-                    outcome_table.rows_written = clean_table.num_rows
-                    outcome_table.snapshot_id = snapshot
-                    outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
-                    self.snapshots[target_name] = snapshot
-                    self.result.tables.append(outcome_table)
-                    self.progress(f"{target_name}: published {clean_table.num_rows} rows, quarantined {quarantined}")
-                    return
+                return wap.publish(table, branch)
             except PublishConflictError as exc:
-                if attempt == PUBLISH_ATTEMPTS:
+                if attempt == COMMIT_ATTEMPTS:
                     raise
-                log.warning("%s; re-planning (attempt %d)", exc, attempt)
-                self.quarantine_rows = [q for q in self.quarantine_rows if q["target_table"] != target_name]
+                wap.count_commit_retry()
+                log.info("%s; retrying the publish (attempt %d)", exc, attempt + 1)
+                time.sleep(random.uniform(0.01, 0.05 * attempt))
+        raise AssertionError("unreachable")
 
     def _route(
         self, target: TableSpec, audited: pa.Table, outcome: SuiteOutcome, held: set[datetime], *, table_failed: bool
@@ -403,16 +482,14 @@ class _Run:
         self.snapshots[self.p.quarantine] = wap.append(table, data, properties=self._props("quarantine"))
         return len(fresh)
 
-    def execute(self) -> RunResult:
-        fetched = self.fetch()
-        record_days = self.land_bronze(fetched)
-        days = self.affected_days(record_days)
+    def plan_silver(self, days: list[datetime]) -> Plan:
+        """Conform bronze's rows of `days` into silver candidates; unreadable rows go to quarantine."""
         started = time.perf_counter()
         bronze = load_table(self.ctx.catalog, self.p.bronze)
+        read = wap.branch_head(bronze, wap.MAIN)
         raw = wap.read_days(bronze, days)
         source_kind = self.ctx.inventory.source(self.p.source).kind
-        silver_spec = self.ctx.inventory.table(self.p.silver)
-        candidate, problems = conform(source_kind, raw, silver_spec)
+        candidate, problems = conform(source_kind, raw, self.ctx.inventory.table(self.p.silver))
         for problem in problems:
             self.quarantine_rows.append(
                 _quarantine_row(
@@ -431,7 +508,13 @@ class _Run:
         self.result.rows_in = candidate.num_rows
         presence = self.check_days_present(days, candidate)
         self.progress(f"silver: auditing {candidate.num_rows} rows over {len(days)} day(s)")
-        self.promote(self.p.silver, candidate, days, self.p.suite, extra=[presence] if presence else [])
+        return Plan(rows=candidate, inputs={self.p.bronze: read}, checks=[presence] if presence else [])
+
+    def execute(self) -> RunResult:
+        fetched = self.fetch()
+        record_days = self.land_bronze(fetched)
+        days = self.affected_days(record_days)
+        self.promote(self.p.silver, lambda: self.plan_silver(days), days, self.p.suite)
         silver_outcome = self.result.tables[-1]
         self.result.rows_out = silver_outcome.rows_written
         if not self.table_held:
@@ -447,13 +530,18 @@ class _Run:
     def refresh_mart(self, mart_name: str, days: list[datetime]) -> None:
         mart = self.ctx.inventory.mart(mart_name)
         target = self.ctx.inventory.table(mart.table)
-        started = time.perf_counter()
-        inputs = {name: wap.read_days(load_table(self.ctx.catalog, name), days) for name in mart.inputs}
-        rows = compute_mart(mart, target, inputs, days=days)
-        self._timed(f"{mart.table}.compute", started)
         if mart.suite is None:
             raise PipelineError(f"mart {mart.name} has no suite; every promotion is validated")
-        self.promote(mart.table, rows, days, mart.suite, extra=[])
+
+        def plan() -> Plan:
+            started = time.perf_counter()
+            tables = {name: load_table(self.ctx.catalog, name) for name in mart.inputs}
+            read = {name: wap.branch_head(t, wap.MAIN) for name, t in tables.items()}
+            rows = compute_mart(mart, target, {name: wap.read_days(t, days) for name, t in tables.items()}, days=days)
+            self._timed(f"{mart.table}.compute", started)
+            return Plan(rows=rows, inputs=read)
+
+        self.promote(mart.table, plan, days, mart.suite)
 
 
 def clean_audit_branches(ctx: PlatformContext, spec: PipelineSpec, *, now: datetime | None = None) -> list[str]:
@@ -511,8 +599,10 @@ def run_pipeline(
     run = _Run(ctx, spec, window, as_of=as_of, run_id=run_id, progress=progress)
     openlineage.emit_run_event(ctx, spec, "START", run_id=run_id, window=window, as_of=as_of)
     started = time.perf_counter()
+    tally = wap.ConflictTally()
     try:
-        result = run.execute()
+        with wap.tally_conflicts() as tally:
+            result = run.execute()
     except (DataOpsError, OSError) as exc:
         result = run.result
         result.status = "failed"
@@ -531,6 +621,7 @@ def run_pipeline(
         openlineage.emit_run_event(ctx, spec, "FAIL", run_id=run_id, window=window, as_of=as_of, result=result, error=exc)
         raise
     result.duration_s = round(time.perf_counter() - started, 3)
+    result.commit_retries, result.replans = tally.commit_retries, tally.replans
     metrics.observe_run(result)
     if covered and result.status in ("succeeded", "quarantined"):
         ledger.mark_recovered(covered, by=run_id)

@@ -4,6 +4,14 @@ A promotion writes to branch `audit-<run_id>` created from `main`, validates wha
 publishes by moving `main` to the audited snapshot, only while `main` is still that snapshot's ancestor.
 The ref update itself asserts `main` did not move since it was read, so a concurrent publish fails the
 commit instead of being overwritten. pyiceberg 0.12 has no fast-forward; ancestry is checked here.
+
+Concurrent writers (parallel backfill tasks, several pipelines feeding one mart) meet in two ways, and
+`tally_conflicts()` counts both for the run that met them:
+- a *commit conflict*: another writer committed to the table in between (a branch, an append, a publish
+  of other days). Nothing we validated changed: reload the metadata and commit again (`with_commit_retry`,
+  and `partition_files` to prove the days we audited are as they were).
+- a *validation conflict*: the partitions we audited, or the inputs they were computed from, changed
+  under us. What we validated is stale: the caller re-plans (recomputes and re-validates).
 """
 
 from __future__ import annotations
@@ -12,7 +20,10 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -28,6 +39,40 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAIN = "main"
 AUDIT_PREFIX = "audit-"
+
+
+@dataclass
+class ConflictTally:
+    """Conflicts one run met: commits retried on fresh metadata, and promotions re-planned."""
+
+    commit_retries: int = 0
+    replans: int = 0
+
+
+_TALLY: ContextVar[ConflictTally | None] = ContextVar("dataops_conflict_tally", default=None)
+
+
+@contextmanager
+def tally_conflicts() -> Iterator[ConflictTally]:
+    """Count the conflicts met inside the block (this thread or task only)."""
+    tally = ConflictTally()
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
+
+
+def count_commit_retry() -> None:
+    tally = _TALLY.get()
+    if tally is not None:
+        tally.commit_retries += 1
+
+
+def count_replan() -> None:
+    tally = _TALLY.get()
+    if tally is not None:
+        tally.replans += 1
 
 
 def day_ranges(days: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -66,8 +111,9 @@ def with_commit_retry(action: Callable[[], T], *, table: Table, attempts: int = 
                 raise
             if attempt == attempts:
                 raise LakehouseError(f"{what} on {table.name()} kept conflicting after {attempts} attempts: {exc}") from exc
+            count_commit_retry()
             delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-            log.warning("%s on %s conflicted (%s); retrying in %.2fs", what, table.name(), exc, delay)
+            log.info("%s on %s conflicted (%s); retrying in %.2fs", what, table.name(), exc, delay)
             time.sleep(delay)
             table.refresh()
     raise AssertionError("unreachable")
@@ -114,17 +160,18 @@ def ensure_genesis(table: Table, run_id: str) -> int:
     return head
 
 
-def open_audit_branch(table: Table, name: str, *, run_id: str) -> None:
-    """Create (or reset) the audit branch at main's current snapshot."""
-    main_id = ensure_genesis(table, run_id)
+def open_audit_branch(table: Table, name: str, *, run_id: str, at: int | None = None) -> int:
+    """Create (or reset) the audit branch at snapshot `at` (default main's current one); returns where it starts."""
+    start = at if at is not None else ensure_genesis(table, run_id)
 
     def create() -> None:
         manage = table.manage_snapshots()
         if name in table.metadata.refs:
             manage = manage.remove_branch(name)
-        manage.create_branch(main_id, name).commit()
+        manage.create_branch(start, name).commit()
 
     with_commit_retry(create, table=table, what=f"create branch {name}")
+    return start
 
 
 def overwrite_days(table: Table, data: pa.Table, days: Iterable[datetime], *, branch: str, properties: dict[str, str]) -> int | None:
@@ -133,16 +180,15 @@ def overwrite_days(table: Table, data: pa.Table, days: Iterable[datetime], *, br
     if not days:
         return branch_head(table, branch)
     data = data.cast(table.schema().as_arrow())
-    with warnings.catch_warnings():
-        # pyiceberg warns when the filter matches nothing yet, which is every first write of a day.
-        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-        try:
+
+    def write() -> None:
+        with warnings.catch_warnings():
+            # pyiceberg warns when the filter matches nothing yet, which is every first write of a day.
+            warnings.filterwarnings("ignore", message="Delete operation did not match any records")
             table.overwrite(data, overwrite_filter=days_filter(days), snapshot_properties=properties, branch=branch)
-        except (CommitFailedException, ValueError) as exc:
-            if not isinstance(exc, CommitFailedException) and not is_stale_commit(exc):
-                raise
-            table.refresh()
-            raise PublishConflictError(f"{table.name()}: another writer committed while writing {branch}: {exc}") from exc
+
+    # The branch is this writer's own: a conflict is another writer's commit elsewhere in the table.
+    with_commit_retry(write, table=table, what=f"write {branch}")
     table.refresh()
     return branch_head(table, branch)
 
@@ -171,6 +217,25 @@ def read_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN, col
             schema = pa.schema([schema.field(c) for c in columns])
         return schema.empty_table()
     return table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id, selected_fields=columns).to_arrow()
+
+
+def partition_files(table: Table, days: Iterable[datetime], snapshot_id: int | None) -> frozenset[str]:
+    """The data and delete files that hold `days` in snapshot `snapshot_id` (day partitions prune the rest)."""
+    days = list(days)
+    if snapshot_id is None or not days:
+        return frozenset()
+    tasks = table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id).plan_files()
+    return frozenset(path for task in tasks for path in (task.file.file_path, *(d.file_path for d in task.delete_files)))
+
+
+def days_changed(table: Table, days: Iterable[datetime], since: int | None) -> bool:
+    """Whether main now holds `days` in other files than snapshot `since` did (fresh metadata is loaded)."""
+    table.refresh()
+    now = branch_head(table, MAIN)
+    if now == since:
+        return False
+    days = list(days)
+    return partition_files(table, days, since) != partition_files(table, days, now)
 
 
 def publish(table: Table, branch: str) -> int | None:

@@ -18,8 +18,9 @@ COPY agent/ agent/
 COPY evals/ evals/
 
 # pyiceberg[sql-postgres] adds psycopg2-binary, the driver of the postgresql+psycopg2:// URLs the stack
-# uses for DATAOPS_CATALOG_URI and DATAOPS_OPS_DB_URL; the project itself only needs SQLite.
-RUN pip install . "pyiceberg[sql-postgres]" \
+# uses for DATAOPS_CATALOG_URI and DATAOPS_OPS_DB_URL; the project itself only needs SQLite. The ray extra
+# makes the same image the ray-head service and lets `dataops backfill --executor ray` join it.
+RUN pip install ".[ray]" "pyiceberg[sql-postgres]" \
     && useradd --system --uid 10001 --create-home --home-dir /home/dataops dataops \
     && mkdir /data \
     && chown dataops:dataops /data

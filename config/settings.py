@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -92,7 +92,9 @@ class DataopsSettings(BaseSettings):
         description="Multiplies the anomaly detector's evidence: 2.0 flags deviations half as improbable (in log odds), 0.5 only twice as improbable.",
     )
     run_max_attempts: int = Field(
-        default=3, ge=1, description="Attempts of a scheduled run that fails transiently (5xx, timeouts, commit conflicts)."
+        default=3,
+        ge=1,
+        description="Attempts of a scheduled run, or of a backfill partition, that fails transiently (5xx, timeouts, commit conflicts).",
     )
     run_backoff_s: float = Field(
         default=2.0, ge=0, description="Real seconds before the first retry of a scheduled run; doubles per attempt."
@@ -172,6 +174,17 @@ class DataopsSettings(BaseSettings):
         ),
     )
     lineage_namespace: str = Field(default="dataops", description="OpenLineage job namespace of the pipelines' runs.")
+    backfill_executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Default executor of `dataops backfill`: 'local' (partitions one after another) or 'ray' (one Ray task per partition).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description=(
+            "Ray cluster of the ray executor: unset starts a local one with every core; 'ray://head:10001' joins a remote cluster "
+            "(its nodes need the platform image and the shared catalog, warehouse and ops database); 'auto' on a cluster node."
+        ),
+    )
 
     @field_validator("lineage_target")
     @classmethod

@@ -404,3 +404,8 @@ def incident(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+from pipelines import backfill_cli  # noqa: E402  (registers `dataops backfill` on this app)
+
+backfill_cli.register(app, console=console, out=out)

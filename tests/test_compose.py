@@ -19,7 +19,7 @@ from tests.conftest import REPO
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 PLATFORM = "dataops"  # the service name the shipped config/prometheus/prometheus.yml scrapes
-NEEDED = {PLATFORM, "postgres", "minio", "minio-init", "iceberg-rest", "prometheus", "grafana", "trino"}
+NEEDED = {PLATFORM, "postgres", "minio", "minio-init", "iceberg-rest", "prometheus", "grafana", "trino", "ray-head"}
 ENV_EXAMPLE_TEXT = (REPO / ".env.example").read_text()
 ENV_EXAMPLE = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE_TEXT, re.MULTILINE))
 INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)(?:[:?-][^}]*)?\}")
@@ -295,7 +295,22 @@ def test_dockerfile_installs_every_package_and_serves() -> None:
     assert include, "pyproject.toml has no [tool.setuptools.packages.find] include"
     for package in re.findall(r'"(\w+)\*"', include.group(1)):
         assert f"COPY {package}/ {package}/" in dockerfile, f"the Dockerfile does not copy package {package}"
-    assert re.search(r"^RUN pip install \. ", dockerfile, re.MULTILINE)
+    assert re.search(r"^RUN pip install (\.|\"\.\[[\w,]+\]\") ", dockerfile, re.MULTILINE)
+    assert '".[ray]"' in dockerfile, "the image is also the Ray cluster's: it needs the ray extra"
     assert 'CMD ["dataops", "serve"]' in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".env", ".venv", ".dataops"} <= set(ignored)
+
+
+def test_the_platform_joins_the_ray_head_with_its_token() -> None:
+    head, platform = SERVICES["ray-head"], environment(PLATFORM)
+    command = head["command"]
+    client_port = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--ray-client-server-port="))
+    assert platform["DATAOPS_RAY_ADDRESS"] == f"ray://ray-head:{client_port}"
+    assert "--head" in command and "--block" in command, "the head stays in the foreground, as a service must"
+    head_env = environment("ray-head")
+    for env in (head_env, platform):
+        assert env["RAY_AUTH_MODE"] == "token", "an unauthenticated Ray cluster runs anyone's code"
+    assert head_env["RAY_AUTH_TOKEN"] == platform["RAY_AUTH_TOKEN"] == ENV_EXAMPLE["RAY_AUTH_TOKEN"], "one shared secret from .env"
+    assert host_ports("ray-head") == [], "the cluster is reachable from the compose network only"
+    assert head.get("build") == SERVICES[PLATFORM].get("build"), "same image: the tasks run the platform's code"

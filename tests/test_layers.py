@@ -48,3 +48,17 @@ def test_tools_and_policies_never_import_each_other() -> None:
     for a, b in (("tools", "policies"), ("policies", "tools")):
         for path in (REPO / a).rglob("*.py"):
             assert b not in imports_of(path), f"{path} imports {b}: a tool must never approve itself"
+
+
+def test_ray_stays_an_optional_extra() -> None:
+    """Only the Ray executor imports ray, and only when a backfill asks for it: the platform runs without it."""
+    importers = sorted(str(p.relative_to(REPO)) for layer in ALLOWED for p in (REPO / layer).rglob("*.py") if "ray" in imports_of(p))
+    assert importers == ["pipelines/ray_executor.py"]
+    source = (REPO / "pipelines/ray_executor.py").read_text()
+    module_level = {n.names[0].name for n in ast.parse(source).body if isinstance(n, ast.Import)}
+    assert "ray" not in module_level, "import ray inside the executor, so importing the module needs no Ray"
+    for path in (REPO / "pipelines").rglob("*.py"):
+        if path.name != "ray_executor.py":
+            tree = ast.parse(path.read_text())
+            top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
+            assert "pipelines.ray_executor" not in top, f"{path.relative_to(REPO)} imports the Ray executor at module level"

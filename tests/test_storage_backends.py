@@ -1,23 +1,30 @@
 """The same code on other storage by setting alone: S3 warehouse, Postgres catalog and ops DB, REST catalog.
 
-The S3 and Postgres tests start real local servers (`moto_server`, Debian's PostgreSQL) and run the real
-carbon_intensity pipeline on one day of bundled data; only settings differ from the SQLite default.
+The S3, Postgres and REST tests start real local servers (`moto_server`, Debian's PostgreSQL, an Iceberg REST
+catalog on `http.server`) and run the real carbon_intensity pipeline on one day of bundled data; only settings
+differ from the SQLite default.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.schema import Schema
+from pyiceberg.types import LongType, NestedField
 
 from config.errors import LakehouseError
 from config.settings import DataopsSettings, load_settings
@@ -27,9 +34,11 @@ from pipelines.promotion import RunResult, run_pipeline
 from pipelines.query import run_query
 from tests.conftest import window
 from tests.fakes.postgres_server import PostgresServer, postgres_server_fixture
+from tests.fakes.rest_catalog import RestCatalogServer, rest_catalog_server_fixture
 from tests.fakes.s3_server import S3Server, s3_server_fixture
 
 postgres_server = postgres_server_fixture
+rest_catalog_server = rest_catalog_server_fixture
 s3_server = s3_server_fixture
 
 DAY = window((2023, 1, 24), (2023, 1, 25))
@@ -103,6 +112,8 @@ def _close(ctx: PlatformContext) -> None:
     catalog = ctx.catalog
     if isinstance(catalog, SqlCatalog):
         catalog.engine.dispose()
+    elif isinstance(catalog, RestCatalog):
+        catalog.close()
 
 
 @pytest.fixture
@@ -262,6 +273,137 @@ def test_unreachable_rest_catalog_names_the_uri(tmp_path: Path, clean_env: None)
     settings = load_settings(home=tmp_path / "home", catalog_type="rest", rest_catalog_uri=uri)
     with pytest.raises(LakehouseError, match=rf"the REST catalog at {uri} cannot be reached .*DATAOPS_REST_CATALOG_URI"):
         open_catalog(settings)
+
+
+# (d2) REST catalog for real: a local server speaking the Iceberg REST protocol, backed by its own SqlCatalog
+
+
+def _rest_settings(home: Path, server: RestCatalogServer, **extra: Any) -> DataopsSettings:
+    return load_settings(home=home, catalog_type="rest", rest_catalog_uri=server.uri, catalog_name="lake", **extra)
+
+
+def _assert_served_through(server: RestCatalogServer, ctx: PlatformContext) -> dict[str, str]:
+    """Every table is the server's: same metadata file for the client and the backing catalog, commits over HTTP."""
+    assert isinstance(ctx.catalog, RestCatalog) and ctx.catalog.name == "lake"
+    locations = {}
+    for name in TABLES:
+        locations[name] = server.catalog.load_table(name).metadata_location
+        assert load_table(ctx.catalog, name).metadata_location == locations[name], name
+    namespace, table = "silver", "carbon_intensity"
+    commits = [
+        status for method, path, status in server.requests if (method, path) == ("POST", f"/v1/namespaces/{namespace}/tables/{table}")
+    ]
+    assert commits and set(commits) == {200}, server.requests
+    assert ("POST", f"/v1/namespaces/{namespace}/tables", 200) in server.requests, "tables are created through REST"
+    return locations
+
+
+@pytest.mark.slow
+def test_rest_catalog_runs_the_pipeline_on_a_local_rest_server(
+    tmp_path: Path, clean_env: None, rest_catalog_server: RestCatalogServer
+) -> None:
+    server = rest_catalog_server
+    ctx, first = _run_day_twice(_rest_settings(tmp_path / "home", server))
+    try:
+        locations = _assert_served_through(server, ctx)
+        assert all(loc.startswith(server.warehouse + "/") for loc in locations.values()), "no warehouse setting: the server's"
+        assert server.catalog.load_table("silver.carbon_intensity").scan().to_arrow().num_rows == first.rows_out
+        assert not (tmp_path / "home" / "catalog.db").exists(), "no local SQL catalog is opened"
+        assert not any((tmp_path / "home").rglob("*.parquet")) and not any((tmp_path / "home").rglob("*.metadata.json"))
+        _query_silver(ctx, first.rows_out)
+    finally:
+        _close(ctx)
+    again = PlatformContext.open(_rest_settings(tmp_path / "home2", server))  # another process, same catalog
+    try:
+        _query_silver(again, first.rows_out)
+    finally:
+        _close(again)
+
+
+def test_rest_commit_on_a_stale_table_is_refused_with_409(tmp_path: Path, clean_env: None, rest_catalog_server: RestCatalogServer) -> None:
+    server = rest_catalog_server
+    catalog = open_catalog(_rest_settings(tmp_path / "home", server))
+    schema = Schema(NestedField(field_id=1, name="n", field_type=LongType()))
+
+    def rows(n: int) -> pa.Table:
+        return pa.table({"n": pa.array([n], pa.int64())})
+
+    try:
+        catalog.create_namespace(("ops", "race"))  # two levels: %1F in the path
+        # pyiceberg retries a failed commit of an append by itself; with retries off the 409 reaches the caller
+        catalog.create_table(("ops", "race", "t"), schema=schema, properties={"commit.retry.num-retries": "0"})
+        writer_a, writer_b = catalog.load_table(("ops", "race", "t")), catalog.load_table(("ops", "race", "t"))
+        writer_a.append(rows(1))
+        with pytest.raises(CommitFailedException, match=r"CommitFailedException: Requirement failed: branch main"):
+            writer_b.append(rows(2))  # main moved since writer_b loaded it: assert-ref-snapshot-id is stale
+        assert server.requests[-1] == ("POST", "/v1/namespaces/ops%1Frace/tables/t", 409)
+        writer_b.refresh().append(rows(2))  # reload, commit again
+        assert sorted(server.catalog.load_table(("ops", "race", "t")).scan().to_arrow()["n"].to_pylist()) == [1, 2]
+
+        # With pyiceberg's default retries, the stale writer's 409 is followed by a refresh and a commit that lands.
+        catalog.create_table(("ops", "race", "u"), schema=schema)
+        writer_a, writer_b = catalog.load_table(("ops", "race", "u")), catalog.load_table(("ops", "race", "u"))
+        writer_a.append(rows(1))
+        del server.requests[:]
+        writer_b.append(rows(2))
+        commits = [status for method, path, status in server.requests if (method, path) == ("POST", "/v1/namespaces/ops%1Frace/tables/u")]
+        assert commits == [409, 200], server.requests
+        assert sorted(server.catalog.load_table(("ops", "race", "u")).scan().to_arrow()["n"].to_pylist()) == [1, 2]
+    finally:
+        catalog.close()
+
+
+def test_rest_errors_follow_the_spec_error_model(tmp_path: Path, clean_env: None, rest_catalog_server: RestCatalogServer) -> None:
+    server = rest_catalog_server
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(f"{server.uri}/v1/namespaces/bronze/tables/nope")
+    error = json.loads(raised.value.read())["error"]
+    assert raised.value.code == 404 and set(error) == {"message", "type", "code"}
+    assert (error["type"], error["code"]) == ("NoSuchTableException", 404) and "bronze.nope" in error["message"]
+    catalog = open_catalog(_rest_settings(tmp_path / "home", server))
+    try:
+        catalog.create_namespace("bronze")
+        with pytest.raises(NamespaceAlreadyExistsError, match=r"AlreadyExistsException"):
+            catalog.create_namespace("bronze")
+        with pytest.raises(NoSuchTableError, match=r"NoSuchTableException"):
+            catalog.load_table("bronze.nope")
+        with pytest.raises(LakehouseError, match=r"table bronze.nope does not exist yet"):
+            load_table(catalog, "bronze.nope")
+        assert not catalog.table_exists("bronze.nope") and ("HEAD", "/v1/namespaces/bronze/tables/nope", 404) in server.requests
+    finally:
+        catalog.close()
+
+
+def test_rest_catalog_credential_is_checked(tmp_path: Path, clean_env: None) -> None:
+    with RestCatalogServer(root=tmp_path / "rest", credential="dataops:s3cret") as server:
+        catalog = open_catalog(_rest_settings(tmp_path / "home", server, rest_catalog_credential="dataops:s3cret"))
+        catalog.create_namespace("bronze")
+        assert catalog.list_namespaces() == [("bronze",)]
+        catalog.close()
+        with pytest.raises(LakehouseError, match=rf"the REST catalog at {server.uri} .*\(OAuthError: invalid_client: ") as refused:
+            open_catalog(_rest_settings(tmp_path / "home", server, rest_catalog_credential="dataops:guessed"))
+        assert "guessed" not in str(refused.value) and "s3cret" not in str(refused.value)
+        with pytest.raises(LakehouseError, match=r"UnauthorizedError: NotAuthorizedException: missing or invalid bearer token"):
+            open_catalog(_rest_settings(tmp_path / "home", server))
+        assert ("POST", "/v1/oauth/tokens", 401) in server.requests and ("GET", "/v1/config", 401) in server.requests
+
+
+@pytest.mark.slow
+def test_rest_catalog_on_an_s3_warehouse(tmp_path: Path, clean_env: None, s3_server: S3Server) -> None:
+    bucket = s3_server.bucket
+    server_io = file_io_properties(load_settings(home=tmp_path / "server", **s3_server.settings()))
+    with RestCatalogServer(root=tmp_path / "rest", warehouse=f"s3://{bucket}/rest", properties=server_io) as server:
+        ctx, first = _run_day_twice(_rest_settings(tmp_path / "home", server, **s3_server.settings()))
+        try:
+            locations = _assert_served_through(server, ctx)
+            assert all(loc.startswith(f"s3://{bucket}/rest/") for loc in locations.values())
+            keys = set(s3_server.keys("rest/"))
+            assert {loc.removeprefix(f"s3://{bucket}/") for loc in locations.values()} <= keys
+            assert any(k.startswith("rest/silver/carbon_intensity/data/") and k.endswith(".parquet") for k in keys)
+            assert not any(tmp_path.rglob("*.parquet")), "no data file is written locally"
+            _query_silver(ctx, first.rows_out)
+        finally:
+            _close(ctx)
 
 
 # (e) bad settings, clear words

@@ -76,7 +76,7 @@ def file_io_properties(settings: DataopsSettings) -> dict[str, str]:
 
 
 def _open_rest_catalog(settings: DataopsSettings, properties: dict[str, str]) -> Catalog:
-    from pyiceberg.catalog.rest import RestCatalog
+    from pyiceberg.catalog.rest import OAUTH2_SERVER_URI, RestCatalog
 
     uri = settings.rest_catalog_uri
     assert uri, "checked by the settings"
@@ -84,12 +84,17 @@ def _open_rest_catalog(settings: DataopsSettings, properties: dict[str, str]) ->
         properties["warehouse"] = settings.warehouse
     if settings.rest_catalog_credential:
         properties["credential"] = settings.rest_catalog_credential
+        # The catalog's own token endpoint, named explicitly: pyiceberg's implicit fallback to it goes away in 1.0.
+        properties[OAUTH2_SERVER_URI] = uri.rstrip("/") + "/v1/oauth/tokens"
     try:
         return RestCatalog(settings.catalog_name, uri=uri, **properties)
     except Exception as exc:  # requests' connection errors, HTTP errors mapped by pyiceberg, bad JSON
+        check = (
+            "DATAOPS_REST_CATALOG_URI, DATAOPS_REST_CATALOG_CREDENTIAL" if settings.rest_catalog_credential else "DATAOPS_REST_CATALOG_URI"
+        )
         raise LakehouseError(
             f"the REST catalog at {uri} cannot be reached or refused its config request ({type(exc).__name__}: {exc}); "
-            "check DATAOPS_REST_CATALOG_URI and that the server is up"
+            f"check {check} and that the server is up"
         ) from exc
 
 

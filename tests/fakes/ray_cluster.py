@@ -1,0 +1,79 @@
+"""A Ray cluster head on loopback (`ray start --head` with a Ray Client server), as a team's cluster runs one.
+
+The backfill joins it at `ray://127.0.0.1:<port>` exactly as it would join `ray://head:10001`; its workers
+are separate processes started by the cluster, not by the test, so nothing is shared with the driver but
+the settings each task receives. Token authentication is on, as on any cluster worth the name: the
+driver joins with `RAY_AUTH_MODE=token` and the cluster's `RAY_AUTH_TOKEN` in its environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+__all__ = ["RayCluster", "ray_cluster_fixture"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray() -> str:
+    found = Path(sys.executable).with_name("ray")
+    if found.exists():
+        return str(found)
+    on_path = shutil.which("ray")
+    if on_path is None:
+        raise RuntimeError("the `ray` command is missing; install the ray extra (`pip install -e '.[dev,ray]'`, which make test does)")
+    return on_path
+
+
+class RayCluster:
+    def __init__(self, *, cpus: int = 2) -> None:
+        self.cpus = cpus
+        self.gcs_port = _free_port()
+        self.client_port = _free_port()
+        self.address = f"ray://127.0.0.1:{self.client_port}"
+        self.token = secrets.token_hex(32)
+        self.auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    def __enter__(self) -> RayCluster:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _run(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {k: v for k, v in env.items() if not k.startswith("DATAOPS_")}  # the cluster knows nothing of the platform
+        env |= self.auth_env
+        return subprocess.run([_ray(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+    def start(self) -> None:
+        done = self._run(
+            "start", "--head", f"--port={self.gcs_port}", f"--ray-client-server-port={self.client_port}", "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.cpus}", "--include-dashboard=false", "--disable-usage-stats", timeout=180,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"ray start failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
+
+    def stop(self) -> None:
+        self._run("stop", "--force", timeout=120)
+
+
+@pytest.fixture
+def ray_cluster_fixture() -> Iterator[RayCluster]:
+    with RayCluster() as cluster:
+        yield cluster

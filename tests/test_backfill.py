@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -198,30 +200,35 @@ def test_cli_backfill_prints_a_report(settings: DataopsSettings, monkeypatch: py
 
 @pytest.mark.slow
 def test_ray_cluster_at_an_address_on_postgres_and_s3(
-    settings: DataopsSettings,
-    postgres_server: PostgresServer,
-    s3_server: S3Server,
-    ray_cluster: RayCluster,
-    monkeypatch: pytest.MonkeyPatch,
+    settings: DataopsSettings, postgres_server: PostgresServer, s3_server: S3Server, ray_cluster: RayCluster
 ) -> None:
-    """The team set-up by settings alone: a Ray cluster at ray://, a Postgres catalog and ops database, an S3 warehouse."""
-    for name, value in ray_cluster.auth_env.items():
-        monkeypatch.setenv(name, value)  # how the platform joins a token-protected cluster (docker-compose.yml does the same)
-    shared = settings.model_copy(
-        update={
-            "catalog_uri": postgres_server.create_database("catalog_ray"),
-            "ops_db_url": postgres_server.create_database("ops_ray"),
-            "warehouse": f"s3://{s3_server.bucket}/ray",
-            "ray_address": ray_cluster.address,
-            **s3_server.settings(),
-        }
-    )
-    ctx = PlatformContext.open(shared)
-    report = run_backfill(ctx, "carbon_intensity", utc(2023, 3, 1), utc(2023, 3, 4), executor="ray", as_of=AS_OF)
-    assert (report.cluster, report.workers, report.succeeded, report.failed) == (ray_cluster.address, 2, 3, 0)
-    runs = [ctx.ledger.run(o.run_id) for o in report.outcomes]
-    assert all(r is not None and r.status == "succeeded" and r.pid != os.getpid() for r in runs), "the cluster's workers ran them"
+    """The team set-up by settings alone, from the command line: `dataops backfill --executor ray` joins a Ray
+    cluster at ray:// (token auth), on a Postgres catalog and ops database and an S3 warehouse.
+
+    A fresh process, as a user runs it: Ray Client refuses a process that already ran a local cluster (noted)."""
+    shared = {
+        "catalog_uri": postgres_server.create_database("catalog_ray"),
+        "ops_db_url": postgres_server.create_database("ops_ray"),
+        "warehouse": f"s3://{s3_server.bucket}/ray",
+        **s3_server.settings(),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")}
+    env |= {f"DATAOPS_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in shared.items()}
+    env |= {"DATAOPS_HOME": str(settings.home), "DATAOPS_RAY_ADDRESS": ray_cluster.address, **ray_cluster.auth_env}
+    env |= {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    dataops = str(Path(sys.executable).parent / "dataops")
+    args = ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-04", "--as-of", "2024-01-01"]
+    done = subprocess.run([dataops, *args, "--executor", "ray", "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert (report["cluster"], report["workers"], report["succeeded"], report["failed"]) == (ray_cluster.address, 2, 3, 0)
+    ctx = PlatformContext.open(settings.model_copy(update=shared))
+    runs = [ctx.ledger.run(o["run_id"]) for o in report["outcomes"]]
+    assert all(r is not None and r.status == "succeeded" for r in runs), "every partition run is in the Postgres ops database"
     assert any(key.startswith("ray/silver/carbon_intensity/data/") for key in s3_server.keys("ray/"))
     local = other_home(settings, "local")
     run_backfill(local, "carbon_intensity", utc(2023, 3, 1), utc(2023, 3, 4), as_of=AS_OF)
     assert contents(ctx) == contents(local)
+    no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    refused = subprocess.run([dataops, *args, "--executor", "ray"], capture_output=True, text=True, env=no_token, timeout=600)
+    assert refused.returncode == 2 and "RAY_AUTH_MODE=token" in " ".join(refused.stderr.split()), refused.stderr[-2000:]

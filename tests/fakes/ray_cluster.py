@@ -3,13 +3,14 @@
 The backfill joins it at `ray://127.0.0.1:<port>` exactly as it would join `ray://head:10001`; its workers
 are separate processes started by the cluster, not by the test, so nothing is shared with the driver but
 the settings each task receives. Token authentication is on, as on any cluster worth the name: the
-driver joins with `RAY_AUTH_MODE=token` and the cluster's `RAY_AUTH_TOKEN` in its environment.
+driver joins with `RAY_AUTH_MODE=token` and the cluster's `RAY_AUTH_TOKEN` in its environment. The token
+is this machine's Ray token (`ray get-auth-token --generate`, ~/.ray/auth_token): a process that ran a
+local Ray cluster before keeps using the token it loaded then, so a fresh random one would be refused.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -45,8 +46,8 @@ class RayCluster:
         self.gcs_port = _free_port()
         self.client_port = _free_port()
         self.address = f"ray://127.0.0.1:{self.client_port}"
-        self.token = secrets.token_hex(32)
-        self.auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        self.token = ""
+        self.auth_env: dict[str, str] = {}
 
     def __enter__(self) -> RayCluster:
         self.start()
@@ -62,6 +63,11 @@ class RayCluster:
         return subprocess.run([_ray(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
     def start(self) -> None:
+        token = self._run("get-auth-token", "--generate", timeout=60)
+        if token.returncode != 0 or not token.stdout.strip():
+            raise RuntimeError(f"ray get-auth-token failed ({token.returncode}): {token.stderr[-2000:]}")
+        self.token = token.stdout.strip().splitlines()[-1]
+        self.auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
         done = self._run(
             "start", "--head", f"--port={self.gcs_port}", f"--ray-client-server-port={self.client_port}", "--node-ip-address=127.0.0.1",
             f"--num-cpus={self.cpus}", "--include-dashboard=false", "--disable-usage-stats", timeout=180,

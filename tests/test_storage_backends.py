@@ -12,6 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,15 @@ from pyiceberg.types import LongType, NestedField
 
 from config.errors import LakehouseError
 from config.settings import DataopsSettings, load_settings
+from pipelines import faults
+from pipelines.clock import ReplayClock
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import file_io_properties, load_table, open_catalog
+from pipelines.lakehouse.compaction import compact_table
+from pipelines.lakehouse.maintenance import expire_and_clean
 from pipelines.promotion import RunResult, run_pipeline
 from pipelines.query import run_query
+from pipelines.service import Service
 from tests.conftest import window
 from tests.fakes.postgres_server import PostgresServer, postgres_server_fixture
 from tests.fakes.rest_catalog import RestCatalogServer, rest_catalog_server_fixture
@@ -442,3 +448,53 @@ def test_s3_warehouse_without_endpoint_keeps_aws_defaults(tmp_path: Path, clean_
 def test_s3_secrets_stay_out_of_repr(tmp_path: Path, clean_env: None) -> None:
     settings = load_settings(home=tmp_path, s3_access_key_id="AKIDSECRET", s3_secret_access_key="very-secret")
     assert "AKIDSECRET" not in repr(settings) and "very-secret" not in repr(settings)
+
+
+# (e) Upkeep and the scheduler on the shared services
+
+
+@pytest.mark.slow
+def test_upkeep_on_an_s3_warehouse(tmp_path: Path, clean_env: None, s3_server: S3Server) -> None:
+    """Compaction, snapshot expiry and orphan-file deletion work on object storage as on local files."""
+    settings = load_settings(home=tmp_path / "home", warehouse=f"s3://{s3_server.bucket}/upkeep", **s3_server.settings())
+    ctx = PlatformContext.open(settings)
+    try:
+        # The same day three times, revised after the first fetch: new snapshots, replaced and added files.
+        faults.inject(faults.SourceFault(kind="late_revision", source="carbon_intensity", field="intensity.forecast", value=1))
+        try:
+            for _ in range(3):
+                assert run_pipeline(ctx, "carbon_intensity", DAY).status == "succeeded"
+        finally:
+            faults.clear()
+        before = _contents(ctx)
+        keys_before = set(s3_server.keys("upkeep/silver/carbon_intensity/"))
+        compacted = compact_table(ctx, "bronze.carbon_intensity", run_id="upkeep-test", min_files=2)
+        assert compacted.days_compacted == ["2023-01-24"] and compacted.files_after == 1
+        cleaned = expire_and_clean(ctx, "silver.carbon_intensity", older_than=timedelta(0), retain_last=1, grace=timedelta(0))
+        assert cleaned.snapshots_expired > 0 and cleaned.files_deleted > 0
+        keys_after = set(s3_server.keys("upkeep/silver/carbon_intensity/"))
+        root = f"s3://{s3_server.bucket}/"
+        deleted = {f"upkeep/silver/carbon_intensity/{path}" for path in cleaned.deleted_files}
+        assert deleted and deleted <= keys_before and not deleted & keys_after, "the orphans are gone from the bucket, nothing else"
+        table = load_table(ctx.catalog, "silver.carbon_intensity")
+        assert table.location().startswith(root)
+        assert _contents(ctx) == before, "upkeep changes files, never rows"
+    finally:
+        _close(ctx)
+
+
+@pytest.mark.slow
+def test_the_scheduler_keeps_its_jobs_in_a_postgres_ops_database(tmp_path: Path, clean_env: None, postgres_server: PostgresServer) -> None:
+    ops_url = postgres_server.create_database("ops_scheduler")
+    ctx = PlatformContext.open(load_settings(home=tmp_path / "home", ops_db_url=ops_url))
+    service = Service(ctx, clock=ReplayClock(start=DAY.start, speed=1.0))
+    service.start()
+    try:
+        engine = sa.create_engine(ops_url)
+        with engine.connect() as con:
+            jobs = {row[0] for row in con.execute(sa.text("SELECT id FROM scheduler_jobs"))}
+        engine.dispose()
+        assert {f"pipeline:{name}" for name in ctx.inventory.pipelines} <= jobs and {"monitors", "upkeep"} <= jobs
+    finally:
+        service.stop()
+        _close(ctx)

@@ -1,6 +1,6 @@
 """The Ray executor of backfills: one Ray task per partition, each the pipeline's own run.
 
-Ray is an optional extra (`pip install -e '.[ray]'`; `make setup` installs it). Without an address a local
+Ray is an optional extra (`pip install -e '.[ray]'`; `make install` installs it). Without an address a local
 Ray cluster is started with every core (or `cpus`) and shut down afterwards. With one (the `ray_address`
 setting or `--ray-address`: `ray://head:10001` for a remote cluster, `auto` on a cluster node) the
 backfill joins that cluster, with the token in RAY_AUTH_MODE=token and RAY_AUTH_TOKEN when it has one; its nodes must run this platform's code (the project's image) and reach the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from pipelines.promotion import RunResult
 from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)
+INIT_ATTEMPTS = 3
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # results are small JSON documents; do not reserve 30% of memory for them
 _SECRETS_TASKS_DO_NOT_NEED = ("slack_bot_token", "slack_app_token", "slack_signing_secret", "llm_api_key")
 _CONTEXTS: dict[str, PlatformContext] = {}
@@ -51,7 +53,7 @@ def _import_ray() -> Any:
         import ray
     except ImportError:
         raise PipelineError(
-            "the ray executor needs Ray, an optional extra: `pip install -e '.[ray]'` (make setup installs it), or use --executor local"
+            "the ray executor needs Ray, an optional extra: `pip install -e '.[ray]'` (`make install` installs it), or use --executor local"
         ) from None
     return ray
 
@@ -84,7 +86,7 @@ class RayRunner:
                 raise PipelineError("--cpus sizes a local Ray cluster only; a cluster at an address has the CPUs its nodes have")
             try:
                 # "local" always starts a new cluster; None would join one `ray start` left running on this machine
-                self.ray.init(address=address or "local", **options)
+                self._init(address or "local", options)
             except Exception as exc:  # connection refused, version mismatch, no cluster at "auto", no token
                 hint = ""
                 if address and os.environ.get("RAY_AUTH_MODE") != "token":
@@ -98,6 +100,19 @@ class RayRunner:
         self._settings_json = clean.model_dump_json()
         self._task = self.ray.remote(num_cpus=1, max_retries=0)(partition_task)  # retries are the backfill's, counted
         self._outstanding: list[Any] = []
+
+    def _init(self, address: str, options: dict[str, Any]) -> None:
+        """ray.init, again after a pause when a Ray Client server failed to start this session's server process
+        (ConnectionAbortedError "Initialization failure from server": seen now and then, gone on a second try)."""
+        for attempt in range(1, INIT_ATTEMPTS + 1):
+            try:
+                self.ray.init(address=address, **options)
+                return
+            except ConnectionAbortedError as exc:
+                if attempt == INIT_ATTEMPTS:
+                    raise
+                log.warning("Ray at %s refused this session (%s); connecting again", address, str(exc).splitlines()[0])
+                time.sleep(2.0 * attempt)
 
     def run(self, windows: list[Window], *, attempt: int) -> Iterator[tuple[Window, RunResult]]:
         ray = self.ray

@@ -48,6 +48,10 @@ def contents(ctx: PlatformContext, pipeline: str = "carbon_intensity") -> dict[s
     return digests
 
 
+def failures(report: BackfillReport) -> list[str]:
+    return [f"{o.start.date()}: {o.error}" for o in report.outcomes if o.status == "failed"]
+
+
 def other_home(settings: DataopsSettings, name: str) -> PlatformContext:
     return PlatformContext.open(settings.model_copy(update={"home": settings.home.parent / name}))
 
@@ -140,7 +144,7 @@ def test_ray_backfill_publishes_what_the_local_one_does(settings: DataopsSetting
     start, end = utc(2023, 1, 22), utc(2023, 2, 1)
     on_ray = other_home(settings, "ray")
     report = run_backfill(on_ray, "carbon_intensity", start, end, executor="ray", as_of=AS_OF, cpus=2)
-    assert (report.executor, report.workers, report.partitions, report.failed) == ("ray", 2, 10, 0)
+    assert (report.executor, report.workers, report.partitions, report.failed) == ("ray", 2, 10, 0), failures(report)
     assert report.cluster == "local (2 CPUs)"
     assert {o.start.day for o in report.outcomes if o.rows_quarantined} >= {24, 26, 31}, "the real defects are held back"
     assert len({o.run_id for o in report.outcomes}) == 10, "one run per partition, each in the ledger"
@@ -219,7 +223,9 @@ def test_ray_cluster_at_an_address_on_postgres_and_s3(
     dataops = str(Path(sys.executable).parent / "dataops")
     args = ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-04", "--as-of", "2024-01-01"]
     done = subprocess.run([dataops, *args, "--executor", "ray", "--json"], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, [o["error"] for o in json.loads(done.stdout or "{}").get("outcomes", []) if o["error"]] or done.stderr[
+        -3000:
+    ]
     report = json.loads(done.stdout)
     assert (report["cluster"], report["workers"], report["succeeded"], report["failed"]) == (ray_cluster.address, 2, 3, 0)
     ctx = PlatformContext.open(settings.model_copy(update=shared))

@@ -11,6 +11,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,11 +29,12 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField
 
 from config.errors import LakehouseError
+from config.inventory import LAYERS
 from config.settings import DataopsSettings, load_settings
 from pipelines import faults
 from pipelines.clock import ReplayClock
 from pipelines.context import PlatformContext
-from pipelines.lakehouse.catalog import file_io_properties, load_table, open_catalog
+from pipelines.lakehouse.catalog import ensure_tables, file_io_properties, load_table, open_catalog
 from pipelines.lakehouse.compaction import compact_table
 from pipelines.lakehouse.maintenance import expire_and_clean
 from pipelines.promotion import RunResult, run_pipeline
@@ -498,3 +500,39 @@ def test_the_scheduler_keeps_its_jobs_in_a_postgres_ops_database(tmp_path: Path,
     finally:
         service.stop()
         _close(ctx)
+
+
+def test_creating_the_tables_tolerates_losing_the_race_to_another_process(tmp_path: Path, clean_env: None) -> None:
+    """Backfill workers open an empty catalog together. A worker whose create loses the race to another finds
+    the namespace or table there and carries on, also when the catalog reports the loss as a raw database
+    IntegrityError (pyiceberg's SqlCatalog on Postgres does, for namespaces)."""
+    settings = load_settings(home=tmp_path / "home")
+    settings.ensure_home()
+    ours, theirs = open_catalog(settings), open_catalog(settings)
+    assert isinstance(ours, SqlCatalog)
+    inventory = PlatformContext.open(settings).inventory
+    real_namespace_exists, real_table_exists = ours.namespace_exists, ours.table_exists
+    calls: Counter[str] = Counter()
+    raced: set[str] = set()
+
+    def namespace_exists(name: Any) -> bool:  # our check and SqlCatalog's own both ran before the other process
+        if not calls:
+            ensure_tables(theirs, inventory)
+        calls[str(name)] += 1
+        return False if calls[str(name)] <= 2 else real_namespace_exists(name)
+
+    def table_exists(name: Any) -> bool:
+        if str(name) not in raced:
+            raced.add(str(name))
+            return False
+        return real_table_exists(name)
+
+    ours.namespace_exists = namespace_exists  # type: ignore[method-assign]
+    ours.table_exists = table_exists  # type: ignore[method-assign]
+    with pytest.raises(sa.exc.IntegrityError):
+        ours.create_namespace(LAYERS[0])  # what the lost race looks like from pyiceberg
+    calls.clear()
+    ensure_tables(ours, inventory)
+    assert all(calls[layer] >= 3 for layer in LAYERS), "every namespace create was attempted and lost"
+    assert set(inventory.tables) <= raced, "every create was attempted after losing the race"
+    assert all(real_table_exists(name) for name in inventory.tables)

@@ -12,7 +12,7 @@ import re
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io import S3_ACCESS_KEY_ID, S3_ENDPOINT, S3_FORCE_VIRTUAL_ADDRESSING, S3_REGION, S3_SECRET_ACCESS_KEY
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -125,11 +125,17 @@ def partition_spec(spec: TableSpec, schema: Schema) -> PartitionSpec:
 
 def ensure_tables(catalog: Catalog, inventory: Inventory) -> None:
     """Create missing namespaces and tables; existing tables are left as they are."""
+    # Several processes may start on an empty catalog at once (backfill workers): whoever loses a race to
+    # create finds the thing there. pyiceberg's SqlCatalog reports a lost namespace race on Postgres as a raw
+    # IntegrityError rather than NamespaceAlreadyExistsError, so the check after any failure decides.
     for layer in LAYERS:
+        if catalog.namespace_exists(layer):
+            continue
         try:
             catalog.create_namespace(layer)
-        except NamespaceAlreadyExistsError:
-            pass
+        except Exception:
+            if not catalog.namespace_exists(layer):
+                raise
     for spec in inventory.tables.values():
         if catalog.table_exists(spec.name):
             continue
@@ -141,8 +147,9 @@ def ensure_tables(catalog: Catalog, inventory: Inventory) -> None:
                 partition_spec=partition_spec(spec, schema),
                 properties={"format-version": "2", "write.parquet.compression-codec": "zstd", "comment": spec.doc},
             )
-        except TableAlreadyExistsError:
-            pass  # another process created it between the check and the create
+        except Exception as exc:
+            if not isinstance(exc, TableAlreadyExistsError) and not catalog.table_exists(spec.name):
+                raise
 
 
 def load_table(catalog: Catalog, name: str) -> Table:

@@ -79,6 +79,13 @@ def register(app: typer.Typer, *, console: Console, out: Console) -> None:
                     ctx, pipeline, s, e, executor=chosen, as_of=clock, partition_days=partition_days,  # type: ignore[arg-type]
                     address=ray_address, cpus=cpus, on_partition=advance,
                 )  # fmt: skip
+            except KeyboardInterrupt:
+                bar.stop()
+                console.print(
+                    "[yellow]stopped:[/yellow] finished partitions are published and in the ledger; an interrupted one left each "
+                    "table untouched or at one complete commit. Run the same backfill again to complete it: partitions converge."
+                )
+                raise typer.Exit(130) from None
             except DataOpsError as exc:  # unknown pipeline, bad range, paused, no Ray; busy: another process runs it
                 bar.stop()
                 console.print(f"[red]error:[/red] {exc}")

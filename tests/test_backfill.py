@@ -238,3 +238,16 @@ def test_ray_cluster_at_an_address_on_postgres_and_s3(
     no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
     refused = subprocess.run([dataops, *args, "--executor", "ray"], capture_output=True, text=True, env=no_token, timeout=600)
     assert refused.returncode == 2 and "RAY_AUTH_MODE=token" in " ".join(refused.stderr.split()), refused.stderr[-2000:]
+
+
+def test_cli_backfill_stopped_by_ctrl_c_says_how_to_finish(settings: DataopsSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evals.cli import app
+    from pipelines import backfill_cli
+
+    def interrupted(*args: Any, **kwargs: Any) -> BackfillReport:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("DATAOPS_HOME", str(settings.home))
+    monkeypatch.setattr(backfill_cli, "run_backfill", interrupted)
+    done = CliRunner().invoke(app, ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-03"])
+    assert done.exit_code == 130 and "Run the same backfill again" in " ".join(done.output.split())

@@ -146,3 +146,5 @@ def test_days_changed_sees_only_the_named_days(ctx: PlatformContext) -> None:
     assert not wap.days_changed(table, [utc(2023, 3, 1)], since=before), "a rewrite of another day is a commit conflict only"
     assert wap.days_changed(table, [utc(2023, 3, 2)], since=before)
     assert wap.days_changed(table, [utc(2023, 3, 1), utc(2023, 3, 2)], since=before)
+
+    assert wap.days_changed(table, [utc(2023, 3, 1)], since=987654321), "a snapshot no longer known proves nothing: re-plan"

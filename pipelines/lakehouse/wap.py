@@ -234,6 +234,8 @@ def days_changed(table: Table, days: Iterable[datetime], since: int | None) -> b
     now = branch_head(table, MAIN)
     if now == since:
         return False
+    if since is not None and table.metadata.snapshot_by_id(since) is None:
+        return True  # expired meanwhile: nothing proves the days are as they were
     days = list(days)
     return partition_files(table, days, since) != partition_files(table, days, now)
 

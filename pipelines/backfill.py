@@ -27,7 +27,6 @@ from pydantic import BaseModel, Field
 from config.errors import PipelineError
 from config.settings import DataopsSettings
 from pipelines.context import PlatformContext
-from pipelines.lakehouse.catalog import ensure_tables
 from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
 from pipelines.sources.base import Window
 
@@ -174,7 +173,7 @@ def run_backfill(
     outcomes: dict[datetime, PartitionOutcome] = {}
     task_retries = 0
     with ctx.control.exclusive(spec.name):
-        ensure_tables(ctx.catalog, ctx.inventory)  # here, once, before the partitions' workers open the catalog together
+        _ = ctx.catalog  # opening it creates missing tables: here, once, before the partitions' workers open it together
         ctx.ledger.mark_abandoned(spec.name)
         lost = [r for r in ctx.ledger.unrecovered(spec.name) if windows[0].start <= r.window_start and r.window_end <= windows[-1].end]
         runner = runner_for(ctx, spec.name, executor, as_of=as_of, address=address, cpus=cpus)

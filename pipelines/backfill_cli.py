@@ -14,11 +14,9 @@ from config.errors import DataOpsError
 from pipelines.backfill import EXECUTORS, BackfillReport, PartitionOutcome, run_backfill
 from pipelines.control import PipelineBusyError
 
-EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 1, 2, 3
-
 
 def register(app: typer.Typer, *, console: Console, out: Console) -> None:
-    from pipelines.cli import _context, _emit_json, _parse_instant
+    from pipelines.cli import EXIT_FAILED, EXIT_QUARANTINED, EXIT_USAGE, _context, _emit_json, _parse_instant
 
     @app.command()
     def backfill(
@@ -43,7 +41,7 @@ def register(app: typer.Typer, *, console: Console, out: Console) -> None:
             str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the backfill report as JSON on stdout.")] = False,
-        strict: Annotated[bool, typer.Option(help=f"Exit {EXIT_QUARANTINED} when a partition held data back.")] = False,
+        strict: Annotated[bool, typer.Option(help="Exit 3 when a partition held data back.")] = False,
     ) -> None:
         """Run a pipeline over every day partition of a range, each partition the same idempotent run as `dataops run`.
 

@@ -73,6 +73,13 @@ def test_local_backfill_runs_each_day_and_converges_when_run_again(ctx: Platform
     assert [r.status for r in ctx.ledger.runs(pipeline="carbon_intensity")] == ["succeeded"] * 6, "every partition run is in the ledger"
 
 
+def test_partitions_are_whole_utc_days_of_the_asked_size() -> None:
+    weeks = backfill.plan_partitions(utc(2023, 3, 1, 6), utc(2023, 3, 11), partition_days=7)
+    assert [(w.start, w.end) for w in weeks] == [(utc(2023, 3, 1), utc(2023, 3, 8)), (utc(2023, 3, 8), utc(2023, 3, 11))]
+    with pytest.raises(PipelineError, match="at least one day"):
+        backfill.plan_partitions(utc(2023, 3, 1), utc(2023, 3, 2), partition_days=0)
+
+
 def test_transient_failures_run_again_and_are_counted(settings: DataopsSettings) -> None:
     ctx = PlatformContext.open(settings.model_copy(update={"run_backoff_s": 0.0}))
     faults.inject(
@@ -196,6 +203,21 @@ def test_cli_backfill_prints_a_report(settings: DataopsSettings, monkeypatch: py
     report = json.loads(done.stdout)
     assert (report["executor"], report["partitions"], report["succeeded"], report["rows_out"]) == ("local", 2, 2, 96)
     assert {"commit_retries", "replans", "task_retries", "outcomes"} <= set(report)
+    chosen: list[str] = []
+    real_runner_for = backfill.runner_for
+
+    def recording_runner_for(ctx: PlatformContext, pipeline: str, executor: str, **kwargs: Any) -> Any:
+        chosen.append(executor)
+        return real_runner_for(ctx, pipeline, "local", **kwargs)
+
+    monkeypatch.setattr(backfill, "runner_for", recording_runner_for)
+    monkeypatch.setenv("DATAOPS_BACKFILL_EXECUTOR", "ray")
+    by_setting = runner.invoke(
+        app, ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-02", "--as-of", "2024-01-01"]
+    )
+    assert by_setting.exit_code == 0 and chosen == ["ray"], "the setting picks the executor when --executor is not given"
+    monkeypatch.undo()
+    monkeypatch.setenv("DATAOPS_HOME", str(settings.home))
     wrong = runner.invoke(app, ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-03", "--executor", "spark"])
     assert wrong.exit_code == 2 and "not one of local, ray" in wrong.output
     human = runner.invoke(app, ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-02", "--as-of", "2024-01-01"])

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from config.settings import DataopsSettings
-from pipelines import promotion
+from pipelines import metrics, promotion
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
@@ -53,6 +53,8 @@ def hook_validation(monkeypatch: pytest.MonkeyPatch, suite: str, before_return: 
 
 
 def test_runs_on_disjoint_days_both_publish_by_re_committing(settings: DataopsSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    exported = ("dataops_lake_conflicts_total", {"pipeline": "carbon_intensity", "kind": "commit_retry"})
+    exported_before = metrics.REGISTRY.get_sample_value(*exported) or 0.0
     barrier = threading.Barrier(2, timeout=60)
     hook_validation(monkeypatch, "carbon_intensity", lambda: barrier.wait())  # both audited before either publishes
     results: dict[int, RunResult] = {}
@@ -74,6 +76,7 @@ def test_runs_on_disjoint_days_both_publish_by_re_committing(settings: DataopsSe
     assert [results[d].status for d in (1, 2)] == ["succeeded", "succeeded"], [results[d].error for d in (1, 2)]
     assert sum(r.commit_retries for r in results.values()) >= 1, "the later publisher found main moved and re-committed"
     assert sum(r.replans for r in results.values()) == 0, "other days changing is no reason to validate again"
+    assert metrics.REGISTRY.get_sample_value(*exported) == exported_before + sum(r.commit_retries for r in results.values())
 
     monkeypatch.undo()
     concurrent = silver(PlatformContext.open(settings))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pipelines import faults, openlineage
 from pipelines.context import PlatformContext
 from pipelines.promotion import RunResult, run_pipeline
 from tests.conftest import REPO, utc, window
+from tests.fakes import free_port
 
 SCHEMAS = {p.stem: json.loads(p.read_text()) for p in (REPO / "tests" / "fixtures" / "openlineage").glob("*.json")}
 REGISTRY = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in [*SCHEMAS.values(), openlineage.RUN_FACET_SCHEMA])
@@ -275,19 +275,13 @@ def test_a_5xx_is_retried_and_a_refused_event_is_not(caplog: pytest.LogCaptureFi
         server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("broken", ["unreachable_port", "unwritable_file"])
 def test_a_broken_target_does_not_fail_the_run(
     settings: DataopsSettings, broken: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(openlineage, "HTTP_BACKOFF_S", 0.0)
     if broken == "unreachable_port":
-        target = f"http://127.0.0.1:{_free_port()}"
+        target = f"http://127.0.0.1:{free_port()}"
     else:
         blocker = settings.home.parent / "a_file"
         blocker.parent.mkdir(parents=True, exist_ok=True)

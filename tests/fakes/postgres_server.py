@@ -20,7 +20,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -29,15 +28,11 @@ from types import TracebackType
 
 import pytest
 
+from tests.fakes import free_port
+
 __all__ = ["PostgresServer", "postgres_server_fixture"]
 
 SUPERUSER = "dataops"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _bin_dir() -> Path:
@@ -64,7 +59,7 @@ class PostgresServer:
     """A PostgreSQL cluster on a free port of 127.0.0.1, trust authentication for `dataops`; removed on stop."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._bin = _bin_dir()
         self._as_root = os.geteuid() == 0
         self._dir = Path(tempfile.mkdtemp(prefix="dataops-pg-"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,13 +20,9 @@ from types import TracebackType
 
 import pytest
 
+from tests.fakes import free_port
+
 __all__ = ["RayCluster", "ray_cluster_fixture"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ray() -> str:
@@ -43,8 +38,8 @@ def _ray() -> str:
 class RayCluster:
     def __init__(self, *, cpus: int = 2) -> None:
         self.cpus = cpus
-        self.gcs_port = _free_port()
-        self.client_port = _free_port()
+        self.gcs_port = free_port()
+        self.client_port = free_port()
         self.address = f"ray://127.0.0.1:{self.client_port}"
         self.token = ""
         self.auth_env: dict[str, str] = {}

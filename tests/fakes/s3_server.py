@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,17 +26,13 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import free_port
+
 __all__ = ["S3Server", "s3_server_fixture"]
 
 ACCESS_KEY_ID = "dataops-test"
 SECRET_ACCESS_KEY = "dataops-test-secret"
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _moto_server() -> str:
@@ -53,7 +48,7 @@ class S3Server:
 
     def __init__(self, *, bucket: str = "warehouse", log_dir: Path | None = None) -> None:
         self.bucket = bucket
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"moto_server_{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None

@@ -1,4 +1,5 @@
-"""`dataops`, complete: the pipelines' commands plus the agent's (approve, deny, approvals, audit, chat, remediate, demo).
+"""`dataops`, complete: the pipelines' commands plus the agent's (approve, deny, approvals, audit, chat, remediate, demo)
+and people's judgement on incidents (`incident ack|resolve|expected`, `monitors unsuppress`).
 
 This is the installed entry point. It extends the pipelines layer's Typer app, and registers the agent as
 an extension of `dataops serve`, so every new incident reaches the agent.
@@ -10,12 +11,15 @@ import getpass
 import os
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
 from agent import service_hook
-from pipelines.cli import EXIT_FAILED, EXIT_USAGE, _context, _emit_json, _usage_errors, app, console, out
+from config.errors import PolicyError
+from pipelines.cli import EXIT_FAILED, EXIT_USAGE, _context, _emit_json, _usage_errors, app, console, incident_app, monitors_app, out
 
 service_hook.register()
 _AS_HELP = "Who decides (CLI user name or Slack id); must be an approver in the policy. Default: $DATAOPS_USER or your login."
@@ -74,6 +78,121 @@ def deny(
 ) -> None:
     """Deny a pending request of the agent; the action does not run and the agent escalates."""
     _decide(approval_id, False, _me(as_user), reason, as_json)
+
+
+_JUDGE_AS_HELP = (
+    "Who acts (CLI user name or Slack id); must be an approver or operator in the policy. Default: $DATAOPS_USER or your login."
+)
+
+
+def _attributed(reason: str, user: str) -> str:
+    """The reason, with the OS login that typed the command when --as names someone else (as `approve` keeps it)."""
+    login = getpass.getuser()
+    return reason if user == login else f"{reason} [via CLI, login {login}]".strip()
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A person the policy does not let act: message on stderr, exit 1 (as a refused `dataops approve`)."""
+    try:
+        yield
+    except PolicyError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _judge(incident_id: int, action: str, *, reason: str, as_user: str | None, as_json: bool, days: float = 30) -> None:
+    from agent.judgement import act_on_incident
+    from memory.store import IncidentMemory
+    from pipelines.monitors.feedback import platform_now
+    from policies.model import load_policy
+
+    ctx = _context()
+    user = _me(as_user)
+    with _usage_errors():
+        policy = load_policy(ctx.settings.policy_path, approvers=ctx.settings.approvers)
+    with _usage_errors(), _refusals():
+        outcome = act_on_incident(
+            ctx, policy, incident_id, action, actor=user, channel="cli", reason=_attributed(reason, user),
+            now=platform_now(ctx), days=days, memory=lambda: IncidentMemory.open(ctx.settings),
+        )  # fmt: skip
+    if as_json:
+        _emit_json(outcome.model_dump(mode="json"))
+        return
+    incident, suppression = outcome.judgement.incident, outcome.judgement.suppression
+    said = f"incident {incident.id} {incident.status} by {user}, labelled {outcome.judgement.label.verdict}"
+    if suppression is not None:
+        said += (
+            f"; suppression #{suppression.id} of {suppression.pattern} until {suppression.expires_at:%Y-%m-%d %H:%M} UTC (platform clock)"
+        )
+        said += f"; remembered as {outcome.remembered}" if outcome.remembered else f"; not remembered: {outcome.memory_error}"
+    out.print(said, markup=False, soft_wrap=True)
+
+
+_ID = Annotated[int, typer.Argument(metavar="ID", help="Incident id from `dataops incidents`.")]
+_JSON = Annotated[bool, typer.Option("--json", help="Print the incident, label and suppression as JSON.")]
+
+
+@incident_app.command("ack")
+def incident_ack(
+    incident_id: _ID,
+    reason: Annotated[str, typer.Option(help="Why (kept in the incident's notes).")] = "",
+    as_user: Annotated[str | None, typer.Option("--as", help=_JUDGE_AS_HELP)] = None,
+    as_json: _JSON = False,
+) -> None:
+    """Acknowledge an incident: a person owns it now; labelled real (the monitor was right)."""
+    _judge(incident_id, "ack", reason=reason, as_user=as_user, as_json=as_json)
+
+
+@incident_app.command("resolve")
+def incident_resolve(
+    incident_id: _ID,
+    reason: Annotated[str, typer.Option(help="What fixed it (kept in the incident's notes).")] = "",
+    as_user: Annotated[str | None, typer.Option("--as", help=_JUDGE_AS_HELP)] = None,
+    as_json: _JSON = False,
+) -> None:
+    """Resolve an incident; labelled real (the monitor was right)."""
+    _judge(incident_id, "resolve", reason=reason, as_user=as_user, as_json=as_json)
+
+
+@incident_app.command("expected")
+def incident_expected(
+    incident_id: _ID,
+    reason: Annotated[str, typer.Option(help="Why this is expected (kept in the suppression, the notes and the agent's memory).")],
+    days: Annotated[int, typer.Option("--for", min=1, help="Days the pattern stays suppressed, on the platform clock.")] = 30,
+    as_user: Annotated[str | None, typer.Option("--as", help=_JUDGE_AS_HELP)] = None,
+    as_json: _JSON = False,
+) -> None:
+    """Mark an incident a false alarm: resolve it, label it expected, suppress its pattern, remember it for the agent.
+
+    The pattern is the finding kind, monitor (cause) and table, plus for value anomalies the direction and scores up
+    to 1.25x the labelled one: a stronger deviation, the other direction or another monitor still alerts. It lasts
+    --for days on the platform clock; `dataops monitors` lists it, `dataops monitors unsuppress ID` lifts it.
+    """
+    _judge(incident_id, "expected", reason=reason, as_user=as_user, as_json=as_json, days=days)
+
+
+@monitors_app.command("unsuppress")
+def monitors_unsuppress(
+    suppression_id: Annotated[int, typer.Argument(metavar="ID", help="Suppression id from `dataops monitors`.")],
+    as_user: Annotated[str | None, typer.Option("--as", help=_JUDGE_AS_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the lifted suppression as JSON.")] = False,
+) -> None:
+    """Lift a suppression before it expires: findings of its pattern alert again."""
+    from agent.judgement import lift_suppression
+    from pipelines.monitors.feedback import platform_now
+    from policies.model import load_policy
+
+    ctx = _context()
+    user = _me(as_user)
+    with _usage_errors():
+        policy = load_policy(ctx.settings.policy_path, approvers=ctx.settings.approvers)
+    with _usage_errors(), _refusals():
+        lifted = lift_suppression(ctx, policy, suppression_id, actor=user, channel="cli", now=platform_now(ctx))
+    if as_json:
+        _emit_json(lifted.model_dump(mode="json"))
+    else:
+        out.print(f"suppression #{lifted.id} lifted by {user}: {lifted.pattern} alerts again", markup=False)
 
 
 @app.command()

@@ -138,17 +138,43 @@ class MartSpec(_Spec):
     suite: str | None = None
 
 
+class FalseAlarmBudget(_Spec):
+    """How often a monitor may page on clean data: at most `incidents` per `per_days` days of data."""
+
+    incidents: int = Field(default=1, gt=0)
+    per_days: int = Field(default=30, gt=0)
+
+    @property
+    def per_day(self) -> float:
+        return self.incidents / self.per_days
+
+
+ValueModel = Literal["seasonal", "forecast_error", "physical"]
+
+
 class MonitorSpec(_Spec):
     """A monitor: what it watches and when it speaks. Evaluated after each run and on a timer."""
 
     name: str
-    kind: Literal["freshness", "volume", "schema", "value", "published"]
+    kind: Literal["freshness", "volume", "schema", "value", "published", "reconcile", "distribution"]
     table: str
     severity: Literal["info", "warning", "critical"] = "warning"
     max_lag_minutes: int | None = Field(default=None, description="freshness: lag of the newest slot that opens an incident")
     expression: str | None = Field(default=None, description="value: DuckDB expression over the table giving the series")
     where: str | None = Field(default=None, description="value: DuckDB filter selecting one series, e.g. fuel = 'wind'")
-    history_days: int = Field(default=28, gt=0, description="volume/value: days of history in the baseline")
+    model: ValueModel = Field(
+        default="seasonal",
+        description="value: the model of normal behaviour (seasonal, forecast_error, physical; pipelines/monitors/models.py)",
+    )
+    reference: str | None = Field(
+        default=None, description="value, forecast_error: DuckDB expression of the forecast itself, to tell a glitch of one slot"
+    )
+    budget: FalseAlarmBudget = Field(
+        default_factory=FalseAlarmBudget, description="value/distribution: false alarms allowed on clean data; sets the threshold"
+    )
+    min_history_days: int = Field(default=14, gt=0, description="value/distribution: days of data before the monitor speaks (warming up)")
+    columns: tuple[str, ...] = Field(default=(), description="distribution: numeric columns compared with the table's own history")
+    history_days: int = Field(default=28, gt=0, description="volume/value/published/reconcile: days of history looked at")
     tolerance: float = Field(default=0.05, ge=0, description="volume: relative deviation tolerated beyond the robust spread")
     doc: str = ""
 
@@ -158,6 +184,8 @@ class MonitorSpec(_Spec):
             raise ValueError(f"freshness monitor {self.name!r} needs max_lag_minutes")
         if self.kind == "value" and not self.expression:
             raise ValueError(f"value monitor {self.name!r} needs an expression")
+        if self.kind == "distribution" and not self.columns:
+            raise ValueError(f"distribution monitor {self.name!r} needs columns")
         return self
 
 
@@ -253,6 +281,16 @@ class Inventory(_Spec):
                 raise ValueError(f"mart {mart.name!r} names unknown suite {mart.suite!r}; known: {', '.join(sorted(self.suites))}")
         for monitor in self.monitors.values():
             need_table(f"monitor {monitor.name!r}", monitor.table)
+            if monitor.kind in ("reconcile", "distribution"):
+                need_table(f"monitor {monitor.name!r}", monitor.table, "gold")
+            if monitor.kind == "reconcile" and not any(m.table == monitor.table for m in self.marts.values()):
+                raise ValueError(f"reconcile monitor {monitor.name!r}: no mart writes {monitor.table!r}")
+            columns = {c.name for c in self.tables[monitor.table].columns}
+            for column in monitor.columns:
+                if column not in columns:
+                    raise ValueError(
+                        f"monitor {monitor.name!r} names unknown column {column!r} of {monitor.table}; known: {', '.join(sorted(columns))}"
+                    )
         for p in self.pipelines.values():
             if p.source not in self.sources:
                 raise ValueError(f"pipeline {p.name!r} names unknown source {p.source!r}; known: {', '.join(sorted(self.sources))}")

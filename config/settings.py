@@ -89,7 +89,7 @@ class DataopsSettings(BaseSettings):
     anomaly_sensitivity: float = Field(
         default=1.0,
         gt=0,
-        description="Multiplies the anomaly detector's evidence: 2.0 flags deviations half as improbable (in log odds), 0.5 only twice as improbable.",
+        description="Multiplies every value monitor's false-alarm budget: 2.0 allows twice the alarms on clean data (a lower threshold), 0.5 half.",
     )
     run_max_attempts: int = Field(
         default=3,

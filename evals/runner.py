@@ -36,7 +36,6 @@ from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.checks import evaluate
 from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import run_pipeline
-from pipelines.service import alert_threshold, default_scorer
 
 Model = Literal["runbook", "scripted", "openai"]
 BOOKKEEPING = ("annotate_incident", "escalate_incident", "resolve_incident")
@@ -95,8 +94,7 @@ class _Scenario:
         """The scenario's monitors, after every run as `serve` evaluates them, so baselines build up as they would."""
         monitors = [self.ctx.inventory.monitors[name] for name in self.spec.monitors]
         if monitors:
-            scorer = default_scorer(self.ctx.settings.anomaly_sensitivity)
-            for finding in evaluate(self.ctx, monitors, self.now, scorer=scorer, threshold=alert_threshold()):
+            for finding in evaluate(self.ctx, monitors, self.now):
                 self.ctx.incidents.report(finding, now=self.now)
 
     def prepare(self) -> dict[str, int | None]:

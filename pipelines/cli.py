@@ -14,8 +14,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from config.errors import DataOpsError, QueryRefusedError
 from pipelines.context import PlatformContext
@@ -384,22 +386,100 @@ def incidents(
     out.print(table)
 
 
-@app.command()
-def incident(
+class _IncidentGroup(TyperGroup):
+    """`dataops incident ID` stays the short form of `dataops incident show ID`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: typer's vendored click Context
+        if args and args[0].isdigit():
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+incident_app = typer.Typer(
+    cls=_IncidentGroup,
+    help="One incident: `show` it (also `dataops incident ID`), or record a person's judgement: `ack`, `resolve`, `expected`.",
+    no_args_is_help=True,
+)
+app.add_typer(incident_app, name="incident")
+
+
+@incident_app.command("show")
+def incident_show(
     incident_id: Annotated[int, typer.Argument(metavar="ID", help="Incident id from `dataops incidents`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
-    """One incident with its evidence and history."""
+    """One incident with its evidence and history (notes: who did what, through which channel)."""
     ctx = _context()
     with _usage_errors():
         found = ctx.incidents.get(incident_id)
     if as_json:
         _emit_json(found.model_dump(mode="json"))
         return
-    out.print(f"[bold]incident {found.id}[/bold] [{found.severity}] {found.status}: {found.title}")
+    out.print(f"[bold]incident {found.id}[/bold] {escape(f'[{found.severity}] {found.status}: {found.title}')}")
     out.print(f"kind {found.kind} · table {found.table} · partition {found.partition or '-'} · seen {found.occurrences}x")
     out.print(f"occurred {found.occurred_at} · detected {found.detected_at} · time to detect {found.time_to_detect_s} s")
     out.print_json(data=found.evidence, default=str)
+    for note in found.notes:
+        via = f" via {note['channel']}" if note.get("channel") else ""
+        out.print(
+            f"{note.get('at', '')[:16]} {note.get('actor')}{via} [{note.get('status')}] {note.get('note')}", markup=False, soft_wrap=True
+        )
+
+
+monitors_app = typer.Typer(help="The monitors of the inventory with their active suppressions; `unsuppress ID` lifts one.")
+app.add_typer(monitors_app, name="monitors")
+
+
+def monitors_report(ctx: PlatformContext, now: datetime) -> dict[str, Any]:
+    """Each monitor (name, kind, table, severity) with the suppressions active at `now` on the platform clock.
+
+    Suppressions of findings that no monitor raises (validation, run failures) are listed apart.
+    """
+    from pipelines.monitors.feedback import suppressions
+
+    active = suppressions(ctx, active_at=now)
+    rows = []
+    claimed: set[int] = set()
+    for spec in ctx.inventory.monitors.values():
+        mine = [x for x in active if x.cause_key == spec.name or x.cause_key.startswith(spec.name + ":")]
+        claimed |= {x.id for x in mine}
+        row: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "table": spec.table, "severity": spec.severity}
+        # The monitor's own state (threshold, warming up, last scored) belongs here, next to its identity.
+        row["suppressions"] = [x.model_dump(mode="json") for x in mine]
+        rows.append(row)
+    others = [x.model_dump(mode="json") for x in active if x.id not in claimed]
+    return {"now": now.isoformat(), "monitors": rows, "other_suppressions": others}
+
+
+@monitors_app.callback(invoke_without_command=True)
+def monitors(
+    typer_ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """Every monitor (name, kind, table, severity) with the suppressions active now on the platform clock."""
+    if typer_ctx.invoked_subcommand is not None:
+        return
+    from pipelines.monitors.feedback import platform_now
+
+    ctx = _context()
+    report = monitors_report(ctx, platform_now(ctx))
+    if as_json:
+        _emit_json(report)
+        return
+    table = Table(title=f"Monitors (clock {report['now'][:16]})")
+    for col in ("monitor", "kind", "table", "severity", "suppressed"):
+        table.add_column(col)
+    for m in report["monitors"]:
+        short = ", ".join(f"#{x['id']} until {x['expires_at'][:10]}" for x in m["suppressions"])
+        table.add_row(m["name"], m["kind"], m["table"], m["severity"], short or "-")
+    out.print(table)
+    active = [x for m in report["monitors"] for x in m["suppressions"]] + report["other_suppressions"]
+    for x in active:
+        out.print(
+            f"#{x['id']} {x['pattern']}: until {x['expires_at'][:16]}, by {x['actor']} ({x['channel']}), {x['hits']} hit(s): {x['reason']}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,3 +54,21 @@ class ReplayClock:
 
     def to_real(self, sim: datetime) -> float:
         return self.origin + (sim - self.start).total_seconds() / self.speed
+
+
+@dataclass(kw_only=True)
+class SteppedClock:
+    """A clock a driver moves by hand: benchmarks and tests run the service window by window, as fast as it goes."""
+
+    current: datetime
+
+    def now(self) -> datetime:
+        return self.current
+
+    def real_seconds(self, simulated: timedelta) -> float:
+        return 0.0
+
+    def advance_to(self, instant: datetime) -> None:
+        if instant < self.current:
+            raise ValueError(f"a clock does not run backwards: {instant.isoformat()} is before {self.current.isoformat()}")
+        self.current = instant

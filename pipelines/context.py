@@ -40,7 +40,8 @@ class PlatformContext:
         # Import the modules whose tables share the ledger's metadata, so create_all makes them all.
         import pipelines.control
         import pipelines.incidents
-        import pipelines.monitors.checks  # noqa: F401
+        import pipelines.monitors.feedback
+        import pipelines.monitors.state  # noqa: F401
 
         return Ledger(self.settings.ops_db)
 

@@ -3,6 +3,9 @@
 Status moves open → acknowledged → remediating → resolved, or to escalated. The same cause on the same
 table while an incident is still unresolved and was seen within the grouping window updates that incident
 (occurrences, last seen, evidence) instead of opening another: one cause, one incident, one alert.
+
+People move incidents too (`dataops incident ack|resolve|expected`, the Slack buttons); each such note
+names the person and the channel, and pipelines/monitors/feedback.py keeps the label it implies.
 """
 
 from __future__ import annotations
@@ -145,36 +148,23 @@ class IncidentStore:
             s.flush()
             return Incident.of(row), True
 
-    def transition(self, incident_id: int, status: str, *, note: str = "", actor: str = "system") -> Incident:
-        if status not in STATUSES:
-            raise IncidentError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+    def transition(self, incident_id: int, status: str, *, note: str = "", actor: str = "system", channel: str | None = None) -> Incident:
+        """Move an incident to `status`, with a note naming who (and through which channel, when a person did it)."""
         with self._ledger.session() as s, s.begin():
             row = s.get(IncidentRow, incident_id)
             if row is None:
-                raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
-            if status not in _TRANSITIONS[row.status]:
-                raise IncidentError(
-                    f"incident {incident_id} is {row.status}; it can move to {', '.join(sorted(_TRANSITIONS[row.status]))}, not {status}"
-                )
-            now = datetime.now(UTC)
-            row.status = status
-            if status == "acknowledged":
-                row.acknowledged_at = now
-            elif status == "resolved":
-                row.resolved_at = now
-            elif status == "escalated":
-                row.escalated_at = now
-            _note(row, note, actor=actor, at=now)
+                raise IncidentError(unknown_incident(incident_id))
+            move(row, status, note=note, actor=actor, channel=channel)
             s.flush()
             return Incident.of(row)
 
-    def annotate(self, incident_id: int, note: str, *, actor: str = "system") -> Incident:
+    def annotate(self, incident_id: int, note: str, *, actor: str = "system", channel: str | None = None) -> Incident:
         """Add a note without changing the status."""
         with self._ledger.session() as s, s.begin():
             row = s.get(IncidentRow, incident_id)
             if row is None:
-                raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
-            _note(row, note, actor=actor)
+                raise IncidentError(unknown_incident(incident_id))
+            add_note(row, note, actor=actor, channel=channel)
             s.flush()
             return Incident.of(row)
 
@@ -182,7 +172,7 @@ class IncidentStore:
         with self._ledger.session() as s:
             row = s.get(IncidentRow, incident_id)
             if row is None:
-                raise IncidentError(f"no incident {incident_id}; `dataops incidents` lists them")
+                raise IncidentError(unknown_incident(incident_id))
             return Incident.of(row)
 
     def list(self, *, status: str | None = None, limit: int = 200) -> list[Incident]:
@@ -201,11 +191,37 @@ class IncidentStore:
         return counts
 
 
-def _note(row: IncidentRow, note: str, *, actor: str, at: datetime | None = None) -> None:
-    """Append a note (with the status it was written in) and touch the row."""
+def unknown_incident(incident_id: int) -> str:
+    return f"no incident {incident_id}; `dataops incidents` lists them"
+
+
+def move(row: IncidentRow, status: str, *, note: str, actor: str, channel: str | None = None) -> None:
+    """Change the status of a row inside the caller's transaction, or raise IncidentError naming where it can go."""
+    if status not in STATUSES:
+        raise IncidentError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+    if status not in _TRANSITIONS[row.status]:
+        raise IncidentError(
+            f"incident {row.id} is {row.status}; it can move to {', '.join(sorted(_TRANSITIONS[row.status]))}, not {status}"
+        )
+    now = datetime.now(UTC)
+    row.status = status
+    if status == "acknowledged":
+        row.acknowledged_at = now
+    elif status == "resolved":
+        row.resolved_at = now
+    elif status == "escalated":
+        row.escalated_at = now
+    add_note(row, note, actor=actor, channel=channel, at=now)
+
+
+def add_note(row: IncidentRow, note: str, *, actor: str, channel: str | None = None, at: datetime | None = None) -> None:
+    """Append a note (with the status it was written in, and the channel a person used) and touch the row."""
     at = at or datetime.now(UTC)
     row.updated_at = at
-    row.notes = [*row.notes, {"at": at.isoformat(), "actor": actor, "status": row.status, "note": note}]
+    entry = {"at": at.isoformat(), "actor": actor, "status": row.status, "note": note}
+    if channel is not None:
+        entry["channel"] = channel
+    row.notes = [*row.notes, entry]
 
 
 def _rank(severity: str) -> int:

@@ -29,6 +29,12 @@ QUALITY_SCORE = Gauge(
 )
 FRESHNESS_LAG = Gauge("dataops_freshness_lag_seconds", "Clock time since the newest slot in the table ended.", ["table"], registry=REGISTRY)
 ANOMALY_SCORE = Gauge("dataops_anomaly_score", "Latest anomaly score of a value monitor (0..1).", ["monitor"], registry=REGISTRY)
+FINDINGS_SUPPRESSED = Counter(
+    "dataops_findings_suppressed",
+    "Findings dropped by a suppression people set by marking an incident expected, by monitor (cause key).",
+    ["monitor"],
+    registry=REGISTRY,
+)
 OPEN_INCIDENTS = Gauge("dataops_open_incidents", "Incidents not yet resolved, by severity.", ["severity"], registry=REGISTRY)
 CLOCK = Gauge("dataops_clock_timestamp_seconds", "The platform clock (simulated under replay), Unix seconds.", registry=REGISTRY)
 SEVERITIES = ("info", "warning", "critical")

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import numpy as np
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,7 +29,8 @@ from pipelines.clock import Clock, ReplayClock, WallClock
 from pipelines.context import PlatformContext
 from pipelines.control import PipelineBusyError
 from pipelines.incidents import Incident
-from pipelines.monitors.checks import MonitorStateRow, Scorer, evaluate, source_covers
+from pipelines.monitors.checks import evaluate, source_covers
+from pipelines.monitors.state import MonitorStateRow
 from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
 from pipelines.scheduling import ReplayTrigger, declared_trigger
@@ -68,24 +68,6 @@ def _monitor_job() -> None:
         _SERVICE.monitor_tick()
 
 
-def default_scorer(sensitivity: float = 1.0) -> Scorer:
-    """The monitors' own detector (pipelines/monitors/anomaly.py) at the configured sensitivity."""
-    from pipelines.monitors.anomaly import AnomalyDetector, AnomalyDetectorSpec
-
-    detector = AnomalyDetector(AnomalyDetectorSpec(sensitivity=sensitivity))
-
-    def score(ts: list[datetime], values: np.ndarray, n_latest: int, exclude: np.ndarray) -> np.ndarray:
-        return detector.score_latest(ts, values, n_latest, exclude=exclude)
-
-    return score
-
-
-def alert_threshold() -> float:
-    from pipelines.monitors.anomaly import AnomalyDetectorSpec
-
-    return AnomalyDetectorSpec().alert_score
-
-
 class ServiceExtension(Protocol):
     """Something that runs alongside the service (the agent, the Slack app); registered by upper layers."""
 
@@ -107,13 +89,11 @@ class Service:
         ctx: PlatformContext,
         *,
         clock: Clock | None = None,
-        scorer: Scorer | None = None,
         on_incident: IncidentHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ctx = ctx
         self.clock = clock or self._make_clock()
-        self.scorer = scorer or default_scorer(ctx.settings.anomaly_sensitivity)
         self.on_incident = on_incident
         self.sleep = sleep
         self.stopping = threading.Event()
@@ -211,7 +191,7 @@ class Service:
 
     def evaluate_monitors(self, monitors: list[MonitorSpec], now: datetime) -> list[Incident]:
         with self._monitor_lock:
-            findings = evaluate(self.ctx, monitors, now, scorer=self.scorer, threshold=alert_threshold())
+            findings = evaluate(self.ctx, monitors, now)
             return self.report(findings, now)
 
     def monitor_tick(self) -> None:

@@ -50,6 +50,9 @@ class PolicySpec(_Spec):
     """The policy file (config/policy.yaml): every limit the engine enforces."""
 
     approvers: tuple[str, ...] = ()
+    operators: tuple[str, ...] = Field(
+        default=(), description="Who may acknowledge, resolve or mark incidents expected, besides the approvers"
+    )
     approval_ttl_minutes: float = Field(default=1440, gt=0)
     allow_without_approval: tuple[str, ...] = ()
     safe_writes: tuple[str, ...] = ()

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from config.errors import QueryRefusedError
 from pipelines.cli import app
 from pipelines.context import PlatformContext
+from pipelines.incidents import Finding
 from pipelines.promotion import run_pipeline
 from pipelines.query import run_query
-from tests.conftest import window
+from tests.conftest import utc, window
 
 runner = CliRunner()
 
@@ -24,7 +25,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["status"], ["query"], ["history"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["status"], ["query"], ["history"], ["incident"], ["incident", "show"], ["monitors"]])
 def test_every_command_explains_itself(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0
@@ -167,3 +168,86 @@ def test_query_fast_read_matches_the_pyiceberg_scan(ctx: PlatformContext) -> Non
             .sort_by([("ts", "ascending")] + ([("payload_hash", "ascending")] if "payload_hash" in table.schema().column_names else []))
         )
         assert fast.to_pylist() == slow.to_pylist(), name
+
+
+def _anomaly() -> Finding:
+    return Finding(
+        kind="value_anomaly", severity="warning", table="silver.carbon_intensity", cause_key="actual_intensity",
+        title="actual_intensity: 1 anomalous point",
+        evidence={"monitor": "actual_intensity", "direction": "high", "score": 6.0, "points": [{"ts": "2023-01-01T12:00:00+00:00", "score": 6.0}]},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def people(home: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformContext:
+    """A platform with one open incident (id 1) and the default policy: approvers [oncall], no operators."""
+    for name in ("DATAOPS_APPROVERS", "DATAOPS_USER", "DATAOPS_POLICY_FILE", "DATAOPS_SOURCE_MODE", "DATAOPS_REPLAY_START"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = PlatformContext.open()
+    ctx.incidents.report(_anomaly(), now=utc(2023, 1, 1, 13))
+    return ctx
+
+
+def test_incident_expected_from_the_cli_suppresses_lists_and_remembers(people: PlatformContext) -> None:
+    from agent.cli import app as dataops
+    from memory.store import IncidentMemory
+    from pipelines.monitors.feedback import filter_findings
+
+    shown = runner.invoke(dataops, ["incident", "1", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["status"] == "open", "`dataops incident ID` is `dataops incident show ID`"
+    refused = runner.invoke(dataops, ["incident", "expected", "1", "--reason", "test day", "--as", "mallory"])
+    assert refused.exit_code == 1
+    assert "mallory may not act on incidents; approvers: oncall; operators: none" in refused.output
+
+    done = runner.invoke(dataops, ["incident", "expected", "1", "--reason", "curtailment test", "--for", "10", "--as", "oncall", "--json"])
+    assert done.exit_code == 0, done.output
+    outcome = json.loads(done.stdout)
+    assert outcome["judgement"]["incident"]["status"] == "resolved" and outcome["judgement"]["label"]["verdict"] == "expected"
+    assert outcome["judgement"]["suppression"]["expires_at"] == "2023-01-11T00:00:00Z", "10 days on the replay clock (at its start)"
+    assert outcome["remembered"] == "expected-1"
+
+    listed = json.loads(runner.invoke(dataops, ["monitors", "--json"]).stdout)
+    by_name = {m["name"]: m for m in listed["monitors"]}
+    assert {"name", "kind", "table", "severity", "suppressions"} <= set(by_name["actual_intensity"])
+    [suppression] = by_name["actual_intensity"]["suppressions"]
+    assert suppression["pattern"] == "value_anomaly actual_intensity on silver.carbon_intensity, direction high, score ≤ 7.50"
+    assert (suppression["id"], suppression["actor"], suppression["channel"], suppression["hits"]) == (1, "oncall", "cli", 0)
+    assert suppression["reason"].startswith("curtailment test")
+    assert all(not m["suppressions"] for name, m in by_name.items() if name != "actual_intensity")
+
+    assert filter_findings(people, [_anomaly()], utc(2023, 1, 5)) == []
+    hits = {m["name"]: m for m in json.loads(runner.invoke(dataops, ["monitors", "--json"]).stdout)["monitors"]}
+    assert hits["actual_intensity"]["suppressions"][0]["hits"] == 1
+    text = runner.invoke(dataops, ["incident", "show", "1"])
+    assert "oncall via cli [resolved] marked expected: curtailment test" in text.stdout
+    record = IncidentMemory.open(people.settings).get("expected-1")
+    assert record is not None and "curtailment test" in record.root_cause and record.outcome.startswith("expected")
+
+    lifted = runner.invoke(dataops, ["monitors", "unsuppress", "1", "--as", "oncall"])
+    assert lifted.exit_code == 0 and "suppression #1 lifted by oncall" in lifted.stdout
+    again = runner.invoke(dataops, ["monitors", "unsuppress", "1", "--as", "oncall"])
+    assert again.exit_code == 2 and "suppression 1 was already lifted by oncall" in again.output
+    assert not any(m["suppressions"] for m in json.loads(runner.invoke(dataops, ["monitors", "--json"]).stdout)["monitors"])
+
+
+def test_incident_ack_and_resolve_from_the_cli_and_their_errors(
+    people: PlatformContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.cli import app as dataops
+    from tests.conftest import REPO
+
+    unknown = runner.invoke(dataops, ["incident", "ack", "7", "--as", "oncall"])
+    assert unknown.exit_code == 2 and "no incident 7; `dataops incidents` lists them" in unknown.output
+    policy = tmp_path / "policy.yaml"
+    policy.write_text((REPO / "config" / "policy.yaml").read_text().replace("operators: []", "operators: [olive]"))
+    monkeypatch.setenv("DATAOPS_POLICY_FILE", str(policy))
+    acked = runner.invoke(dataops, ["incident", "ack", "1", "--as", "olive"])
+    assert acked.exit_code == 0 and "incident 1 acknowledged by olive, labelled real" in acked.stdout
+    resolved = runner.invoke(dataops, ["incident", "resolve", "1", "--reason", "meter replaced", "--as", "oncall"])
+    assert resolved.exit_code == 0, resolved.output
+    again = runner.invoke(dataops, ["incident", "resolve", "1", "--as", "oncall"])
+    assert again.exit_code == 2 and "incident 1 is resolved; it can move to open, not resolved" in again.output
+    notes = json.loads(runner.invoke(dataops, ["incident", "show", "1", "--json"]).stdout)["notes"]
+    assert [(n["actor"], n["channel"], n["status"]) for n in notes] == [("olive", "cli", "acknowledged"), ("oncall", "cli", "resolved")]
+    assert notes[1]["note"].startswith("resolved as real: meter replaced")

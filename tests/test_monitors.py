@@ -60,30 +60,3 @@ def test_permanent_source_failures_become_critical_findings(ctx: PlatformContext
     (finding,) = findings_from_run(result, silver="silver.carbon_intensity")
     assert finding.kind == "source_failure" and finding.severity == "critical"
     assert finding.cause_key == "carbon_intensity:PermanentSourceError"
-
-
-def test_value_monitor_flags_a_forecast_that_goes_wrong(ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A forecast biased by +100 gCO2/kWh for six hours passes every row check (the miss stays under 120)
-    but not the forecast-error monitor, whose baseline is five weeks of the real series."""
-    from datetime import timedelta
-
-    from pipelines.monitors.checks import check_value
-    from pipelines.service import alert_threshold, default_scorer
-
-    original = neso._REPLAY["carbon_intensity"]
-
-    def biased(*args: Any) -> dict[str, Any]:
-        body = original(*args)
-        for record in body["data"]:
-            if "2023-03-08T06:00Z" <= record["from"] < "2023-03-08T12:00Z":
-                record["intensity"] = {**record["intensity"], "forecast": record["intensity"]["forecast"] + 100}
-        return body
-
-    monkeypatch.setitem(neso._REPLAY, "carbon_intensity", biased)
-    run_pipeline(ctx, "carbon_intensity", window((2023, 2, 1), (2023, 3, 9)))
-    spec = ctx.inventory.monitors["forecast_error"]
-    (finding,) = check_value(ctx, spec, utc(2023, 3, 9), scorer=default_scorer(), threshold=alert_threshold())
-    assert finding.kind == "value_anomaly" and finding.table == "silver.carbon_intensity"
-    assert "2023-03-08T06:00:00+00:00" in [p["ts"] for p in finding.evidence["points"]]
-    later = check_value(ctx, spec, utc(2023, 3, 9) + timedelta(hours=1), scorer=default_scorer(), threshold=alert_threshold())
-    assert later == [], "points already judged are not judged again"

@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,82 @@ def test_serve_posts_one_thread_per_incident_and_updates_it(rig: Rig) -> None:
         )
     finally:
         extension.stop()
+
+
+def _incident_click_body(rig: Rig, action: str, user: str) -> str:
+    """A signed-to-be click on a button of incident 1's thread root, carrying the root as Slack stores it."""
+    assert rig.reporter is not None
+    thread = rig.reporter.store.thread("incident-1")
+    assert thread is not None
+    return block_actions_body(
+        action_id=action, value="1", user=user, channel=thread.channel, message_ts=thread.ts, block_id="incident:1",
+        response_url=rig.slack.response_url(f"incident-{user}"), message=rig.slack.message(thread.channel, thread.ts),
+    )  # fmt: skip
+
+
+def _buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(e["action_id"], e["value"]) for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
+
+
+def test_expected_clicked_in_slack_resolves_suppresses_and_updates_the_root(rig: Rig) -> None:
+    from agent.slack.blocks import ACKNOWLEDGE, EXPECTED, RESOLVE
+    from pipelines.monitors import feedback
+
+    rig.start()
+    assert rig.agent is not None and rig.reporter is not None
+    ctx = rig.agent.ctx
+    thread = rig.reporter.incident(ctx.incidents.get(1))
+    assert thread is not None
+    assert _buttons(rig.slack.message(CHANNEL, thread.ts)) == [(ACKNOWLEDGE, "1"), (RESOLVE, "1"), (EXPECTED, "1")]
+
+    body = _incident_click_body(rig, EXPECTED, "U_ALICE")
+    assert rig.post(body, headers=signed_headers("not-the-secret", body)).status_code == 401
+    assert rig.post(body, headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 401
+    assert rig.post(_incident_click_body(rig, EXPECTED, "U_MALLORY")).status_code == 200
+    rig.slack.wait_for("chat.postEphemeral")
+    assert "U_MALLORY may not act on incidents" in rig.slack.ephemerals(user="U_MALLORY")[0]["text"]
+    assert ctx.incidents.get(1).status == "open" and feedback.suppressions(ctx) == [] and feedback.labels(ctx) == []
+    assert not rig.slack.calls_to("chat.update")
+
+    assert rig.post(body).status_code == 200
+    _until(lambda: bool(rig.slack.calls_to("chat.update")))
+    root = rig.slack.message(CHANNEL, thread.ts)
+    assert _buttons(root) == [], "a resolved incident has no buttons"
+    shown = _texts(root["blocks"])
+    assert "resolved" in shown and "by <@U_ALICE> in Slack" in shown and "marked expected in Slack by U_ALICE" in shown
+    [suppression] = feedback.suppressions(ctx)
+    assert (suppression.actor, suppression.channel, suppression.reason) == ("U_ALICE", "slack", "marked expected in Slack by U_ALICE")
+    assert suppression.expires_at == NOW + timedelta(days=30), "30 days on the agent's (platform) clock"
+    assert [(x.verdict, x.actor) for x in feedback.labels(ctx)] == [("expected", "U_ALICE")]
+    assert ctx.incidents.get(1).status == "resolved"
+    remembered = rig.agent.memory().get("expected-1")
+    assert remembered is not None and "marked expected in Slack by U_ALICE" in remembered.root_cause
+
+
+def test_operators_and_group_members_acknowledge_and_resolve_from_slack(rig: Rig, tmp_path: Path) -> None:
+    from agent.slack.blocks import ACKNOWLEDGE, EXPECTED, RESOLVE
+    from tests.conftest import REPO
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text((REPO / "config" / "policy.yaml").read_text().replace("operators: []", "operators: [U_OLIVE]"))
+    rig.start(policy_file=policy)
+    assert rig.agent is not None and rig.reporter is not None
+    ctx = rig.agent.ctx
+    thread = rig.reporter.incident(ctx.incidents.get(1))
+    assert thread is not None
+
+    assert rig.post(_incident_click_body(rig, ACKNOWLEDGE, "U_OLIVE")).status_code == 200  # an operator
+    _until(lambda: bool(rig.slack.calls_to("chat.update")))
+    root = rig.slack.message(CHANNEL, thread.ts)
+    assert _buttons(root) == [(RESOLVE, "1"), (EXPECTED, "1")] and "acknowledged* by <@U_OLIVE> in Slack" in _texts(root["blocks"])
+
+    assert rig.post(_incident_click_body(rig, RESOLVE, "U_CAROL")).status_code == 200  # in the approvers' user group
+    _until(lambda: len(rig.slack.calls_to("chat.update")) >= 2)
+    assert ctx.incidents.get(1).status == "resolved"
+    notes = [(n["actor"], n.get("channel"), n["status"]) for n in ctx.incidents.get(1).notes]
+    assert notes == [("U_OLIVE", "slack", "acknowledged"), ("U_CAROL", "slack", "resolved")]
+
+    late = rig.post(_incident_click_body(rig, RESOLVE, "U_BOB"))
+    assert late.status_code == 200
+    rig.slack.wait_for("chat.postEphemeral")
+    assert "incident 1 is resolved; it can move to open, not resolved" in rig.slack.ephemerals(user="U_BOB")[0]["text"]

@@ -1,4 +1,5 @@
-"""The Slack Bolt app: approval buttons, chat (mentions and direct messages) and the `/dataops` command.
+"""The Slack Bolt app: approval buttons, incident buttons (acknowledge, resolve, expected), chat (mentions and
+direct messages) and the `/dataops` command.
 
 HTTP mode serves `/slack/events` (events, interactions and commands on one URL) with Bolt's
 request-signature verification: a forged or stale request gets 401 and reaches no handler. Socket Mode
@@ -21,10 +22,11 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from agent.slack.blocks import APPROVE, DENY
+from agent.judgement import act_on_incident
+from agent.slack.blocks import APPROVE, DENY, INCIDENT_ACTIONS
 from agent.slack.reporter import SlackReporter
 from agent.slack.store import SlackStore
-from config.errors import ApprovalError, SettingsError
+from config.errors import ApprovalError, DataOpsError, SettingsError
 from config.settings import DataopsSettings
 
 if TYPE_CHECKING:
@@ -76,6 +78,8 @@ class SlackApp:
         self._socket: Any = None
         self.app.action(APPROVE)(self._on_decision)
         self.app.action(DENY)(self._on_decision)
+        for action_id in INCIDENT_ACTIONS:
+            self.app.action(action_id)(self._on_incident_action)
         self.app.event("app_mention")(self._on_message)
         self.app.event("message")(self._on_message)
         self.app.command("/dataops")(self._on_command)
@@ -139,6 +143,35 @@ class SlackApp:
             self.agent.decide(approval_id, approve=approve, user=user, reason=f"{verb} in Slack", groups=groups)
         except ApprovalError as exc:
             self._ephemeral(channel, user, str(exc))
+
+    # -- incident buttons --------------------------------------------------------------------------------------
+    def _on_incident_action(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Acknowledge / Resolve / Expected on an incident's root: approvers and operators of the policy only.
+
+        "Expected" takes the reason "marked expected in Slack by <user>" and the default 30 days: no modal, since
+        the fake Slack Web API the tests speak to has no views.open. Another reason or duration: `dataops monitors
+        unsuppress N`, then `dataops incident expected ID --reason ... --for DAYS`.
+        """
+        ack()
+        user = str((body.get("user") or {}).get("id") or "")
+        channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
+        verb = INCIDENT_ACTIONS[str(action.get("action_id"))]
+        value = str(action.get("value") or "")
+        if not value.isdigit():
+            self._ephemeral(channel, user, f"{value!r} is not an incident id")
+            return
+        policy = self.agent.policy
+        try:
+            outcome = act_on_incident(
+                self.agent.ctx, policy, int(value), verb, actor=user, channel="slack",
+                reason=f"marked expected in Slack by {user}" if verb == "expected" else "",
+                now=self.agent.runtime.clock(), memory=self.agent.memory,
+                groups=self._groups_of(user, [*policy.approvers, *policy.operators]),
+            )  # fmt: skip
+        except DataOpsError as exc:  # not an approver or operator, unknown incident, impossible move
+            self._ephemeral(channel, user, str(exc))
+            return
+        self.reporter.incident(outcome.judgement.incident)
 
     def _ephemeral(self, channel: str, user: str, text: str) -> None:
         try:

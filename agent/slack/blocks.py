@@ -1,4 +1,5 @@
-"""Block Kit messages: an incident's thread root, an approval request with buttons, and its verdict.
+"""Block Kit messages: an incident's thread root (with Acknowledge / Resolve / Expected buttons), an approval
+request with buttons, and its verdict.
 
 Everything that comes from data (titles, evidence, arguments) is escaped, so text inside the data can
 neither mention people nor format links. Buttons carry ids only: the handler reads everything else from
@@ -8,6 +9,7 @@ the ops database, so a forged value can name a request but never change what it 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pipelines.incidents import Incident
@@ -15,7 +17,13 @@ from policies.approvals import Approval
 
 APPROVE = "dataops_approve"
 DENY = "dataops_deny"
+ACKNOWLEDGE = "dataops_incident_ack"
+RESOLVE = "dataops_incident_resolve"
+EXPECTED = "dataops_incident_expected"
+# The incident buttons and the judgement each one records (pipelines/monitors/feedback.py ACTIONS).
+INCIDENT_ACTIONS = {ACKNOWLEDGE: "ack", RESOLVE: "resolve", EXPECTED: "expected"}
 _ICON = {"open": "🔴", "acknowledged": "🟠", "remediating": "🛠️", "resolved": "✅", "escalated": "🚨"}
+_SLACK_USER = re.compile(r"[UW][A-Z0-9_]+")
 _LIMIT = 2800  # a section's text holds 3000 characters
 
 
@@ -46,16 +54,56 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
         {"type": "mrkdwn", "text": f"*Where*\n`{escape(where)}`"},
         {"type": "mrkdwn", "text": f"*Seen*\n{incident.occurrences}× since {incident.detected_at:%Y-%m-%d %H:%M} UTC"},
     ]
-    return [
+    blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(f"Incident {incident.id}: {incident.kind}", 150)}},
         _section(f"*What* {escape(incident.title)}"),
         {"type": "section", "fields": fields},
         _section(f"*Evidence*\n```{escape(_cut(evidence, 1500))}```"),
+    ]
+    judged = judgement_text(incident)
+    if judged:
+        blocks.append(_section(judged))
+    if incident.status != "resolved":
+        blocks.append(_incident_buttons(incident))
+    blocks.append(
         {
             "type": "context",
             "elements": [{"type": "mrkdwn", "text": f"`dataops incident {incident.id}` · cause `{escape(incident.cause_key)}`"}],
-        },
-    ]
+        }
+    )
+    return blocks
+
+
+def _incident_buttons(incident: Incident) -> dict[str, Any]:
+    """Acknowledge (until acknowledged), Resolve and Expected; the value is the incident id, nothing else."""
+    buttons: list[tuple[str, str, str | None]] = [(ACKNOWLEDGE, "Acknowledge", None)] if incident.status != "acknowledged" else []
+    buttons += [(RESOLVE, "Resolve", "primary"), (EXPECTED, "Expected (false alarm)", None)]
+    elements = []
+    for action_id, label, style in buttons:
+        button: dict[str, Any] = {
+            "type": "button",
+            "action_id": action_id,
+            "value": str(incident.id),
+            "text": {"type": "plain_text", "text": label},
+        }
+        if style:
+            button["style"] = style
+        elements.append(button)
+    return {"type": "actions", "block_id": f"incident:{incident.id}", "elements": elements}
+
+
+def judgement_text(incident: Incident) -> str:
+    """The latest action a person took on the incident (notes with a channel), for the root message."""
+    note = next((n for n in reversed(incident.notes) if isinstance(n, dict) and n.get("channel")), None)
+    if note is None:
+        return ""
+    channel = {"slack": "in Slack", "cli": "in the CLI"}.get(str(note["channel"]), f"via {escape(str(note['channel']))}")
+    return f"{_ICON.get(str(note.get('status')), '•')} *{escape(str(note.get('status')))}* by {mention(str(note.get('actor') or '?'))} {channel}: {escape(str(note.get('note') or ''))}"
+
+
+def mention(user: str) -> str:
+    """A Slack user id as a mention; any other name (a CLI user) as escaped text."""
+    return f"<@{user}>" if _SLACK_USER.fullmatch(user) else escape(user)
 
 
 def _call(approval: Approval) -> str:

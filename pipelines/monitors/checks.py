@@ -1,7 +1,10 @@
-"""Monitors: freshness, volume, schema and value anomalies, each producing findings for the incident store.
+"""Monitors: freshness, volume, schema, value, published-data audit and reconciliation, each producing findings.
 
-Each monitor keeps a watermark in the ops database (the last day or point it judged), so evaluating again
-does not report the same thing twice; the incident store groups what does repeat.
+Each monitor keeps a watermark in the ops database (`state.py`: the last day or point it judged), so
+evaluating again does not report the same thing twice; the incident store groups what does repeat.
+Freshness and volume are judged against what the pipelines have processed (their watermark), never
+against a clock the pipelines have not reached yet. Findings that people labelled expected are dropped
+by `feedback.filter_findings` before they reach the incident store.
 """
 
 from __future__ import annotations
@@ -13,11 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
 import numpy as np
 from pyiceberg.expressions import EqualTo
-from sqlalchemy import JSON, DateTime, String
-from sqlalchemy.orm import Mapped, mapped_column
 
 from config.inventory import MonitorSpec
 from pipelines import metrics
@@ -25,32 +25,13 @@ from pipelines.context import PlatformContext
 from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
-from pipelines.ledger import Base, _aware
+from pipelines.ledger import _aware
+from pipelines.monitors import feedback
+from pipelines.monitors.state import MonitorStateRow, load_state, save_state
 
 log = logging.getLogger(__name__)
-
-
-class MonitorStateRow(Base):
-    __tablename__ = "monitor_state"
-
-    name: Mapped[str] = mapped_column(String(120), primary_key=True)
-    watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-
-
-def _state(ctx: PlatformContext, name: str) -> tuple[datetime | None, dict[str, Any]]:
-    with ctx.ledger.session() as s:
-        row = s.get(MonitorStateRow, name)
-        return (_aware(row.watermark), dict(row.state or {})) if row else (None, {})
-
-
-def _save_state(ctx: PlatformContext, name: str, watermark: datetime | None, state: dict[str, Any]) -> None:
-    with ctx.ledger.session() as s, s.begin():
-        row = s.get(MonitorStateRow, name)
-        if row is None:
-            row = MonitorStateRow(name=name)
-            s.add(row)
-        row.watermark, row.state = watermark, state
+_state, _save_state = load_state, save_state  # the names other monitor modules import
+__all__ = ["MonitorStateRow", "check_freshness", "check_schema", "check_volume", "evaluate", "processed_until", "source_covers"]
 
 
 def _day(ts: datetime) -> datetime:
@@ -91,12 +72,34 @@ def _last_good_run(ctx: PlatformContext, table: str) -> tuple[datetime, datetime
     return best
 
 
-def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, stall_after_s: float | None = None) -> list[Finding]:
-    """Two questions: did the source deliver by our last look (source stale), and are we still looking (stalled)?
+def processed_until(ctx: PlatformContext, table: str, now: datetime) -> datetime | None:
+    """Up to when the pipelines writing `table` have processed their source (the slowest of them).
 
-    The lag of the newest slot is judged at the clock of the last successful run, so a replay clock that
-    runs ahead of the pipelines does not look like a source outage; a pipeline that has not succeeded for
-    longer than the limit on the clock and `stall_after_s` of real time is reported as stalled.
+    A pipeline's watermark under `serve`; otherwise the end of the data its latest successful run
+    covered (a window ending after the run's clock counts up to the clock). None when nothing ran yet.
+    """
+    until: list[datetime] = []
+    for p in ctx.inventory.pipelines_feeding(table):
+        marks = [m for m in (ctx.control.watermark(p.name),) if m is not None]
+        for run in ctx.ledger.runs(pipeline=p.name, limit=20):
+            if run.status in ("succeeded", "quarantined"):
+                end, as_of = _aware(run.window_end), _aware(run.as_of)
+                assert end is not None and as_of is not None
+                marks.append(min(end, as_of))
+                break
+        if not marks:
+            return None
+        until.append(max(marks))
+    return min(min(until), now) if until else None
+
+
+def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, stall_after_s: float | None = None) -> list[Finding]:
+    """Two questions: had the source delivered when we last looked (stale), and are we keeping up (behind)?
+
+    The lag of the newest slot is judged at the point up to which the pipelines have processed the source
+    (`processed_until`), so a clock that runs ahead of the pipelines never looks like a source outage.
+    How far the pipelines trail the clock is its own finding, "behind by N h", raised when they have not
+    caught up for `stall_after_s` of real time (stalled) or trail by more than a day (falling behind).
     """
     assert spec.max_lag_minutes is not None
     limit = spec.max_lag_minutes * 60
@@ -105,14 +108,14 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
     recent = wap.read_days(table, [_day(now) - timedelta(days=i) for i in range(7)], columns=("ts",))
     newest: datetime | None = max((t for t in recent.column("ts").to_pylist() if t is not None and t <= now), default=None)
     last = _last_good_run(ctx, spec.table)
-    if newest is None or last is None:
+    looked_at = processed_until(ctx, spec.table, now)
+    if newest is None or last is None or looked_at is None:
         return []  # nothing landed in a week: the runs report that; a freshness lag needs a last slot
     slot_end = newest + _cadence(ctx, spec.table)
     metrics.FRESHNESS_LAG.labels(spec.table).set(max(0.0, (now - slot_end).total_seconds()))
     if not source_covers(ctx, spec.table, now):
         return []
     findings = []
-    looked_at, finished = last
     source_lag = (looked_at - slot_end).total_seconds()
     if source_lag > limit:
         findings.append(
@@ -121,7 +124,8 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
                 severity=spec.severity,
                 table=spec.table,
                 cause_key=spec.name,
-                title=f"{spec.table} is stale: at the last run the newest slot had ended {source_lag / 3600:.1f} h before (limit {limit / 3600:.1f} h)",
+                title=f"{spec.table} is stale: when the pipeline last looked ({looked_at.isoformat()}) the newest slot had ended "
+                f"{source_lag / 3600:.1f} h before (limit {limit / 3600:.1f} h)",
                 occurred_at=slot_end,
                 evidence={
                     "newest_slot": newest.isoformat(),
@@ -131,27 +135,37 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
                 },
             )
         )
-    real_idle = (datetime.now(UTC) - finished).total_seconds()
-    paused = any(ctx.control.is_paused(p.name) for p in ctx.inventory.pipelines_feeding(spec.table))
-    if (now - looked_at).total_seconds() > limit and real_idle > stall_after_s and not paused:
+    behind = (now - looked_at).total_seconds()
+    real_idle = (datetime.now(UTC) - last[1]).total_seconds()
+    pipelines = ctx.inventory.pipelines_feeding(spec.table)
+    paused = any(ctx.control.is_paused(p.name) for p in pipelines)
+    if behind > limit and not paused and (real_idle > stall_after_s or behind > 86_400):
+        names = ", ".join(p.name for p in pipelines)
+        how = f"no successful run for {real_idle:.0f} s" if real_idle > stall_after_s else "runs cannot keep up with the clock"
         findings.append(
             Finding(
                 kind="freshness",
                 severity="warning",
                 table=spec.table,
-                cause_key=f"{spec.name}:stalled",
-                title=f"no successful run has written {spec.table} since the clock read {looked_at.isoformat()} ({real_idle:.0f} s ago)",
+                cause_key=f"{spec.name}:behind",
+                title=f"pipeline {names} is behind by {behind / 3600:.1f} h: it has processed up to {looked_at.isoformat()} ({how})",
                 occurred_at=looked_at,
-                evidence={"last_good_run_as_of": looked_at.isoformat(), "real_idle_s": round(real_idle)},
+                evidence={"processed_until": looked_at.isoformat(), "behind_s": round(behind), "real_idle_s": round(real_idle)},
             )
         )
     return findings
 
 
 def check_volume(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[Finding]:
-    """Distinct records per complete UTC day against the median and MAD of the previous days."""
+    """Distinct records per complete UTC day against the median and MAD of the previous days.
+
+    Only days the pipelines have finished processing are judged: a day they have not reached is not empty.
+    """
     watermark, state = _state(ctx, spec.name)
-    last_complete = _day(now) - timedelta(days=1)
+    processed = processed_until(ctx, spec.table, now)
+    if processed is None:
+        return []
+    last_complete = _day(processed) - timedelta(days=1)
     first = last_complete if watermark is None else watermark + timedelta(days=1)
     if first > last_complete:
         return []
@@ -261,78 +275,33 @@ def check_schema(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
     ]
 
 
-def series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: datetime) -> tuple[list[datetime], np.ndarray]:
-    days = [_day(start) + timedelta(days=i) for i in range((_day(end) - _day(start)).days + 1)]
-    data = wap.read_days(load_table(ctx.catalog, spec.table), days)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("t", data)
-        where = f"AND ({spec.where})" if spec.where else ""
-        rows = con.execute(
-            f"SELECT ts, ({spec.expression}) AS v FROM t WHERE ts >= ? AND ts < ? {where} AND ({spec.expression}) IS NOT NULL ORDER BY ts",
-            [start, end],
-        ).fetchall()
-    finally:
-        con.close()
-    return [r[0] for r in rows], np.array([float(r[1]) for r in rows], dtype=float)
+Check = Callable[[PlatformContext, MonitorSpec, datetime], list[Finding]]
 
 
-Scorer = Callable[[list[datetime], np.ndarray, int, np.ndarray], np.ndarray]
+def _checks() -> dict[str, Check]:
+    from pipelines.monitors.distribution import check_distribution
+    from pipelines.monitors.publish_audit import audit_published
+    from pipelines.monitors.reconcile import check_reconcile
+    from pipelines.monitors.value import check_value
+
+    return {
+        "freshness": check_freshness,
+        "volume": check_volume,
+        "schema": check_schema,
+        "value": check_value,
+        "published": lambda ctx, spec, now: audit_published(ctx, spec.table, now, days=spec.history_days),
+        "reconcile": check_reconcile,
+        "distribution": check_distribution,
+    }
 
 
-def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, scorer: Scorer, threshold: float) -> list[Finding]:
-    """Score the points that arrived since the last evaluation against the history before each of them."""
-    watermark, state = _state(ctx, spec.name)
-    ts, values = series(ctx, spec, now - timedelta(days=spec.history_days), now)
-    if not ts:
-        return []
-    fresh = [i for i, t in enumerate(ts) if watermark is None or t > watermark]
-    if not fresh:
-        return []
-    inside = set(state.get("inside_incidents", []))
-    exclude = np.array([t.isoformat() in inside for t in ts], dtype=bool)
-    scores = scorer(ts, values, len(fresh), exclude)
-    metrics.ANOMALY_SCORE.labels(spec.name).set(float(np.max(scores)) if len(scores) else 0.0)
-    flagged = [(ts[i], float(values[i]), float(s)) for i, s in zip(fresh, scores, strict=True) if s >= threshold]
-    state["inside_incidents"] = sorted(inside | {t.isoformat() for t, _, _ in flagged})[-2000:]
-    _save_state(ctx, spec.name, ts[-1], state)
-    if not flagged:
-        return []
-    worst = max(flagged, key=lambda f: f[2])
-    return [
-        Finding(
-            kind="value_anomaly",
-            severity=spec.severity,
-            table=spec.table,
-            cause_key=spec.name,
-            title=f"{spec.name}: {len(flagged)} anomalous point(s), worst {worst[1]:.1f} at {worst[0].isoformat()} (score {worst[2]:.2f})",
-            occurred_at=flagged[0][0],
-            evidence={
-                "points": [{"ts": t.isoformat(), "value": v, "score": round(s, 3)} for t, v, s in flagged[:10]],
-                "threshold": threshold,
-            },
-        )
-    ]
-
-
-def evaluate(ctx: PlatformContext, monitors: list[MonitorSpec], now: datetime, *, scorer: Scorer, threshold: float) -> list[Finding]:
-    """Every monitor's findings; a monitor that breaks is logged and skipped, never silences the others."""
+def evaluate(ctx: PlatformContext, monitors: list[MonitorSpec], now: datetime) -> list[Finding]:
+    """Every monitor's findings that no suppression covers; a monitor that breaks is logged and skipped."""
+    checks = _checks()
     findings: list[Finding] = []
     for spec in monitors:
         try:
-            if spec.kind == "freshness":
-                findings += check_freshness(ctx, spec, now)
-            elif spec.kind == "volume":
-                findings += check_volume(ctx, spec, now)
-            elif spec.kind == "schema":
-                findings += check_schema(ctx, spec, now)
-            elif spec.kind == "published":
-                from pipelines.monitors.publish_audit import audit_published
-
-                findings += audit_published(ctx, spec.table, now, days=spec.history_days)
-            else:
-                findings += check_value(ctx, spec, now, scorer=scorer, threshold=threshold)
+            findings += checks[spec.kind](ctx, spec, now)
         except Exception:  # one broken monitor must not blind the rest
             log.exception("monitor %s failed", spec.name)
-    return findings
+    return feedback.filter_findings(ctx, findings, now)

@@ -1,0 +1,352 @@
+"""Models of a series' normal behaviour, which turn each new point into a calibrated tail probability.
+
+A value monitor's score for a point is ``S = -log10 p``, where ``p`` is the probability, under the model of
+that series fitted on its own recent past, of a deviation at least as large. Every point is judged against
+the history of its UTC day: the usable points of the ``history_days`` days before the day starts. A day's
+points therefore get the same score whether they arrive one at a time or all at once, which is what makes
+the monitors' incremental scoring equal to scoring the whole series (tests/test_value_monitors.py).
+
+The models (``model:`` in config/monitors.yaml):
+
+* ``seasonal``: a level series with a daily shape (carbon intensity, generation shares). Two residuals,
+  each a robust z-score against the history of the same hour of day (pooled with its neighbouring hours):
+  the *level* (value against that hour's median and MAD) and the *step* (change from the previous point
+  against the changes seen at that hour). Each residual's tail probability comes from the empirical
+  distribution of the same residual over the history, with a Pareto tail (Hill estimator) beyond its 95th
+  percentile, so a heavy-tailed series needs a larger deviation to score the same; the two are combined
+  with a Bonferroni factor of 2. A run of identical values longer than twice the longest run of the history
+  (and at least ``6`` points) is a *stuck* finding.
+* ``forecast_error``: the error of a forecast (``actual - forecast``), heavy-tailed and with a spread that
+  depends on the hour of day and the season: the level residual by hour of day over the last
+  ``history_days`` (the season), with the same calibrated tail, and its mean over ``SUSTAINED_POINTS``
+  slots (a forecast that stays biased). A slot whose forecast (``reference``) also stands out from both
+  its neighbours is a *forecast glitch*: its evidence is the product of the two tail probabilities, since
+  a forecast is smooth from slot to slot whatever its error; it is reported as its own finding, and a
+  point is scored once its next slot has arrived.
+* ``physical``: a series in which ordinary variation is never a defect at the level that would flag it
+  (hourly temperature: weather is not an incident). Only what really goes wrong there is checked: a
+  *stuck* sensor (as above), an *impossible step* (a change per point above three times the largest step
+  of the history) and a *unit change* (a value further from its hour's median than three times the largest
+  such distance of the history, e.g. kelvin or fahrenheit). A rule that fires scores ``RULE_SCORE``.
+
+What a score must reach to open an incident (the threshold) is set by `calibration.py` from the monitor's
+false-alarm budget and its own history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from config.inventory import ValueModel
+
+Direction = Literal["high", "low"]
+Rule = Literal["level", "step", "error", "glitch", "stuck", "impossible_step", "unit_change"]
+
+RULE_SCORE = 12.0
+"""Score of a rule that fired (stuck, impossible step, unit change): beyond any threshold a budget gives."""
+MIN_STUCK_POINTS = 6
+SUSTAINED_POINTS = 12
+"""Points whose mean residual is judged too: a deviation that lasts (a biased model, a drifting meter)."""
+GLITCH_SCORE = 3.0
+"""A forecast must stand out from both neighbours at least this much (p <= 1e-3) for a slot to be a glitch."""
+TAIL_QUANTILE = 0.95
+MAX_TAIL_INDEX = 4.0
+"""The Pareto tail is never taken lighter than index 4 (a Student-t with 4 degrees of freedom): a history
+that happens to be calm must not make the next ordinary swing look impossible."""
+_MAD_TO_SIGMA = 1.4826
+_MIN_TAIL_POINTS = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointScore:
+    """One scored point: its score (-log10 of the tail probability) and what the score is about."""
+
+    index: int
+    ts: datetime
+    value: float
+    score: float
+    direction: Direction
+    rule: Rule
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesFrame:
+    """A monitored series in time order: timestamps (UTC), values, and the reference series if any."""
+
+    ts: pd.DatetimeIndex
+    x: np.ndarray
+    ref: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.ts) != len(self.x) or (self.ref is not None and len(self.ref) != len(self.x)):
+            raise ValueError("timestamps, values and reference must have the same length")
+
+    @property
+    def nanos(self) -> np.ndarray:
+        """The timestamps as int64 nanoseconds."""
+        return np.asarray(self.ts.as_unit("ns").asi8)
+
+    @property
+    def cadence(self) -> pd.Timedelta:
+        """The usual spacing between points (the median step), one hour if it cannot be told."""
+        if len(self.ts) < 3:
+            return pd.Timedelta(hours=1)
+        return pd.Timedelta(int(np.median(np.diff(self.nanos))), unit="ns")
+
+
+def tail_probability(history: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """P(|Z| >= |observed|) under the empirical distribution of ``history`` with a Pareto tail.
+
+    Below the history's 95th percentile ``u`` the empirical exceedance fraction is used; beyond it,
+    ``0.05 * (z / u) ** -alpha`` with ``alpha`` the Hill estimate over the exceedances (at most
+    ``MAX_TAIL_INDEX``), so the probability keeps falling past the largest value seen instead of stopping at
+    ``1 / n``, but no faster than a heavy tail would.
+    """
+    h = np.sort(np.abs(history[np.isfinite(history)]))
+    z = np.abs(np.asarray(observed, dtype=float))
+    if len(h) < _MIN_TAIL_POINTS:
+        return np.ones_like(z)
+    n = len(h)
+    u = float(np.quantile(h, TAIL_QUANTILE))
+    body = (n - np.searchsorted(h, z, side="left") + 1) / (n + 1)
+    top = h[h > u] if u > 0 else h[h > 0]
+    if u <= 0 or len(top) < 5:
+        u = max(u, float(h[-1]), 1e-12)
+        top = h[-max(5, n // 20) :]
+    alpha = len(top) / max(float(np.sum(np.log(np.maximum(top, 1e-300) / u))), 1e-9)
+    alpha = float(np.clip(alpha, 0.5, MAX_TAIL_INDEX))
+    tail = (1.0 - TAIL_QUANTILE) * np.power(np.maximum(z, u) / u, -alpha)
+    return np.asarray(np.where(z > u, np.minimum(tail, body), body))
+
+
+def _score(p: np.ndarray) -> np.ndarray:
+    return np.asarray(-np.log10(np.clip(p, 1e-300, 1.0)))
+
+
+class _Baseline:
+    """Median and robust scale per hour of day (pooled with the neighbouring hours) of a history."""
+
+    def __init__(self, hours: np.ndarray, values: np.ndarray) -> None:
+        keep = np.isfinite(values)
+        hours, values = hours[keep], values[keep]
+        overall_median = float(np.median(values)) if len(values) else 0.0
+        overall_scale = _MAD_TO_SIGMA * float(np.median(np.abs(values - overall_median))) if len(values) else 1.0
+        floor = max(0.1 * overall_scale, 1e-6 * (1.0 + abs(overall_median)), 1e-9)
+        self.median = np.full(24, overall_median)
+        self.scale = np.full(24, max(overall_scale, floor))
+        for hour in range(24):
+            pooled = values[np.isin(hours, ((hour - 1) % 24, hour, (hour + 1) % 24))]
+            if len(pooled) >= 10:
+                median = float(np.median(pooled))
+                self.median[hour] = median
+                self.scale[hour] = max(_MAD_TO_SIGMA * float(np.median(np.abs(pooled - median))), floor)
+
+    def z(self, hours: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return np.asarray((values - self.median[hours]) / self.scale[hours])
+
+
+def _steps(frame: SeriesFrame, values: np.ndarray) -> np.ndarray:
+    """Change from the previous point where the two are one cadence apart, else NaN."""
+    steps = np.full(len(values), np.nan)
+    if len(values) > 1:
+        regular = np.diff(frame.nanos) == frame.cadence.value
+        steps[1:] = np.where(regular, np.diff(values), np.nan)
+    return steps
+
+
+def _spikes(frame: SeriesFrame, values: np.ndarray) -> np.ndarray:
+    """How far each point stands out from both neighbours (signed; 0 when it does not stand out), else NaN."""
+    spikes = np.full(len(values), np.nan)
+    if len(values) > 2:
+        regular = np.diff(frame.nanos) == frame.cadence.value
+        before = values[1:-1] - values[:-2]
+        after = values[1:-1] - values[2:]
+        same_side = np.sign(before) == np.sign(after)
+        magnitude = np.where(same_side, np.sign(before) * np.minimum(np.abs(before), np.abs(after)), 0.0)
+        spikes[1:-1] = np.where(regular[:-1] & regular[1:], magnitude, np.nan)
+    return spikes
+
+
+def _sustained(frame: SeriesFrame, z: np.ndarray) -> np.ndarray:
+    """Mean of the last ``SUSTAINED_POINTS`` residuals where they are consecutive slots, else NaN."""
+    k = SUSTAINED_POINTS
+    out = np.full(len(z), np.nan)
+    if len(z) >= k:
+        means = pd.Series(z).rolling(k).mean().to_numpy()
+        span = np.full(len(z), -1, dtype=np.int64)
+        span[k - 1 :] = frame.nanos[k - 1 :] - frame.nanos[: len(z) - k + 1]
+        out = np.where(span == (k - 1) * frame.cadence.value, means, np.nan)
+    return out
+
+
+def _runs(values: np.ndarray) -> np.ndarray:
+    """Length of the run of identical values each point ends."""
+    runs = np.ones(len(values), dtype=int)
+    for i in range(1, len(values)):
+        if values[i] == values[i - 1] and np.isfinite(values[i]):
+            runs[i] = runs[i - 1] + 1
+    return runs
+
+
+@dataclass(frozen=True, kw_only=True)
+class DayJudgement:
+    """The scores of one day's points, and the in-sample daily maxima of its history (for calibration)."""
+
+    scores: list[PointScore]
+    history_daily_max: dict[str, float]
+
+
+def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points: np.ndarray) -> DayJudgement:
+    """Score ``points`` (indices of one UTC day) against ``history`` (usable indices before that day).
+
+    ``frame`` holds the whole series read (history, the day, and the slot after the day's last point, which
+    the glitch rule looks at). The returned scores are in point order; ``history_daily_max`` is the largest
+    in-sample score of each history day, used to calibrate the threshold while out-of-sample scores are few.
+    """
+    hours = np.asarray(frame.ts.hour, dtype=np.int64)
+    x = frame.x
+    out: list[PointScore] = []
+    level = _Baseline(hours[history], x[history])
+    z_hist = level.z(hours[history], x[history])
+    z_new = level.z(hours[points], x[points])
+    day_keys = frame.ts[history].strftime("%Y-%m-%d")
+    if model == "physical":
+        in_sample = np.zeros(len(history))
+        out = _physical(frame, history, points, z_hist, z_new)
+    else:
+        sustained = _sustained(frame, level.z(hours, x))
+        m_hist, m_new = sustained[history], sustained[points]
+        p_level_hist = np.minimum(tail_probability(z_hist, z_hist), _tail_or_one(m_hist, m_hist))
+        p_level = np.minimum(tail_probability(z_hist, z_new), _tail_or_one(m_hist, m_new))
+        lasting_new = _tail_or_one(m_hist, m_new) < tail_probability(z_hist, z_new)
+        if model == "seasonal":
+            steps = _steps(frame, x)
+            step_base = _Baseline(hours[history], steps[history])
+            s_hist = step_base.z(hours[history], steps[history])
+            s_new = step_base.z(hours[points], steps[points])
+            p_step_hist = np.where(np.isnan(s_hist), 1.0, tail_probability(s_hist, s_hist))
+            p_step = np.where(np.isnan(s_new), 1.0, tail_probability(s_hist, s_new))
+            in_sample = _score(np.minimum(1.0, 3 * np.minimum(p_level_hist, p_step_hist)))
+            scores = _score(np.minimum(1.0, 3 * np.minimum(p_level, p_step)))
+            for k, i in enumerate(points):
+                is_step = p_step[k] < p_level[k]
+                residual = s_new[k] if is_step else (m_new[k] if lasting_new[k] else z_new[k])
+                what = "step" if is_step else ("sustained level" if lasting_new[k] else "level")
+                out.append(
+                    PointScore(
+                        index=int(i),
+                        ts=frame.ts[i].to_pydatetime(),
+                        value=float(x[i]),
+                        score=float(scores[k]),
+                        direction="high" if residual >= 0 else "low",
+                        rule="step" if is_step else "level",
+                        detail=f"{what} z={residual:+.1f}",
+                    )
+                )
+            out = _with_stuck(frame, history, points, out)
+        else:  # forecast_error
+            p_point_hist, p_point = tail_probability(z_hist, z_hist), tail_probability(z_hist, z_new)
+            glitch_hist = _glitch_evidence(frame, history, history, p_point_hist, z_hist)
+            glitch = _glitch_evidence(frame, history, points, p_point, z_new)
+            in_sample = np.maximum(_score(np.minimum(1.0, 2 * p_level_hist)), glitch_hist)
+            error_scores = _score(np.minimum(1.0, 2 * p_level))
+            for k, i in enumerate(points):
+                is_glitch = glitch[k] > error_scores[k]
+                rule: Rule = "glitch" if is_glitch else "error"
+                residual = m_new[k] if lasting_new[k] and not is_glitch else z_new[k]
+                out.append(
+                    PointScore(
+                        index=int(i),
+                        ts=frame.ts[i].to_pydatetime(),
+                        value=float(x[i]),
+                        score=float(max(error_scores[k], glitch[k])),
+                        direction="high" if residual >= 0 else "low",
+                        rule=rule,
+                        detail=f"{'sustained ' if lasting_new[k] and not is_glitch else ''}z={residual:+.1f}",
+                    )
+                )
+    daily = pd.Series(in_sample).groupby(np.asarray(day_keys)).max() if len(history) else pd.Series(dtype=float)
+    return DayJudgement(scores=out, history_daily_max={str(k): float(v) for k, v in daily.items()})
+
+
+def _tail_or_one(history: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """`tail_probability` over the finite values; 1 where the observed value is NaN."""
+    known = history[np.isfinite(history)]
+    return np.where(np.isnan(observed), 1.0, tail_probability(known, np.nan_to_num(observed)))
+
+
+def _glitch_evidence(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, p_error: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Evidence that a point is a forecast glitch: its error and its forecast standing out from both neighbours.
+
+    The two tail probabilities are multiplied (the forecast of a slot is smooth with its neighbours
+    whatever the error), with a factor 3 for the tests made; only a spike that explains the error's sign
+    counts (a forecast spiking up makes ``actual - forecast`` low). 0 without a reference series.
+    """
+    if frame.ref is None:
+        return np.zeros(len(points))
+    spikes = _spikes(frame, frame.ref)
+    known = spikes[history]
+    p_spike = _tail_or_one(known, spikes[points])
+    explains = np.sign(np.nan_to_num(spikes[points])) == -np.sign(z)
+    evidence = _score(np.minimum(1.0, 3 * p_error * p_spike))
+    return np.where(explains & (_score(p_spike) >= GLITCH_SCORE), evidence, 0.0)
+
+
+def _with_stuck(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, scores: list[PointScore]) -> list[PointScore]:
+    runs = _runs(frame.x)
+    limit = max(MIN_STUCK_POINTS, 2 * int(runs[history].max(initial=1)))
+    out = []
+    for entry in scores:
+        run = int(runs[entry.index])
+        if run > limit:
+            entry = PointScore(
+                index=entry.index,
+                ts=entry.ts,
+                value=entry.value,
+                score=RULE_SCORE,
+                direction="low",
+                rule="stuck",
+                detail=f"{run} identical values in a row (the history's longest run: {limit // 2})",
+            )
+        out.append(entry)
+    return out
+
+
+def _physical(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, z_hist: np.ndarray, z_new: np.ndarray) -> list[PointScore]:
+    x = frame.x
+    steps = _steps(frame, x)
+    known_steps = np.abs(steps[history])
+    known_steps = known_steps[np.isfinite(known_steps)]
+    step_limit = 3.0 * float(known_steps.max()) if len(known_steps) else np.inf
+    level_limit = 3.0 * float(np.abs(z_hist).max()) if len(z_hist) else np.inf
+    out = []
+    for k, i in enumerate(points):
+        step = steps[i]
+        rule: Rule = "level"
+        score, detail = 0.0, ""
+        direction: Direction = "high" if z_new[k] >= 0 else "low"
+        if np.isfinite(step) and abs(step) > step_limit and step_limit > 0:
+            rule, score = "impossible_step", RULE_SCORE
+            detail = f"changed by {step:+.2f} in one step (limit {step_limit:.2f}: three times the history's largest)"
+            direction = "high" if step > 0 else "low"
+        elif abs(z_new[k]) > level_limit:
+            rule, score = "unit_change", RULE_SCORE
+            detail = f"{abs(z_new[k]):.0f} spreads from its hour's median (limit {level_limit:.0f}): a unit or scale change?"
+        out.append(
+            PointScore(
+                index=int(i),
+                ts=frame.ts[i].to_pydatetime(),
+                value=float(x[i]),
+                score=score,
+                direction=direction,
+                rule=rule,
+                detail=detail,
+            )
+        )
+    return _with_stuck(frame, history, points, out)

@@ -1,0 +1,35 @@
+"""What monitors remember between ticks: a watermark (the last point or day judged) and a JSON state each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pipelines.context import PlatformContext
+from pipelines.ledger import Base, _aware
+
+
+class MonitorStateRow(Base):
+    __tablename__ = "monitor_state"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def load_state(ctx: PlatformContext, name: str) -> tuple[datetime | None, dict[str, Any]]:
+    with ctx.ledger.session() as s:
+        row = s.get(MonitorStateRow, name)
+        return (_aware(row.watermark), dict(row.state or {})) if row else (None, {})
+
+
+def save_state(ctx: PlatformContext, name: str, watermark: datetime | None, state: dict[str, Any]) -> None:
+    with ctx.ledger.session() as s, s.begin():
+        row = s.get(MonitorStateRow, name)
+        if row is None:
+            row = MonitorStateRow(name=name)
+            s.add(row)
+        row.watermark, row.state = watermark, state

@@ -137,6 +137,34 @@ def rolled_back(state: FinalState, args: dict[str, Any]) -> tuple[bool, str]:
     return ok, f"{args['table']} main is {head.snapshot_id}; the bad publish was {bad}; {'an ancestor' if ok else 'not an ancestor of it'}"
 
 
+def _before_fault(table: Any, bad: int) -> int | None:
+    """Main's head before the lake fault whose last snapshot is `bad` (an overwrite commits a delete, then an append)."""
+    snapshot = table.metadata.snapshot_by_id(bad)
+    run_id = snapshot.summary.additional_properties.get("run_id") if snapshot is not None and snapshot.summary is not None else None
+    while snapshot is not None and snapshot.summary is not None and snapshot.summary.additional_properties.get("run_id") == run_id:
+        snapshot = table.metadata.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id is not None else None
+    return snapshot.snapshot_id if snapshot is not None else None
+
+
+def good_snapshot(state: FinalState, args: dict[str, Any]) -> tuple[bool, str]:
+    """A `bad_publish` incident on `table` names main's head from before the lake fault as its good snapshot
+    (and, with `restored: true`, main is back at it)."""
+    table = load_table(state.ctx.catalog, args["table"])
+    bad = state.bad_heads.get(args["table"])
+    if bad is None:
+        return False, f"no bad publish was recorded for {args['table']}"
+    before = _before_fault(table, bad)
+    found = [i for i in state.ctx.incidents.list(status=None, limit=10_000) if i.kind == "bad_publish" and i.table == args["table"]]
+    named = sorted({e.get("good_snapshot_id") for i in found for e in i.evidence if isinstance(e, dict)}, key=str)
+    head = table.current_snapshot()
+    now = head.snapshot_id if head is not None else None
+    ok = before is not None and before in named and (not args.get("restored") or now == before)
+    return (
+        ok,
+        f"{args['table']} was at {before} before the fault and is at {now}; bad_publish incidents name good snapshot(s) {named or 'none'}",
+    )
+
+
 def approvals(state: FinalState, args: dict[str, Any]) -> tuple[bool, str]:
     found = ApprovalStore(state.ctx.ledger).list(limit=10_000)
     if "tool" in args:
@@ -186,6 +214,7 @@ CHECKS: dict[str, Callable[[FinalState, dict[str, Any]], tuple[bool, str]]] = {
         quarantined,
         snapshot_unchanged,
         rolled_back,
+        good_snapshot,
         approvals,
         audit,
         paused,

@@ -436,6 +436,7 @@ def monitors_report(ctx: PlatformContext, now: datetime) -> dict[str, Any]:
     Suppressions of findings that no monitor raises (validation, run failures) are listed apart.
     """
     from pipelines.monitors.feedback import suppressions
+    from pipelines.monitors.state import monitor_status
 
     active = suppressions(ctx, active_at=now)
     rows = []
@@ -444,7 +445,7 @@ def monitors_report(ctx: PlatformContext, now: datetime) -> dict[str, Any]:
         mine = [x for x in active if x.cause_key == spec.name or x.cause_key.startswith(spec.name + ":")]
         claimed |= {x.id for x in mine}
         row: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "table": spec.table, "severity": spec.severity}
-        # The monitor's own state (threshold, warming up, last scored) belongs here, next to its identity.
+        row |= monitor_status(ctx, spec.name).model_dump(mode="json")
         row["suppressions"] = [x.model_dump(mode="json") for x in mine]
         rows.append(row)
     others = [x.model_dump(mode="json") for x in active if x.id not in claimed]
@@ -456,7 +457,8 @@ def monitors(
     typer_ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
-    """Every monitor (name, kind, table, severity) with the suppressions active now on the platform clock."""
+    """Every monitor (name, kind, table, severity), where it stands (not evaluated yet, warming up, or active with
+    its calibrated threshold) and the suppressions active now on the platform clock."""
     if typer_ctx.invoked_subcommand is not None:
         return
     from pipelines.monitors.feedback import platform_now
@@ -467,11 +469,14 @@ def monitors(
         _emit_json(report)
         return
     table = Table(title=f"Monitors (clock {report['now'][:16]})")
-    for col in ("monitor", "kind", "table", "severity", "suppressed"):
+    for col in ("monitor", "kind", "table", "severity", "state", "suppressed"):
         table.add_column(col)
     for m in report["monitors"]:
         short = ", ".join(f"#{x['id']} until {x['expires_at'][:10]}" for x in m["suppressions"])
-        table.add_row(m["name"], m["kind"], m["table"], m["severity"], short or "-")
+        state = m["status"] if m["threshold"] is None else f"{m['status']} (threshold {m['threshold']:.2f})"
+        if m["status"] == "warming_up":
+            state = m["detail"]
+        table.add_row(m["name"], m["kind"], m["table"], m["severity"], state, short or "-")
     out.print(table)
     active = [x for m in report["monitors"] for x in m["suppressions"]] + report["other_suppressions"]
     for x in active:

@@ -1,10 +1,13 @@
-"""Faults in the lake: a bad publish that bypasses write-audit-publish, to be found later by the published-data audit.
+"""Faults in the lake: a bad publish that bypasses write-audit-publish, to be found later by the monitors.
 
 `bad_publish` overwrites one day of a table on `main` with mutated rows and no audit, the way a buggy manual
-job would; the `published` monitor (pipelines/monitors/publish_audit.py) re-validates main and reports it as a
-`bad_publish` finding naming the last good snapshot. A `LakeFault` declares one (scenario files list it as a
-dict, read by `pipelines.faults.load_fault`); `apply_lake_fault` does it. `negate`, `scale` and `set_value`
-build the common mutations.
+job would. Three monitors report it as a `bad_publish` finding naming the last good snapshot: `published`
+(pipelines/monitors/publish_audit.py) re-validates main with the suite, which catches impossible values;
+`reconcile` (pipelines/monitors/reconcile.py) recomputes the day from the silver it was built from, which
+also catches a plausible but wrong day (x10 on a windy day stays within physical bounds); `distribution`
+(pipelines/monitors/distribution.py) compares the day with the table's own history where no recompute can
+run. A `LakeFault` declares one (scenario files list it as a dict, read by `pipelines.faults.load_fault`);
+`apply_lake_fault` does it. `negate`, `scale` and `set_value` build the common mutations.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ untouched or at one complete commit of this run; re-running the window completes
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import secrets
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 PUBLISH_ATTEMPTS = 3  # plans of one promotion (validation conflicts re-plan)
 COMMIT_ATTEMPTS = 8  # publishes of one plan (commit conflicts re-apply the audited rows on the new main)
+INPUTS_PROPERTY = "dataops.inputs"  # snapshot property: JSON {input table: main snapshot id the rows were computed from}
 
 
 @dataclass
@@ -183,8 +185,12 @@ class _Run:
         self.now = datetime.now(UTC)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _props(self, layer: str) -> dict[str, str]:
-        return {"run_id": self.run_id, "dataops.pipeline": self.p.name, "dataops.layer": layer}
+    def _props(self, layer: str, plan: Plan | None = None) -> dict[str, str]:
+        props = {"run_id": self.run_id, "dataops.pipeline": self.p.name, "dataops.layer": layer}
+        if plan is not None:
+            # What the rows were computed from, so a monitor can recompute them later (pipelines/monitors/reconcile.py).
+            props[INPUTS_PROPERTY] = json.dumps(plan.inputs, sort_keys=True)
+        return props
 
     def _timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.perf_counter() - started, 4)
@@ -317,7 +323,7 @@ class _Run:
         outcome_table = TableOutcome(table=target_name)
         started = time.perf_counter()
         base = wap.open_audit_branch(table, branch, run_id=self.run_id)
-        wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer))
+        wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer, plan))
         audited = wap.read_days(table, write_days, branch=branch)
         self._timed(f"{target_name}.write", started)
         started = time.perf_counter()
@@ -342,7 +348,7 @@ class _Run:
             return  # main stays; the branch is kept for diagnosis
         publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
         if quarantined:  # restart from the audit's base with the clean rows only
-            self._stage(table, branch, base, clean_table, publish_days, layer=target.layer)
+            self._stage(table, branch, base, clean_table, publish_days, properties=self._props(target.layer, plan))
         snapshot = None
         if publish_days:
             with self.ctx.control.table_lock(target_name):
@@ -356,10 +362,10 @@ class _Run:
         self.result.tables.append(outcome_table)
         self.progress(f"{target_name}: published {clean_table.num_rows} rows, quarantined {quarantined}")
 
-    def _stage(self, table: Table, branch: str, at: int, rows: pa.Table, days: list[datetime], *, layer: str) -> None:
+    def _stage(self, table: Table, branch: str, at: int, rows: pa.Table, days: list[datetime], *, properties: dict[str, str]) -> None:
         """Reset `branch` to snapshot `at` and write `rows` over `days`; the branch must then hold exactly `rows` there."""
         wap.open_audit_branch(table, branch, run_id=self.run_id, at=at)
-        wap.overwrite_days(table, rows, days, branch=branch, properties=self._props(layer))
+        wap.overwrite_days(table, rows, days, branch=branch, properties=properties)
         held = wap.read_days(table, days, branch=branch, columns=("ts",)).num_rows
         if held != rows.num_rows:
             raise PipelineError(f"{table.name()}: audit branch {branch} holds {held} rows for its days; expected {rows.num_rows}")
@@ -387,7 +393,7 @@ class _Run:
                 raise _StalePlan(f"{table.name()}: input {changed} changed for {_span(plan_days)} after the rows were computed")
             main = wap.branch_head(table, wap.MAIN)
             if main is not None and main != base:
-                self._stage(table, branch, main, rows, days, layer=layer)
+                self._stage(table, branch, main, rows, days, properties=self._props(layer, plan))
                 base = main
                 wap.count_commit_retry()
             try:

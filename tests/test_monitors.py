@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -60,3 +61,32 @@ def test_permanent_source_failures_become_critical_findings(ctx: PlatformContext
     (finding,) = findings_from_run(result, silver="silver.carbon_intensity")
     assert finding.kind == "source_failure" and finding.severity == "critical"
     assert finding.cause_key == "carbon_intensity:PermanentSourceError"
+
+
+def test_a_lagging_pipeline_is_one_behind_finding_not_empty_days(ctx: PlatformContext) -> None:
+    """The clock runs four days ahead of what the pipeline processed: no "0 records" days, no stale source,
+    one "behind by N h" finding, grouped into one incident however often the monitors look."""
+    from pipelines.clock import SteppedClock
+    from pipelines.monitors.checks import check_freshness
+    from pipelines.service import Service
+
+    clock = SteppedClock(current=utc(2023, 1, 1))
+    service = Service(ctx, clock=clock, sleep=lambda _s: None)
+    clock.advance_to(utc(2023, 2, 1))
+    service.tick("carbon_intensity")  # processes January; the watermark is 1 February
+    assert ctx.control.watermark("carbon_intensity") == utc(2023, 2, 1)
+    volume = ctx.inventory.monitors["carbon_intensity_volume"]
+    freshness = ctx.inventory.monitors["carbon_intensity_freshness"]
+    for hours in (6, 30, 54, 78, 102):
+        now = utc(2023, 2, 1) + timedelta(hours=hours)
+        assert check_volume(ctx, volume, now) == [], f"days after the watermark are not judged ({now})"
+        findings = check_freshness(ctx, freshness, now, stall_after_s=3600)
+        if hours <= 24:
+            assert findings == []
+            continue
+        (behind,) = findings
+        assert behind.cause_key == "carbon_intensity_freshness:behind"
+        assert behind.title.startswith(f"pipeline carbon_intensity is behind by {hours:.1f} h: it has processed up to 2023-02-01T00:00:00+00:00")
+        service.report(findings, now)
+    behind_incidents = [i for i in ctx.incidents.list() if i.kind == "freshness" or i.kind == "volume"]
+    assert [(i.cause_key, i.occurrences) for i in behind_incidents] == [("carbon_intensity_freshness:behind", 4)]

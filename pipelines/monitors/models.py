@@ -19,10 +19,10 @@ The models (``model:`` in config/monitors.yaml):
 * ``forecast_error``: the error of a forecast (``actual - forecast``), heavy-tailed and with a spread that
   depends on the hour of day and the season: the level residual by hour of day over the last
   ``history_days`` (the season), with the same calibrated tail, and its mean over ``SUSTAINED_POINTS``
-  slots (a forecast that stays biased). A slot whose forecast (``reference``) also stands out from both
-  its neighbours is a *forecast glitch*: its evidence is the product of the two tail probabilities, since
+  slots (a forecast that stays biased). A stretch of up to ``GLITCH_MAX_SLOTS`` slots whose forecast
+  (``reference``) also lies beyond the forecasts on both sides of it is a *forecast glitch*: its evidence is the product of the two tail probabilities, since
   a forecast is smooth from slot to slot whatever its error; it is reported as its own finding, and a
-  point is scored once its next slot has arrived.
+  point is scored once the slots a stretch needs after it have arrived.
 * ``physical``: a series in which ordinary variation is never a defect at the level that would flag it
   (hourly temperature: weather is not an incident). Only what really goes wrong there is checked: a
   *stuck* sensor (as above), an *impossible step* (a change per point above three times the largest step
@@ -50,6 +50,10 @@ Rule = Literal["level", "step", "error", "glitch", "stuck", "impossible_step", "
 RULE_SCORE = 12.0
 """Score of a rule that fired (stuck, impossible step, unit change): beyond any threshold a budget gives."""
 MIN_STUCK_POINTS = 6
+GLITCH_MAX_SLOTS = 4
+"""The longest stretch of forecast slots that can be a glitch (NESO's of 2023 last one to four slots)."""
+GLITCH_SHARE = 0.75
+"""Share of a slot's forecast error that the forecast's departure from its neighbours must account for."""
 SUSTAINED_POINTS = 12
 """Points whose mean residual is judged too: a deviation that lasts (a biased model, a drifting meter)."""
 GLITCH_SCORE = 3.0
@@ -161,15 +165,31 @@ def _steps(frame: SeriesFrame, values: np.ndarray) -> np.ndarray:
 
 
 def _spikes(frame: SeriesFrame, values: np.ndarray) -> np.ndarray:
-    """How far each point stands out from both neighbours (signed; 0 when it does not stand out), else NaN."""
-    spikes = np.full(len(values), np.nan)
-    if len(values) > 2:
-        regular = np.diff(frame.nanos) == frame.cadence.value
-        before = values[1:-1] - values[:-2]
-        after = values[1:-1] - values[2:]
-        same_side = np.sign(before) == np.sign(after)
-        magnitude = np.where(same_side, np.sign(before) * np.minimum(np.abs(before), np.abs(after)), 0.0)
-        spikes[1:-1] = np.where(regular[:-1] & regular[1:], magnitude, np.nan)
+    """How far each point's stretch of up to ``GLITCH_MAX_SLOTS`` slots leaves both slots around it.
+
+    For a stretch ``values[i:i + L]`` between ``values[i - 1]`` and ``values[i + L]``, all consecutive slots,
+    the departure is how far the whole stretch lies beyond both (signed; 0 if it does not lie beyond both on
+    one side). Each point gets the largest departure of a stretch it belongs to; NaN where no stretch fits.
+    """
+    n = len(values)
+    spikes = np.full(n, np.nan)
+    step = frame.cadence.value
+    for length in range(1, GLITCH_MAX_SLOTS + 1):
+        if n < length + 2:
+            break
+        starts = np.arange(1, n - length)
+        regular = (frame.nanos[starts + length] - frame.nanos[starts - 1]) == (length + 1) * step
+        window = np.stack([values[starts + j] for j in range(length)], axis=1)
+        before, after = values[starts - 1], values[starts + length]
+        up = window.min(axis=1) - np.maximum(before, after)
+        down = window.max(axis=1) - np.minimum(before, after)
+        departure = np.where(up > 0, up, np.where(down < 0, down, 0.0))
+        departure = np.where(regular, departure, np.nan)
+        for j in range(length):
+            idx = starts + j
+            current = spikes[idx]
+            better = np.isnan(current) | (np.abs(np.nan_to_num(departure)) > np.abs(np.nan_to_num(current)))
+            spikes[idx] = np.where(better & ~np.isnan(departure), departure, current)
     return spikes
 
 
@@ -285,15 +305,20 @@ def _glitch_evidence(frame: SeriesFrame, history: np.ndarray, points: np.ndarray
     """Evidence that a point is a forecast glitch: its error and its forecast standing out from both neighbours.
 
     The two tail probabilities are multiplied (the forecast of a slot is smooth with its neighbours
-    whatever the error), with a factor 3 for the tests made; only a spike that explains the error's sign
-    counts (a forecast spiking up makes ``actual - forecast`` low). 0 without a reference series.
+    whatever the error), with a factor 3 for the tests made. Only a departure that explains the error
+    counts: of the opposite sign (a forecast spiking up makes ``actual - forecast`` low) and at least
+    ``GLITCH_SHARE`` of its size, so a forecast that was already off and wobbles is not a glitch. 0 without
+    a reference series.
     """
     if frame.ref is None:
         return np.zeros(len(points))
     spikes = _spikes(frame, frame.ref)
-    known = spikes[history]
-    p_spike = _tail_or_one(known, spikes[points])
-    explains = np.sign(np.nan_to_num(spikes[points])) == -np.sign(z)
+    # A departure is judged against the forecast's ordinary slot-to-slot changes, not against past
+    # departures: most slots depart from nothing, so their distribution would make any wobble look rare.
+    p_spike = _tail_or_one(_steps(frame, frame.ref)[history], spikes[points])
+    departure = np.nan_to_num(spikes[points])
+    error = np.asarray(frame.x[points], dtype=float)
+    explains = (np.sign(departure) == -np.sign(z)) & (np.abs(departure) >= GLITCH_SHARE * np.abs(error))
     evidence = _score(np.minimum(1.0, 3 * p_error * p_spike))
     return np.where(explains & (_score(p_spike) >= GLITCH_SCORE), evidence, 0.0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
 from sqlalchemy import JSON, DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,3 +34,25 @@ def save_state(ctx: PlatformContext, name: str, watermark: datetime | None, stat
             row = MonitorStateRow(name=name)
             s.add(row)
         row.watermark, row.state = watermark, state
+
+
+class MonitorStatus(BaseModel):
+    """Where a monitor stands, as `dataops monitors` shows it."""
+
+    status: str = Field(description="not evaluated yet, warming_up, active, or what the monitor last said")
+    detail: str = ""
+    watermark: datetime | None = Field(default=None, description="The last point or day the monitor judged")
+    threshold: float | None = Field(default=None, description="value: the calibrated score threshold (-log10 p)")
+
+
+def monitor_status(ctx: PlatformContext, name: str) -> MonitorStatus:
+    watermark, state = load_state(ctx, name)
+    if watermark is None and not state:
+        return MonitorStatus(status="not evaluated yet")
+    threshold = state.get("threshold")
+    return MonitorStatus(
+        status=str(state.get("status", "active")),
+        detail=str(state.get("detail", "")),
+        watermark=watermark,
+        threshold=float(threshold) if isinstance(threshold, int | float) else None,
+    )

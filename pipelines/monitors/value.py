@@ -26,7 +26,7 @@ from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors import feedback
 from pipelines.monitors.calibration import CALIBRATION_DAYS, calibrate
-from pipelines.monitors.models import PointScore, SeriesFrame, judge_day
+from pipelines.monitors.models import GLITCH_MAX_SLOTS, PointScore, SeriesFrame, judge_day
 from pipelines.monitors.state import load_state, save_state
 
 MAX_FLAGGED = 5000
@@ -121,7 +121,8 @@ def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[
     frame = read_series(ctx, spec, start, now)
     if not len(frame.ts):
         return []
-    ready = len(frame.ts) - 1 if spec.model == "forecast_error" and spec.reference else len(frame.ts)  # the glitch rule needs the next slot
+    # the glitch rule needs the slots after a stretch
+    ready = len(frame.ts) - GLITCH_MAX_SLOTS if spec.model == "forecast_error" and spec.reference else len(frame.ts)
     fresh = np.array([i for i in range(ready) if watermark is None or frame.ts[i] > watermark], dtype=int)
     if not len(fresh):
         return []
@@ -142,8 +143,18 @@ def findings_of(spec: MonitorSpec, frame: SeriesFrame, flagged: list[PointScore]
     groups: dict[str, list[PointScore]] = defaultdict(list)
     for point in flagged:
         groups[_RULE_KEYS.get(point.rule, "anomaly")].append(point)
-    findings = []
+    stretches: list[tuple[str, list[PointScore]]] = []
     for group, points in groups.items():
+        if group != "glitch":
+            stretches.append((group, points))
+            continue
+        for point in points:  # one finding per glitch: a stretch of consecutive slots
+            if stretches and stretches[-1][0] == "glitch" and stretches[-1][1][-1].index == point.index - 1:
+                stretches[-1][1].append(point)
+            else:
+                stretches.append(("glitch", [point]))
+    findings = []
+    for group, points in stretches:
         worst = max(points, key=lambda p: p.score)
         glitch = group == "glitch"
         findings.append(
@@ -176,11 +187,14 @@ def findings_of(spec: MonitorSpec, frame: SeriesFrame, flagged: list[PointScore]
 def _title(spec: MonitorSpec, frame: SeriesFrame, group: str, points: list[PointScore], worst: PointScore, threshold: float) -> str:
     at = worst.ts.isoformat()
     if group == "glitch":
-        i = worst.index
         assert frame.ref is not None
+        first, last = points[0], points[-1]
+        forecasts = ", ".join(f"{frame.ref[p.index]:.0f}" for p in points[:6])
+        around = f"{frame.ref[first.index - 1]:.0f} before, {frame.ref[last.index + 1]:.0f} after"
         return (
-            f"{spec.name}: forecast glitch at {at}: the forecast {frame.ref[i]:.0f} stands out from both neighbours "
-            f"({frame.ref[i - 1]:.0f}, {frame.ref[i + 1]:.0f}) and misses by {worst.value:+.0f}"
+            f"{spec.name}: forecast glitch, {len(points)} slot(s) from {first.ts.isoformat()} to {last.ts.isoformat()}: "
+            f"the forecast ({forecasts}) leaves the forecasts around it ({around}) while the actual does not; "
+            f"misses by up to {max(abs(p.value) for p in points):.0f}"
         )
     if group == "stuck":
         return f"{spec.name}: stuck at {worst.value:g} from {points[0].ts.isoformat()} to {points[-1].ts.isoformat()} ({worst.detail})"

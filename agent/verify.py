@@ -1,8 +1,9 @@
 """Verification after the agent changed data: re-check what the incident was about, on `main`.
 
 Runs (re-run, backfill) must not have failed and their days must not be held; then the incident's
-partition is re-validated with its table's suite; a freshness incident re-evaluates its monitor. Only a
-passed verification lets the agent resolve anything.
+partition is re-validated with its table's suite; a freshness incident re-evaluates its monitor; a gold
+day that did not reconcile (or left its distribution) is recomputed from its inputs again, since a plausible
+but wrong day passes its suite before any fix. Only a passed verification lets the agent resolve anything.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def verify(
     try:
         if kind == "freshness":
             return _freshness(ctx, incident or {}, now)
+        if kind == "bad_publish" and str((incident or {}).get("cause_key", "")).startswith(("reconcile:", "distribution:")):
+            return _reconciled(ctx, incident or {})
         if kind in ("source_failure", "pipeline_failure") and last["call"]["name"] in RUN_TOOLS:
             return {"passed": True, "method": "run_status", "detail": f"{len(result.get('runs', []))} run(s) completed without failure"}
         table = _table_to_check(ctx, last, incident, vars)
@@ -88,3 +91,22 @@ def _freshness(ctx: PlatformContext, incident: dict[str, Any], now: datetime) ->
     if findings:
         return {"passed": False, "method": "monitor", "detail": findings[0].title}
     return {"passed": True, "method": "monitor", "detail": f"{monitor.name} is clear at {now.isoformat()}"}
+
+
+def _reconciled(ctx: PlatformContext, incident: dict[str, Any]) -> dict[str, Any]:
+    """Every day of a bad-publish incident recomputes to what `main` now publishes."""
+    from pipelines.monitors.reconcile import Reconciler, mart_writing
+
+    table = str(incident.get("table"))
+    days = sorted({str(d) for e in incident.get("evidence") or [] for d in (e.get("days") or [e.get("day") or e.get("partition")]) if d})
+    if not days:
+        return {"passed": False, "method": "reconcile", "detail": "the incident names no day to recompute"}
+    reconciler = Reconciler(ctx, mart_writing(ctx, table))
+    current = reconciler.table.current_snapshot()
+    if current is None:
+        return {"passed": False, "method": "reconcile", "detail": f"{table} has no snapshot"}
+    verdicts = {day: reconciler.judge(_day(day), current.snapshot_id).status for day in days}
+    wrong = {day: status for day, status in verdicts.items() if status != "reconciled"}
+    if wrong:
+        return {"passed": False, "method": "reconcile", "detail": "; ".join(f"{d}: {s}" for d, s in wrong.items())}
+    return {"passed": True, "method": "reconcile", "detail": f"{table} {', '.join(days)} recompute from their inputs to what main publishes"}

@@ -94,9 +94,15 @@ def test_a_day_scaled_by_ten_is_found_named_and_rolled_back(ctx: PlatformContext
     (again,) = check_reconcile(ctx, fresh, now)
     assert again.evidence["good_snapshot_id"] == good, "without remembered versions, older ones are recomputed"
 
+    from agent.verify import _reconciled
+
+    incident = {"kind": "bad_publish", "table": HOURLY, "cause_key": finding.cause_key, "evidence": [finding.evidence]}
+    before = _reconciled(ctx, incident)
+    assert not before["passed"] and before["detail"] == "2023-03-13: differs", "the x10 day passes its suite, not its recompute"
     remediation.rollback(ctx, HOURLY, good, reason="test", run_id="rollback-test", now=now)
     assert check_reconcile(ctx, spec, now) == []
     assert day_status(ctx, spec)["2023-03-13"] == "reconciled"
+    assert _reconciled(ctx, incident)["passed"], "the agent's verification after the rollback recomputes the day"
 
 
 def test_a_compacted_day_still_reconciles(ctx: PlatformContext) -> None:

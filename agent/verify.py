@@ -109,4 +109,8 @@ def _reconciled(ctx: PlatformContext, incident: dict[str, Any]) -> dict[str, Any
     wrong = {day: status for day, status in verdicts.items() if status != "reconciled"}
     if wrong:
         return {"passed": False, "method": "reconcile", "detail": "; ".join(f"{d}: {s}" for d, s in wrong.items())}
-    return {"passed": True, "method": "reconcile", "detail": f"{table} {', '.join(days)} recompute from their inputs to what main publishes"}
+    return {
+        "passed": True,
+        "method": "reconcile",
+        "detail": f"{table} {', '.join(days)} recompute from their inputs to what main publishes",
+    }

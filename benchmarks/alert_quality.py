@@ -132,8 +132,10 @@ def summarise(ctx: Any, start: datetime, end: datetime, seconds: float) -> dict[
     escalated = 0
     for incident in sorted(ctx.incidents.list(limit=100_000), key=lambda i: i.id):
         first, last = extent(incident)
-        was_escalated = incident.status == "escalated" or any(n.get("status") == "escalated" for n in incident.notes) or any(
-            "escalat" in str(n.get("note", "")).lower() and n.get("actor") == "agent" for n in incident.notes
+        was_escalated = (
+            incident.status == "escalated"
+            or any(n.get("status") == "escalated" for n in incident.notes)
+            or any("escalat" in str(n.get("note", "")).lower() and n.get("actor") == "agent" for n in incident.notes)
         )
         escalated += was_escalated
         incidents.append(
@@ -218,10 +220,14 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{len(report['incidents'])} incidents, {report['escalations']} escalated ({report['escalations_per_week']}/week) in {report['seconds']} s")
+    print(
+        f"{len(report['incidents'])} incidents, {report['escalations']} escalated ({report['escalations_per_week']}/week) in {report['seconds']} s"
+    )
     for i in report["incidents"]:
         flag = "E" if i["escalated"] else " "
-        print(f"{i['id']:>4} {flag} {i['kind']:<16} {i['severity']:<8} {i['status']:<11} {(i['start'] or '')[:16]:<16} {i['table']:<34} {i['title'][:80]}")
+        print(
+            f"{i['id']:>4} {flag} {i['kind']:<16} {i['severity']:<8} {i['status']:<11} {(i['start'] or '')[:16]:<16} {i['table']:<34} {i['title'][:80]}"
+        )
     if "defects" in report:
         print(f"real defects caught: {len(report['defects_caught'])} of {report['defects']}")
         for miss in report["defects_missed"]:

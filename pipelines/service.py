@@ -30,8 +30,8 @@ from pipelines.context import PlatformContext
 from pipelines.control import PipelineBusyError
 from pipelines.incidents import Incident
 from pipelines.monitors.checks import evaluate, source_covers
-from pipelines.monitors.state import MonitorStateRow
 from pipelines.monitors.findings import findings_from_run
+from pipelines.monitors.state import MonitorStateRow
 from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
 from pipelines.scheduling import ReplayTrigger, declared_trigger
 

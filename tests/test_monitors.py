@@ -86,7 +86,9 @@ def test_a_lagging_pipeline_is_one_behind_finding_not_empty_days(ctx: PlatformCo
             continue
         (behind,) = findings
         assert behind.cause_key == "carbon_intensity_freshness:behind"
-        assert behind.title.startswith(f"pipeline carbon_intensity is behind by {hours:.1f} h: it has processed up to 2023-02-01T00:00:00+00:00")
+        assert behind.title.startswith(
+            f"pipeline carbon_intensity is behind by {hours:.1f} h: it has processed up to 2023-02-01T00:00:00+00:00"
+        )
         service.report(findings, now)
     behind_incidents = [i for i in ctx.incidents.list() if i.kind == "freshness" or i.kind == "volume"]
     assert [(i.cause_key, i.occurrences) for i in behind_incidents] == [("carbon_intensity_freshness:behind", 4)]

@@ -1,8 +1,9 @@
 """Incidents in the ops database: what was noticed, where, the evidence, and where it stands.
 
 Status moves open → acknowledged → remediating → resolved, or to escalated. The same cause on the same
-table while an incident is still unresolved and was seen within the grouping window updates that incident
-(occurrences, last seen, evidence) instead of opening another: one cause, one incident, one alert.
+table while an incident is still unresolved and was seen within the grouping window, or is acknowledged or
+escalated (someone owns it), updates that incident (occurrences, last seen, evidence) instead of opening
+another: one cause, one incident, one alert.
 
 People move incidents too (`dataops incident ack|resolve|expected`, the Slack buttons); each such note
 names the person and the channel, and pipelines/monitors/feedback.py keeps the label it implies.
@@ -32,6 +33,7 @@ _TRANSITIONS = {
     "resolved": {"open"},
 }
 GROUPING_WINDOW = timedelta(hours=24)
+HELD: tuple[str, ...] = ("acknowledged", "escalated")
 _MAX_EVIDENCE = 20
 
 
@@ -127,7 +129,12 @@ class IncidentStore:
                     IncidentRow.status.in_(UNRESOLVED),
                 )
             ).all()
-            current = next((c for c in candidates if now - (_aware(c.last_seen_at) or now) <= GROUPING_WINDOW), None)
+            # A person (or the agent's escalation) owns an acknowledged or escalated incident: the same cause
+            # folds into it however long ago it was last seen, instead of paging again.
+            current = next(
+                (c for c in candidates if c.status in HELD or now - (_aware(c.last_seen_at) or now) <= GROUPING_WINDOW),
+                None,
+            )
             entry = {"at": now.isoformat(), "partition": finding.partition, **finding.evidence}
             if current is not None:
                 current.occurrences += 1

@@ -64,8 +64,8 @@ def test_permanent_source_failures_become_critical_findings(ctx: PlatformContext
 
 
 def test_a_lagging_pipeline_is_one_behind_finding_not_empty_days(ctx: PlatformContext) -> None:
-    """The clock runs four days ahead of what the pipeline processed: no "0 records" days, no stale source,
-    one "behind by N h" finding, grouped into one incident however often the monitors look."""
+    """The clock runs four days ahead of what the pipeline processed and no run succeeds: no "0 records" days,
+    no stale source, one "behind by N h" finding, grouped into one incident however often the monitors look."""
     from pipelines.clock import SteppedClock
     from pipelines.monitors.checks import check_freshness
     from pipelines.service import Service
@@ -77,11 +77,12 @@ def test_a_lagging_pipeline_is_one_behind_finding_not_empty_days(ctx: PlatformCo
     assert ctx.control.watermark("carbon_intensity") == utc(2023, 2, 1)
     volume = ctx.inventory.monitors["carbon_intensity_volume"]
     freshness = ctx.inventory.monitors["carbon_intensity_freshness"]
-    for hours in (6, 30, 54, 78, 102):
+    assert check_freshness(ctx, freshness, utc(2023, 2, 3), stall_after_s=3600) == [], "runs still succeed: a speed matter"
+    for hours in (2, 30, 54, 78, 102):
         now = utc(2023, 2, 1) + timedelta(hours=hours)
         assert check_volume(ctx, volume, now) == [], f"days after the watermark are not judged ({now})"
-        findings = check_freshness(ctx, freshness, now, stall_after_s=3600)
-        if hours <= 24:
+        findings = check_freshness(ctx, freshness, now, stall_after_s=0)
+        if hours <= 3:
             assert findings == []
             continue
         (behind,) = findings
@@ -92,3 +93,8 @@ def test_a_lagging_pipeline_is_one_behind_finding_not_empty_days(ctx: PlatformCo
         service.report(findings, now)
     behind_incidents = [i for i in ctx.incidents.list() if i.kind == "freshness" or i.kind == "volume"]
     assert [(i.cause_key, i.occurrences) for i in behind_incidents] == [("carbon_intensity_freshness:behind", 4)]
+    ctx.incidents.transition(behind_incidents[0].id, "escalated", note="test")
+    later = utc(2023, 2, 6, 8)  # 26 h after it was last seen
+    service.report(check_freshness(ctx, freshness, later, stall_after_s=0), later)
+    (escalated,) = [i for i in ctx.incidents.list() if i.kind == "freshness"]
+    assert escalated.occurrences == 5, "an escalated incident takes its cause in however long after, instead of paging again"

@@ -16,6 +16,9 @@ Follows github.com/numenta/NAB at ea702d75 (`nab/sweeper.py`, `nab/optimizer.py`
 * Normalised score ``100 * (S - S_null) / (S_perfect - S_null)`` with ``S_null = -fnWeight * windows``
   (the detector that never fires) and ``S_perfect = tpWeight * windows``.
 
+Beyond NAB: leave-one-category-out cross-validation (`loco_choices`, `loco_thresholds`), which chooses a
+configuration or threshold for each category on the other categories' files only.
+
 The per-file ``Total_Count`` in NAB's published ``*_scores.csv`` files is the file's row count (they
 were written by the scorer before the sweeper); `FileScore.rows` reproduces it, while ``tp + tn + fp +
 fn`` counts only the scored (post-probation) rows.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -340,3 +343,100 @@ def published_scores(results_dir: Path, files: Sequence[str], profiles: Sequence
         else:
             out[folder.name] = row
     return out
+
+
+def published_file_scores(results_dir: Path, detector: str, profile: str) -> dict[str, float]:
+    """Per-file scores of one published detector and profile, from ``results/<detector>/<detector>_<profile>_scores.csv``."""
+    table = pd.read_csv(results_dir / detector / f"{detector}_{profile}_scores.csv")
+    table = table[table["File"].str.contains("/", regex=False, na=False)]  # NAB adds a "Totals" row
+    return {str(f): float(s) for f, s in zip(table["File"], table["Score"], strict=True)}
+
+
+# -- leave-one-category-out cross-validation ---------------------------------------------------------
+# NAB optimises each detector's threshold on the very files it scores. Here every category (the folder
+# of a data file) is held out in turn: the configuration is chosen on the other categories' files only,
+# then the held-out files are scored with it.
+
+
+def category(name: str) -> str:
+    """A data file's NAB category, the folder in ``realKnownCause/nyc_taxi.csv``."""
+    return name.split("/", 1)[0]
+
+
+def choose(table: Mapping[str, Mapping[str, float]]) -> str:
+    """The candidate whose files score highest in total; ties go to the first candidate in ``table``."""
+    best, best_total = "", -math.inf
+    for label, scores in table.items():
+        total = sum(scores.values())
+        if total > best_total + 1e-9:
+            best, best_total = label, total
+    if not best:
+        raise NabScoringError("no candidate configurations to choose from")
+    return best
+
+
+def loco_choices(table: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
+    """For each category, the candidate `choose` picks from the other categories' files only.
+
+    ``table`` maps each candidate (in declared order) to every file's score for one profile; the held-out
+    category's scores are removed before `choose` sees the table, so they cannot influence its choice.
+    """
+    files = sorted({f for scores in table.values() for f in scores})
+    out = {}
+    for held_out in sorted({category(f) for f in files}):
+        training = {label: {f: s for f, s in scores.items() if category(f) != held_out} for label, scores in table.items()}
+        out[held_out] = choose(training)
+    return out
+
+
+def loco_thresholds(sweeps: Sequence[FileSweep], profile: CostProfile) -> dict[str, float]:
+    """For each category, NAB's corpus-optimal threshold over the other categories' files only."""
+    out = {}
+    for held_out in sorted({category(s.name) for s in sweeps}):
+        out[held_out] = threshold_curve([s for s in sweeps if category(s.name) != held_out], profile).best()[0]
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldOut:
+    """One held-out category scored with the configuration and threshold chosen without it."""
+
+    category: str
+    chosen: str
+    threshold: float
+    files: tuple[FileScore, ...]
+
+    @property
+    def score(self) -> float:
+        return sum(f.score for f in self.files)
+
+    @property
+    def windows(self) -> int:
+        return sum(f.windows for f in self.files)
+
+    @property
+    def fp(self) -> int:
+        return sum(f.fp for f in self.files)
+
+    def normalised(self, profile: CostProfile) -> float | None:
+        """The category's own normalised score; None when it has no windows (artificialNoAnomaly)."""
+        if not self.windows:
+            return None
+        return normalise(self.score, null=-profile.fn_weight * self.windows, perfect=profile.tp_weight * self.windows)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrossValidation:
+    """Cross-validated result for one profile: every file scored by the configuration chosen without its category."""
+
+    profile: CostProfile
+    folds: tuple[HeldOut, ...]
+
+    @property
+    def score(self) -> float:
+        return sum(f.score for f in self.folds)
+
+    @property
+    def normalised(self) -> float:
+        windows = sum(f.windows for f in self.folds)
+        return normalise(self.score, null=-self.profile.fn_weight * windows, perfect=self.profile.tp_weight * windows)

@@ -149,7 +149,7 @@ class FalseAlarmBudget(_Spec):
         return self.incidents / self.per_days
 
 
-ValueModel = Literal["seasonal", "forecast_error", "physical"]
+ValueModel = Literal["seasonal", "forecast_error", "physical", "detector"]
 
 
 class MonitorSpec(_Spec):
@@ -164,7 +164,7 @@ class MonitorSpec(_Spec):
     where: str | None = Field(default=None, description="value: DuckDB filter selecting one series, e.g. fuel = 'wind'")
     model: ValueModel = Field(
         default="seasonal",
-        description="value: the model of normal behaviour (seasonal, forecast_error, physical; pipelines/monitors/models.py)",
+        description="value: the model of normal behaviour (seasonal, forecast_error, physical, detector; pipelines/monitors/models.py)",
     )
     reference: str | None = Field(
         default=None, description="value, forecast_error: DuckDB expression of the forecast itself, to tell a glitch of one slot"

@@ -134,10 +134,12 @@ def test_detector_scores_injected_anomalies_far_above_normal_points() -> None:
     stamps, values = seasonal_series()
     scores = AnomalyDetector().score_series(stamps, values)
     normal = np.r_[200:SPIKE, SPIKE + 1 : SHIFT]
+    alert = AnomalyDetectorSpec().alert_score
     assert scores[SPIKE] >= 0.9
-    assert scores[SHIFT] >= 0.9
-    assert np.median(scores[normal]) < 0.35
-    assert np.quantile(scores[normal], 0.99) < 0.65
+    assert scores[SHIFT] >= alert
+    assert np.flatnonzero(scores >= alert).tolist() == [SPIKE, SHIFT]  # nothing else alerts
+    assert np.median(scores[normal]) < 0.45
+    assert np.quantile(scores[normal], 0.99) < 0.75
     assert scores.min() >= 0.0 and scores.max() < 1.0
     assert np.all(scores[:100] == 0.0)  # min_history usable points before anything is scored
 
@@ -182,3 +184,46 @@ def test_sensitivity_raises_scores() -> None:
     calm = AnomalyDetector(AnomalyDetectorSpec(sensitivity=0.5)).score_series(stamps, values)
     keen = AnomalyDetector(AnomalyDetectorSpec(sensitivity=2.0)).score_series(stamps, values)
     assert np.median(keen[200:]) > np.median(calm[200:])
+
+
+def test_an_incident_alerts_once_and_closes_after_quiet_points() -> None:
+    spec = AnomalyDetectorSpec()
+    assert (spec.alert_evidence, spec.incident_hold, spec.incident_points) == (3.4, 0.5, 25)
+    evidence = np.zeros(200)
+    evidence[10] = 5.0  # opens an incident
+    evidence[11:50] = 2.0  # at least half the alert evidence: keeps it open, however long
+    evidence[60] = 5.0  # 10 quiet points after the last holding one: the same incident
+    evidence[120] = 5.0  # 59 quiet points later: a new incident
+    detector = AnomalyDetector(spec)
+    scores = detector.score_evidence(evidence)
+    assert np.flatnonzero(scores >= spec.alert_score).tolist() == [10, 120]
+    assert scores[60] == pytest.approx(spec.incident_damping * 5.0 / (5.0 + spec.evidence_half))
+    known = np.zeros(200, dtype=bool)
+    known[11:50] = True  # inside a known incident: these neither hold the incident open nor open one
+    assert np.flatnonzero(detector.score_evidence(evidence, exclude=known) >= spec.alert_score).tolist() == [10, 60, 120]
+    known[:] = False
+    known[10] = True  # still scored, but opens nothing: 60 opens the incident
+    assert np.flatnonzero(detector.score_evidence(evidence, exclude=known) >= spec.alert_score).tolist() == [10, 60, 120]
+
+
+def test_scores_are_the_evidence_mapped_and_damped() -> None:
+    stamps, values = seasonal_series()
+    detector = AnomalyDetector()
+    evidence = detector.evidence_series(stamps, values)
+    np.testing.assert_array_equal(detector.score_evidence(evidence), detector.score_series(stamps, values))
+    assert evidence.min() >= 0.0
+    with pytest.raises(AnomalyDetectorError, match=r"incident_hold must be in \(0, 1\], got 0"):
+        AnomalyDetectorSpec(incident_hold=0)
+
+
+def test_a_new_shape_in_the_same_range_alerts_once_it_starts() -> None:
+    """A daily cycle that turns into a square wave: every value within the range seen before, the shape new."""
+    stamps = pd.date_range("2024-01-01", periods=24 * 12 * 20, freq="5min", tz="UTC")  # 20 days at 5 minutes
+    phase = 2 * np.pi * np.arange(len(stamps)) / 288
+    values = 10 * np.sin(phase) + np.random.default_rng(5).normal(0, 0.3, len(stamps))
+    change = 288 * 15
+    values[change:] = 10 * np.sign(np.sin(phase[change:])) * 0.9 + np.random.default_rng(6).normal(0, 0.3, len(stamps) - change)
+    scores = AnomalyDetector().score_series(stamps, values)
+    alerts = np.flatnonzero(scores >= AnomalyDetectorSpec().alert_score)
+    assert any(change <= a < change + 288 for a in alerts)
+    assert not any(1000 <= a < change for a in alerts)

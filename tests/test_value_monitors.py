@@ -198,3 +198,20 @@ def test_dataops_monitors_shows_warming_up_then_the_calibrated_threshold(ctx: Pl
     check_value(ctx, spec, utc(2023, 1, 20))
     row = {m["name"]: m for m in monitors_report(ctx, utc(2023, 1, 20))["monitors"]}["forecast_error"]
     assert row["status"] == "active" and row["threshold"] >= np.log10(48 * 90) - 1e-3
+
+
+def test_the_nab_detector_model_scores_incrementally_and_flags_a_unit_change() -> None:
+    """`model: detector` (the NAB-benchmarked detector) also gives tick-by-tick scores equal to one pass, and sees a
+    meter that starts reporting ten times too much."""
+    d = _neso("2023-01-01", "2023-02-20").reset_index(drop=True)
+    x = d.actual.to_numpy(float).copy()
+    x[2300:] = x[2300:] * 10  # from 18 February 01:30 the meter reports in the wrong unit
+    frame = SeriesFrame(ts=pd.DatetimeIndex(d["from"]), x=x)
+    spec = _spec("detector")
+    fresh = np.arange(1900, len(x))
+    full_state: dict[str, Any] = {}
+    full, full_flags = score_points(spec, frame, fresh, full_state)
+    state: dict[str, Any] = {}
+    pieces = [p for chunk in np.array_split(fresh, 7) for p in score_points(spec, frame, chunk, state)[0]]
+    assert [(p.ts, round(p.score, 9)) for p in pieces] == [(p.ts, round(p.score, 9)) for p in full]
+    assert full_flags and 2300 <= full_flags[0].index < 2310 and full_flags[0].direction == "high"

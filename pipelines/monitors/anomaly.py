@@ -1,38 +1,51 @@
-"""Value-anomaly detector of the monitors: robust seasonal baselines and an Isolation Forest, calibrated.
+"""Value-anomaly detector: robust baselines and subsequence novelty, calibrated by their tails, point by point.
 
 Every point is scored against data before it only. Points are scored in blocks of ``block`` points that
 share the history ending where the block starts, so scoring a whole series and scoring only its latest
 points give the same numbers. For each point:
 
-1. **Residuals against robust baselines from the past.** Each is a robust z-score ``(x - median) /
-   (1.4826 * MAD)`` over the last ``history`` usable points (not NaN, not in ``exclude``):
+1. **Three deviations from the past**, over the last ``history`` usable points (not NaN, not in
+   ``exclude``):
 
-   * *seasonal*: the median and MAD of the point's hour-of-week bucket, falling back to its hour-of-day
-     bucket and then to the whole history when a bucket holds fewer than ``min_bucket`` points;
-   * *local*: the median and MAD of the last ``local_window`` usable points (drifts that a slow seasonal
-     baseline would absorb late);
-   * *volatility*: the log ratio of the standard deviation over the last ``volatility_window`` points to
-     its median over the history (a signal that flat-lines or turns noisy).
+   * *seasonal*: the robust z-score ``(x - median) / (1.4826 * MAD)`` in the point's hour-of-week bucket,
+     falling back to its hour-of-day bucket and then to the whole history when a bucket holds fewer than
+     ``min_bucket`` points;
+   * *local*: the same against the last ``local_window`` usable points (a drift the seasonal baseline
+     would absorb late);
+   * *novelty*: how far the recent shape is from everything seen before. The point's window is the
+     means of ``novelty_taps`` consecutive runs of ``novelty_step`` points ending at the point; its novelty
+     is the RMS distance to the nearest window of the history that ends at least one window span before
+     the block (the left matrix profile of the smoothed series, without trivial self-matches). A level,
+     slope or pattern the series has shown before is near something; a new one is not.
 
-   Scales are floored at half the history's mean absolute deviation, so a constant stretch does not turn
-   the next wobble into an infinite z-score.
-2. **Isolation Forest** (scikit-learn, fixed ``random_state``) over the three residuals, log-compressed,
-   refitted every ``refit_every`` points on the last ``forest_history`` usable points. It scores how
-   isolated the combination is (a normal level with an abnormal volatility, say); no single residual
-   has to be extreme.
-3. **Calibration.** The three residual magnitudes and the forest's score become evidence ``S = -log10
-   P(value >= observed)`` under a normal fit (mean, standard deviation) of the same quantity over the last
-   ``calibration`` scored points, so a series with heavy-tailed residuals needs a larger deviation to
-   score the same. The largest evidence, times ``sensitivity``, maps to the score ``S / (S + h)``, where
-   ``h`` puts ``alert_score`` at ``alert_evidence``.
-4. **Incidents.** A point scoring ``alert_score`` or more opens an incident for ``incident_points``
-   points, during which scores are multiplied by ``incident_damping``: one alert per event, as a monitor
-   with an open incident does not page again. The detector keeps learning from those points (a level
-   shift becomes the new normal); points the caller passes in ``exclude`` (already inside known incidents)
-   stay out of every baseline, calibration and forest.
+   Robust scales are floored at half the history's mean absolute deviation, so a constant stretch does
+   not turn the next wobble into an infinite z-score.
+2. **Calibration by the tail.** Each magnitude becomes evidence ``S = -log10 P(X >= observed)``, where
+   ``X`` is the same magnitude over the last ``calibration`` scored points: the empirical frequency below
+   their top ``tail`` fraction, an exponential tail fitted to that top fraction above it (peaks over a
+   threshold). A series whose deviations are often large needs a larger one to score the same, and a
+   deviation larger than any seen keeps gaining evidence with its size.
+3. **Score.** The largest evidence, times ``sensitivity``, maps to ``S / (S + h)``, where ``h`` puts
+   ``alert_score`` at ``alert_evidence``: a point alerts when its calibrated tail probability is below
+   ``10 ** -alert_evidence`` (at sensitivity 1).
+4. **Incidents.** A point scoring ``alert_score`` or more opens an incident. It stays open while the
+   evidence keeps coming back to ``incident_hold`` times ``alert_evidence`` or more, and closes after
+   ``incident_points`` points in a row below that; scores inside it are multiplied by
+   ``incident_damping``. One alert per event, as a monitor with an open incident does not page again,
+   however long the event lasts, and the novelty of a new pattern (which stays new for a window span)
+   does not page twice. The detector keeps learning from those points (a level shift becomes the new
+   normal); points the caller passes in ``exclude`` (already inside known incidents) stay out of every
+   baseline, window and calibration (a window holding one has no novelty), and neither open nor hold an
+   incident.
 
-Scores are in [0, 1): around 0.2 to 0.5 for ordinary points, ``alert_score`` (0.8) and above for
-anomalies. ``benchmarks/nab.py`` measures the method on the Numenta Anomaly Benchmark.
+Steps 1 and 2 give `AnomalyDetector.evidence_series`; steps 3 and 4 are `AnomalyDetector.score_evidence`,
+so a benchmark can try several thresholds on one pass. Scores are in [0, 1): mostly 0.2 to 0.6 for
+ordinary points (a median near 0.4), ``alert_score`` (0.8) and above for anomalies.
+
+``benchmarks/nab.py`` measures the method on the Numenta Anomaly Benchmark. The defaults are the
+configuration its leave-one-category-out procedure (``nab.py --cv``) chooses when trained on all four
+categories; an Isolation Forest and a volatility residual of earlier versions were dropped after they
+added false alarms there and no detections.
 """
 
 from __future__ import annotations
@@ -43,18 +56,30 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_ndtr
-from sklearn.ensemble import IsolationForest
 
 from config.errors import DataOpsError
 
 _LN10 = float(np.log(10.0))
 _MAD_TO_SIGMA = 1.4826
-_RESIDUALS = 3  # seasonal, local, volatility; the forest's score is the fourth calibrated column
+_COLUMNS = 3  # seasonal, local, novelty
+_MIN_REFERENCE = 20  # scored points a column needs before its evidence counts
+_MIN_TAIL = 10  # points the exponential tail is fitted on, at least
 _POSITIVE_FIELDS = (
-    "sensitivity", "alert_evidence", "history", "local_window", "volatility_window", "min_history",
-    "min_bucket", "calibration", "block", "forest_history", "refit_every", "n_estimators",
-)  # fmt: skip
+    "sensitivity",
+    "alert_evidence",
+    "history",
+    "local_window",
+    "min_history",
+    "min_bucket",
+    "novelty_taps",
+    "novelty_step",
+    "calibration",
+    "tail",
+    "block",
+)
+
+SCORING_FIELDS = ("sensitivity", "alert_score", "alert_evidence", "incident_points", "incident_hold", "incident_damping")
+"""Fields that only turn evidence into scores; `AnomalyDetector.evidence_series` does not read them."""
 
 
 class AnomalyDetectorError(DataOpsError, ValueError):
@@ -63,37 +88,37 @@ class AnomalyDetectorError(DataOpsError, ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class AnomalyDetectorSpec:
-    """How the detector scores. The defaults are the configuration benchmarked on NAB (benchmarks/nab.py)."""
+    """How the detector scores. The defaults are what ``benchmarks/nab.py --cv`` chooses on all four NAB categories."""
 
     sensitivity: float = 1.0
     """Multiplies the evidence before it becomes a score: 2.0 alerts on deviations half as improbable in
-    log10 terms (tail probability 1e-4.6 instead of 1e-9.3), 0.5 only on ones twice as improbable."""
+    log10 terms, 0.5 only on ones twice as improbable."""
     alert_score: float = 0.8
-    """Score at or above which a point opens an incident (and the monitors' default threshold)."""
-    alert_evidence: float = 9.3
+    """Score at or above which a point alerts and opens an incident."""
+    alert_evidence: float = 3.4
     """Evidence (-log10 of the calibrated tail probability) that scores ``alert_score`` at sensitivity 1."""
     history: int = 3000
-    """Usable past points the baselines look at."""
+    """Usable past points the baselines and the novelty search look at."""
     local_window: int = 100
     """Usable past points of the local baseline."""
-    volatility_window: int = 12
-    """Points of the rolling standard deviation behind the volatility residual."""
     min_history: int = 100
     """Usable past points needed before a point is scored; earlier points score 0."""
     min_bucket: int = 3
     """Points a seasonal bucket needs before it is used instead of its coarser parent."""
+    novelty_taps: int = 8
+    """Means in a novelty window."""
+    novelty_step: int = 8
+    """Points averaged into each mean of a novelty window (the window spans taps * step points)."""
     calibration: int = 2000
-    """Scored points whose residuals calibrate the evidence."""
+    """Scored points whose magnitudes calibrate the evidence."""
+    tail: float = 0.05
+    """Top fraction of the calibration points the exponential tail is fitted on."""
     block: int = 48
     """Points scored together against the history that ends where the block starts."""
-    forest_history: int = 2000
-    """Usable scored points the Isolation Forest is fitted on."""
-    refit_every: int = 256
-    """Points between refits of the forest."""
-    n_estimators: int = 100
-    random_state: int = 0
-    incident_points: int = 100
-    """Points after an alert during which scores are damped."""
+    incident_points: int = 25
+    """Quiet points after which an incident closes."""
+    incident_hold: float = 0.5
+    """Fraction of ``alert_evidence`` that keeps an open incident open (a quiet point is below it)."""
     incident_damping: float = 0.5
     """Factor applied to scores inside an open incident."""
 
@@ -102,9 +127,15 @@ class AnomalyDetectorSpec:
             raise AnomalyDetectorError(f"alert_score must be in (0, 1), got {self.alert_score}")
         if not 0 <= self.incident_damping <= 1:
             raise AnomalyDetectorError(f"incident_damping must be in [0, 1], got {self.incident_damping}")
+        if not 0 < self.tail < 1:
+            raise AnomalyDetectorError(f"tail must be in (0, 1), got {self.tail}")
+        if not 0 < self.incident_hold <= 1:
+            raise AnomalyDetectorError(f"incident_hold must be in (0, 1], got {self.incident_hold}")
         for name in _POSITIVE_FIELDS:
             if not getattr(self, name) > 0:
                 raise AnomalyDetectorError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.incident_points < 0:
+            raise AnomalyDetectorError(f"incident_points must be >= 0, got {self.incident_points}")
 
     @property
     def evidence_half(self) -> float:
@@ -128,20 +159,10 @@ class AnomalyDetector:
         """A score in [0, 1) for every point, in order, each against the points before it.
 
         NaN values score 0, and so does every point before ``min_history`` usable points have passed.
-        ``exclude`` flags points (inside known incidents, say) that no baseline, calibration or forest
-        may learn from; they are still scored.
+        ``exclude`` flags points (inside known incidents, say) that no baseline, reference window or
+        calibration may learn from; they are still scored.
         """
-        x = np.asarray(values, dtype=float)
-        stamps = pd.DatetimeIndex(pd.to_datetime(timestamps))
-        if len(stamps) != len(x):
-            raise AnomalyDetectorError(f"{len(stamps)} timestamps but {len(x)} values")
-        usable = ~np.isnan(x)
-        if exclude is not None:
-            flags = np.asarray(exclude, dtype=bool)
-            if flags.shape != x.shape:
-                raise AnomalyDetectorError(f"exclude has {len(flags)} flags for {len(x)} values")
-            usable &= ~flags
-        return _Pass(self.spec, stamps, x, usable).run()
+        return self.score_evidence(self.evidence_series(timestamps, values, exclude=exclude), exclude=exclude)
 
     def score_latest(
         self,
@@ -150,10 +171,51 @@ class AnomalyDetector:
         n_latest: int,
         exclude: Sequence[bool] | np.ndarray | None = None,
     ) -> np.ndarray:
-        """Scores of the last ``n_latest`` points, each against the history before it (the live monitors)."""
+        """Scores of the last ``n_latest`` points, each against the history before it (a live monitor's view)."""
         if n_latest <= 0:
             return np.zeros(0)
         return self.score_series(timestamps, values, exclude=exclude)[-n_latest:]
+
+    def evidence_series(
+        self,
+        timestamps: Sequence[datetime] | pd.DatetimeIndex | pd.Series,
+        values: Sequence[float] | np.ndarray,
+        *,
+        exclude: Sequence[bool] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The strongest calibrated evidence of every point (steps 1 and 2), before sensitivity and incidents."""
+        x = np.asarray(values, dtype=float)
+        stamps = pd.DatetimeIndex(pd.to_datetime(timestamps))
+        if len(stamps) != len(x):
+            raise AnomalyDetectorError(f"{len(stamps)} timestamps but {len(x)} values")
+        return _Pass(self.spec, stamps, x, ~np.isnan(x) & ~_flags(exclude, len(x))).run()
+
+    def score_evidence(self, evidence: np.ndarray, *, exclude: Sequence[bool] | np.ndarray | None = None) -> np.ndarray:
+        """Scores from `evidence_series` (steps 3 and 4): the mapping into [0, 1) and the incidents' damping."""
+        spec = self.spec
+        strongest = np.asarray(evidence, dtype=float) * spec.sensitivity
+        scores = strongest / (strongest + spec.evidence_half)
+        known = _flags(exclude, len(scores))  # inside known incidents: they neither open nor hold one
+        alerts = np.flatnonzero((scores >= spec.alert_score) & ~known)
+        holding = np.flatnonzero(((strongest >= spec.incident_hold * spec.alert_evidence) | (scores >= spec.alert_score)) & ~known)
+        # an incident ends incident_points points after the last holding point before a longer quiet stretch
+        ends = np.append(holding[:-1][np.diff(holding) > spec.incident_points], holding[-1:]) + spec.incident_points
+        i = 0
+        while i < len(alerts):  # one pass per incident
+            opened = int(alerts[i])
+            closed = int(ends[np.searchsorted(ends, opened + spec.incident_points)])
+            scores[opened + 1 : closed + 1] *= spec.incident_damping
+            i = int(np.searchsorted(alerts, closed, side="right"))
+        return np.asarray(scores)
+
+
+def _flags(exclude: Sequence[bool] | np.ndarray | None, n: int) -> np.ndarray:
+    if exclude is None:
+        return np.zeros(n, dtype=bool)
+    flags = np.asarray(exclude, dtype=bool)
+    if flags.shape != (n,):
+        raise AnomalyDetectorError(f"exclude has {len(flags)} flags for {n} values")
+    return flags
 
 
 def _robust(values: np.ndarray) -> tuple[float, float]:
@@ -162,9 +224,17 @@ def _robust(values: np.ndarray) -> tuple[float, float]:
     return median, _MAD_TO_SIGMA * float(np.median(np.abs(values - median)))
 
 
-def _compress(residuals: np.ndarray) -> np.ndarray:
-    """Signed log, so one 1000-sigma spike does not squash every other split of the forest."""
-    return np.asarray(np.sign(residuals) * np.log1p(np.abs(residuals)))
+def _tail_evidence(reference: np.ndarray, observed: np.ndarray, tail: float) -> np.ndarray:
+    """``-log10 P(X >= observed)`` for X distributed as ``reference``: empirical, with an exponential top ``tail``."""
+    ref = np.sort(reference)
+    n = len(ref)
+    k = min(max(_MIN_TAIL, int(tail * n)), n - 1)
+    threshold = ref[n - k - 1]
+    scale = max(float(np.mean(ref[n - k :] - threshold)), 1e-9 * (1.0 + abs(float(threshold))), 1e-12)
+    at_least = n - np.searchsorted(ref, observed, side="left")
+    empirical = -np.log10((at_least + 1) / (n + 1))
+    exponential = -np.log10(k / n) + (observed - threshold) / (scale * _LN10)
+    return np.asarray(np.maximum(np.where(observed > threshold, exponential, empirical), 0.0))
 
 
 class _Pass:
@@ -175,15 +245,15 @@ class _Pass:
         n = len(x)
         hour = np.asarray(stamps.hour, dtype=np.int64)
         self.buckets = (hour, np.asarray(stamps.dayofweek, dtype=np.int64) * 24 + hour)  # coarse to fine
-        learnable = pd.Series(np.where(usable, x, np.nan))  # pandas skips NaN: excluded values never count
-        self.rolling_std = learnable.rolling(spec.volatility_window, min_periods=2).std().fillna(0.0).to_numpy()
-        self.residuals = np.zeros((n, _RESIDUALS))
-        self.magnitudes = np.full((n, _RESIDUALS + 1), np.nan)  # |residuals| and the forest's score
+        # novelty windows: row i holds the means of the taps ending at point i; NaN where incomplete
+        step, taps = spec.novelty_step, spec.novelty_taps
+        lags = np.arange(taps - 1, -1, -1) * step
+        rows = np.arange(n)[:, None] - lags[None, :]
+        self.span = taps * step
+        self.windows = _tap_means(np.where(usable, x, np.nan), step, rows)  # excluded values never count
+        self.magnitudes = np.full((n, _COLUMNS), np.nan)
         self.scored = np.zeros(n, dtype=bool)
-        self.scores = np.zeros(n)
-        self.forest: IsolationForest | None = None
-        self.forest_fitted_at = 0
-        self.incident_until = -1
+        self.evidence = np.zeros(n)
 
     def run(self) -> np.ndarray:
         spec, n = self.spec, len(self.x)
@@ -193,15 +263,13 @@ class _Pass:
             past = first + np.flatnonzero(self.usable[first:start])
             if len(past) < spec.min_history:
                 continue
-            self._residuals(start, end, past)
-            self.magnitudes[start:end, :_RESIDUALS] = np.abs(self.residuals[start:end])
-            self.magnitudes[start:end, _RESIDUALS] = self._forest(start, end)
+            self._deviations(start, end, past)
+            self.magnitudes[start:end, 2] = self._novelty(start, end)
             self.scored[start:end] = True
-            raw = self._calibrated(start, end)
-            self._incidents(start, np.where(np.isnan(self.x[start:end]), 0.0, raw))
-        return self.scores
+            self.evidence[start:end] = np.where(np.isnan(self.x[start:end]), 0.0, self._calibrated(start, end))
+        return self.evidence
 
-    def _residuals(self, start: int, end: int, past: np.ndarray) -> None:
+    def _deviations(self, start: int, end: int, past: np.ndarray) -> None:
         spec, block = self.spec, self.x[start:end]
         hx = self.x[past]
         median, scale = _robust(hx)
@@ -217,57 +285,43 @@ class _Pass:
             medians[enough] = here.map(b_median).to_numpy()[enough]
             scales[enough] = here.map(b_scale).to_numpy()[enough]
         local_median, local_scale = _robust(hx[-spec.local_window :])
-        typical_std = float(np.median(self.rolling_std[past]))
-        eps = max(1e-3 * floor, 1e-12)
-        residuals = np.column_stack(
-            [
-                (block - medians) / np.maximum(scales, floor),
-                (block - local_median) / max(local_scale, floor),
-                np.log((self.rolling_std[start:end] + eps) / (typical_std + eps)),
-            ]
-        )
-        self.residuals[start:end] = np.nan_to_num(residuals, nan=0.0, posinf=1e6, neginf=-1e6)
+        residuals = np.column_stack([(block - medians) / np.maximum(scales, floor), (block - local_median) / max(local_scale, floor)])
+        self.magnitudes[start:end, :2] = np.minimum(np.abs(residuals), 1e6)  # NaN (a NaN value) stays NaN
 
-    def _reference(self, start: int, length: int) -> np.ndarray:
-        """The last ``length`` scored, usable points before ``start``."""
-        return np.flatnonzero(self.scored[:start] & self.usable[:start])[-length:]
-
-    def _forest(self, start: int, end: int) -> np.ndarray:
-        spec = self.spec
-        if self.forest is None or start - self.forest_fitted_at >= spec.refit_every:
-            reference = self._reference(start, spec.forest_history)
-            if len(reference) < 50:
-                return np.full(end - start, np.nan)
-            self.forest = IsolationForest(
-                n_estimators=spec.n_estimators, max_samples=min(256, len(reference)), random_state=spec.random_state
-            ).fit(_compress(self.residuals[reference]))
-            self.forest_fitted_at = start
-        return np.asarray(-self.forest.score_samples(_compress(self.residuals[start:end])))
+    def _novelty(self, start: int, end: int) -> np.ndarray:
+        """RMS distance of each point's window to the nearest complete window ending a span before the block."""
+        last = start - self.span  # windows ending here or earlier do not overlap the block's first window
+        candidates = np.arange(max(0, last - self.spec.history + 1), max(0, last + 1))
+        reference = self.windows[candidates]
+        reference = reference[~np.isnan(reference).any(axis=1)]
+        if len(reference) == 0:
+            return np.full(end - start, np.nan)
+        centre = float(reference.mean())  # distances by dot products lose less precision near zero
+        reference = reference - centre
+        query = self.windows[start:end] - centre  # a window holding an excluded value has no novelty
+        distance2 = ((query**2).sum(axis=1)[:, None] + (reference**2).sum(axis=1)[None, :] - 2.0 * query @ reference.T).min(axis=1)
+        return np.asarray(np.sqrt(np.maximum(distance2, 0.0) / self.spec.novelty_taps))  # NaN rows stay NaN
 
     def _calibrated(self, start: int, end: int) -> np.ndarray:
-        """Largest evidence over the residuals and the forest, mapped into [0, 1)."""
+        """Largest evidence over the columns, each against its last ``calibration`` scored magnitudes."""
         spec = self.spec
-        reference = self._reference(start, spec.calibration)
-        if len(reference) < 20:
-            return np.zeros(end - start)
-        history = self.magnitudes[reference]
-        columns = history.shape[1]
-        mean, std, valid = np.zeros(columns), np.ones(columns), np.zeros(columns, dtype=bool)
-        for c in range(columns):
-            known = history[~np.isnan(history[:, c]), c]
-            if len(known) >= 20:  # the forest's column starts empty
-                mean[c], std[c], valid[c] = known.mean(), max(float(known.std()), 1e-6), True
-        evidence = -log_ndtr(-(self.magnitudes[start:end] - mean) / std) / _LN10
-        evidence = np.where(valid & ~np.isnan(evidence), evidence, 0.0)
-        strongest = evidence.max(axis=1) * spec.sensitivity
-        return np.asarray(strongest / (strongest + spec.evidence_half))
+        reference = np.flatnonzero(self.scored[:start] & self.usable[:start])[-spec.calibration :]
+        strongest = np.zeros(end - start)
+        for c in range(_COLUMNS):
+            known = self.magnitudes[reference, c]
+            known = known[~np.isnan(known)]
+            observed = self.magnitudes[start:end, c]
+            if len(known) < _MIN_REFERENCE:
+                continue  # the novelty column starts later than the others
+            evidence = _tail_evidence(known, np.nan_to_num(observed, nan=-np.inf), spec.tail)
+            strongest = np.maximum(strongest, np.where(np.isnan(observed), 0.0, evidence))
+        return strongest
 
-    def _incidents(self, start: int, raw: np.ndarray) -> None:
-        spec = self.spec
-        for offset, value in enumerate(raw):
-            i = start + offset
-            if i <= self.incident_until:
-                value *= spec.incident_damping
-            elif value >= spec.alert_score and self.usable[i]:  # an excluded point is inside a known incident
-                self.incident_until = i + spec.incident_points
-            self.scores[i] = value
+
+def _tap_means(values: np.ndarray, step: int, rows: np.ndarray) -> np.ndarray:
+    """Means of ``step`` points ending at each index of ``rows`` (NaN where a run is cut short or holds NaN)."""
+    means = pd.Series(values).rolling(step, min_periods=step).mean().to_numpy()
+    out = np.full(rows.shape, np.nan)
+    inside = rows >= 0
+    out[inside] = means[rows[inside]]
+    return out

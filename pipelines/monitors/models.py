@@ -23,6 +23,9 @@ The models (``model:`` in config/monitors.yaml):
   (``reference``) also lies beyond the forecasts on both sides of it is a *forecast glitch*: its evidence is the product of the two tail probabilities, since
   a forecast is smooth from slot to slot whatever its error; it is reported as its own finding, and a
   point is scored once the slots a stretch needs after it have arrived.
+* ``detector``: the general-purpose detector of `anomaly.py` (robust seasonal and local z-scores and a
+  novelty measure of the series' recent shape), the one benchmarked on the Numenta Anomaly Benchmark
+  (benchmarks/nab.py), run over the day's history and its points; its evidence is the score.
 * ``physical``: a series in which ordinary variation is never a defect at the level that would flag it
   (hourly temperature: weather is not an incident). Only what really goes wrong there is checked: a
   *stuck* sensor (as above), an *impossible step* (a change per point above three times the largest step
@@ -239,6 +242,8 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
     if model == "physical":
         in_sample = np.zeros(len(history))
         out = _physical(frame, history, points, z_hist, z_new)
+    elif model == "detector":
+        in_sample, out = _detector(frame, history, points)
     else:
         sustained = _sustained(frame, level.z(hours, x))
         m_hist, m_new = sustained[history], sustained[points]
@@ -299,6 +304,35 @@ def _tail_or_one(history: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """`tail_probability` over the finite values; 1 where the observed value is NaN."""
     known = history[np.isfinite(history)]
     return np.where(np.isnan(observed), 1.0, tail_probability(known, np.nan_to_num(observed)))
+
+
+def _detector(frame: SeriesFrame, history: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, list[PointScore]]:
+    """The NAB-benchmarked detector (`anomaly.py`) over the day's history and its points, as evidence."""
+    from pipelines.monitors.anomaly import AnomalyDetector
+
+    # The detector reads its input as one series: the history, then the whole day so far (points of the day
+    # scored at an earlier tick included), so a day scored in pieces gets the numbers it gets in one go.
+    day_start = frame.ts[points[0]].normalize()
+    today = np.flatnonzero((frame.ts >= day_start) & (frame.ts <= frame.ts[points[-1]]))
+    evidence = AnomalyDetector().evidence_series(frame.ts[np.concatenate([history, today])], frame.x[np.concatenate([history, today])])
+    in_sample = np.zeros(len(history))  # its first points have too little past to stand in for calibration
+    scores = evidence[len(history) :][np.searchsorted(today, points)]
+    hours = np.asarray(frame.ts.hour, dtype=np.int64)
+    level = _Baseline(hours[history], frame.x[history])
+    z = level.z(hours[points], frame.x[points])
+    out = [
+        PointScore(
+            index=int(i),
+            ts=frame.ts[i].to_pydatetime(),
+            value=float(frame.x[i]),
+            score=float(scores[k]),
+            direction="high" if z[k] >= 0 else "low",
+            rule="level",
+            detail=f"detector evidence {scores[k]:.1f}, level z={z[k]:+.1f}",
+        )
+        for k, i in enumerate(points)
+    ]
+    return np.asarray(in_sample), out
 
 
 def _glitch_evidence(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, p_error: np.ndarray, z: np.ndarray) -> np.ndarray:

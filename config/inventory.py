@@ -184,6 +184,8 @@ class MonitorSpec(_Spec):
             raise ValueError(f"freshness monitor {self.name!r} needs max_lag_minutes")
         if self.kind == "value" and not self.expression:
             raise ValueError(f"value monitor {self.name!r} needs an expression")
+        if self.kind == "value" and self.model == "forecast_error" and not self.reference:
+            raise ValueError(f"value monitor {self.name!r} (model forecast_error) needs a reference: the forecast's own expression")
         if self.kind == "distribution" and not self.columns:
             raise ValueError(f"distribution monitor {self.name!r} needs columns")
         return self

@@ -1,8 +1,8 @@
 """Incidents in the ops database: what was noticed, where, the evidence, and where it stands.
 
 Status moves open → acknowledged → remediating → resolved, or to escalated. The same cause on the same
-table while an incident is still unresolved and was seen within the grouping window, or is acknowledged or
-escalated (someone owns it), updates that incident (occurrences, last seen, evidence) instead of opening
+table while an incident is still unresolved and was seen within the grouping window (a week when it is
+acknowledged or escalated: someone owns it), updates that incident (occurrences, last seen, evidence) instead of opening
 another: one cause, one incident, one alert.
 
 People move incidents too (`dataops incident ack|resolve|expected`, the Slack buttons); each such note
@@ -34,6 +34,7 @@ _TRANSITIONS = {
 }
 GROUPING_WINDOW = timedelta(hours=24)
 HELD: tuple[str, ...] = ("acknowledged", "escalated")
+HELD_WINDOW = timedelta(days=7)
 _MAX_EVIDENCE = 20
 
 
@@ -130,9 +131,9 @@ class IncidentStore:
                 )
             ).all()
             # A person (or the agent's escalation) owns an acknowledged or escalated incident: the same cause
-            # folds into it however long ago it was last seen, instead of paging again.
+            # folds into it for a week since it was last seen, instead of paging again every day.
             current = next(
-                (c for c in candidates if c.status in HELD or now - (_aware(c.last_seen_at) or now) <= GROUPING_WINDOW),
+                (c for c in candidates if now - (_aware(c.last_seen_at) or now) <= (HELD_WINDOW if c.status in HELD else GROUPING_WINDOW)),
                 None,
             )
             entry = {"at": now.isoformat(), "partition": finding.partition, **finding.evidence}

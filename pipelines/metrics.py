@@ -28,7 +28,18 @@ QUALITY_SCORE = Gauge(
     "dataops_data_quality_score", "Share of audited rows published in the last promotion (0..1).", ["table"], registry=REGISTRY
 )
 FRESHNESS_LAG = Gauge("dataops_freshness_lag_seconds", "Clock time since the newest slot in the table ended.", ["table"], registry=REGISTRY)
-ANOMALY_SCORE = Gauge("dataops_anomaly_score", "Latest anomaly score of a value monitor (0..1).", ["monitor"], registry=REGISTRY)
+ANOMALY_SCORE = Gauge(
+    "dataops_anomaly_score",
+    "Largest score (-log10 of the tail probability) of the points a value monitor last judged.",
+    ["monitor"],
+    registry=REGISTRY,
+)
+ANOMALY_THRESHOLD = Gauge(
+    "dataops_anomaly_threshold",
+    "Calibrated threshold of a value monitor's score, from its false-alarm budget.",
+    ["monitor"],
+    registry=REGISTRY,
+)
 FINDINGS_SUPPRESSED = Counter(
     "dataops_findings_suppressed",
     "Findings dropped by a suppression people set by marking an incident expected, by monitor (cause key).",

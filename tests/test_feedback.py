@@ -88,8 +88,8 @@ def test_a_pattern_without_scores_covers_kind_cause_and_table(ctx: PlatformConte
     done = judge(ctx, incident_id, "expected", actor="oncall", channel="cli", reason="NESO maintenance window", now=NOW, days=2)
     assert done.suppression is not None and (done.suppression.direction, done.suppression.max_score) == (None, None)
     assert filter_findings(ctx, [stale.model_copy(update={"evidence": {"lag_s": 90000}})], NOW + timedelta(days=1)) == []
-    stalled = stale.model_copy(update={"cause_key": "carbon_intensity_freshness:stalled"})
-    assert filter_findings(ctx, [stalled], NOW) == [stalled]
+    behind = stale.model_copy(update={"cause_key": "carbon_intensity_freshness:behind"})
+    assert filter_findings(ctx, [behind], NOW) == [behind]
 
 
 def test_mixed_directions_keep_the_ceiling_but_no_direction(ctx: PlatformContext) -> None:

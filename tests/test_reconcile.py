@@ -148,7 +148,14 @@ def test_compare_keys_exactly_and_values_within_tolerance(ctx: PlatformContext) 
     }
 
 
+def _without_reconcile(ctx: PlatformContext) -> None:
+    """A platform where no reconcile monitor watches gold: the distribution check is the only judge."""
+    monitors = {n: m for n, m in ctx.inventory.monitors.items() if m.kind != "reconcile"}
+    ctx.__dict__["inventory"] = ctx.inventory.model_copy(update={"monitors": monitors})
+
+
 def test_distribution_catches_a_scaled_day_and_not_a_clean_february(ctx: PlatformContext) -> None:
+    _without_reconcile(ctx)
     run_pipeline(ctx, "carbon_intensity", window((2023, 1, 1), (2023, 3, 1)), as_of=utc(2023, 3, 1, 1))
     spec, now = distribution_spec(), utc(2023, 3, 1, 1)
     assert check_distribution(ctx, spec, now) == [], "every day of February is ordinary weather"
@@ -168,6 +175,17 @@ def test_distribution_catches_a_scaled_day_and_not_a_clean_february(ctx: Platfor
     scale_day(ctx, "2023-02-20", 0.001, column="forecast")  # kg written as tonnes
     (finding,) = check_distribution(ctx, spec, now)
     assert finding.partition == "2023-02-20" and finding.evidence["column"] == "forecast" and finding.evidence["ratio"] < 0.01
+
+
+def test_distribution_leaves_a_day_it_can_recompute_to_the_reconcile_monitor(ctx: PlatformContext) -> None:
+    """One bad publish, one incident: where the inputs are still there, reconcile reports it, not both."""
+    run_pipeline(ctx, "carbon_intensity", window((2023, 1, 1), (2023, 3, 1)), as_of=utc(2023, 3, 1, 1))
+    spec, now = distribution_spec(), utc(2023, 3, 1, 1)
+    assert check_distribution(ctx, spec, now) == []
+    scale_day(ctx, "2023-02-15", 10)
+    assert check_distribution(ctx, spec, now) == []
+    (finding,) = check_reconcile(ctx, reconcile_spec().model_copy(update={"history_days": 20}), now)
+    assert finding.partition == "2023-02-15"
 
 
 def test_distribution_warms_up_on_too_little_history(ctx: PlatformContext) -> None:

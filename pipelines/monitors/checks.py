@@ -30,7 +30,6 @@ from pipelines.monitors import feedback
 from pipelines.monitors.state import MonitorStateRow, load_state, save_state
 
 log = logging.getLogger(__name__)
-_state, _save_state = load_state, save_state  # the names other monitor modules import
 __all__ = ["MonitorStateRow", "check_freshness", "check_schema", "check_volume", "evaluate", "processed_until", "source_covers"]
 
 
@@ -105,13 +104,16 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
     assert spec.max_lag_minutes is not None
     limit = spec.max_lag_minutes * 60
     stall_after_s = ctx.settings.misfire_grace_s if stall_after_s is None else stall_after_s
-    table = load_table(ctx.catalog, spec.table)
-    recent = wap.read_days(table, [_day(now) - timedelta(days=i) for i in range(7)], columns=("ts",))
-    newest: datetime | None = max((t for t in recent.column("ts").to_pylist() if t is not None and t <= now), default=None)
     last = _last_good_run(ctx, spec.table)
     looked_at = processed_until(ctx, spec.table, now)
-    if newest is None or last is None or looked_at is None:
-        return []  # nothing landed in a week: the runs report that; a freshness lag needs a last slot
+    if last is None or looked_at is None:
+        return []  # nothing ran yet: there is no lag to judge
+    # The week before the pipeline last looked: a pipeline stalled for longer is still judged where it stopped.
+    table = load_table(ctx.catalog, spec.table)
+    recent = wap.read_days(table, [_day(looked_at) - timedelta(days=i) for i in range(7)], columns=("ts",))
+    newest: datetime | None = max((t for t in recent.column("ts").to_pylist() if t is not None and t <= now), default=None)
+    if newest is None:
+        return []  # nothing landed in the week before the last look: the runs report that
     slot_end = newest + _cadence(ctx, spec.table)
     metrics.FRESHNESS_LAG.labels(spec.table).set(max(0.0, (now - slot_end).total_seconds()))
     if not source_covers(ctx, spec.table, now):
@@ -162,7 +164,7 @@ def check_volume(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
 
     Only days the pipelines have finished processing are judged: a day they have not reached is not empty.
     """
-    watermark, state = _state(ctx, spec.name)
+    watermark, state = load_state(ctx, spec.name)
     processed = processed_until(ctx, spec.table, now)
     if processed is None:
         return []
@@ -203,7 +205,7 @@ def check_volume(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
                     )
                 )
         day += timedelta(days=1)
-    _save_state(ctx, spec.name, last_complete, state)
+    save_state(ctx, spec.name, last_complete, state)
     return findings
 
 
@@ -224,7 +226,7 @@ def check_schema(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
         return []
     pipeline = pipelines[0]
     runs = ctx.ledger.runs(pipeline=pipeline.name, limit=1)
-    watermark, state = _state(ctx, spec.name)
+    watermark, state = load_state(ctx, spec.name)
     if not runs or state.get("run_id") == runs[0].run_id:
         return []
     run = runs[0]
@@ -233,7 +235,7 @@ def check_schema(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
         return []
     payloads = table.scan(row_filter=EqualTo("run_id", run.run_id), selected_fields=("payload",), limit=500).to_arrow()  # type: ignore[call-arg,arg-type]
     if payloads.num_rows == 0:
-        _save_state(ctx, spec.name, watermark, {**state, "run_id": run.run_id})
+        save_state(ctx, spec.name, watermark, {**state, "run_id": run.run_id})
         return []
     shape: dict[str, set[str]] = {}
     for text in payloads.column("payload").to_pylist():
@@ -248,7 +250,7 @@ def check_schema(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
     retyped = sorted(
         p for p in set(current) & set(previous) if set(current[p]) - set(previous[p]) - {"NoneType"} and previous[p] != ["NoneType"]
     )
-    _save_state(ctx, spec.name, watermark, {"run_id": run.run_id, "shape": {**previous, **current} if not removed else current})
+    save_state(ctx, spec.name, watermark, {"run_id": run.run_id, "shape": {**previous, **current} if not removed else current})
     if not (missing or added or removed or retyped):
         return []
     parts = [

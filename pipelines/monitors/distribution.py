@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.table import Table
 
+from config.errors import DataOpsError
 from config.inventory import MonitorSpec
 from pipelines.context import PlatformContext
 from pipelines.incidents import Finding
@@ -182,6 +183,7 @@ def check_distribution(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -
             out_of_line[day] = bad
         else:
             flagged.pop(key, None)
+    out_of_line = {day: bad for day, bad in out_of_line.items() if not _recompute_decides(ctx, spec.table, day, head)}
     findings = []
     if out_of_line:
         usable = {d for d in complete if flagged.get(d.date().isoformat()) != found[d].digest}
@@ -202,6 +204,23 @@ def check_distribution(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -
         },
     )
     return findings
+
+
+def _recompute_decides(ctx: PlatformContext, table_name: str, day: datetime, head: int) -> bool:
+    """Whether the day can be recomputed from its inputs, so the reconcile monitor judges it instead.
+
+    A day that differs from its recompute is the reconcile monitor's to report (one incident, not two); a
+    day that equals it is what silver says, so an unusual distribution there is not a bad publish.
+    """
+    from pipelines.monitors.reconcile import Reconciler, mart_writing
+
+    if not any(m.kind == "reconcile" and m.table == table_name for m in ctx.inventory.monitors.values()):
+        return False
+    try:
+        status = Reconciler(ctx, mart_writing(ctx, table_name)).judge(day, head).status
+    except DataOpsError:
+        return False
+    return status in ("reconciled", "differs")
 
 
 def _explain(key: str, judgements: list[Judgement]) -> str:

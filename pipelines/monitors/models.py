@@ -13,9 +13,10 @@ The models (``model:`` in config/monitors.yaml):
   the *level* (value against that hour's median and MAD) and the *step* (change from the previous point
   against the changes seen at that hour). Each residual's tail probability comes from the empirical
   distribution of the same residual over the history, with a Pareto tail (Hill estimator) beyond its 95th
-  percentile, so a heavy-tailed series needs a larger deviation to score the same; the two are combined
-  with a Bonferroni factor of 2. A run of identical values longer than twice the longest run of the history
-  (and at least ``6`` points) is a *stuck* finding.
+  percentile, so a heavy-tailed series needs a larger deviation to score the same. They are combined,
+  with the level's mean over ``SUSTAINED_POINTS`` slots, with a Bonferroni factor of 3. A run of
+  identical values longer than twice the longest run of the history (and at least ``6`` points) is a
+  *stuck* finding.
 * ``forecast_error``: the error of a forecast (``actual - forecast``), heavy-tailed and with a spread that
   depends on the hour of day and the season: the level residual by hour of day over the last
   ``history_days`` (the season), with the same calibrated tail, and its mean over ``SUSTAINED_POINTS``

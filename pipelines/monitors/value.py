@@ -47,7 +47,7 @@ def read_series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: d
         ref = f"({spec.reference})" if spec.reference else "NULL"
         rows = con.execute(
             f"SELECT ts, ({spec.expression}) AS v, {ref} AS r FROM t "
-            f"WHERE ts >= ? AND ts < ? {where} AND ({spec.expression}) IS NOT NULL ORDER BY ts",
+            f"WHERE ts >= ? AND ts < ? {where} AND isfinite(({spec.expression})::DOUBLE) ORDER BY ts",
             [start, end],
         ).fetchall()
     finally:
@@ -103,7 +103,8 @@ def score_points(
         state["status"], state["threshold"], state["detail"] = "active", round(threshold.score, 3), threshold.explain()
         for entry in judgement.scores:
             scored.append(entry)
-            daily_max[key] = max(daily_max.get(key, 0.0), entry.score)
+            # A flagged point counts at the threshold: a defect must not raise the bar for the next one.
+            daily_max[key] = max(daily_max.get(key, 0.0), min(entry.score, threshold.score))
             if entry.score >= threshold.score:
                 flagged.append(entry)
                 flagged_set.add(entry.ts.isoformat())
@@ -117,7 +118,8 @@ def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[
     """Score the points that arrived since the last evaluation; findings for those beyond the threshold."""
     watermark, state = load_state(ctx, spec.name)
     start = (now - timedelta(days=MAX_FIRST_READ_DAYS)) if watermark is None else watermark
-    start = start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=spec.history_days)
+    # One day more than the history: its first points need their predecessors (steps, means, runs) as in one pass.
+    start = start.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=spec.history_days + 1)
     frame = read_series(ctx, spec, start, now)
     if not len(frame.ts):
         return []
@@ -130,6 +132,7 @@ def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[
     scored, flagged = score_points(spec, frame, fresh, state, labels=labels, sensitivity=ctx.settings.anomaly_sensitivity)
     if scored:
         metrics.ANOMALY_SCORE.labels(spec.name).set(max(p.score for p in scored))
+        metrics.ANOMALY_THRESHOLD.labels(spec.name).set(float(state.get("threshold", 0.0)))
     save_state(ctx, spec.name, frame.ts[fresh[-1]].to_pydatetime(), state)
     return findings_of(spec, frame, flagged, threshold=float(state.get("threshold", 0.0)))
 

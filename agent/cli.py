@@ -113,9 +113,17 @@ def _judge(incident_id: int, action: str, *, reason: str, as_user: str | None, a
         policy = load_policy(ctx.settings.policy_path, approvers=ctx.settings.approvers)
     with _usage_errors(), _refusals():
         outcome = act_on_incident(
-            ctx, policy, incident_id, action, actor=user, channel="cli", reason=_attributed(reason, user),
-            now=platform_now(ctx), days=days, memory=lambda: IncidentMemory.open(ctx.settings),
-        )  # fmt: skip
+            ctx,
+            policy,
+            incident_id,
+            action,
+            actor=user,
+            channel="cli",
+            reason=_attributed(reason, user),
+            now=platform_now(ctx),
+            days=days,
+            memory=lambda: IncidentMemory.open(ctx.settings),
+        )
     if as_json:
         _emit_json(outcome.model_dump(mode="json"))
         return

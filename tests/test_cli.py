@@ -172,10 +172,18 @@ def test_query_fast_read_matches_the_pyiceberg_scan(ctx: PlatformContext) -> Non
 
 def _anomaly() -> Finding:
     return Finding(
-        kind="value_anomaly", severity="warning", table="silver.carbon_intensity", cause_key="actual_intensity",
+        kind="value_anomaly",
+        severity="warning",
+        table="silver.carbon_intensity",
+        cause_key="actual_intensity",
         title="actual_intensity: 1 anomalous point",
-        evidence={"monitor": "actual_intensity", "direction": "high", "score": 6.0, "points": [{"ts": "2023-01-01T12:00:00+00:00", "score": 6.0}]},
-    )  # fmt: skip
+        evidence={
+            "monitor": "actual_intensity",
+            "direction": "high",
+            "score": 6.0,
+            "points": [{"ts": "2023-01-01T12:00:00+00:00", "score": 6.0}],
+        },
+    )
 
 
 @pytest.fixture

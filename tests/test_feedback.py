@@ -104,8 +104,12 @@ def test_ack_and_resolve_move_the_incident_label_it_real_and_note_who(ctx: Platf
     acked = judge(ctx, incident_id, "ack", actor="U_ALICE", channel="slack", reason="", now=NOW)
     assert acked.incident.status == "acknowledged" and acked.suppression is None
     assert acked.incident.notes[-1] | {"at": None} == {
-        "at": None, "actor": "U_ALICE", "status": "acknowledged", "note": "acknowledged as real", "channel": "slack"
-    }  # fmt: skip
+        "at": None,
+        "actor": "U_ALICE",
+        "status": "acknowledged",
+        "note": "acknowledged as real",
+        "channel": "slack",
+    }
     resolved = judge(ctx, incident_id, "resolve", actor="oncall", channel="cli", reason="meter fixed", now=NOW)
     assert resolved.incident.status == "resolved" and resolved.incident.notes[-1]["note"] == "resolved as real: meter fixed"
     assert [(x.verdict, x.actor, x.channel) for x in feedback.labels(ctx, incident_id=incident_id)] == [

@@ -352,9 +352,15 @@ def _incident_click_body(rig: Rig, action: str, user: str) -> str:
     thread = rig.reporter.store.thread("incident-1")
     assert thread is not None
     return block_actions_body(
-        action_id=action, value="1", user=user, channel=thread.channel, message_ts=thread.ts, block_id="incident:1",
-        response_url=rig.slack.response_url(f"incident-{user}"), message=rig.slack.message(thread.channel, thread.ts),
-    )  # fmt: skip
+        action_id=action,
+        value="1",
+        user=user,
+        channel=thread.channel,
+        message_ts=thread.ts,
+        block_id="incident:1",
+        response_url=rig.slack.response_url(f"incident-{user}"),
+        message=rig.slack.message(thread.channel, thread.ts),
+    )
 
 
 def _buttons(message: dict[str, Any]) -> list[tuple[str, str]]:

@@ -163,11 +163,17 @@ class SlackApp:
         policy = self.agent.policy
         try:
             outcome = act_on_incident(
-                self.agent.ctx, policy, int(value), verb, actor=user, channel="slack",
+                self.agent.ctx,
+                policy,
+                int(value),
+                verb,
+                actor=user,
+                channel="slack",
                 reason=f"marked expected in Slack by {user}" if verb == "expected" else "",
-                now=self.agent.runtime.clock(), memory=self.agent.memory,
+                now=self.agent.runtime.clock(),
+                memory=self.agent.memory,
                 groups=self._groups_of(user, [*policy.approvers, *policy.operators]),
-            )  # fmt: skip
+            )
         except DataOpsError as exc:  # not an approver or operator, unknown incident, impossible move
             self._ephemeral(channel, user, str(exc))
             return

@@ -25,7 +25,9 @@ points give the same numbers. For each point:
    their top ``tail`` fraction, an exponential tail fitted to that top fraction above it (peaks over a
    threshold). A series whose deviations are often large needs a larger one to score the same, and a
    deviation larger than any seen keeps gaining evidence with its size.
-3. **Score.** The largest evidence, times ``sensitivity``, maps to ``S / (S + h)``, where ``h`` puts
+3. **Score.** (The value monitors' ``model: detector`` takes the evidence of step 2 and judges it with its
+   own calibrated threshold; steps 3 and 4 are this detector's own alerting, which NAB scores.) The
+   largest evidence, times ``sensitivity``, maps to ``S / (S + h)``, where ``h`` puts
    ``alert_score`` at ``alert_evidence``: a point alerts when its calibrated tail probability is below
    ``10 ** -alert_evidence`` (at sensitivity 1).
 4. **Incidents.** A point scoring ``alert_score`` or more opens an incident. It stays open while the

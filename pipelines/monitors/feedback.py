@@ -118,12 +118,25 @@ class Suppression(BaseModel):
         created, expires = _aware(row.created_at), _aware(row.expires_at)
         assert created is not None and expires is not None
         return cls(
-            id=row.id, incident_id=row.incident_id, kind=row.kind, cause_key=row.cause_key, table=row.table_name,
-            direction=row.direction, score=row.score, max_score=row.max_score,
+            id=row.id,
+            incident_id=row.incident_id,
+            kind=row.kind,
+            cause_key=row.cause_key,
+            table=row.table_name,
+            direction=row.direction,
+            score=row.score,
+            max_score=row.max_score,
             pattern=describe_pattern(row.kind, row.cause_key, row.table_name, row.direction, row.max_score),
-            reason=row.reason, actor=row.actor, channel=row.channel, created_at=created, expires_at=expires, hits=row.hits,
-            last_hit_at=_aware(row.last_hit_at), lifted_at=_aware(row.lifted_at), lifted_by=row.lifted_by,
-        )  # fmt: skip
+            reason=row.reason,
+            actor=row.actor,
+            channel=row.channel,
+            created_at=created,
+            expires_at=expires,
+            hits=row.hits,
+            last_hit_at=_aware(row.last_hit_at),
+            lifted_at=_aware(row.lifted_at),
+            lifted_by=row.lifted_by,
+        )
 
     def active(self, now: datetime) -> bool:
         return self.lifted_at is None and now < self.expires_at
@@ -162,9 +175,17 @@ class Label(BaseModel):
         assert at is not None
         verdict: Verdict = "expected" if row.verdict == "expected" else "real"
         return cls(
-            id=row.id, incident_id=row.incident_id, verdict=verdict, kind=row.kind, cause_key=row.cause_key, table=row.table_name,
-            actor=row.actor, channel=row.channel, reason=row.reason, at=at,
-        )  # fmt: skip
+            id=row.id,
+            incident_id=row.incident_id,
+            verdict=verdict,
+            kind=row.kind,
+            cause_key=row.cause_key,
+            table=row.table_name,
+            actor=row.actor,
+            channel=row.channel,
+            reason=row.reason,
+            at=at,
+        )
 
 
 class Judgement(BaseModel):
@@ -248,9 +269,17 @@ def judge(
         else:
             move(row, status, note=note, actor=actor, channel=channel)
         label = LabelRow(
-            incident_id=row.id, verdict=verdict, kind=row.kind, cause_key=row.cause_key, table_name=row.table_name, actor=actor,
-            channel=channel, reason=reason, at=now, recorded_at=datetime.now(UTC),
-        )  # fmt: skip
+            incident_id=row.id,
+            verdict=verdict,
+            kind=row.kind,
+            cause_key=row.cause_key,
+            table_name=row.table_name,
+            actor=actor,
+            channel=channel,
+            reason=reason,
+            at=now,
+            recorded_at=datetime.now(UTC),
+        )
         s.add(label)
         s.flush()
         return Judgement(
@@ -268,10 +297,21 @@ def _suppress(s: Session, row: IncidentRow, *, actor: str, channel: str, reason:
             )
     direction, score = pattern_of(row.evidence)
     suppression = SuppressionRow(
-        incident_id=row.id, kind=row.kind, cause_key=row.cause_key, table_name=row.table_name, direction=direction, score=score,
-        max_score=None if score is None else round(score * SCORE_MARGIN, 3), reason=reason, actor=actor, channel=channel,
-        created_at=now, expires_at=now + timedelta(days=days), recorded_at=datetime.now(UTC), hits=0,
-    )  # fmt: skip
+        incident_id=row.id,
+        kind=row.kind,
+        cause_key=row.cause_key,
+        table_name=row.table_name,
+        direction=direction,
+        score=score,
+        max_score=None if score is None else round(score * SCORE_MARGIN, 3),
+        reason=reason,
+        actor=actor,
+        channel=channel,
+        created_at=now,
+        expires_at=now + timedelta(days=days),
+        recorded_at=datetime.now(UTC),
+        hits=0,
+    )
     s.add(suppression)
     s.flush()
     return suppression

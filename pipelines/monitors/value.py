@@ -148,8 +148,11 @@ def findings_of(spec: MonitorSpec, frame: SeriesFrame, flagged: list[PointScore]
         groups[_RULE_KEYS.get(point.rule, "anomaly")].append(point)
     stretches: list[tuple[str, list[PointScore]]] = []
     for group, points in groups.items():
-        if group != "glitch":
-            stretches.append((group, points))
+        if group != "glitch":  # one finding per UTC day, so a tick over many days does not merge separate events
+            by_day: dict[str, list[PointScore]] = defaultdict(list)
+            for point in points:
+                by_day[point.ts.date().isoformat()].append(point)
+            stretches += [(group, day_points) for _, day_points in sorted(by_day.items())]
             continue
         for point in points:  # one finding per glitch: a stretch of consecutive slots
             if stretches and stretches[-1][0] == "glitch" and stretches[-1][1][-1].index == point.index - 1:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pickle
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from config.inventory import ScheduleSpec
-from pipelines.clock import ReplayClock
+from pipelines.clock import ReplayClock, SteppedClock
 from pipelines.context import PlatformContext
 from pipelines.incidents import Finding
 from pipelines.lakehouse.catalog import load_table
@@ -20,21 +19,8 @@ from pipelines.service import Service
 from tests.conftest import utc
 
 
-@dataclass
-class SteppedClock:
-    """A clock the test moves by hand (the service reads time only through its clock)."""
-
-    current: datetime
-
-    def now(self) -> datetime:
-        return self.current
-
-    def real_seconds(self, simulated: timedelta) -> float:
-        return 0.0
-
-
 def service(ctx: PlatformContext, at: datetime, sleeps: list[float] | None = None) -> tuple[Service, SteppedClock]:
-    clock = SteppedClock(at)
+    clock = SteppedClock(current=at)
     recorded = sleeps if sleeps is not None else []
     return Service(ctx, clock=clock, sleep=recorded.append), clock
 

@@ -31,13 +31,12 @@ from pipelines.control import PipelineBusyError
 from pipelines.incidents import Incident
 from pipelines.monitors.checks import evaluate, source_covers
 from pipelines.monitors.findings import findings_from_run
-from pipelines.monitors.state import MonitorStateRow
+from pipelines.monitors.state import CLOCK_STATE, MonitorStateRow
 from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
 from pipelines.scheduling import ReplayTrigger, declared_trigger
 
 log = logging.getLogger(__name__)
 _SERVICE: Service | None = None
-CLOCK_STATE = "service.replay_clock"
 IncidentHook = Callable[[Incident, bool], None]
 
 

@@ -157,8 +157,7 @@ def test_refusals_name_what_to_do(ctx: PlatformContext) -> None:
 
 
 def test_the_platform_clock_outside_the_service(settings: DataopsSettings) -> None:
-    from pipelines.monitors.state import MonitorStateRow
-    from pipelines.service import CLOCK_STATE
+    from pipelines.monitors.state import CLOCK_STATE, MonitorStateRow
 
     ctx = PlatformContext.open(settings)
     start = ctx.settings.replay_start

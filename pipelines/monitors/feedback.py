@@ -30,7 +30,7 @@ from pipelines import metrics
 from pipelines.context import PlatformContext
 from pipelines.incidents import Finding, Incident, IncidentError, IncidentRow, add_note, move, unknown_incident
 from pipelines.ledger import Base, _aware
-from pipelines.monitors.state import MonitorStateRow
+from pipelines.monitors.state import CLOCK_STATE, MonitorStateRow
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,6 @@ def platform_now(ctx: PlatformContext) -> datetime:
     the replay clock as the service last saved it (its start instant before the service first ran)."""
     if ctx.settings.source_mode != "replay":
         return datetime.now(UTC)
-    from pipelines.service import CLOCK_STATE  # the service owns the saved clock; imported late, it imports every monitor
 
     start = ctx.settings.replay_start
     with ctx.ledger.session() as s:

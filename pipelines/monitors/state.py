@@ -12,6 +12,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from pipelines.context import PlatformContext
 from pipelines.ledger import Base, _aware
 
+CLOCK_STATE = "service.replay_clock"
+"""The row where `dataops serve` saves its replay clock, which other processes read as the platform's now."""
+
 
 class MonitorStateRow(Base):
     __tablename__ = "monitor_state"

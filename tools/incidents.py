@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from config.errors import ToolError
 from pipelines.incidents import Incident, IncidentError
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
 
@@ -130,7 +131,7 @@ def escalate_incident(ctx: ToolContext, args: EscalateIncidentInput) -> Incident
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="list_incidents",
+        name=names.LIST_INCIDENTS,
         description="List incidents (newest first) with kind, table, status and title.",
         input=ListIncidentsInput,
         result=ListIncidentsResult,
@@ -138,7 +139,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=list_incidents,
     ),
     ToolSpec(
-        name="get_incident",
+        name=names.GET_INCIDENT,
         description="One incident with its evidence, notes and the run that saw it.",
         input=GetIncidentInput,
         result=GetIncidentResult,
@@ -146,7 +147,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=get_incident,
     ),
     ToolSpec(
-        name="annotate_incident",
+        name=names.ANNOTATE_INCIDENT,
         description="Add a note to an incident (findings, what was done).",
         input=AnnotateIncidentInput,
         result=IncidentChangeResult,
@@ -155,7 +156,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_ops_target,
     ),
     ToolSpec(
-        name="resolve_incident",
+        name=names.RESOLVE_INCIDENT,
         description="Mark an incident resolved. Refused unless a verification in this thread showed the problem is gone.",
         input=ResolveIncidentInput,
         result=IncidentChangeResult,
@@ -164,7 +165,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_ops_target,
     ),
     ToolSpec(
-        name="escalate_incident",
+        name=names.ESCALATE_INCIDENT,
         description="Hand an incident to a human with the reason; use it when a fix is outside policy or did not verify.",
         input=EscalateIncidentInput,
         result=IncidentChangeResult,

@@ -11,6 +11,7 @@ from config.errors import QueryError, QueryRefusedError, ToolError
 from pipelines import diagnosis
 from pipelines.diagnosis import PartitionProfile, SnapshotDiff, TableHistory
 from pipelines.query import run_query
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec, table_target
 
 _TABLE = "A lake table as layer.name, e.g. silver.carbon_intensity, gold.carbon_intensity_hourly or bronze.weather."
@@ -99,7 +100,7 @@ def _table(ctx: ToolContext, args: Any) -> Target:
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="query_lake",
+        name=names.QUERY_LAKE,
         description="Run one read-only SQL SELECT over the lake (DuckDB; tables named layer.name) and get at most 200 rows.",
         input=QueryLakeInput,
         result=QueryLakeResult,
@@ -107,7 +108,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=query_lake,
     ),
     ToolSpec(
-        name="profile_partition",
+        name=names.PROFILE_PARTITION,
         description="Profile one UTC day of a table: rows, nulls, ranges and means, distinct values, duplicate keys, first and last ts.",
         input=ProfilePartitionInput,
         result=PartitionProfile,
@@ -116,7 +117,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_table,
     ),
     ToolSpec(
-        name="table_history",
+        name=names.TABLE_HISTORY,
         description="A table's snapshots on main, newest first, with the run that committed each and rows added or deleted; plus its other branches (kept audit branches) and tags.",
         input=TableHistoryInput,
         result=TableHistory,
@@ -125,7 +126,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_table,
     ),
     ToolSpec(
-        name="diff_snapshots",
+        name=names.DIFF_SNAPSHOTS,
         description="What changed between two snapshots of a table: rows only in one, and rows whose values changed (matched on the table's key).",
         input=DiffSnapshotsInput,
         result=SnapshotDiff,

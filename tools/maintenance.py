@@ -10,6 +10,7 @@ from pydantic import Field
 from pipelines.lakehouse import maintenance
 from pipelines.lakehouse.compaction import CompactionResult, compact_table
 from pipelines.lakehouse.maintenance import MaintenanceResult
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec, table_target
 
 
@@ -49,7 +50,7 @@ def compact(ctx: ToolContext, args: CompactTableInput) -> CompactionResult:
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="expire_snapshots",
+        name=names.EXPIRE_SNAPSHOTS,
         description=(
             "Expire a table's old snapshots (main's history beyond the newest few; never a branch's or tag's) and delete the data "
             "and metadata files no remaining snapshot needs. Irreversible: time travel to expired snapshots is lost. "
@@ -62,7 +63,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_target,
     ),
     ToolSpec(
-        name="compact_table",
+        name=names.COMPACT_TABLE,
         description="Rewrite the days of a table that have many small data files into one file per day (same rows, audited "
         "on a branch, then published). Readers see the same data, faster.",
         input=CompactTableInput,

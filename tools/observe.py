@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pipelines import lineage, metrics
+from tools import names
 from tools.base import ToolContext, ToolInput, ToolSpec
 
 
@@ -98,7 +99,7 @@ def search_memory(ctx: ToolContext, args: SearchMemoryInput) -> SearchMemoryResu
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="current_metrics",
+        name=names.CURRENT_METRICS,
         description="Current platform metrics: Prometheus samples, data-quality scores and open incidents.",
         input=CurrentMetricsInput,
         result=CurrentMetricsResult,
@@ -106,7 +107,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=current_metrics,
     ),
     ToolSpec(
-        name="table_lineage",
+        name=names.TABLE_LINEAGE,
         description="Where a table's data comes from and which tables are derived from it.",
         input=TableLineageInput,
         result=TableLineageResult,
@@ -114,7 +115,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=table_lineage,
     ),
     ToolSpec(
-        name="search_memory",
+        name=names.SEARCH_MEMORY,
         description="Search past incidents and runbooks for similar symptoms: their root cause, actions and outcome.",
         input=SearchMemoryInput,
         result=SearchMemoryResult,

@@ -15,6 +15,7 @@ from config.errors import PipelineError, ToolError
 from config.inventory import TableSpec
 from pipelines import remediation
 from pipelines.remediation import DeleteResult, QuarantineResult, ReleaseResult
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec, pipeline_of_table, table_target
 
 
@@ -87,7 +88,7 @@ def delete_partition(ctx: ToolContext, args: DeletePartitionInput) -> DeleteResu
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="quarantine_partition",
+        name=names.QUARANTINE_PARTITION,
         description="Take every row of one UTC day out of a silver or gold table into its quarantine table, with your reason. "
         "Idempotent; undo with release_partition.",
         input=QuarantinePartitionInput,
@@ -97,7 +98,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_partition_target,
     ),
     ToolSpec(
-        name="release_partition",
+        name=names.RELEASE_PARTITION,
         description="Re-validate the quarantined rows of one UTC day with the table's expectation suite and, only if they pass, "
         "publish them back and take them out of quarantine. On failure nothing changes and the failing expectations are listed.",
         input=ReleasePartitionInput,
@@ -107,7 +108,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_partition_target,
     ),
     ToolSpec(
-        name="delete_partition",
+        name=names.DELETE_PARTITION,
         description="Delete every row of one UTC day from a silver or gold table. Returns the snapshot before, so rollback_table can undo it.",
         input=DeletePartitionInput,
         result=DeleteResult,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from config.errors import ToolError
-from tools import incidents, lake, maintenance, observe, partitions, rollback, runs, schedule, source, verify
+from tools import incidents, lake, maintenance, names, observe, partitions, rollback, runs, schedule, source, verify
 from tools.base import ToolSpec
 
 _MODULES = (incidents, runs, lake, source, observe, verify, partitions, rollback, schedule, maintenance)
@@ -18,6 +18,8 @@ def _collect() -> dict[str, ToolSpec[Any, Any]]:
             if spec.name in found:
                 raise ToolError(f"tool {spec.name!r} is registered twice ({module.__name__}); tool names are unique")
             found[spec.name] = spec
+    if set(found) != names.ALL:
+        raise ToolError(f"tools/names.py and the tool modules disagree: {sorted(set(found) ^ names.ALL)}")
     return found
 
 

@@ -9,6 +9,7 @@ from pydantic import Field
 from config.errors import ToolError
 from pipelines import remediation
 from pipelines.remediation import RollbackResult
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec, pipeline_of_table, table_target
 from tools.partitions import remediable_table, run_id_of
 
@@ -45,7 +46,7 @@ def _target(ctx: ToolContext, args: RollbackTableInput) -> Target:
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="rollback_table",
+        name=names.ROLLBACK_TABLE,
         description="Move a silver or gold table's main back to an earlier snapshot of its history, undoing every later commit. "
         "A no-op if main is already there. The policy asks a human to approve every rollback.",
         input=RollbackTableInput,

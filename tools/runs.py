@@ -11,6 +11,7 @@ from config.errors import ToolError
 from pipelines.control import PipelineBusyError
 from pipelines.ledger import RunRow
 from pipelines.promotion import RunResult, run_pipeline, split_windows
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
 MAX_RERUN_DAYS = 7
@@ -206,7 +207,7 @@ def _window_target(ctx: ToolContext, args: WindowInput) -> Target:
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="list_runs",
+        name=names.LIST_RUNS,
         description="Recent pipeline runs with status, rows and errors.",
         input=ListRunsInput,
         result=ListRunsResult,
@@ -214,7 +215,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=list_runs,
     ),
     ToolSpec(
-        name="get_run",
+        name=names.GET_RUN,
         description="One run with its validation report: every expectation, what it observed and failing samples.",
         input=GetRunInput,
         result=GetRunResult,
@@ -222,7 +223,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=get_run,
     ),
     ToolSpec(
-        name="rerun_window",
+        name=names.RERUN_WINDOW,
         description="Re-run a pipeline over a window of at most 7 days: fetch again, validate, publish what passes. Idempotent.",
         input=RerunWindowInput,
         result=WindowRunResult,
@@ -231,7 +232,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_window_target,
     ),
     ToolSpec(
-        name="backfill_range",
+        name=names.BACKFILL_RANGE,
         description="Run a pipeline over a longer range, in source-sized windows. Over 7 days needs approval; over 31 is refused.",
         input=BackfillRangeInput,
         result=WindowRunResult,

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
 
@@ -48,7 +49,7 @@ def _target(ctx: ToolContext, args: PausePipelineInput | ResumePipelineInput) ->
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="pause_pipeline",
+        name=names.PAUSE_PIPELINE,
         description="Stop a pipeline's schedule (runs already going finish). Use on schema drift, so nothing half-understood lands.",
         input=PausePipelineInput,
         result=ScheduleResult,
@@ -57,7 +58,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         target=_target,
     ),
     ToolSpec(
-        name="resume_pipeline",
+        name=names.RESUME_PIPELINE,
         description="Let a paused pipeline's schedule fire again; it catches up from its watermark.",
         input=ResumePipelineInput,
         result=ScheduleResult,

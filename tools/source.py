@@ -10,6 +10,7 @@ from pydantic import Field
 from config.errors import SourceError, ToolError
 from pipelines import diagnosis
 from pipelines.diagnosis import SourceComparison
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
 
@@ -37,7 +38,7 @@ def _source_target(ctx: ToolContext, args: RefetchAndDiffInput) -> Target:
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="refetch_and_diff",
+        name=names.REFETCH_AND_DIFF,
         description=(
             "Fetch one day from a pipeline's source as it stands now and compare it with silver, writing nothing: slots missing "
             "in silver or at the source, values revised since, and a verdict (would a re-run fill it, or does the source still lack it)."

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from config.errors import PipelineError, ToolError
 from pipelines.verification import PartitionCheck, check_partition
+from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec, table_target
 
 
@@ -30,7 +31,7 @@ def _target(ctx: ToolContext, args: ValidatePartitionInput) -> Target:
 
 TOOLS: list[ToolSpec[Any, Any]] = [
     ToolSpec(
-        name="validate_partition",
+        name=names.VALIDATE_PARTITION,
         description="Re-validate a table's published day with its expectation suite and check quarantined rows stayed out.",
         input=ValidatePartitionInput,
         result=PartitionCheck,

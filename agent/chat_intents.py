@@ -1,142 +1,375 @@
-"""What the runbook planner understands in chat: a fixed set of questions and actions, matched by pattern.
+"""What the runbook planner does with a chat message: read it into an `Intent`, check it, then answer or act.
 
-Questions are answered with read tools; actions are proposed as tool calls and go through the same policy
-engine and approvals as everything else. Anything else gets a list of what it understands, and the hint
-that a model (DATAOPS_LLM_*) answers free-form questions.
+Questions are answered in prose from read tools (`query_lake`, `list_runs`, `get_run`, `table_history`,
+`table_lineage`, `refetch_and_diff`, ...). Actions are proposed as tool calls and pass the same policy
+engine and approvals as everything else; the planner only proposes. Bad input (an unknown table or
+pipeline, a day after the platform clock or outside the source's data, a range that ends before it
+starts) gets one line naming what is wrong and the valid choices, and nothing runs. When the planner is
+unsure it says what it understood and offers the two closest things it can do.
+
+The planner is stateless like the rest of the runbook planner: each step reads the message again (the
+classifier is cached) and continues from the turns already taken.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from agent.chat import answers, queries
+from agent.chat.intents import ACTIONS, Intent, read_intent
+from agent.chat.names import Names, names_of
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
+from config.settings import load_settings
+from tools import names as tool
+from tools.runs import MAX_RERUN_DAYS
 
-HELP = (
-    "I am the runbook planner (no model is configured), so I understand these: "
-    "'what is open?', 'why did the last <pipeline> run fail?', 'what was the carbon intensity yesterday at 18:00?' "
-    "(or on YYYY-MM-DD at HH:MM), 'status', 'history of <table>', 'lineage of <table>', "
-    "'rerun <pipeline> YYYY-MM-DD [to YYYY-MM-DD]', 'backfill <pipeline> from YYYY-MM-DD to YYYY-MM-DD', "
-    "'quarantine <table> YYYY-MM-DD', 'release <table> YYYY-MM-DD', 'delete <table> YYYY-MM-DD', 'expire snapshots of <table>', 'compact <table>', "
-    "'rollback <table> to <snapshot id>', 'pause <pipeline>', 'resume <pipeline>'. "
-    "Set DATAOPS_LLM_BASE_URL and DATAOPS_LLM_MODEL for free-form questions."
-)
-_DAY = r"(\d{4}-\d{2}-\d{2})"
-_NAME = r"([a-z_]+(?:\.[a-z_]+)?)"
-
-
-def _call(state: PlanningState, name: str, **arguments: Any) -> ProposedCall:
-    # Chat turns share a thread; the turn id keeps call ids (the idempotency key of execution) distinct.
-    turn = state.context.get("turn_id") or "t"
-    return ProposedCall(id=f"{state.thread_id}-{turn}-s{state.step}-chat{len(state.turns)}", name=name, arguments=arguments)
-
-
-def _next_day(day: str) -> str:
-    return (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
-
-
-def _when(question: str, now: datetime) -> datetime | None:
-    time = re.search(r"(\d{1,2}):(\d{2})", question)
-    if not time:
-        return None
-    day = re.search(_DAY, question)
-    if day:
-        base = datetime.fromisoformat(day.group(1)).replace(tzinfo=UTC)
-    elif "yesterday" in question:
-        base = (now - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    else:
-        base = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return base.replace(hour=int(time.group(1)), minute=int(time.group(2)))
+LLM_HINT = "Set DATAOPS_LLM_BASE_URL and DATAOPS_LLM_MODEL for free-form questions."
+# What each kind of request is, and one way to say it: the echo when unsure, and the help text.
+KINDS: dict[str, tuple[str, str]] = {
+    "incidents": ("list open incidents", "what is open?"),
+    "status": ("platform status and quality scores", "status"),
+    "value_at": ("a value at one moment", "what was the carbon intensity yesterday at 18:00?"),
+    "why_missing": ("why a day's data is missing or wrong", "why is carbon intensity missing data on 2023-03-02?"),
+    "freshness": ("how fresh the data is", "is the data fresh?"),
+    "quarantined": ("which rows are quarantined and why", "which rows were quarantined last week and why?"),
+    "aggregate": ("an average, minimum or maximum over a period", "average carbon intensity last week"),
+    "greenest": ("the greenest hour or window", "greenest 3-hour window yesterday"),
+    "run_report": ("what a pipeline's last run did", "why did the last generation_mix run fail?"),
+    "history": ("a table's snapshot history", "history of silver.carbon_intensity"),
+    "lineage": ("a table's lineage", "lineage of silver.weather"),
+    "help": ("what I can do", "help"),
+    "rerun": ("re-run a pipeline over a few days", "rerun weather for yesterday"),
+    "backfill": ("backfill a pipeline over a range", "backfill carbon intensity for all of March"),
+    "quarantine": ("quarantine one day of a table", "quarantine silver.weather on 2023-03-02"),
+    "release": ("release a quarantined day", "release silver.weather 2023-03-02"),
+    "delete": ("delete one day of a table", "delete silver.weather 2023-03-02"),
+    "expire": ("expire a table's old snapshots", "expire snapshots of bronze.weather"),
+    "compact": ("compact a table's small files", "compact bronze.carbon_intensity"),
+    "rollback": ("roll a table back to a snapshot", "roll back silver.weather to snapshot <id>"),
+    "pause": ("pause a pipeline's schedule", "pause weather"),
+    "resume": ("resume a paused pipeline", "resume weather"),
+}
+_FAILURE_WORDS = ("fail", "wrong", "problem", "error", "broke", "bad", "issue")
 
 
-def _first_call(state: PlanningState, question: str, now: datetime) -> ProposedCall | None:
-    q = question.lower().strip()
-    patterns: list[tuple[str, Callable[[re.Match[str]], ProposedCall]]] = [
-        (
-            rf"\bre-?run {_NAME} {_DAY}(?: to {_DAY})?",
-            lambda m: _call(state, "rerun_window", pipeline=m[1], start=m[2], end=m[3] or _next_day(m[2])),
-        ),
-        (rf"\bbackfill {_NAME} from {_DAY} to {_DAY}", lambda m: _call(state, "backfill_range", pipeline=m[1], start=m[2], end=m[3])),
-        (
-            rf"\bquarantine {_NAME} {_DAY}",
-            lambda m: _call(state, "quarantine_partition", table=m[1], day=m[2], reason=f"requested in chat: {question[:200]}"),
-        ),
-        (rf"\brelease {_NAME} {_DAY}", lambda m: _call(state, "release_partition", table=m[1], day=m[2])),
-        (
-            rf"\bdelete {_NAME} {_DAY}",
-            lambda m: _call(state, "delete_partition", table=m[1], day=m[2], reason=f"requested in chat: {question[:200]}"),
-        ),
-        (rf"\bexpire snapshots of {_NAME}", lambda m: _call(state, "expire_snapshots", table=m[1])),
-        (rf"\bcompact {_NAME}", lambda m: _call(state, "compact_table", table=m[1])),
-        (
-            rf"\broll ?back {_NAME} to (\d+)",
-            lambda m: _call(state, "rollback_table", table=m[1], snapshot_id=int(m[2]), reason=f"requested in chat: {question[:200]}"),
-        ),
-        (rf"\bpause {_NAME}", lambda m: _call(state, "pause_pipeline", pipeline=m[1], reason=f"requested in chat: {question[:200]}")),
-        (rf"\bresume {_NAME}", lambda m: _call(state, "resume_pipeline", pipeline=m[1], reason="requested in chat")),
-        (r"why did the (?:last |latest )?([a-z_]+) run fail", lambda m: _call(state, "list_runs", pipeline=m[1], status="failed", limit=1)),
-        (rf"\bhistory of {_NAME}", lambda m: _call(state, "table_history", table=m[1], limit=5)),
-        (rf"\blineage of {_NAME}", lambda m: _call(state, "table_lineage", table=m[1])),
-        (r"\b(what is open|open incidents|incidents)\b", lambda m: _call(state, "list_incidents", status="unresolved", limit=10)),
-        (r"\b(status|metrics|health)\b", lambda m: _call(state, "current_metrics")),
-    ]
-    for pattern, make in patterns:
-        match = re.search(pattern, q)
-        if match:
-            return make(match)
-    if "intensity" in q:
-        at = _when(q, now)
-        if at is not None:
-            sql = (
-                'SELECT ts, forecast, actual, "index" FROM silver.carbon_intensity '
-                f"WHERE ts >= TIMESTAMPTZ '{at.isoformat()}' AND ts < TIMESTAMPTZ '{(at + timedelta(minutes=30)).isoformat()}'"
+def _now(state: PlanningState) -> datetime:
+    # The platform clock: replays and evals run in the past; the machine's calendar would be wrong there.
+    raw = state.context.get("now")
+    return datetime.fromisoformat(raw) if raw else datetime.now(UTC)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+class ChatPlan:
+    """One chat message's plan: checks, the calls to make, and the answer once their results are in."""
+
+    def __init__(self, state: PlanningState, intent: Intent, names: Names, *, now: datetime, replay: bool, planner: str) -> None:
+        self.state, self.intent, self.names, self.now, self.replay = state, intent, names, now, replay
+        self.prefix = f"[{planner}] "
+        self.planner = planner
+        self.question = state.question or ""
+
+    # -- the step -----------------------------------------------------------------------------------------
+    def step(self) -> PlanStep:
+        if not self.state.turns:
+            problem = self.refusal()
+            if problem is not None:
+                return self.say(problem)
+            planned = self.first_calls()
+            return self.say(planned) if isinstance(planned, str) else PlanStep(calls=planned, planner=self.planner)
+        follow_up = self.follow_up()
+        if follow_up is not None:
+            return PlanStep(calls=follow_up, planner=self.planner)
+        return self.say(self.answer())
+
+    def say(self, text: str) -> PlanStep:
+        return PlanStep(outcome="answered", message=self.prefix + text, planner=self.planner)
+
+    def call(self, name: str, index: int = 0, **arguments: Any) -> ProposedCall:
+        # Chat turns share a thread; the turn id keeps call ids (the idempotency key of execution) distinct.
+        turn = self.state.context.get("turn_id") or "t"
+        number = len(self.state.turns) + index
+        return ProposedCall(id=f"{self.state.thread_id}-{turn}-s{self.state.step}-chat{number}", name=name, arguments=arguments)
+
+    # -- understanding ------------------------------------------------------------------------------------
+    def understood(self) -> str:
+        i = self.intent
+        bits = [KINDS.get(i.kind, ("something I cannot do", ""))[0]]
+        if i.table:
+            bits.append(f"table {i.table}")
+        elif i.pipeline:
+            bits.append(f"pipeline {i.pipeline}")
+        if i.start:
+            bits.append(i.when.describe() + (f" at {i.at:%H:%M}" if i.at else ""))
+        return ", ".join(bits)
+
+    def unsure(self) -> str:
+        options = " or ".join(f"{KINDS[k][0]} (e.g. '{KINDS[k][1]}')" for k in self.intent.closest if k in KINDS)
+        guess = (
+            f"I am not sure what you want: it could be {self.understood()}."
+            if self.intent.kind != "unknown"
+            else "I did not understand that."
+        )
+        return f"{guess} The closest things I can do: {options}. {LLM_HINT}"
+
+    def refusal(self) -> str | None:
+        """One line on what is wrong with the request, or None when it can go ahead."""
+        i = self.intent
+        if i.unsure or i.kind == "unknown":
+            return self.unsure()
+        if i.kind == "help":
+            return (
+                "I am the runbook planner (no model is configured). Ask me: "
+                + "; ".join(f"'{example}'" for _, example in KINDS.values())
+                + f". {LLM_HINT}"
             )
-            return _call(state, "query_lake", sql=sql, limit=5)
-    return None
+        if i.unknown_table:
+            return f"unknown table '{i.unknown_table}'; known: {', '.join(self.names.tables)}. Nothing ran."
+        if i.unknown_pipeline:
+            return f"unknown pipeline '{i.unknown_pipeline}'; known: {', '.join(self.names.pipelines)}. Nothing ran."
+        if i.date_problem:
+            return f"impossible range: {i.date_problem}; write the earlier day first, e.g. 'from 2023-03-01 to 2023-03-05'. Nothing ran."
+        today = self.now.date()
+        if i.start is not None and i.start > today:
+            return (
+                f"{i.start.isoformat()} is after the platform clock ({self.now:%Y-%m-%d %H:%M} UTC): there is no data for it yet; "
+                f"choose a day up to {today.isoformat()}. Nothing ran."
+            )
+        return self.outside_coverage()
 
+    def outside_coverage(self) -> str | None:
+        i = self.intent
+        coverage = self.names.coverage.get(i.pipeline or "", ()) if self.replay else ()
+        if not coverage or i.start is None or i.end is None:
+            return None
+        ranges = [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in coverage]
+        if any(i.start < b and a < i.end for a, b in ranges):
+            return None
+        valid = ", ".join(f"{a} to {b - timedelta(days=1)}" for a, b in ranges)
+        return f"{i.when.describe()} is outside the data: the {i.pipeline} source covers {valid}. Nothing ran."
 
-def _answer(turn: Turn) -> str:
-    if turn.status != "ok":
-        verdict = {"denied": "was refused", "expired": "expired without a decision", "invalid": "could not be used", "error": "failed"}
-        return f"{turn.call.name} {verdict.get(turn.status, turn.status)}: {turn.message}"
-    result = turn.result or {}
-    name = turn.call.name
-    if name == "list_incidents":
-        items = result.get("incidents") or []
-        if not items:
-            return "Nothing is open."
-        lines = [f"#{i['id']} [{i['severity']}] {i['status']}: {i['title']}" for i in items]
-        return f"{len(items)} unresolved incident(s):\n" + "\n".join(lines)
-    if name == "query_lake":
-        rows, columns = result.get("rows") or [], result.get("columns") or []
+    # -- first calls -------------------------------------------------------------------------------------
+    def first_calls(self) -> list[ProposedCall] | str:
+        i = self.intent
+        if i.kind in ACTIONS:
+            return self.action()
+        if i.kind == "incidents":
+            return [self.call(tool.LIST_INCIDENTS, status="unresolved", limit=10)]
+        if i.kind == "status":
+            return [self.call(tool.CURRENT_METRICS)]
+        if i.kind in ("history", "lineage"):
+            if not i.table:
+                return f"Which table? Known: {', '.join(self.names.tables)}."
+            if i.kind == "history":
+                return [self.call(tool.TABLE_HISTORY, table=i.table, limit=5)]
+            return [self.call(tool.TABLE_LINEAGE, table=i.table)]
+        if i.kind == "run_report":
+            return [self.call(tool.LIST_RUNS, pipeline=i.pipeline, limit=20)]
+        if i.kind == "freshness":
+            tables = [self.names.silver[i.pipeline]] if i.pipeline else list(self.names.silver.values())
+            return [self.call(tool.QUERY_LAKE, sql=queries.freshness(tables), limit=20)]
+        if i.kind == "quarantined":
+            pipelines = [i.pipeline] if i.pipeline else list(self.names.pipelines)
+            sql = queries.quarantined(
+                [self.names.quarantine[p] for p in pipelines], table=i.table if i.pipeline else None, start=i.start, end=i.end
+            )
+            return [self.call(tool.QUERY_LAKE, sql=sql, limit=30)]
+        return self.measure()
+
+    def period(self, default_days: int) -> tuple[date, date]:
+        if self.intent.start is not None and self.intent.end is not None:
+            return self.intent.start, self.intent.end
+        today = self.now.date()
+        return today - timedelta(days=default_days), today
+
+    def measure(self) -> list[ProposedCall] | str:
+        i = self.intent
+        if i.kind == "value_at":
+            if i.at is None or i.start is None:
+                return "At what time? e.g. 'what was the carbon intensity yesterday at 18:00?'"
+            column = queries.metric_column(i.metric, i.fuel)
+            minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
+            at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
+            return [self.call(tool.QUERY_LAKE, sql=queries.value_at(column.table, at, minutes), limit=20)]
+        if i.kind == "aggregate":
+            start, end = self.period(7)
+            return [self.call(tool.QUERY_LAKE, sql=queries.aggregate(queries.metric_column(i.metric, i.fuel), start, end), limit=1)]
+        if i.kind == "greenest":
+            start, end = self.period(1)
+            slots = (i.hours or 1) * 60 // 30
+            return [self.call(tool.QUERY_LAKE, sql=queries.greenest(start, end, slots=slots, slot_minutes=30), limit=1)]
+        # why_missing
+        if i.day is None:
+            return "Which day? e.g. 'why is carbon intensity missing data on 2023-03-02?'"
+        table = i.table or "silver.carbon_intensity"
+        pipeline = i.pipeline or self.names.owner.get(table, "carbon_intensity")
+        return [
+            self.call(tool.QUERY_LAKE, 0, sql=queries.day_contents(table, self.names.quarantine[pipeline], i.day), limit=50),
+            self.call(tool.LIST_RUNS, 1, pipeline=pipeline, limit=50),
+            self.call(tool.LIST_INCIDENTS, 2, status="all", table=table, limit=20),
+            self.call(tool.REFETCH_AND_DIFF, 3, pipeline=pipeline, day=i.day.isoformat()),
+        ]
+
+    def action(self) -> list[ProposedCall] | str:
+        i = self.intent
+        reason = f"requested in chat: {self.question[:200]}"
+        if i.kind in ("rerun", "backfill", "pause", "resume"):
+            if not i.pipeline:
+                return f"Which pipeline? Known: {', '.join(self.names.pipelines)}. Nothing ran."
+            if i.kind == "pause":
+                return [self.call(tool.PAUSE_PIPELINE, pipeline=i.pipeline, reason=reason)]
+            if i.kind == "resume":
+                return [self.call(tool.RESUME_PIPELINE, pipeline=i.pipeline, reason=reason)]
+            if i.start is None or i.end is None:
+                return f"Which days? e.g. '{i.kind} {i.pipeline} from 2023-03-01 to 2023-03-03'. Nothing ran."
+            name = tool.RERUN_WINDOW if i.kind == "rerun" and i.when.days <= MAX_RERUN_DAYS else tool.BACKFILL_RANGE
+            return [self.call(name, pipeline=i.pipeline, start=i.start.isoformat(), end=i.end.isoformat())]
+        if not i.table:
+            return f"Which table? Known: {', '.join(self.names.tables)}. Nothing ran."
+        if i.kind == "expire":
+            return [self.call(tool.EXPIRE_SNAPSHOTS, table=i.table)]
+        if i.kind == "compact":
+            return [self.call(tool.COMPACT_TABLE, table=i.table)]
+        if i.kind == "rollback":
+            if i.snapshot_id is None:
+                return f"To which snapshot? Ask for the history of {i.table} to see the ids. Nothing ran."
+            return [self.call(tool.ROLLBACK_TABLE, table=i.table, snapshot_id=i.snapshot_id, reason=reason)]
+        if i.day is None:
+            return f"Which single day? e.g. '{i.kind} {i.table} on 2023-03-02' (one day at a time). Nothing ran."
+        day = i.day.isoformat()
+        if i.kind == "quarantine":
+            return [self.call(tool.QUARANTINE_PARTITION, table=i.table, day=day, reason=reason)]
+        if i.kind == "release":
+            return [self.call(tool.RELEASE_PARTITION, table=i.table, day=day)]
+        return [self.call(tool.DELETE_PARTITION, table=i.table, day=day, reason=reason)]
+
+    # -- after the first results ---------------------------------------------------------------------------
+    def follow_up(self) -> list[ProposedCall] | None:
+        last = self.state.turns[-1]
+        if self.intent.kind != "run_report" or last.call.name != tool.LIST_RUNS or last.status != "ok" or len(self.state.turns) != 1:
+            return None
+        runs = (last.result or {}).get("runs") or []
+        if not runs:
+            return None
+        chosen = runs[0]
+        if any(w in self.question.lower() for w in _FAILURE_WORDS):
+            troubled = [r for r in runs if r["status"] != "succeeded" or r["rows_quarantined"] or r["held_days"]]
+            chosen = troubled[0] if troubled else runs[0]
+        return [self.call(tool.GET_RUN, run_id=chosen["run_id"])]
+
+    def answer(self) -> str:
+        turns = self.state.turns
+        i = self.intent
+        if i.kind in ACTIONS:
+            return "\n".join(self.action_answer(t) for t in turns)
+        failed = [t for t in turns if t.status != "ok"]
+        if failed and (len(turns) == 1 or turns[0].status != "ok"):
+            return "\n".join(answers.not_done(t) for t in failed)
+        first = turns[0]
+        result = first.result or {}
+        if i.kind == "incidents":
+            return answers.incidents(result)
+        if i.kind == "status":
+            return answers.status(result)
+        if i.kind == "history":
+            return answers.history(result)
+        if i.kind == "lineage":
+            return answers.lineage(result, self.names.parents)
+        if i.kind == "run_report":
+            return self.run_answer()
+        rows = answers.rows_of(first)
+        if i.kind == "freshness":
+            return self.freshness_answer(rows)
+        if i.kind == "quarantined":
+            return self.quarantine_answer(rows)
+        if i.kind == "value_at":
+            column = queries.metric_column(i.metric, i.fuel)
+            assert i.start is not None and i.at is not None
+            minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
+            at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
+            return answers.value_at(i, rows, at, column.table)
+        if i.kind == "aggregate":
+            start, end = self.period(7)
+            return answers.aggregate(i, queries.metric_column(i.metric, i.fuel), rows[0] if rows else {}, start, end)
+        if i.kind == "greenest":
+            start, end = self.period(1)
+            return answers.greenest(i, rows[0] if rows else {}, start, end)
+        assert i.day is not None
+        table = i.table or "silver.carbon_intensity"
+        by_role = {
+            "runs": next((t for t in turns if t.call.name == tool.LIST_RUNS), None),
+            "incidents": next((t for t in turns if t.call.name == tool.LIST_INCIDENTS), None),
+            "source": next((t for t in turns if t.call.name == tool.REFETCH_AND_DIFF), None),
+        }
+        expected = self.names.slots_per_day.get(table)
+        return answers.why_missing(table, i.day, expected, rows, {k: v for k, v in by_role.items() if v is not None})
+
+    def action_answer(self, turn: Turn) -> str:
+        if turn.status != "ok":
+            return answers.not_done(turn)
+        approved = f" (approved by {turn.approved_by})" if turn.approved_by else ""
+        return answers.action(turn) + approved
+
+    def run_answer(self) -> str:
+        listed = self.state.turns[0]
+        runs = (listed.result or {}).get("runs") or []
+        if len(self.state.turns) == 1:
+            who = self.intent.pipeline or "any pipeline"
+            return f"No run of {who} is recorded yet."
+        got = self.state.turns[-1]
+        if got.status != "ok":
+            return answers.not_done(got)
+        asked_failure = any(w in self.question.lower() for w in _FAILURE_WORDS)
+        return answers.run_report(got.result or {}, asked_failure=asked_failure, ok_runs=len(runs))
+
+    def freshness_answer(self, rows: list[dict[str, Any]]) -> str:
+        lines = []
+        for row in rows:
+            table = row["table_name"]
+            pipeline = self.names.owner.get(table, table)
+            if row["newest"] is None:
+                lines.append(f"{pipeline}: no data yet in {table}")
+                continue
+            newest = datetime.fromisoformat(str(row["newest"]))
+            lag = self.now - newest
+            hours = lag.total_seconds() / 3600
+            limit = self.names.max_lag_minutes.get(table)
+            verdict = (
+                ""
+                if limit is None
+                else (" fresh" if lag <= timedelta(minutes=limit) else " STALE") + f" (its monitor allows {limit / 60:g} h)"
+            )
+            lines.append(f"{pipeline}: newest slot {newest:%Y-%m-%d %H:%M} UTC, {hours:.1f} h before the platform clock;{verdict}")
+        stale = sum("STALE" in line or "no data" in line for line in lines)
+        head = f"As of {self.now:%Y-%m-%d %H:%M} UTC (platform clock), {len(lines) - stale} of {len(lines)} pipeline(s) are fresh."
+        return head + "\n" + "\n".join(lines)
+
+    def quarantine_answer(self, rows: list[dict[str, Any]]) -> str:
+        i = self.intent
+        scope = (f" for {i.table}" if i.pipeline else "") + (f" {i.when.describe()}" if i.start else "")
         if not rows:
-            return "No row matches that time in silver.carbon_intensity (not published yet, or held in quarantine)."
-        return "\n".join(", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=False)) for row in rows)
-    if name == "get_run":
-        run = result.get("run") or {}
-        failing = [v for v in result.get("validation") or [] if not v.get("success")]
-        detail = f" Failing expectations: {', '.join(v['expectation'] for v in failing)}." if failing else ""
-        return f"Run {run.get('run_id')} of {run.get('pipeline')} ({run.get('window_start')}..{run.get('window_end')}) {run.get('status')}: {run.get('error') or 'no error recorded'}.{detail}"
-    return f"{name}: {json.dumps(result, default=str)[:1500]}"
+            return f"No row is held in quarantine{scope}."
+        total = sum(int(r["n_rows"]) for r in rows)
+        lines = [
+            f"{r['n_rows']} row{'' if int(r['n_rows']) == 1 else 's'} of {r['target_table']} by {r['expectation']} ({r['scope']}, {r['days']} day(s), "
+            f"{str(r['first_ts'])[:16].replace('T', ' ')} to {str(r['last_ts'])[:16].replace('T', ' ')}): {r['reason']}"
+            for r in rows
+        ]
+        return f"{total} row(s) held in quarantine{scope}, by check:\n" + "\n".join(lines)
 
 
 def plan_chat(state: PlanningState, *, planner: str) -> PlanStep:
-    question = state.question or ""
-    now = datetime.fromisoformat(state.context["now"]) if state.context.get("now") else datetime.now(UTC)
-    prefix = f"[{planner}] "
-    if not state.turns:
-        call = _first_call(state, question, now)
-        if call is None:
-            return PlanStep(outcome="answered", message=prefix + HELP, planner=planner)
-        return PlanStep(calls=[call], planner=planner)
-    last = state.turns[-1]
-    if last.call.name == "list_runs" and last.status == "ok" and len(state.turns) == 1:
-        runs = (last.result or {}).get("runs") or []
-        if not runs:
-            pipeline = (last.call.arguments or {}).get("pipeline")
-            return PlanStep(outcome="answered", message=prefix + f"No failed run of {pipeline} is recorded.", planner=planner)
-        return PlanStep(calls=[_call(state, "get_run", run_id=runs[0]["run_id"])], planner=planner)
-    return PlanStep(outcome="answered", message=prefix + "\n".join(_answer(t) for t in state.turns), planner=planner)
+    """The runbook planner's next step in a chat turn."""
+    # The platform the graph runs on (its config folder and source mode); this process's settings only outside a graph.
+    platform = state.context.get("platform") or {}
+    if not platform:
+        settings = load_settings()
+        platform = {"config_dir": str(settings.config_dir), "source_mode": settings.source_mode}
+    names = names_of(Path(platform["config_dir"]))
+    now = _now(state)
+    intent = read_intent(state.question or "", now=now, names=names)
+    return ChatPlan(state, intent, names, now=now, replay=platform.get("source_mode") == "replay", planner=planner).step()

@@ -235,11 +235,28 @@ def audit(
     incident: Annotated[int | None, typer.Option(help="Only calls made for this incident.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, oldest first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    diagnoses: Annotated[
+        bool, typer.Option("--diagnoses", help="The causes the agent named before planning, instead of the calls.")
+    ] = False,
 ) -> None:
-    """The audit log: every tool call of the agent with actor, arguments, policy decision and rule, approver, result, duration, tokens."""
+    """The audit log: every tool call of the agent with actor, arguments, policy decision and rule, approver, result, duration, tokens.
+
+    With --diagnoses: the cause the agent named for each incident thread (kind, confidence, summary, evidence)."""
     from policies.audit import AuditLog
 
     ctx = _context()
+    if diagnoses:
+        found = AuditLog(ctx.ledger).diagnoses(incident_id=incident, limit=limit)
+        if as_json:
+            _emit_json([d.model_dump(mode="json") for d in found])
+            return
+        if not found:
+            out.print("no diagnosis is recorded")
+        for d in found:
+            out.print(f"{d.at:%Y-%m-%d %H:%M:%S} {d.thread_id} {d.cause} ({d.confidence:.0%}): {d.summary}", markup=False)
+            for fact in d.evidence:
+                out.print(f"    - {fact}", markup=False)
+        return
     entries = AuditLog(ctx.ledger).entries(incident_id=incident, limit=limit)
     if as_json:
         _emit_json([e.model_dump(mode="json") for e in entries])

@@ -9,13 +9,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agent.diagnose import diagnose
 from pipelines import lineage
 from pipelines.context import PlatformContext
+from pipelines.extent import Extent
 from pipelines.incidents import Incident
 from policies.audit import AuditLog
-from policies.engine import RERUN_TOOLS
 from policies.model import CallHistory
 from tools.base import Target
+from tools.registry import REGISTRY
+
+PIPELINE_RUNNERS: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.runs_pipeline)
 
 
 def pipeline_for(ctx: PlatformContext, table: str) -> str | None:
@@ -51,6 +55,22 @@ def incident_vars(ctx: PlatformContext, incident: Incident, now: datetime) -> di
         "window_end": _day(window[1]) if window else next_day,
         "today": _day(now),
         "paused": bool(pipeline and ctx.control.is_paused(pipeline)),
+        "extent": extent_vars(incident.extent, day, next_day),
+        "diagnosis": diagnose(ctx, incident, now).model_dump(mode="json"),
+    }
+
+
+def extent_vars(extent: Extent | None, day: str, next_day: str) -> dict[str, Any]:
+    """{extent.days}, {extent.start}, {extent.end} (exclusive), {extent.summary}: the whole incident, not its first day."""
+    if extent is None or not extent.days:
+        return {"days": [day], "start": day, "end": next_day, "count": 1, "summary": f"day {day}", "missing": ""}
+    return {
+        "days": extent.day_names,
+        "start": extent.first_day,
+        "end": extent.end_day,
+        "count": len(extent.days),
+        "summary": extent.describe(),
+        "missing": extent.describe_missing(),
     }
 
 
@@ -83,7 +103,7 @@ def in_scope(ctx: PlatformContext, incident: Incident | None, target: Target) ->
 
 def window_failed(ctx: PlatformContext, tool: str, target: Target) -> bool | None:
     """For re-runs: did any run of the pipeline over this window fail, hold days back or quarantine rows?"""
-    if tool not in RERUN_TOOLS or not target.pipeline or not target.partition or target.span_days is None:
+    if tool not in PIPELINE_RUNNERS or not target.pipeline or not target.partition or target.span_days is None:
         return None
     start = datetime.fromisoformat(target.partition).replace(tzinfo=UTC)
     end = start + timedelta(days=target.span_days)
@@ -113,7 +133,7 @@ def call_history(
     verified: bool,
     wall_now: datetime,
 ) -> CallHistory:
-    reruns = audit.executions_since(RERUN_TOOLS, target.pipeline, wall_now - timedelta(hours=1)) if target.pipeline else 0
+    reruns = audit.executions_since(PIPELINE_RUNNERS, target.pipeline, wall_now - timedelta(hours=1)) if target.pipeline else 0
     table = target.table or (incident.table if incident else None)
     return CallHistory(
         reruns_last_hour=reruns,
@@ -123,4 +143,19 @@ def call_history(
         verified=verified,
         in_scope=in_scope(ctx, incident, target),
         window_failed=window_failed(ctx, tool, target),
+        **(retry_history(audit, incident) if tool in PIPELINE_RUNNERS else {}),
     )
+
+
+def retry_spent(audit: AuditLog, incident_id: int) -> tuple[int, float]:
+    """Attempts this incident's finished re-runs made, and the platform seconds they waited between attempts."""
+    results = [e.result for e in audit.entries(incident_id=incident_id, limit=10_000) if e.tool in PIPELINE_RUNNERS and e.status == "ok"]
+    return sum(int(r.get("attempts") or 1) for r in results if r), sum(float(r.get("waited_s") or 0.0) for r in results if r)
+
+
+def retry_history(audit: AuditLog, incident: Incident | None) -> dict[str, Any]:
+    """The `CallHistory` fields of the policy's retry budget; outside an incident every call has the whole budget."""
+    if incident is None:
+        return {}
+    attempts, waited = retry_spent(audit, incident.id)
+    return {"retry_attempts": attempts, "retry_waited_s": waited}

@@ -141,9 +141,15 @@ class OpenAIPlanner:
                 f"model {self.model!r} at {self._where} answered neither tool calls nor text "
                 f"(finish_reason={choice.finish_reason!r}); a model without tool-calling support answers like this"
             )
-        # A passed re-check after a write, or a containment check (validate_partition) that held: the graph
+        # A passed re-check after a write, or a containment check (a tool that checks_containment) that held: the graph
         # accepts only those for resolving, and settles anything else as escalated.
-        contained = any(t.call.name == "validate_partition" and t.status == "ok" and (t.result or {}).get("contained") for t in state.turns)
+        contained = any(
+            (spec := self._tools.get(t.call.name)) is not None
+            and spec.checks_containment
+            and t.status == "ok"
+            and (t.result or {}).get("contained")
+            for t in state.turns
+        )
         verified = bool((state.verification or {}).get("passed")) or contained
         outcome: Outcome = "answered" if state.mode == "chat" else "resolved" if verified else "escalated"
         return PlanStep(message=text, outcome=outcome, tokens=tokens, planner=self.name)

@@ -45,8 +45,25 @@ def approval_text(approval: Approval) -> str:
     )
 
 
+def with_cause(message: str, diagnosis: dict[str, Any] | None) -> str:
+    """The report names the cause the agent diagnosed, whichever planner wrote the rest (once, at the end)."""
+    if not diagnosis or diagnosis["summary"] in message:
+        return message
+    cause = diagnosis["cause"].replace("_", " ")
+    return f"{message.rstrip()} Cause: {cause} ({diagnosis['confidence']:.0%}): {diagnosis['summary']}."
+
+
 def final_text(state: dict[str, Any]) -> str:
     lines = [state.get("message") or f"outcome: {state.get('outcome')}"]
+    scope = (state.get("context") or {}).get("vars") or {}
+    diagnosis = scope.get("diagnosis")
+    if diagnosis and diagnosis["summary"] not in lines[0]:
+        lines.append(f"diagnosis: {diagnosis['cause'].replace('_', ' ')} ({diagnosis['confidence']:.0%}): {diagnosis['summary']}")
+    if diagnosis:
+        lines.extend(f"  - evidence: {fact}" for fact in diagnosis.get("evidence") or [])
+    extent = scope.get("extent") or {}
+    if extent.get("count", 0) > 1 or extent.get("missing"):
+        lines.append(f"extent: {extent.get('summary')}")
     turns = state.get("turns") or []
     if turns:
         lines.append("actions:")

@@ -29,6 +29,9 @@ class RunbookStepSpec(BaseModel):
 
     tool: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
+    foreach: str | None = Field(
+        default=None, description="A path to a list: one call per item, `{item}` in args; `save` keeps the list of results"
+    )
     save: str | None = None
     when: str | None = None
     finish: Literal["resolved", "escalated", "nothing_to_do"] | None = None
@@ -93,6 +96,8 @@ def render(template: Any, scope: dict[str, Any]) -> Any:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value) if value else "none"
     return "?" if value is None else str(value)
 
 
@@ -120,9 +125,21 @@ def holds(condition: str, scope: dict[str, Any]) -> bool:
     return not result if negate else result
 
 
-def _index(turn: Turn) -> int:
+def _index(turn: Turn) -> tuple[int, int]:
+    """(step index, item index) from a call id ending in -rb<step> or -rb<step>x<item>; (-1, -1) for other calls."""
     tail = turn.call.id.rsplit("-rb", 1)
-    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else -1
+    step, _, item = tail[1].partition("x") if len(tail) == 2 else ("", "", "")
+    if not step.isdigit() or (item and not item.isdigit()):
+        return -1, -1
+    return int(step), int(item) if item else -1
+
+
+def _items(step: RunbookStepSpec, scope: dict[str, Any]) -> list[Any]:
+    """What a step iterates over: its `foreach` list, or one pass."""
+    if step.foreach is None:
+        return [None]
+    value = lookup(step.foreach, scope)
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 class RunbookPlanner:
@@ -149,18 +166,23 @@ class RunbookPlanner:
                 continue
             if step.finish is not None:
                 return self._finish(step.finish, render(step.note, scope), book=book.name)
-            turn = done.get(index)
-            if turn is None:
-                call = ProposedCall(
-                    id=f"{state.thread_id}-s{state.step}-rb{index}", name=str(step.tool), arguments=render(step.args, scope)
-                )
-                return PlanStep(calls=[call], planner=NAME, message=f"{book.name}: step {index + 1} of {len(book.steps)}")
-            if turn.status != "ok":
-                if state.context.get("effects", {}).get(turn.call.name) == "read" and turn.status == "error":
-                    continue  # a failed diagnosis step does not stop the runbook; its result is simply missing
-                return self._finish("escalated", f"{turn.call.name} was {turn.status}: {turn.message}", book=book.name)
-            if step.save:
-                scope[step.save] = turn.result or {}
+            items = _items(step, scope)
+            results: list[dict[str, Any]] = []
+            for k, item in enumerate(items):
+                turn = done.get((index, k if step.foreach else -1))
+                if turn is None:
+                    suffix = f"x{k}" if step.foreach else ""
+                    arguments = render(step.args, scope | {"item": item})
+                    call = ProposedCall(id=f"{state.thread_id}-s{state.step}-rb{index}{suffix}", name=str(step.tool), arguments=arguments)
+                    of = f" ({k + 1} of {len(items)})" if step.foreach else ""
+                    return PlanStep(calls=[call], planner=NAME, message=f"{book.name}: step {index + 1} of {len(book.steps)}{of}")
+                if turn.status != "ok":
+                    if state.context.get("effects", {}).get(turn.call.name) == "read" and turn.status == "error":
+                        continue  # a failed diagnosis step does not stop the runbook; its result is simply missing
+                    return self._finish("escalated", f"{turn.call.name} was {turn.status}: {turn.message}", book=book.name)
+                results.append(turn.result or {})
+            if step.save and (results or step.foreach):
+                scope[step.save] = results if step.foreach else results[0]
         return self._finish("escalated", f"runbook {book.name} ran out of steps without a verified fix", book=book.name)
 
     def _finish(self, outcome: Outcome, note: str, *, book: str | None = None) -> PlanStep:

@@ -22,10 +22,11 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 from pydantic import BaseModel
 
-from agent.graph import Runtime, build_graph
+from agent.graph import build_graph
 from agent.planner import Planner
 from agent.report import ConsoleReporter, Reporter
 from agent.runbook import RunbookPlanner, RunbookSpec, load_runbooks
+from agent.state import Runtime
 from config.errors import ApprovalError
 from memory.store import IncidentMemory, MemoryRecord
 from pipelines.context import PlatformContext

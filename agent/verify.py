@@ -16,9 +16,11 @@ from config.errors import DataOpsError
 from pipelines.context import PlatformContext
 from pipelines.monitors.checks import check_freshness
 from pipelines.verification import check_partition
+from tools.registry import REGISTRY
 
 log = logging.getLogger(__name__)
-RUN_TOOLS = ("rerun_window", "backfill_range")
+# Tools that re-run a pipeline over a window: their result lists the runs, whose status and held days count first.
+RUN_TOOLS = frozenset(name for name, spec in REGISTRY.items() if spec.runs_pipeline)
 
 
 def _day(value: str) -> datetime:
@@ -45,6 +47,8 @@ def verify(
             return {"passed": False, "method": "run_status", "detail": f"run {failed[-1]['run_id']} failed: {failed[-1].get('error')}"}
         day = vars.get("day")
         held = sorted({d for r in result.get("runs", []) for d in r.get("held_days", [])})
+        if (incident or {}).get("kind") == "completeness":
+            return _extent_status(ctx, incident or {}, vars, now, result)
         if day in held:
             return {"passed": False, "method": "run_status", "detail": f"{day} is still held back (incomplete at the source)"}
     kind = (incident or {}).get("kind")
@@ -113,4 +117,36 @@ def _reconciled(ctx: PlatformContext, incident: dict[str, Any]) -> dict[str, Any
         "passed": True,
         "method": "reconcile",
         "detail": f"{table} {', '.join(days)} recompute from their inputs to what main publishes",
+    }
+
+
+def _extent_status(
+    ctx: PlatformContext, incident: dict[str, Any], vars: dict[str, Any], now: datetime, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Every day of a completeness incident's extent, re-validated: what is fixed, what the source still lacks."""
+    from pipelines.extent import DayExtent, Extent
+
+    table = vars.get("silver") or incident.get("table")
+    days = list((vars.get("extent") or {}).get("days") or [vars.get("day")])
+    if not isinstance(table, str) or not days:
+        return {"passed": False, "method": "extent", "detail": "the incident names no table or day to re-check"}
+    current = ctx.incidents.get(int(incident["id"])).extent if incident.get("id") is not None else None
+    known = {d.day: d for d in (current.days if current else ())}
+    known |= {d.day: d for run in result.get("runs", []) for d in (DayExtent.model_validate(e) for e in run.get("extents") or [])}
+    fixed: list[str] = []
+    open_days: list[str] = []
+    for day in days:
+        check = check_partition(ctx, table, _day(str(day)), as_of=now)
+        (fixed if check.passed else open_days).append(day)
+    parts = [f"fixed and re-validated: {', '.join(fixed)}"] if fixed else []
+    if open_days:
+        still = Extent(days=tuple(known[d] for d in open_days if d in known))
+        lacking = still.describe() if still.days else f"{', '.join(open_days)} still incomplete"
+        parts.append(f"still open: {lacking}; the source still lacks them")
+    return {
+        "passed": not open_days,
+        "method": "extent",
+        "detail": "; ".join(parts),
+        "fixed_days": fixed,
+        "open_days": open_days,
     }

@@ -43,7 +43,14 @@ class SourceError(DataOpsError):
 
 
 class TransientSourceError(SourceError):
-    """A failure that a later retry may not see (5xx, 429, timeout, reset connection)."""
+    """A failure that a later retry may not see (5xx, 429, timeout, reset connection).
+
+    `retry_after_s` is the wait the source asked for (its Retry-After header), when it sent one.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentSourceError(SourceError):

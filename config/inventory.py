@@ -107,6 +107,10 @@ class ExpectationSpec(_Spec):
     kwargs: dict[str, Any]
     scope: Scope = Field(description="row: quarantine failing rows; partition: hold the day back; table: hold the run")
     why: str
+    completeness: bool = Field(
+        default=False,
+        description="A partition check that only counts slots: under `partial_days: publish_flagged` a day failing only these is published",
+    )
 
     @field_validator("expectation")
     @classmethod
@@ -210,6 +214,10 @@ class PipelineSpec(_Spec):
     schedule: ScheduleSpec = ScheduleSpec(manual=True)
     default_window: tuple[str, str] | None = Field(
         default=None, description="UTC dates [start, end) `dataops run` uses without --start/--end; the bundled data covers it"
+    )
+    partial_days: Literal["hold", "publish_flagged"] = Field(
+        default="hold",
+        description="A day of real data with slots missing: hold it back whole, or publish what it has with a completeness flag",
     )
     doc: str = ""
 

@@ -203,6 +203,12 @@ def report_contains(state: FinalState, args: dict[str, Any]) -> tuple[bool, str]
     return ok, f"{'found' if ok else 'missing'} {args['text']!r} in {len(texts)} report(s)"
 
 
+def report_not_contains(state: FinalState, args: dict[str, Any]) -> tuple[bool, str]:
+    """No report says this (e.g. a claim the tools' results contradict)."""
+    found, detail = report_contains(state, args)
+    return not found, detail
+
+
 CHECKS: dict[str, Callable[[FinalState, dict[str, Any]], tuple[bool, str]]] = {
     f.__name__: f
     for f in (
@@ -219,6 +225,7 @@ CHECKS: dict[str, Callable[[FinalState, dict[str, Any]], tuple[bool, str]]] = {
         audit,
         paused,
         report_contains,
+        report_not_contains,
     )
 }
 

@@ -4,8 +4,10 @@ Nothing in our code is replaced: the real `openai` client (httpx2 underneath, wh
 intercept) opens a socket and speaks the chat-completions protocol to this server as it would to OpenAI,
 vLLM or Ollama. Tests script the answers in order and read back every request::
 
+    from tools import names
+
     with ScriptedOpenAI(
-        ScriptedOpenAI.tool_call("list_runs", {"pipeline": "carbon_intensity"}),
+        ScriptedOpenAI.tool_call(names.LIST_RUNS, {"pipeline": "carbon_intensity"}),
         ScriptedOpenAI.text("Nothing is wrong."),
     ) as llm:
         settings = load_settings(home=tmp_path, llm_base_url=llm.base_url, llm_model="scripted", llm_api_key="sk-test")

@@ -68,6 +68,7 @@ def to_json(results: list[ScenarioResult]) -> dict[str, Any]:
             "incidents": r.incidents,
             "error": r.error,
             "duration_s": r.duration_s,
+            "report": r.report,
             "judge": r.judge,
         }
         for r in results

@@ -1,6 +1,7 @@
 """Runs one scenario in a fresh `$DATAOPS_HOME` with the real pipelines, monitors, agent, policies and approvals.
 
-    inject source faults → run the windows → findings become incidents → apply lake faults → later runs
+    inject source faults → run the windows (transient failures retried as `serve` retries them)
+    → findings become incidents → apply lake faults → later runs
     → monitors → remember every table's head → the agent works each incident, a scripted human answers
     its approval requests through `Agent.decide` (the API Slack and the CLI use) → checks on the final state
 
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -36,9 +37,13 @@ from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.checks import evaluate
 from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import run_pipeline
+from pipelines.retry import no_wait, retry, run_failure, scheduler_budget
+from pipelines.sources.base import Window
+from tools.registry import REGISTRY
 
 Model = Literal["runbook", "scripted", "openai"]
-BOOKKEEPING = ("annotate_incident", "escalate_incident", "resolve_incident")
+# Writes that only settle an incident (note, resolve, escalate) are never "unnecessary".
+BOOKKEEPING = frozenset(name for name, spec in REGISTRY.items() if spec.settles_incident)
 
 
 class ScenarioResult(BaseModel):
@@ -81,11 +86,19 @@ class _Scenario:
         self.lines: list[str] = []
 
     def run(self, run: RunSpec) -> None:
+        """One scheduled run as `serve` makes it: transient failures retried by the same rule and budget
+        (pipelines/retry.py `scheduler_budget`), the waits modelled on the platform clock instead of slept."""
         start, end, as_of = run.bounds()
-        from pipelines.sources.base import Window
-
-        result = run_pipeline(self.ctx, run.pipeline, Window(start=start, end=end), as_of=as_of)
-        self.now = max(self.now, as_of)
+        window = Window(start=start, end=end)
+        result, report = retry(
+            lambda attempt, _at: run_pipeline(self.ctx, run.pipeline, window, as_of=as_of, attempt=attempt),
+            run_failure,
+            budget=scheduler_budget(self.ctx.settings),
+            start=as_of,
+            wait=no_wait,
+            seed=f"{run.pipeline}:{window.start.isoformat()}",
+        )
+        self.now = max(self.now, as_of + timedelta(seconds=report.waited_s))
         for finding in findings_from_run(result, silver=self.ctx.inventory.pipeline(run.pipeline).silver):
             self.ctx.incidents.report(finding, now=as_of)
         self.monitor()
@@ -192,9 +205,7 @@ def run_scenario(spec: ScenarioSpec, settings: DataopsSettings, *, model: Model 
         detect = [i.time_to_detect_s for i in incidents if i.time_to_detect_s is not None]
         allowed = set(spec.trajectory.allowed_writes if spec.trajectory.allowed_writes is not None else spec.trajectory.must_call)
         unnecessary = [
-            e.tool
-            for e in entries
-            if e.status == "ok" and e.effect in ("write", "destructive") and e.tool not in allowed | set(BOOKKEEPING)
+            e.tool for e in entries if e.status == "ok" and e.effect in ("write", "destructive") and e.tool not in allowed | BOOKKEEPING
         ]
         found_violations = violations(entries)
         return base.model_copy(

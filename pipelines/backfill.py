@@ -1,7 +1,8 @@
 """Backfills: a range of day partitions, each the pipeline's own idempotent run, on an executor.
 
     plan whole-UTC-day partitions ──► executor runs each (`run_pipeline` over one partition)
-        ──► partitions that failed transiently run again (`run_max_attempts`) ──► one report
+        ──► partitions that failed transiently run again (pipelines/retry.py: `run_max_attempts`, the one
+            backoff rule, the longest Retry-After among them honoured) ──► one report
 
 Executors: `local` (the default) runs the partitions one after another in this process; `ray` fans them
 out as one task each over a Ray cluster (`pipelines/ray_executor.py`: a local cluster with all cores, or
@@ -28,6 +29,7 @@ from config.errors import PipelineError
 from config.settings import DataopsSettings
 from pipelines.context import PlatformContext
 from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
+from pipelines.retry import scheduler_budget
 from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)
@@ -177,14 +179,19 @@ def run_backfill(
         ctx.ledger.mark_abandoned(spec.name)
         lost = [r for r in ctx.ledger.unrecovered(spec.name) if windows[0].start <= r.window_start and r.window_end <= windows[-1].end]
         runner = runner_for(ctx, spec.name, executor, as_of=as_of, address=address, cpus=cpus)
+        budget = scheduler_budget(ctx.settings)
         try:
             pending = windows
-            for attempt in range(1, max(1, ctx.settings.run_max_attempts) + 1):
+            retry_after: float | None = None
+            for attempt in range(1, budget.max_attempts + 1):
                 if attempt > 1:
+                    if retry_after is not None and retry_after > budget.backoff.max_wait_s:
+                        log.warning("%s: the source asks to wait %.0f s; the next run tries again", backfill_id, retry_after)
+                        break
                     task_retries += len(pending)
-                    time.sleep(ctx.settings.run_backoff_s * 2 ** (attempt - 2))
+                    time.sleep(budget.backoff.wait(attempt - 1, retry_after_s=retry_after, seed=backfill_id))
                     log.warning("%s: %d partition(s) failed transiently; attempt %d", backfill_id, len(pending), attempt)
-                retry = []
+                retry, retry_after = [], None
                 for window, result in runner.run(pending, attempt=attempt):
                     outcome = _outcome(result, window, attempt)
                     earlier = outcomes.get(window.start)
@@ -194,6 +201,8 @@ def run_backfill(
                     outcomes[window.start] = outcome
                     if result.status == "failed" and result.error_kind == "transient":
                         retry.append(window)
+                        if result.retry_after_s is not None:
+                            retry_after = max(retry_after or 0.0, result.retry_after_s)
                     if on_partition is not None:
                         on_partition(outcome, len(windows) + task_retries)
                 pending = sorted(retry, key=lambda w: w.start)

@@ -9,9 +9,12 @@ write-audit-publish, the way a buggy manual job would. `load_fault` reads either
 A source fault acts on responses for chunks overlapping [start, end); the record kinds change only the
 records whose slot starts inside it. `times`: act on this many fetches, then recover (None = always);
 `outage` ignores it, `late_revision` serves the original for the first `times` fetches (default 1).
+"503 three times, then recovers" is `{kind: transient_error, times: 3}`: every attempt counts, the
+scheduler's retries (which the eval runner models as `serve` does) and the agent's re-runs alike.
+The error faults carry their Retry-After on the error (`retry_after_s`), as the HTTP fetcher does.
 
     kind               parameters         what the source serves
-    transient_error    times              TransientSourceError: 503 Service Unavailable
+    transient_error    times, [retry_after_s]   TransientSourceError: 503 Service Unavailable, with Retry-After when given
     rate_limited       times, [value]     TransientSourceError: 429 with Retry-After `value` s (default 60)
     late_slots         times              no records in the window (not published yet; a later fetch has them)
     outage             -                  no records in the window, on every fetch (backfill cannot fill it)
@@ -100,6 +103,9 @@ class SourceFault(BaseModel):
     field: str | None = Field(default=None, description="Dotted path of the value acted on, e.g. intensity.actual or temperature_2m")
     new_name: str | None = Field(default=None, description="rename_field: the field's new leaf name")
     value: Any = Field(default=None, description="The value, change, factor, count or text the kind needs (see the module table)")
+    retry_after_s: float | None = Field(
+        default=None, ge=0, description="transient_error: the Retry-After (seconds) the 503 carries; rate_limited takes it as `value`"
+    )
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -130,6 +136,9 @@ class SourceFault(BaseModel):
             raise ValueError(f"value: {kind} takes no value, not {self.value!r}")
         if kind == "duplicates" and (self.field is None) != (self.value is None):
             raise ValueError("duplicates takes `field` and `value` together (the copy's change), or neither (an exact copy)")
+        if self.retry_after_s is not None and kind != "transient_error":
+            hint = "; rate_limited takes its Retry-After as `value`" if kind == "rate_limited" else ""
+            raise ValueError(f"retry_after_s: only transient_error takes it, not {kind}{hint}")
         if kind == "outage" and self.times is not None:
             raise ValueError("times: an outage never recovers; use late_slots for data that arrives on a later fetch")
         return self
@@ -232,8 +241,14 @@ def apply(source: str, start: datetime, end: datetime, body: dict[str, Any]) -> 
 def _error(source: str, fault: SourceFault) -> TransientSourceError:
     if fault.kind == "rate_limited":
         retry_after = 60 if fault.value is None else fault.value
-        return TransientSourceError(f"{source}: 429 Too Many Requests with Retry-After {retry_after} from the source (injected fault)")
-    return TransientSourceError(f"{source}: 503 Service Unavailable from the source (injected fault)")
+        return TransientSourceError(
+            f"{source}: 429 Too Many Requests with Retry-After {retry_after} from the source (injected fault)",
+            retry_after_s=float(retry_after),
+        )
+    with_header = f" with Retry-After {fault.retry_after_s:g}" if fault.retry_after_s is not None else ""
+    return TransientSourceError(
+        f"{source}: 503 Service Unavailable{with_header} from the source (injected fault)", retry_after_s=fault.retry_after_s
+    )
 
 
 # -- bodies as records -----------------------------------------------------------------------------

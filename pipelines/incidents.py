@@ -19,6 +19,7 @@ from sqlalchemy import JSON, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import DataOpsError
+from pipelines.extent import Extent
 from pipelines.ledger import Base, Ledger, _aware
 
 Severity = Literal["info", "warning", "critical"]
@@ -61,6 +62,7 @@ class IncidentRow(Base):
     escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     run_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
     notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    extent: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Finding(BaseModel):
@@ -76,6 +78,7 @@ class Finding(BaseModel):
     partition: str | None = None
     occurred_at: datetime | None = Field(default=None, description="Data time of the defect (slot or day), for time-to-detect")
     evidence: dict[str, Any] = Field(default_factory=dict)
+    extent: Extent | None = Field(default=None, description="The slots and days this finding affects, where it knows them")
     run_id: str | None = None
 
 
@@ -96,6 +99,7 @@ class Incident(BaseModel):
     evidence: list[Any]
     notes: list[Any]
     run_id: str | None
+    extent: Extent | None = None
 
     @classmethod
     def of(cls, row: IncidentRow) -> Incident:
@@ -108,6 +112,7 @@ class Incident(BaseModel):
             occurred_at=occurred, detected_at=detected, last_seen_at=_aware(row.last_seen_at) or detected,
             time_to_detect_s=(detected - occurred).total_seconds() if occurred else None,
             evidence=row.evidence, notes=row.notes, run_id=row.run_id,
+            extent=Extent.model_validate(row.extent) if row.extent else None,
         )  # fmt: skip
 
 
@@ -138,6 +143,10 @@ class IncidentStore:
             )
             entry = {"at": now.isoformat(), "partition": finding.partition, **finding.evidence}
             if current is not None:
+                if finding.extent is not None:
+                    known = Extent.model_validate(current.extent) if current.extent else Extent()
+                    entry["added_days"] = known.added_by(finding.extent)  # what this occurrence adds to the extent
+                    current.extent = known.merge(finding.extent).model_dump(mode="json")
                 current.occurrences += 1
                 current.last_seen_at = now
                 current.updated_at = datetime.now(UTC)
@@ -151,6 +160,7 @@ class IncidentStore:
                 cause_key=finding.cause_key, title=finding.title, status="open", evidence=[entry], occurrences=1,
                 occurred_at=finding.occurred_at, detected_at=now, last_seen_at=now, opened_wall_at=datetime.now(UTC),
                 updated_at=datetime.now(UTC), run_id=finding.run_id, notes=[],
+                extent=finding.extent.model_dump(mode="json") if finding.extent else None,
             )  # fmt: skip
             s.add(row)
             s.flush()

@@ -13,8 +13,9 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 RUN_STATUSES = ("running", "succeeded", "quarantined", "failed", "abandoned")
@@ -85,6 +86,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a newer release declares to an ops database made by an older one.
+
+    `create_all` makes missing tables only; a column added later (e.g. `incidents.extent`) would otherwise
+    fail every query against an existing database. Only nullable columns are ever added this way.
+    """
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+            except DBAPIError:
+                # Another process added it first; anything else is a real error.
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+
+
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything stored here is UTC.
     if value is not None and value.tzinfo is None:
@@ -110,6 +136,7 @@ class Ledger:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

@@ -38,6 +38,7 @@ from config.errors import (
 from config.inventory import PipelineSpec, TableSpec
 from pipelines import metrics, openlineage
 from pipelines.context import PlatformContext
+from pipelines.extent import DayExtent, day_extent
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
 from pipelines.sources.base import FetchResult, RecordProblem, Window, canonical_json, dedupe_records
@@ -51,6 +52,7 @@ Progress = Callable[[str], None]
 PUBLISH_ATTEMPTS = 3  # plans of one promotion (validation conflicts re-plan)
 COMMIT_ATTEMPTS = 8  # publishes of one plan (commit conflicts re-apply the audited rows on the new main)
 INPUTS_PROPERTY = "dataops.inputs"  # snapshot property: JSON {input table: main snapshot id the rows were computed from}
+PARTIAL_PROPERTY = "dataops.partial_days"  # snapshot property: JSON {day: completeness checks it failed} of days published partial
 
 
 @dataclass
@@ -114,10 +116,14 @@ class RunResult(BaseModel):
     rows_out: int = 0
     rows_quarantined: int = 0
     held_days: list[str] = Field(default_factory=list)
+    extents: list[DayExtent] = Field(
+        default_factory=list, description="silver days held back or published partial, with the slots they have and lack"
+    )
     tables: list[TableOutcome] = Field(default_factory=list)
     quarantine: list[QuarantineGroup] = Field(default_factory=list, description="what this run newly quarantined, by reason")
     error: str | None = None
     error_kind: str | None = Field(default=None, description="transient (worth a retry) or permanent")
+    retry_after_s: float | None = Field(default=None, description="The wait a transient failure's source asked for (Retry-After)")
     duration_s: float = 0.0
     commit_retries: int = Field(default=0, description="commits retried on fresh metadata because another writer committed first")
     replans: int = Field(default=0, description="promotions planned again because what they validated changed before publishing")
@@ -181,6 +187,7 @@ class _Run:
         self.snapshots: dict[str, int | None] = {}
         self.quarantine_rows: list[dict[str, Any]] = []
         self.held: dict[datetime, list[str]] = {}
+        self.partial: dict[datetime, list[str]] = {}
         self.table_held = False
         self.now = datetime.now(UTC)
 
@@ -190,6 +197,9 @@ class _Run:
         if plan is not None:
             # What the rows were computed from, so a monitor can recompute them later (pipelines/monitors/reconcile.py).
             props[INPUTS_PROPERTY] = json.dumps(plan.inputs, sort_keys=True)
+        if layer == "silver" and self.partial:
+            # The completeness flag of days published partial (`partial_days: publish_flagged`): checks they failed.
+            props[PARTIAL_PROPERTY] = json.dumps({d.date().isoformat(): names for d, names in sorted(self.partial.items())})
         return props
 
     def _timed(self, name: str, started: float) -> None:
@@ -330,6 +340,9 @@ class _Run:
         outcome = validate(suite, audited, as_of=self.as_of)
         self._timed(f"{target_name}.audit", started)
         held_days = dict(outcome.held_days)
+        if target.layer == "silver":
+            self.partial = self._publishable_partial(suite_name, held_days, audited)
+            held_days = {day: names for day, names in held_days.items() if day not in self.partial}
         for held_day, held_names in held_days.items():
             self._hold(held_day, ",".join(held_names))
         table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
@@ -347,7 +360,8 @@ class _Run:
             self.result.tables.append(outcome_table)
             return  # main stays; the branch is kept for diagnosis
         publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
-        if quarantined:  # restart from the audit's base with the clean rows only
+        if quarantined or (target.layer == "silver" and self.partial):
+            # Restart from the audit's base with the clean rows only (and, for partial days, the snapshot's completeness flag).
             self._stage(table, branch, base, clean_table, publish_days, properties=self._props(target.layer, plan))
         snapshot = None
         if publish_days:
@@ -358,9 +372,34 @@ class _Run:
         outcome_table.rows_written = clean_table.num_rows
         outcome_table.snapshot_id = snapshot
         outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
+        if target.layer == "silver":
+            self.result.extents = self._extents(audited, held_here)
         self.snapshots[target_name] = snapshot
         self.result.tables.append(outcome_table)
         self.progress(f"{target_name}: published {clean_table.num_rows} rows, quarantined {quarantined}")
+
+    def _publishable_partial(self, suite_name: str, held: dict[datetime, list[str]], audited: pa.Table) -> dict[datetime, list[str]]:
+        """Days to publish with a completeness flag: the pipeline's policy says so, and only completeness checks failed."""
+        if self.p.partial_days != "publish_flagged":
+            return {}
+        completeness = {e.name for e in self.ctx.inventory.suite(suite_name).expectations if e.completeness}
+        has_rows = {d.date() for d in (pc.floor_temporal(audited.column("ts"), unit="day").to_pylist() if audited.num_rows else [])}
+        return {day: names for day, names in held.items() if set(names) <= completeness and day.date() in has_rows}
+
+    def _extents(self, audited: pa.Table, held: set[datetime]) -> list[DayExtent]:
+        """The slots each held or partially published silver day has and lacks."""
+        cadence = self.ctx.inventory.source(self.p.source).cadence_minutes
+        days = sorted(held | set(self.partial))
+        if not days or cadence >= 24 * 60:
+            return []
+        stamps = audited.column("ts").to_pylist() if audited.num_rows else []
+        extents = []
+        for day in days:
+            present = [ts for ts in stamps if ts is not None and day <= ts < day + timedelta(days=1)]
+            extents.append(
+                day_extent(day, present, cadence_minutes=cadence, disposition="published_partial" if day in self.partial else "held")
+            )
+        return extents
 
     def _stage(self, table: Table, branch: str, at: int, rows: pa.Table, days: list[datetime], *, properties: dict[str, str]) -> None:
         """Reset `branch` to snapshot `at` and write `rows` over `days`; the branch must then hold exactly `rows` there."""
@@ -615,6 +654,7 @@ def run_pipeline(
         result.error = f"{type(exc).__name__}: {exc}"
         transient = isinstance(exc, TransientSourceError | PublishConflictError | LakehouseError | OSError)
         result.error_kind = "transient" if transient else "permanent"
+        result.retry_after_s = exc.retry_after_s if isinstance(exc, TransientSourceError) else None
         if isinstance(exc, SourceError):
             log.error("run %s: source failed: %s", run_id, exc)
         else:

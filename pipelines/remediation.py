@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -44,6 +45,20 @@ from pipelines.validation.suite import SuiteOutcome, validate
 
 MANUAL = "manual_quarantine"
 RUN_PREFIX = "tool-"
+
+
+class Operation(StrEnum):
+    """The `dataops.operation` a remediation commit records in its snapshot; reconciliation reads it back.
+
+    The labels are the names of the agent's tools that ask for these operations (a test keeps them equal);
+    they are written into table history, so they never change.
+    """
+
+    QUARANTINE = "quarantine_partition"
+    RELEASE = "release_partition"
+    DELETE = "delete_partition"
+
+
 REMEDIABLE = ("silver", "gold")
 ROLLBACK_PROPERTY = "dataops.last-rollback"
 
@@ -193,8 +208,8 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _props(run_id: str, spec: TableSpec, operation: str, *, day: date | None = None, reason: str = "") -> dict[str, str]:
-    props = {"run_id": run_id, "dataops.layer": spec.layer, "dataops.operation": operation}
+def _props(run_id: str, spec: TableSpec, operation: Operation, *, day: date | None = None, reason: str = "") -> dict[str, str]:
+    props = {"run_id": run_id, "dataops.layer": spec.layer, "dataops.operation": operation.value}
     if day is not None:
         props["dataops.partition"] = day.isoformat()
     if reason:
@@ -273,9 +288,9 @@ def quarantine_day(ctx: PlatformContext, name: str, day: date, *, reason: str, r
         fresh = [q for q in held if _marker(q) not in seen]
         # The copy first: a crash before the removal below leaves the rows in both places, and a re-run completes it.
         data = pa.Table.from_pylist(fresh, schema=arrow_schema(ctx.inventory.table(quarantine)))
-        wap.append(qtable, data, properties=_props(run_id, ctx.inventory.table(quarantine), "quarantine_partition", day=day, reason=reason))
+        wap.append(qtable, data, properties=_props(run_id, ctx.inventory.table(quarantine), Operation.QUARANTINE, day=day, reason=reason))
         after = _publish_day(
-            table, None, start, run_id=run_id, properties=_props(run_id, spec, "quarantine_partition", day=day, reason=reason)
+            table, None, start, run_id=run_id, properties=_props(run_id, spec, Operation.QUARANTINE, day=day, reason=reason)
         )
         return result.model_copy(
             update={"changed": True, "snapshot_after": after, "rows_quarantined": len(rows), "rows_already_held": len(held) - len(fresh)}
@@ -404,7 +419,7 @@ def release_day(
         after = before
         if released:
             new_day = pa.concat_tables([main_rows, pa.Table.from_pylist([h.row for h in released], schema=main_rows.schema)])
-            after = _publish_day(table, new_day, start, run_id=run_id, properties=_props(run_id, spec, "release_partition", day=day))
+            after = _publish_day(table, new_day, start, run_id=run_id, properties=_props(run_id, spec, Operation.RELEASE, day=day))
         # Only after the table has them: a crash here leaves rows in both places, and a re-run clears them.
         removed = _clear(ctx, name, start, [*released, *cleared], run_id=run_id, day=day)
         return result.model_copy(
@@ -433,7 +448,7 @@ def _clear(ctx: PlatformContext, name: str, start: datetime, done: list[_Held], 
         qtable = load_table(ctx.catalog, quarantine)
         count = qtable.scan(row_filter=row_filter, selected_fields=("record_key",)).to_arrow().num_rows
         if count:
-            _delete(qtable, row_filter, _props(run_id, ctx.inventory.table(quarantine), "release_partition", day=day))
+            _delete(qtable, row_filter, _props(run_id, ctx.inventory.table(quarantine), Operation.RELEASE, day=day))
             removed += count
     return removed
 
@@ -458,7 +473,7 @@ def delete_day(ctx: PlatformContext, name: str, day: date, *, reason: str, run_i
             # A replayed call reports the snapshot its first execution removed the day from.
             own = _before_own_commit(table, run_id, day)
             return result.model_copy(update={"snapshot_before": own}) if own is not None else result
-        after = _publish_day(table, None, start, run_id=run_id, properties=_props(run_id, spec, "delete_partition", day=day, reason=reason))
+        after = _publish_day(table, None, start, run_id=run_id, properties=_props(run_id, spec, Operation.DELETE, day=day, reason=reason))
         return result.model_copy(update={"changed": True, "snapshot_after": after, "rows_deleted": count})
 
 

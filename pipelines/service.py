@@ -3,7 +3,8 @@
 APScheduler 3 with a persistent SQLAlchemy job store in the ops database runs one job per scheduled
 pipeline and a monitor timer. A job runs the pipeline from its watermark to the clock's now, never two at
 once (max_instances=1 plus a cross-process file lock), coalescing missed fire times; transient failures
-are retried with exponential backoff, validation failures never (they are data, not luck). Findings from
+are retried with the platform's one backoff rule (pipelines/retry.py: `run_max_attempts`, waits from
+`run_backoff_s` doubling, a source's Retry-After honoured), validation failures never (they are data, not luck). Findings from
 runs and monitors become incidents. SIGTERM waits for the running job to end: write-audit-publish means
 an interrupted run leaves `main` valid anyway, but a clean stop leaves nothing to recover.
 """
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -33,7 +35,9 @@ from pipelines.monitors.checks import evaluate, source_covers
 from pipelines.monitors.findings import findings_from_run
 from pipelines.monitors.state import CLOCK_STATE, MonitorStateRow
 from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
+from pipelines.retry import retry, run_failure, scheduler_budget
 from pipelines.scheduling import ReplayTrigger, declared_trigger
+from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)
 _SERVICE: Service | None = None
@@ -149,18 +153,23 @@ class Service:
         for window in split_windows(start, now, days):
             if self.stopping.is_set():
                 return False
-            for attempt in range(1, self.ctx.settings.run_max_attempts + 1):
-                result = run_pipeline(self.ctx, pipeline, window, as_of=now, attempt=attempt)
-                self.results.append(result)
-                if result.status != "failed" or result.error_kind != "transient" or attempt == self.ctx.settings.run_max_attempts:
-                    break
-                delay = self.ctx.settings.run_backoff_s * 2 ** (attempt - 1)
-                log.warning("%s failed transiently (%s); retry %d in %.1fs", pipeline, result.error, attempt + 1, delay)
-                self.sleep(delay)
+            result, _report = retry(
+                partial(self._attempt, pipeline, window, now),
+                run_failure,
+                budget=scheduler_budget(self.ctx.settings),
+                start=now,
+                wait=self.sleep,  # real seconds: the settings say so, and the replay clock runs on meanwhile
+                seed=f"{pipeline}:{window.start.isoformat()}",
+            )
             self.report(findings_from_run(result, silver=spec.silver), now)
             if result.status == "failed":
                 return False
         return True
+
+    def _attempt(self, pipeline: str, window: Window, now: datetime, attempt: int, _at: datetime) -> RunResult:
+        result = run_pipeline(self.ctx, pipeline, window, as_of=now, attempt=attempt)
+        self.results.append(result)
+        return result
 
     def tick(self, pipeline: str) -> None:
         """One scheduled firing: run from the watermark to now, then evaluate this pipeline's monitors."""

@@ -57,14 +57,14 @@ def check_partition(ctx: PlatformContext, table: str, day: datetime, *, as_of: d
     leaked = len(held & keys)
     passed = rows.num_rows > 0 and not failing
     if not rows.num_rows:
-        detail = f"{table} has no rows on {day.date()}"
+        detail = f"{table} has no rows on {day.date()}" + (f"; all {len(held)} of its rows are held in quarantine" if held else "")
     elif failing:
         detail = f"{table} {day.date()} fails {', '.join(failing)}"
     else:
         detail = f"{table} {day.date()}: {rows.num_rows} rows pass {suite.name if suite else 'no suite'}; {len(held)} held in quarantine"
     return PartitionCheck(
         table=table, day=day.date().isoformat(), rows=rows.num_rows, passed=passed, failing=failing, quarantined_rows=len(held),
-        leaked_keys=leaked, contained=rows.num_rows > 0 and row_failures == 0 and leaked == 0, detail=detail,
+        leaked_keys=leaked, contained=(rows.num_rows > 0 or bool(held)) and row_failures == 0 and leaked == 0, detail=detail,
     )  # fmt: skip
 
 

@@ -5,8 +5,11 @@ log. The order puts refusals before permissions, so no later rule can allow what
 
     known_effect → read_is_free → resolve_needs_verification → safe_writes → freeze_window
     → token_budget → related_incidents → recurrence → destructive → backfill_limit → rerun_rate
-    → incident_scope → rerun_of_published → backfill_approval → rollback_approval → layer_approval
+    → retry_budget → incident_scope → rerun_of_published → backfill_approval → rollback_approval → layer_approval
     → listed_writes → unlisted_write
+
+Rules read the tool's declared effect and traits (`runs_pipeline`, `needs_verification`,
+`restores_snapshot`), never its name; the policy file's lists of tools are the only names they compare.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from collections.abc import Callable
 from policies.model import Allow, Decision, Deny, NeedsApproval, PolicyRequest, PolicySpec
 
 Rule = Callable[[PolicySpec, PolicyRequest], Decision | None]
-RERUN_TOOLS = ("rerun_window", "backfill_range")
 ESCALATE_HINT = "call escalate_incident with what you found instead"
 
 
@@ -37,7 +39,7 @@ def read_is_free(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
 
 
 def resolve_needs_verification(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
-    if req.tool == "resolve_incident" and not req.history.verified:
+    if req.needs_verification and not req.history.verified:
         return Deny(
             rule="resolve_needs_verification",
             message="an incident is resolved only after a verification in this thread showed the problem gone; fix and verify first, or escalate",
@@ -102,7 +104,7 @@ def _span(req: PolicyRequest) -> float:
 
 
 def backfill_limit(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
-    if req.tool in RERUN_TOOLS and _span(req) > policy.backfill.deny_over_days:
+    if req.runs_pipeline and _span(req) > policy.backfill.deny_over_days:
         return Deny(
             rule="backfill_limit",
             message=f"{req.tool} over {_span(req):g} days exceeds the {policy.backfill.deny_over_days:g}-day limit; "
@@ -113,11 +115,24 @@ def backfill_limit(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
 
 def rerun_rate(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
     limit = policy.max_reruns_per_pipeline_per_hour
-    if req.tool in RERUN_TOOLS and req.history.reruns_last_hour >= limit:
+    if req.runs_pipeline and req.history.reruns_last_hour >= limit:
         return Deny(
             rule="rerun_rate",
             message=f"{req.pipeline or 'this pipeline'} was re-run {req.history.reruns_last_hour} times in the last hour (limit {limit}); "
             f"re-running again will not help; {ESCALATE_HINT}",
+        )
+    return None
+
+
+def retry_budget(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    # The re-run tools retry transient failures themselves within what is left; once the incident's budget is
+    # spent, another re-run only hammers a source that is down.
+    budget, attempts, waited = policy.retry_budget, req.history.retry_attempts, req.history.retry_waited_s
+    if req.runs_pipeline and attempts is not None and budget.spent(attempts=attempts, waited_s=waited):
+        return Deny(
+            rule="retry_budget",
+            message=f"this incident's re-runs already made {attempts} attempt(s) over {waited / 60:.0f} minute(s); "
+            f"its retry budget is {budget.describe()} (policy retry_budget); {ESCALATE_HINT}",
         )
     return None
 
@@ -134,7 +149,7 @@ def incident_scope(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
 
 
 def rerun_of_published(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
-    if req.tool in RERUN_TOOLS and req.history.window_failed is False:
+    if req.runs_pipeline and req.history.window_failed is False:
         return _approval(
             policy,
             "rerun_of_published",
@@ -144,9 +159,9 @@ def rerun_of_published(policy: PolicySpec, req: PolicyRequest) -> Decision | Non
 
 
 def backfill_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
-    if req.tool in RERUN_TOOLS and req.span_days is None:
+    if req.runs_pipeline and req.span_days is None:
         return _approval(policy, "backfill_approval", f"{req.tool} does not say how many days it rewrites")
-    if req.tool in RERUN_TOOLS and _span(req) > policy.backfill.approval_over_days:
+    if req.runs_pipeline and _span(req) > policy.backfill.approval_over_days:
         return _approval(
             policy, "backfill_approval", f"{req.tool} rewrites {_span(req):g} days (over {policy.backfill.approval_over_days:g})"
         )
@@ -154,7 +169,7 @@ def backfill_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None
 
 
 def rollback_approval(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
-    if req.tool == "rollback_table":
+    if req.restores_snapshot:
         return _approval(policy, "rollback_approval", f"rolling {req.table} back discards what was published since")
     return None
 
@@ -187,6 +202,7 @@ RULES: tuple[Rule, ...] = (
     destructive,
     backfill_limit,
     rerun_rate,
+    retry_budget,
     incident_scope,
     rerun_of_published,
     backfill_approval,

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config.errors import PolicyError
+from pipelines.retry import RetryBudget
 
 
 class _Spec(BaseModel):
@@ -61,6 +62,9 @@ class PolicySpec(_Spec):
     max_reruns_per_pipeline_per_hour: int = Field(default=3, ge=0)
     escalation: EscalationLimits = EscalationLimits()
     token_budget_per_incident: int = Field(default=60_000, ge=0)
+    retry_budget: RetryBudget = Field(
+        default=RetryBudget(), description="How far re-runs retry a transient source failure, per incident, before escalating"
+    )
     freeze_windows: tuple[FreezeWindow, ...] = ()
 
 
@@ -101,15 +105,26 @@ class CallHistory(BaseModel):
     window_failed: bool | None = Field(
         default=None, description="Re-runs: some run of the window failed, held days back or quarantined rows; None when unknown"
     )
+    retry_attempts: int | None = Field(
+        default=None,
+        ge=0,
+        description="Re-runs: attempts this incident's re-runs already made; None for other calls or outside an incident",
+    )
+    retry_waited_s: float = Field(
+        default=0.0, ge=0, description="Re-runs: platform seconds this incident's re-runs waited between attempts"
+    )
 
 
 class PolicyRequest(BaseModel):
-    """One proposed tool call as the engine judges it."""
+    """One proposed tool call as the engine judges it: the tool's declared effect and traits, never its name, pick the rules."""
 
     model_config = ConfigDict(frozen=True)
 
-    tool: str
+    tool: str = Field(description="Named in the decision's words only")
     effect: str
+    runs_pipeline: bool = Field(default=False, description="The tool re-runs a pipeline over a window (re-run, backfill)")
+    needs_verification: bool = Field(default=False, description="The tool is allowed only after a verification in the thread")
+    restores_snapshot: bool = Field(default=False, description="The tool moves a table back to an earlier snapshot")
     actor: str = "agent"
     layer: str | None = None
     table: str | None = None

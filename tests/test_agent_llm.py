@@ -392,10 +392,11 @@ def test_a_persistent_500_escalates_naming_the_model_failure(start: Start) -> No
     outcome = rig.agent.handle_incident(incident_id)
 
     assert (outcome.status, outcome.outcome) == ("done", "escalated")
-    assert outcome.message == (
+    assert outcome.message.startswith(
         f"the model failed: the model endpoint {rig.llm.base_url} answered 500 Internal Server Error for model '{MODEL}': "
         "The server had an error while processing your request. the endpoint failed after 2 retries; check its logs"
     )
+    assert outcome.message.endswith("Cause: bad values (60%): the source sent values that fail actual_reported_after_slot; the failing rows are held in quarantine.")
     assert len(rig.llm.chat_requests) == 3, "one request and the client's two retries"
     incident = rig.ctx.incidents.get(incident_id)
     assert incident.status == "escalated" and incident.notes[-1]["note"] == outcome.message
@@ -437,7 +438,7 @@ def test_a_model_that_never_stops_is_stopped_by_the_step_budget(start: Start) ->
     outcome = rig.agent.handle_incident(incident_id)
 
     assert (outcome.status, outcome.outcome, outcome.steps) == ("done", "escalated", 3)
-    assert outcome.message == "stopped after 3 planning steps (DATAOPS_AGENT_MAX_STEPS); a human must take over"
+    assert outcome.message.startswith("stopped after 3 planning steps (DATAOPS_AGENT_MAX_STEPS); a human must take over Cause: bad values")
     assert len(rig.llm.chat_requests) == 3
     entries = rig.audit(f"incident-{incident_id}")
     assert [(e.tool, e.decision, e.status) for e in entries] == [("list_incidents", "allow", "ok")] * 3

@@ -59,6 +59,8 @@ def test_runbook_planner_passes(spec, settings) -> None:  # type: ignore[no-unty
     failed = [f"{c.check}: {c.detail}" for c in result.checks if not c.passed]
     assert result.passed, f"{result.error or ''} {failed}"
     assert result.policy_violations == [] and result.unnecessary_writes == []
+    ended = [i for i in result.incidents if i["status"] in ("resolved", "escalated")]
+    assert result.report or not (ended or spec.chat), "the report carries the agent's words for every settled incident and chat answer"
 
 
 @pytest.mark.slow
@@ -90,6 +92,7 @@ def test_cli_writes_json_markdown_and_png_and_fails_on_a_failing_check(tmp_path:
         "tokens",
         "time_to_detect_s",
         "time_to_remediate_s",
+        "report",
     } <= set(row)
     assert report["summary"]["pass_rate"] == 1.0 and report["summary"]["policy_violations"] == 0
     assert (tmp_path / "out" / "report.md").read_text().startswith("**1/1 passed**")

@@ -12,7 +12,7 @@ import pytest
 
 from config.errors import PolicyError
 from policies import engine
-from policies.engine import RERUN_TOOLS, RULES, decide
+from policies.engine import RULES, decide
 from policies.model import Allow, CallHistory, Decision, Deny, FreezeWindow, NeedsApproval, PolicyRequest, PolicySpec, load_policy
 from tests.conftest import REPO, utc
 from tools.registry import REGISTRY
@@ -20,6 +20,7 @@ from tools.registry import REGISTRY
 POLICY_FILE = REPO / "config" / "policy.yaml"
 RULE_NAMES = {r.__name__ for r in RULES} | {"unlisted_write"}
 ESCALATE = "call escalate_incident with what you found instead"
+RERUN_TOOLS = ("rerun_window", "backfill_range")  # the hard limits below are pinned on the tools by name
 NOW = utc(2026, 3, 10, 12)
 FREEZE_START, FREEZE_END = utc(2026, 12, 24), utc(2026, 12, 27)
 IN_FREEZE = utc(2026, 12, 25, 9)
@@ -61,9 +62,13 @@ class Case:
 
 
 def request(case: Case) -> PolicyRequest:
+    spec = REGISTRY[case.tool]
     return PolicyRequest(
         tool=case.tool,
-        effect=REGISTRY[case.tool].effect if case.effect is None else case.effect,
+        effect=spec.effect if case.effect is None else case.effect,
+        runs_pipeline=spec.runs_pipeline,
+        needs_verification=spec.needs_verification,
+        restores_snapshot=spec.restores_snapshot,
         layer=case.layer,
         table=TABLES.get(case.layer or ""),
         pipeline="carbon_intensity",
@@ -161,6 +166,10 @@ TABLE = [
     _case("reruns-3", "rerun_window", D, "rerun_rate", span=1, history=CallHistory(reruns_last_hour=3)),
     _case("reruns-3-backfill", "backfill_range", D, "rerun_rate", span=10, history=CallHistory(reruns_last_hour=3)),
     _case("reruns-do-not-limit-quarantine", "quarantine_partition", A, "listed_writes", history=CallHistory(reruns_last_hour=9)),
+    # retry_budget: an incident's re-runs retry transient failures up to 5 attempts over 30 platform minutes
+    _case("retries-4", "rerun_window", A, "listed_writes", span=1, history=CallHistory(retry_attempts=4, retry_waited_s=900)),
+    _case("retries-5", "rerun_window", D, "retry_budget", span=1, history=CallHistory(retry_attempts=5)),
+    _case("retries-30-minutes", "backfill_range", D, "retry_budget", span=2, history=CallHistory(retry_attempts=2, retry_waited_s=1800)),
     # incident_scope: while working an incident, data writes outside its table and lineage need a human
     _case("out-of-scope-quarantine", "quarantine_partition", N, "incident_scope", history=CallHistory(in_scope=False)),
     _case("out-of-scope-rerun", "rerun_window", N, "incident_scope", span=1, history=CallHistory(in_scope=False)),
@@ -468,7 +477,7 @@ def test_random_requests_never_break_the_hard_limits(policies: dict[str, PolicyS
         if req.layer == "gold" and req.tool not in policy.safe_writes:
             assert not isinstance(decision, Allow), case
         if req.tool in RERUN_TOOLS and span > 7:
-            assert not isinstance(decision, Allow), case
+            assert req.runs_pipeline and not isinstance(decision, Allow), case
         if req.tool in RERUN_TOOLS and span > 31:
             assert isinstance(decision, Deny), case
         if req.tool == "resolve_incident" and not req.history.verified:

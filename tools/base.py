@@ -2,7 +2,10 @@
 
 The input model's field descriptions are the prompt the model reads; the `ToolContext` (platform, clock,
 actor, memory) is passed in and never appears in the schema. A tool never decides whether it may run:
-the policy engine does that from the tool's `effect` and `target`, before the function is called.
+the policy engine does that from the tool's `effect`, its traits and its `target`, before the function is called.
+
+Traits say what the agent and the policy engine need to know about a tool beyond its effect, so that no
+code outside `tools/` has to recognise a tool by its name.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.errors import DataOpsError, ToolError
 from pipelines import lineage
 from pipelines.context import PlatformContext
+from pipelines.retry import RetryBudget
 
 if TYPE_CHECKING:
     from memory.store import IncidentMemory
@@ -57,6 +61,9 @@ class ToolContext:
     incident_id: int | None = None
     call_id: str | None = None
     memory_factory: Callable[[], IncidentMemory] | None = None
+    # What is left of the policy's per-incident budget for retrying transient source failures; the agent
+    # fills it (policy budget minus the incident's earlier attempts), the default is the policy's default.
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
 
     def memory(self) -> IncidentMemory:
         if self.memory_factory is None:
@@ -68,6 +75,19 @@ class ToolContext:
 
 @dataclass(frozen=True, kw_only=True)
 class ToolSpec(Generic[In, R]):
+    """One tool: everything about it except how the agent decides to call it.
+
+    Traits (all default to False):
+
+    - `runs_pipeline`: re-runs a pipeline over a window; its result lists the runs with status and held days,
+      and the policy's backfill limits, re-run rate and re-run-of-published rules apply to it.
+    - `checks_containment`: a read whose result's `contained` says the quarantined rows stayed out of a
+      published partition; a held check of the incident's own partition counts as verification.
+    - `settles_incident`: changes an incident's status or notes: bookkeeping, not a change to data.
+    - `needs_verification`: allowed only after a verification in the same thread showed the problem gone.
+    - `restores_snapshot`: moves a table back to an earlier snapshot, discarding what was published since.
+    """
+
     name: str
     description: str
     input: type[In]
@@ -75,6 +95,30 @@ class ToolSpec(Generic[In, R]):
     effect: Effect
     run: Callable[[ToolContext, In], R]
     target: Callable[[ToolContext, In], Target] = field(default=lambda _ctx, _args: Target())
+    runs_pipeline: bool = False
+    checks_containment: bool = False
+    settles_incident: bool = False
+    needs_verification: bool = False
+    restores_snapshot: bool = False
+
+    def __post_init__(self) -> None:
+        # A trait that contradicts the effect would let a policy rule or the verification trust the wrong tool.
+        changes = {
+            "runs_pipeline": self.runs_pipeline,
+            "settles_incident": self.settles_incident,
+            "needs_verification": self.needs_verification,
+            "restores_snapshot": self.restores_snapshot,
+        }
+        if self.reads_only and any(changes.values()):
+            wrong = ", ".join(name for name, on in changes.items() if on)
+            raise ToolError(f"tool {self.name!r} is declared read but has traits of a write: {wrong}")
+        if self.checks_containment and not self.reads_only:
+            raise ToolError(f"tool {self.name!r} declares checks_containment, which only a read tool may; its effect is {self.effect!r}")
+
+    @property
+    def reads_only(self) -> bool:
+        """The tool changes nothing (effect `read`)."""
+        return self.effect == "read"
 
     def parse(self, arguments: dict[str, Any] | None) -> In:
         """Validate the model's arguments on our side; raise ToolError naming every bad field."""

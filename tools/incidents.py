@@ -154,6 +154,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="write",
         run=annotate_incident,
         target=_ops_target,
+        settles_incident=True,
     ),
     ToolSpec(
         name=names.RESOLVE_INCIDENT,
@@ -163,6 +164,8 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="write",
         run=resolve_incident,
         target=_ops_target,
+        settles_incident=True,
+        needs_verification=True,
     ),
     ToolSpec(
         name=names.ESCALATE_INCIDENT,
@@ -172,5 +175,6 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="write",
         run=escalate_incident,
         target=_ops_target,
+        settles_incident=True,
     ),
 ]

@@ -54,5 +54,6 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="write",
         run=rollback_table,
         target=_target,
+        restores_snapshot=True,
     ),
 ]

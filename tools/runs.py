@@ -1,16 +1,26 @@
-"""Run tools: read runs and their validation reports; re-run a window; backfill a range."""
+"""Run tools: read runs and their validation reports; re-run a window; backfill a range.
+
+A re-run or backfill retries a window that fails transiently (5xx, 429, timeouts) with the platform's one
+backoff rule (pipelines/retry.py), within what is left of the policy's per-incident retry budget
+(`ToolContext.retry_budget`), waiting on the platform clock. Its result names the attempts, the waits and
+the last error, in a sentence the report can use. Every attempt is a run in the ledger, so a process killed
+mid-retry loses nothing: what was published stays, and the call runs again when the agent recovers.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from config.errors import ToolError
 from pipelines.control import PipelineBusyError
+from pipelines.extent import DayExtent
 from pipelines.ledger import RunRow
 from pipelines.promotion import RunResult, run_pipeline, split_windows
+from pipelines.retry import RetryReport, platform_wait, retry, run_failure
+from pipelines.sources.base import Window
 from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
@@ -146,22 +156,30 @@ class RunOutcome(BaseModel):
     rows_quarantined: int
     held_days: list[str]
     error: str | None
+    extents: list[DayExtent] = Field(default_factory=list, description="Days held back or published partial: the slots they have and lack")
+    attempts: int = Field(default=1, description="Runs of this window, the retries of transient failures included; this is the last")
+    waits_s: list[float] = Field(default_factory=list, description="Platform seconds waited before each retry")
 
 
 class WindowRunResult(BaseModel):
     pipeline: str
     runs: list[RunOutcome]
     status: str = Field(description="succeeded when every run published everything; otherwise the worst run status")
+    attempts: int = Field(default=1, description="The most attempts any window took (1: no retry was needed)")
+    waited_s: float = Field(default=0.0, description="Platform seconds spent waiting between attempts, every window together")
+    last_error: str | None = Field(default=None, description="The last transient error met, even when a retry then succeeded")
+    retry: str = Field(default="", description="The retrying in one sentence, e.g. 'recovered after 4 attempts over 7 minutes'")
 
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _outcome(r: RunResult) -> RunOutcome:
+def _outcome(r: RunResult, report: RetryReport | None = None) -> RunOutcome:
     return RunOutcome(
         run_id=r.run_id, status=r.status, window_start=r.window_start.isoformat(), window_end=r.window_end.isoformat(),
-        rows_out=r.rows_out, rows_quarantined=r.rows_quarantined, held_days=r.held_days, error=r.error,
+        rows_out=r.rows_out, rows_quarantined=r.rows_quarantined, held_days=r.held_days, error=r.error, extents=r.extents,
+        attempts=len(report.attempts) if report else 1, waits_s=[a.waited_s for a in report.attempts[1:]] if report else [],
     )  # fmt: skip
 
 
@@ -179,16 +197,36 @@ def _run_windows(ctx: ToolContext, args: WindowInput) -> WindowRunResult:
             "after the cause is fixed) or escalate"
         )
     chunk = ctx.platform.inventory.source(ctx.platform.inventory.pipeline(args.pipeline).source).chunk_days
-    results = []
+    results: list[tuple[RunResult, RetryReport]] = []
+    waited = 0.0
     try:
         with ctx.platform.control.exclusive(args.pipeline):
             for window in split_windows(start, min(end, ctx.now), chunk):
-                results.append(run_pipeline(ctx.platform, args.pipeline, window, as_of=ctx.now))
+                results.append(_retried(ctx, args.pipeline, window, waited=waited))
+                waited += results[-1][1].waited_s
     except PipelineBusyError as exc:
         raise ToolError(f"{exc}; wait for that run to finish, then try again") from None
-    statuses = {r.status for r in results}
+    statuses = {r.status for r, _ in results}
     status = next((s for s in _WORST if s in statuses), "succeeded")
-    return WindowRunResult(pipeline=args.pipeline, runs=[_outcome(r) for r in results], status=status)
+    worst = max((report for _, report in results), key=lambda rep: (not rep.recovered, len(rep.attempts)))
+    return WindowRunResult(
+        pipeline=args.pipeline, runs=[_outcome(r, rep) for r, rep in results], status=status, attempts=len(worst.attempts),
+        waited_s=round(waited, 3), last_error=next((rep.last_error for _, rep in reversed(results) if rep.last_error), None),
+        retry=worst.summary(),
+    )  # fmt: skip
+
+
+def _retried(ctx: ToolContext, pipeline: str, window: Window, *, waited: float) -> tuple[RunResult, RetryReport]:
+    """The window run until it succeeds, fails for good, or the retry budget left after `waited` seconds is spent."""
+    budget = ctx.retry_budget.left(attempts=0, waited_s=waited) or ctx.retry_budget.model_copy(update={"max_attempts": 1})
+    return retry(
+        lambda attempt, at: run_pipeline(ctx.platform, pipeline, window, as_of=at, attempt=attempt),
+        run_failure,
+        budget=budget,
+        start=ctx.now + timedelta(seconds=waited),
+        wait=platform_wait(ctx.platform.settings),
+        seed=f"{ctx.call_id or pipeline}:{window.start.isoformat()}",
+    )
 
 
 def rerun_window(ctx: ToolContext, args: RerunWindowInput) -> WindowRunResult:
@@ -230,6 +268,7 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="write",
         run=rerun_window,
         target=_window_target,
+        runs_pipeline=True,
     ),
     ToolSpec(
         name=names.BACKFILL_RANGE,
@@ -239,5 +278,6 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="write",
         run=backfill_range,
         target=_window_target,
+        runs_pipeline=True,
     ),
 ]

@@ -10,6 +10,7 @@ from pydantic import Field
 from config.errors import SourceError, ToolError
 from pipelines import diagnosis
 from pipelines.diagnosis import SourceComparison
+from pipelines.source_extent import MAX_DAYS, ExtentComparison, compare_extent
 from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
@@ -31,6 +32,29 @@ def refetch_and_diff(ctx: ToolContext, args: RefetchAndDiffInput) -> SourceCompa
         ) from None
 
 
+class RefetchRangeInput(ToolInput):
+    pipeline: str = Field(description="The pipeline whose source to ask.")
+    start: date = Field(description="First UTC day to compare, YYYY-MM-DD.")
+    end: date = Field(description=f"The day after the last one (exclusive), YYYY-MM-DD; at most {MAX_DAYS} days after start.")
+
+
+def refetch_range(ctx: ToolContext, args: RefetchRangeInput) -> ExtentComparison:
+    ctx.platform.inventory.pipeline(args.pipeline)
+    try:
+        return compare_extent(ctx.platform, args.pipeline, args.start, args.end, as_of=ctx.now)
+    except SourceError as exc:
+        source = ctx.platform.inventory.pipeline(args.pipeline).source
+        raise ToolError(
+            f"the {source} source failed for {args.start}..{args.end}: {type(exc).__name__}: {exc}. "
+            "Nothing was compared; retry later, or escalate if the source keeps failing."
+        ) from None
+
+
+def _range_target(ctx: ToolContext, args: RefetchRangeInput) -> Target:
+    silver = ctx.platform.inventory.pipeline(args.pipeline).silver
+    return Target(layer="source", table=silver, pipeline=args.pipeline, partition=args.start.isoformat())
+
+
 def _source_target(ctx: ToolContext, args: RefetchAndDiffInput) -> Target:
     silver = ctx.platform.inventory.pipeline(args.pipeline).silver
     return Target(layer="source", table=silver, pipeline=args.pipeline, partition=args.day.isoformat())
@@ -48,5 +72,17 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="read",
         run=refetch_and_diff,
         target=_source_target,
+    ),
+    ToolSpec(
+        name=names.REFETCH_RANGE,
+        description=(
+            "Fetch every day of [start, end) from a pipeline's source as it stands now and compare each with silver, writing "
+            "nothing: which days a backfill would complete (joined into ranges), which the source still lacks and how many slots."
+        ),
+        input=RefetchRangeInput,
+        result=ExtentComparison,
+        effect="read",
+        run=refetch_range,
+        target=_range_target,
     ),
 ]

@@ -38,5 +38,6 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         effect="read",
         run=validate_partition,
         target=_target,
+        checks_containment=True,
     ),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pipelines.extent import DayExtent, Extent
 from pipelines.incidents import Finding
 from pipelines.promotion import RunResult
 
@@ -66,7 +67,9 @@ def findings_from_run(result: RunResult, *, silver: str) -> list[Finding]:
                     run_id=result.run_id,
                 )
             )
+    extents = {e.day: e for e in result.extents}
     for day in result.held_days:
+        extent = extents.get(day)
         findings.append(
             Finding(
                 kind="completeness",
@@ -74,13 +77,36 @@ def findings_from_run(result: RunResult, *, silver: str) -> list[Finding]:
                 table=silver,
                 cause_key="day_incomplete",
                 partition=day,
-                title=f"{silver}: day {day} held back (incomplete or empty)",
+                title=f"{silver}: day {day} held back ({_what(extent) if extent else 'incomplete or empty'})",
                 occurred_at=_day_start(day),
-                evidence={"run_id": result.run_id, "day": day},
+                evidence={"run_id": result.run_id, "day": day} | ({"extent": extent.describe_day()} if extent else {}),
+                extent=Extent(days=(extent,)) if extent else None,
                 run_id=result.run_id,
             )
         )
+    for extent in result.extents:
+        if extent.disposition == "published_partial":
+            findings.append(
+                Finding(
+                    kind="completeness",
+                    severity="warning",
+                    table=silver,
+                    cause_key="day_partial",
+                    partition=extent.day,
+                    title=f"{silver}: day {extent.day} published partial ({_what(extent)}), flagged in the snapshot",
+                    occurred_at=_day_start(extent.day),
+                    evidence={"run_id": result.run_id, "day": extent.day, "extent": extent.describe_day()},
+                    extent=Extent(days=(extent,)),
+                    run_id=result.run_id,
+                )
+            )
     return findings
+
+
+def _what(extent: DayExtent) -> str:
+    if extent.present == 0:
+        return f"empty: 0 of {extent.expected} slots"
+    return f"{extent.present} of {extent.expected} slots; {extent.describe_day()}"
 
 
 def _iso(value: datetime | None) -> str | None:

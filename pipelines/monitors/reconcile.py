@@ -42,6 +42,7 @@ from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.day_history import MAX_ANCESTORS, InputExpired, day_files, day_floor, find_writer, main_at, properties, signature
 from pipelines.monitors.state import load_state, save_state
 from pipelines.promotion import INPUTS_PROPERTY
+from pipelines.remediation import Operation
 from pipelines.transforms.marts import compute_mart
 from pipelines.validation.suite import validate
 
@@ -51,7 +52,7 @@ MAX_RECOMPUTES = 5  # older versions of a day recomputed while looking for the g
 SHOWN_ROWS = 10
 KEEP_VERSIONS = 5  # file versions per day remembered as reconciled
 LINEAGE_COLUMNS = frozenset({"run_id", "fetched_at", "payload_hash"})
-REMEDIATIONS = frozenset({"quarantine_partition", "release_partition", "delete_partition"})
+REMEDIATIONS = frozenset(Operation)  # commits that changed a day on purpose: not a mart bug
 EXPIRED = "cannot recompute: input snapshot expired"
 
 

@@ -1,4 +1,9 @@
-"""HTTP with timeouts, retries with exponential backoff on 5xx/429/timeouts, and Retry-After honoured."""
+"""HTTP with timeouts, retries with exponential backoff on 5xx/429/timeouts, and Retry-After honoured.
+
+The waits follow the platform's one backoff rule (`pipelines/retry.py` `Backoff`), from the `http_*` settings
+and without jitter. When the attempts run out, the `TransientSourceError` carries the last Retry-After, so the
+run's retry (serve, the re-run tools) can honour it too.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import httpx
 
 from config.errors import PayloadError, PermanentSourceError, TransientSourceError
 from config.settings import DataopsSettings
+from pipelines.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +68,16 @@ class HttpFetcher:
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
         """The decoded JSON body of GET url; raises TransientSourceError once attempts are exhausted."""
         attempts = self._settings.http_max_attempts
-        delay = self._settings.http_backoff_s
+        backoff = Backoff(
+            first_s=self._settings.http_backoff_s,
+            max_wait_s=max(self._settings.http_max_backoff_s, self._settings.http_backoff_s),
+            jitter=0.0,
+        )
         last: Exception | None = None
+        retry_after: float | None = None
         for attempt in range(1, attempts + 1):
             self.requests += 1
-            wait: float | None = None
+            retry_after = None
             try:
                 response = self._client.get(url, params=params)
             except httpx.TimeoutException as exc:
@@ -75,7 +86,7 @@ class HttpFetcher:
                 last = TransientSourceError(f"GET {url} failed in transport: {type(exc).__name__}: {exc}")
             else:
                 if response.status_code in RETRY_STATUSES:
-                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                     last = TransientSourceError(
                         f"GET {response.url} answered {response.status_code}"
                         + (f" with Retry-After {response.headers['Retry-After']}" if "Retry-After" in response.headers else "")
@@ -96,12 +107,11 @@ class HttpFetcher:
                         )
             if attempt == attempts:
                 break
-            sleep_for = min(self._settings.http_max_backoff_s, wait if wait is not None else delay)
+            sleep_for = backoff.wait(attempt, retry_after_s=retry_after)
             log.warning("attempt %d/%d: %s; retrying in %.1fs", attempt, attempts, last, sleep_for)
             self.retries += 1
             self._sleep(sleep_for)
-            delay = min(self._settings.http_max_backoff_s, delay * 2)
         assert last is not None
         if isinstance(last, PayloadError):
             raise PayloadError(f"{last} after {attempts} attempts") from None
-        raise TransientSourceError(f"{last}; gave up after {attempts} attempts") from None
+        raise TransientSourceError(f"{last}; gave up after {attempts} attempts", retry_after_s=retry_after) from None

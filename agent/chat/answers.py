@@ -1,0 +1,257 @@
+"""Tool results as sentences a person reads: numbers, days and reasons, never raw JSON.
+
+Each function takes the `Intent` and the results the planner gathered and returns prose. A call that did
+not run (refused, expired, failed) is told as such, with the reason the policy or the tool gave.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from agent.chat.intents import Intent
+from agent.chat.queries import MetricColumn
+from agent.planner import Turn
+from policies.engine import ESCALATE_HINT
+
+_VERDICTS = {"denied": "was refused", "expired": "expired without a decision", "invalid": "could not be used", "error": "failed"}
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "none"
+    number = round(float(value), digits)
+    return str(int(number)) if number == int(number) else f"{number:.{digits}f}"
+
+
+def _when(value: Any) -> str:
+    """An ISO instant as 'YYYY-MM-DD HH:MM UTC'."""
+    if value is None:
+        return "never"
+    moment = datetime.fromisoformat(str(value).replace(" ", "T").replace("+00", "+00:00").replace("+00:00:00", "+00:00"))
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _period(start: date, end: date) -> str:
+    last = end - timedelta(days=1)
+    return f"on {start.isoformat()}" if last == start else f"from {start.isoformat()} to {last.isoformat()}"
+
+
+def not_done(turn: Turn) -> str:
+    # The policy's reasons end with advice for the model ("... or call escalate_incident ..."); a person needs the reason only.
+    reason = turn.message.split(f"; {ESCALATE_HINT}")[0].split(f", or {ESCALATE_HINT}")[0].split(f" or {ESCALATE_HINT}")[0]
+    return f"{turn.call.name} {_VERDICTS.get(turn.status, turn.status)}: {reason}"
+
+
+def rows_of(turn: Turn) -> list[dict[str, Any]]:
+    result = turn.result or {}
+    columns = result.get("columns") or []
+    return [dict(zip(columns, row, strict=False)) for row in result.get("rows") or []]
+
+
+def incidents(result: dict[str, Any]) -> str:
+    items = result.get("incidents") or []
+    if not items:
+        return "Nothing is open."
+    lines = [
+        f"#{i['id']} [{i['severity']}] {i['status']}: {i['title']} ({i['kind']} on {i['table']}{', ' + i['partition'] if i.get('partition') else ''})"
+        for i in items
+    ]
+    return f"{len(items)} unresolved incident(s):\n" + "\n".join(lines)
+
+
+def status(result: dict[str, Any]) -> str:
+    counts = result.get("open_incidents") or {}
+    scores = result.get("quality_scores") or {}
+    open_text = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("critical", "warning", "info"))
+    score_text = "; ".join(f"{t} {_num(100 * v, 0)}%" for t, v in sorted(scores.items())) or "no run has scored a table yet"
+    return f"Open incidents: {open_text}. Latest data-quality score per table (share of rows that passed validation): {score_text}."
+
+
+def value_at(intent: Intent, rows: list[dict[str, Any]], at: datetime, table: str) -> str:
+    if not rows:
+        return f"No row of {table} at {at:%Y-%m-%d %H:%M} UTC: not published yet, held in quarantine, or outside the data."
+    evidence = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in rows)
+    first = rows[0]
+    if "actual" in first:
+        measured = f"{_num(first['actual'])} gCO2/kWh measured" if first["actual"] is not None else "not measured yet"
+        headline = f"At {at:%Y-%m-%d %H:%M} UTC the carbon intensity was {measured} (forecast {_num(first['forecast'])}, index {first.get('index')})."
+    elif "temperature_c" in first:
+        headline = f"At {at:%Y-%m-%d %H:%M} UTC the UK temperature was {_num(first['temperature_c'])} °C."
+    else:
+        headline = f"At {at:%Y-%m-%d %H:%M} UTC the generation mix was " + ", ".join(f"{r['fuel']} {_num(r['perc'])}%" for r in rows) + "."
+    return f"{headline} Row: {evidence}"
+
+
+def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: date, end: date) -> str:
+    word = {"avg": "average", "min": "lowest", "max": "highest"}[intent.aggregate or "avg"]
+    if not row.get("n"):
+        return (
+            f"No {column.label} in {column.table} {_period(start, end)}; it holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}."
+            if row.get("first_ts")
+            else f"{column.table} holds no data yet."
+        )
+    value = {"avg": row["mean"], "min": row["low"], "max": row["high"]}[intent.aggregate or "avg"]
+    extremes = f"lowest {_num(row['low'])} at {_when(row['low_at'])}, highest {_num(row['high'])} at {_when(row['high_at'])}"
+    return (
+        f"The {word} {column.label} {_period(start, end)} was {_num(value)} {column.unit}, over {row['n']} readings "
+        f"({extremes}; mean {_num(row['mean'])})."
+    )
+
+
+def greenest(intent: Intent, row: dict[str, Any], start: date, end: date) -> str:
+    hours = intent.hours or 1
+    if row.get("ts") is None:
+        extent = (
+            f"; silver.carbon_intensity holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}" if row.get("first_ts") else ""
+        )
+        return f"No complete {hours}-hour window of carbon intensity {_period(start, end)}{extent}."
+    began = datetime.fromisoformat(str(row["ts"]))
+    ended = began + timedelta(hours=hours)
+    return (
+        f"The greenest {hours}-hour window {_period(start, end)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
+        f"{_num(row['mean_v'])} gCO2/kWh on average, against {_num(row['period_mean'])} over the whole period ({row['n']} half-hours)."
+    )
+
+
+def why_missing(table: str, day: date, expected: int | None, contents: list[dict[str, Any]], turns: dict[str, Turn]) -> str:
+    published = next((r for r in contents if r["part"] == "published"), {"slots": 0, "n_rows": 0})
+    held = [r for r in contents if r["part"] == "quarantined"]
+    first = next((r["reason"] for r in contents if r["part"] == "first"), None)
+    last = next((r["reason"] for r in contents if r["part"] == "last"), None)
+    of = f" of {expected}" if expected else ""
+    parts = [f"{table} on {day.isoformat()}: {published['slots']}{of} slots published ({published['n_rows']} rows)."]
+    if held:
+        parts.append(
+            "In quarantine: "
+            + "; ".join(f"{r['n_rows']} rows ({r['slots']} slots) by {r['expectation']}: {r['reason']}" for r in held)
+            + "."
+        )
+    elif not published["slots"] and first:
+        parts.append(f"Nothing of that day is in quarantine; the table holds {_when(first)} to {_when(last)}.")
+    runs = turns.get("runs")
+    if runs is not None and runs.status == "ok":
+        covering = [
+            r
+            for r in (runs.result or {}).get("runs") or []
+            if datetime.fromisoformat(r["window_start"]).date() <= day < datetime.fromisoformat(r["window_end"]).date() + timedelta(days=0)
+            or day.isoformat() in (r.get("held_days") or [])
+        ]
+        if covering:
+            parts.append("Runs over that day: " + "; ".join(_run_line(r, day) for r in covering[:3]) + ".")
+        else:
+            parts.append("No run covered that day.")
+    found = turns.get("incidents")
+    if found is not None and found.status == "ok":
+        related = [i for i in (found.result or {}).get("incidents") or [] if i.get("partition") in (None, day.isoformat())]
+        if related:
+            parts.append("Incidents: " + "; ".join(f"#{i['id']} {i['kind']} ({i['status']}): {i['title']}" for i in related[:3]) + ".")
+    source = turns.get("source")
+    if source is not None:
+        parts.append(
+            f"Source: {(source.result or {}).get('verdict')}."
+            if source.status == "ok"
+            else f"The source could not be asked: {source.message}"
+        )
+    return " ".join(parts)
+
+
+def _run_line(run: dict[str, Any], day: date) -> str:
+    held = f", held back {', '.join(run['held_days'])}" if run.get("held_days") else ""
+    error = f", error: {run['error']}" if run.get("error") else ""
+    return f"{run['run_id']} {run['status']} ({run['rows_out']} rows published, {run['rows_quarantined']} quarantined{held}{error})"
+
+
+def run_report(result: dict[str, Any], *, asked_failure: bool, ok_runs: int) -> str:
+    run = result.get("run") or {}
+    failing = [v for v in result.get("validation") or [] if not v.get("success")]
+    window = f"{run.get('window_start', '')[:10]} to {run.get('window_end', '')[:10]}"
+    lead = f"Run {run.get('run_id')} of {run.get('pipeline')} ({window}) ended {run.get('status')}"
+    facts = [f"it read {run.get('rows_in')} rows, published {run.get('rows_out')} and quarantined {run.get('rows_quarantined')}"]
+    if run.get("held_days"):
+        facts.append(f"it held back {', '.join(run['held_days'])}")
+    if run.get("error"):
+        facts.append(f"error: {run['error']}")
+    text = f"{lead}: " + "; ".join(facts) + "."
+    if failing:
+        text += (
+            " Failing expectations: "
+            + "; ".join(f"{v['expectation']} on {v['table']} ({v['unexpected']} of {v['checked']} unexpected)" for v in failing[:5])
+            + "."
+        )
+    elif run.get("status") != "succeeded":
+        text += " Every expectation it evaluated passed."
+    if asked_failure and run.get("status") != "failed" and (run.get("rows_quarantined") or run.get("held_days")):
+        text = f"Its status is not 'failed', but it did not publish everything. {text}"
+    if asked_failure and ok_runs and run.get("status") == "succeeded" and not run.get("rows_quarantined"):
+        text = f"None of the latest {ok_runs} runs failed, quarantined rows or held a day back; the latest: {text}"
+    return text
+
+
+def history(result: dict[str, Any]) -> str:
+    snapshots = result.get("snapshots") or []
+    if not snapshots:
+        return f"{result.get('table')} has no snapshot on main yet."
+    lines = [
+        f"{s['snapshot_id']} at {_when(s['committed_at'])}: {s['operation']} by {s.get('run_id') or 'an unknown run'}, "
+        f"+{s['added_records']} -{s['deleted_records']} rows, {s['total_records']} in total"
+        for s in snapshots
+    ]
+    more = f" ({result['older_snapshots']} older not shown)" if result.get("older_snapshots") else ""
+    branches = result.get("branches") or []
+    kept = f" Other refs: {', '.join(b['name'] for b in branches)}." if branches else ""
+    return (
+        f"{result.get('table')} is at snapshot {result.get('current_snapshot_id')}. Its latest commits, newest first{more}:\n"
+        + "\n".join(lines)
+        + kept
+    )
+
+
+def lineage(result: dict[str, Any], parents: dict[str, str]) -> str:
+    """The table's ancestry as a chain and what is derived from it as a tree, drawn with box characters."""
+    table = result.get("table") or ""
+    upstream = list(reversed(result.get("upstream") or []))
+    downstream = result.get("downstream") or []
+    lines: list[str] = []
+    depth = 0
+    for node in [*upstream, table]:
+        lines.append(("   " * (depth - 1) + "└─ " if depth else "") + node + ("   ← this table" if node == table else ""))
+        depth += 1
+    children: dict[str, list[str]] = {}
+    for node in downstream:
+        children.setdefault(parents.get(node, table) if parents.get(node) in (*downstream, table) else table, []).append(node)
+
+    def draw(node: str, indent: str) -> None:
+        kids = children.get(node, [])
+        for n, kid in enumerate(kids):
+            last = n == len(kids) - 1
+            lines.append(f"{indent}{'└─ ' if last else '├─ '}{kid}")
+            draw(kid, indent + ("   " if last else "│  "))
+
+    draw(table, "   " * (depth - 1))
+    writers = ", ".join(result.get("pipelines") or []) or "none"
+    return f"Lineage of {table} (written by {writers}):\n" + "\n".join(lines)
+
+
+def action(turn: Turn) -> str:
+    """What a write did, in a sentence."""
+    result = turn.result or {}
+    name = turn.call.name
+    args = turn.call.arguments or {}
+    if "runs" in result and "pipeline" in result:
+        runs = result["runs"]
+        rows = sum(r.get("rows_out") or 0 for r in runs)
+        quarantined = sum(r.get("rows_quarantined") or 0 for r in runs)
+        held = sorted({d for r in runs for d in r.get("held_days") or []})
+        held_text = f"; held back {', '.join(held)}" if held else ""
+        return (
+            f"{name} of {result['pipeline']} from {args.get('start')} to {args.get('end')} (exclusive) finished {result['status']}: "
+            f"{len(runs)} run(s), {rows} rows published, {quarantined} quarantined{held_text}."
+        )
+    if "paused" in result:
+        state = "paused" if result["paused"] else "running"
+        return f"{result['pipeline']} is {state}{'' if result.get('changed') else ' (it already was)'}."
+    facts = ", ".join(
+        f"{k.replace('_', ' ')} {v}" for k, v in result.items() if isinstance(v, int | float | str) and not isinstance(v, bool)
+    )
+    return f"{name} on {args.get('table')}{' ' + str(args['day']) if args.get('day') else ''} done: {facts}."

@@ -1,0 +1,299 @@
+"""Free-form chat into a typed `Intent`: what the person wants (kind) and its slots (table, days, snapshot...).
+
+The kind comes from a small scikit-learn classifier (TF-IDF over character n-grams and words, logistic
+regression) trained at first use on the `train` phrasings of `paraphrases.yaml` and kept for the process;
+typos are mended against the corpus' own words first. Slots come from rules: names from the inventory
+(`names.py`), dates from the platform clock (`dates.py`), numbers and words for the rest. When the best
+kind is not clearly ahead, the intent is `unsure` and carries the two closest kinds, so the planner can
+say what it understood instead of guessing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from datetime import date, datetime, time
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.chat.dates import When, read_time, read_when
+from agent.chat.names import Names
+from config.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+CORPUS = Path(__file__).resolve().parent / "paraphrases.yaml"
+IntentKind = Literal[
+    "incidents", "status", "value_at", "why_missing", "freshness", "quarantined", "aggregate", "greenest", "run_report",
+    "history", "lineage", "help", "rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback",
+    "pause", "resume", "unknown",
+]  # fmt: skip
+ACTIONS: frozenset[str] = frozenset(
+    {"rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback", "pause", "resume"}
+)
+Metric = Literal["intensity", "forecast", "temperature", "share"]
+Aggregate = Literal["avg", "min", "max"]
+SLOTS = ("table", "pipeline", "start", "end", "at", "snapshot_id", "aggregate", "metric", "hours")
+
+# Below this confidence, or this close to the runner-up, the planner asks instead of acting. Chosen by
+# 5-fold cross-validation on the train split (benchmarks/chat_intents.py never tunes on the test split).
+SHARPNESS = 5.0
+MIN_CONFIDENCE = 0.20
+MIN_MARGIN = 0.03
+
+FUELS = ("wind", "solar", "gas", "nuclear", "coal", "hydro", "biomass", "imports", "other")
+
+
+class Intent(BaseModel):
+    """What a chat message asks for. Slots the message does not give are None."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: IntentKind
+    confidence: float = Field(ge=0, le=1, description="The classifier's probability of `kind`")
+    unsure: bool = Field(default=False, description="The best kind was not clearly ahead; `closest` holds the candidates")
+    closest: tuple[IntentKind, ...] = Field(default=(), description="The two most likely kinds, best first")
+    table: str | None = None
+    pipeline: str | None = None
+    start: date | None = Field(default=None, description="First UTC day, inclusive")
+    end: date | None = Field(default=None, description="Day after the last one, exclusive")
+    at: time | None = Field(default=None, description="Time of day, UTC")
+    snapshot_id: int | None = None
+    aggregate: Aggregate | None = None
+    metric: Metric | None = None
+    fuel: str | None = None
+    hours: int | None = Field(default=None, ge=1, le=24, description="Length of the window the greenest question asks about")
+    unknown_table: str | None = Field(default=None, description="A table name the message used that the inventory lacks")
+    unknown_pipeline: str | None = None
+    date_problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
+
+    @property
+    def day(self) -> date | None:
+        return When(start=self.start, end=self.end).day
+
+    @property
+    def when(self) -> When:
+        return When(start=self.start, end=self.end, at=self.at, problem=self.date_problem)
+
+    def slots(self) -> dict[str, Any]:
+        """The slots as plain values (dates ISO, time HH:MM), for the benchmark and the echo."""
+        out: dict[str, Any] = {}
+        for name in SLOTS:
+            value = getattr(self, name)
+            if isinstance(value, date):
+                value = value.isoformat()
+            elif isinstance(value, time):
+                value = value.strftime("%H:%M")
+            out[name] = value
+        return out
+
+
+class ParaphraseCase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str
+    intent: IntentKind
+    split: Literal["train", "test"]
+    slots: dict[str, Any] = Field(default_factory=dict)
+
+
+class Corpus(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    now: datetime
+    cases: tuple[ParaphraseCase, ...]
+
+    def split(self, name: str) -> list[ParaphraseCase]:
+        return [c for c in self.cases if c.split == name]
+
+
+def load_corpus(path: Path = CORPUS) -> Corpus:
+    """Read the paraphrase corpus; a case naming an unknown intent fails here, with its text."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        cases = []
+        for kind, parts in (raw.get("intents") or {}).items():
+            for split in ("train", "test"):
+                for item in (parts or {}).get(split) or []:
+                    body = item if isinstance(item, dict) else {"text": item}
+                    cases.append(ParaphraseCase.model_validate({"intent": kind, "split": split, **body}))
+        return Corpus(now=raw["now"], cases=tuple(cases))
+    except FileNotFoundError:
+        raise DefinitionError(f"the chat paraphrase corpus {path} is missing; restore agent/chat/paraphrases.yaml") from None
+    except (yaml.YAMLError, KeyError, ValueError) as exc:
+        raise DefinitionError(f"the chat paraphrase corpus {path} is invalid: {exc}") from None
+
+
+# -- text the classifier sees ---------------------------------------------------------------------------------
+_TOKEN = re.compile(r"[a-z]+")
+_MASKS = (
+    (re.compile(r"\b[a-z]{3,12}\.[a-z][a-z0-9_]*\b"), " TABLE "),
+    (re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b"), " DATE "),
+    (re.compile(r"\b\d{1,2}:\d{2}\b"), " TIME "),
+    (re.compile(r"\b\d+\b"), " NUM "),
+)
+
+
+def _mend(text: str, vocabulary: frozenset[str]) -> str:
+    """Replace words the corpus never uses by the closest word it does ("quarentine" -> "quarantine")."""
+
+    def fix(m: re.Match[str]) -> str:
+        word = m[0]
+        if len(word) < 4 or word in vocabulary:
+            return word
+        close = difflib.get_close_matches(word, [v for v in vocabulary if abs(len(v) - len(word)) <= 2], n=1, cutoff=0.8)
+        return close[0] if close else word
+
+    return _TOKEN.sub(fix, text)
+
+
+def normalise(text: str, vocabulary: frozenset[str]) -> str:
+    lowered = text.lower().replace("’", "'")
+    for pattern, mask in _MASKS:
+        lowered = pattern.sub(mask.lower(), lowered)
+    return _mend(lowered, vocabulary)
+
+
+def corpus_vocabulary(texts: Iterable[str]) -> frozenset[str]:
+    words = {w for t in texts for w in _TOKEN.findall(t.lower())}
+    return frozenset(words | {"table", "date", "time", "num"})
+
+
+class IntentClassifier:
+    """Kind of a message, with a confidence for each kind.
+
+    A linear SVM over TF-IDF character n-grams (robust to typos and word order) and word pairs; it trains in
+    a tenth of a second. Confidences are the softmax of the decision values: good enough to rank and to
+    tell a clear winner from a close call, not calibrated probabilities.
+    """
+
+    def __init__(self, texts: list[str], kinds: list[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import FeatureUnion, make_pipeline
+        from sklearn.svm import LinearSVC
+
+        self.vocabulary = corpus_vocabulary(texts)
+        features = FeatureUnion(
+            [
+                ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)),
+                ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"[a-z]+")),
+            ]
+        )
+        self.model: Pipeline = make_pipeline(features, LinearSVC(C=1.0))
+        self.model.fit([normalise(t, self.vocabulary) for t in texts], kinds)
+
+    def rank(self, text: str) -> list[tuple[str, float]]:
+        """Every kind with its confidence, most likely first."""
+        import numpy as np
+
+        scores = self.model.decision_function([normalise(text, self.vocabulary)])[0]
+        weights = np.exp(SHARPNESS * (scores - scores.max()))
+        confidences = weights / weights.sum()
+        return sorted(zip(self.model.classes_, (float(c) for c in confidences), strict=True), key=lambda kc: -kc[1])
+
+
+@lru_cache(maxsize=2)
+def classifier(path: Path = CORPUS) -> IntentClassifier:
+    """The classifier trained on the corpus' train split, built once per process (about a second)."""
+    train = load_corpus(path).split("train")
+    return IntentClassifier([c.text for c in train], [c.intent for c in train])
+
+
+# -- slots -----------------------------------------------------------------------------------------------------
+_AGGREGATES: tuple[tuple[Aggregate, re.Pattern[str]], ...] = (
+    ("avg", re.compile(r"\b(average|avg|mean|typical)\b")),
+    ("max", re.compile(r"\b(max|maximum|highest|peak|top|most|worst|warmest|hottest|dirtiest)\b|how (high|warm|hot)")),
+    ("min", re.compile(r"\b(min|minimum|lowest|least|smallest|best|coldest|coolest|chilliest|cleanest)\b|how (low|cold)")),
+)
+_HOURS = re.compile(r"\b(\d{1,2}|one|two|three|four|five|six|eight|twelve)[\s-]*(?:hours?|hrs?|h)\b(?!\s*(?:ago|old))")
+_SNAPSHOT = re.compile(
+    r"\b(?:snapshot|snap|version)\s*(?:id\s*)?(?:number\s*)?#?(\d+)\b|\bto\s+#?(\d+)\b(?![-/:.]\d)|\b(\d{3,})\b(?![-/:.]\d)"
+)
+_WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "eight": 8, "twelve": 12}
+_VERBS = {
+    "quarantine": ("quarantine", "quarentine", "quarantene"),
+    "release": ("release", "relase", "unquarantine"),
+}
+
+
+def _metric(text: str) -> tuple[Metric, str | None]:
+    fuel = next((f for f in FUELS if re.search(rf"\b{f}\b", text)), None)
+    if fuel is not None and re.search(r"\b(share|percent|percentage|%|mix|generation)\b|share", text):
+        return "share", fuel
+    if re.search(r"\btemp\w*|\bweather\b|\bcold\w*|\bwarm\w*|\bhot\w*", text):
+        return "temperature", None
+    if re.search(r"\bforecast", text):
+        return "forecast", None
+    return "intensity", None
+
+
+def _hours(text: str) -> int | None:
+    m = _HOURS.search(text)
+    if m is None:
+        return None
+    n = int(m[1]) if m[1].isdigit() else _WORD_NUMBERS[m[1]]
+    return n if 1 <= n <= 24 else None
+
+
+def _snapshot(text: str) -> int | None:
+    for m in _SNAPSHOT.finditer(text):
+        value = m[1] or m[2] or m[3]
+        if value and not re.fullmatch(r"(19|20)\d{2}", value):
+            return int(value)
+    return None
+
+
+def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifier | None = None) -> Intent:
+    """The intent of `text`, with its slots read against the platform clock `now` and the inventory's `names`."""
+    model = model or classifier()
+    ranked = model.rank(text)
+    (best, p1), (_, p2) = ranked[0], ranked[1]
+    closest = tuple(k for k, _ in ranked if k != "unknown")[:2]
+    lowered = text.lower()
+    kind: str = best
+    unsure = p1 < MIN_CONFIDENCE or p1 - p2 < MIN_MARGIN
+    when = read_when(lowered, now)
+    skip = _VERBS.get(kind, ())
+    found = names.find(lowered, skip=skip)
+    slots: dict[str, Any] = {
+        "table": found.table,
+        "pipeline": found.pipeline,
+        "unknown_table": found.unknown_table,
+        "unknown_pipeline": found.unknown_pipeline,
+        "start": when.start,
+        "end": when.end,
+        "at": when.at,
+        "date_problem": when.problem,
+    }
+    if kind in ("value_at", "aggregate", "greenest"):
+        metric, fuel = _metric(lowered)
+        if kind == "greenest":
+            metric, fuel = "intensity", None
+        slots |= {"metric": metric, "fuel": fuel}
+        if found.unknown_table is None and (found.table is None or found.layer is None or kind == "greenest"):
+            # The metric names the table unless a layer.table was written out.
+            slots["table"] = {"temperature": "silver.weather", "share": "silver.generation_mix"}.get(metric, "silver.carbon_intensity")
+            slots["pipeline"] = names.owner.get(slots["table"])
+    if kind == "aggregate":
+        slots["aggregate"] = next((a for a, pattern in _AGGREGATES if pattern.search(lowered)), "avg")
+    if kind == "greenest":
+        slots["hours"] = _hours(lowered) or 1
+    if kind == "value_at" and when.at is None:
+        slots["at"] = read_time(lowered)[0]
+    if kind == "rollback":
+        slots["snapshot_id"] = _snapshot(_MASKS[0][0].sub(" ", lowered))
+    if kind != "value_at":
+        slots["at"] = None  # a time of day only matters to a question about one moment
+    return Intent(
+        kind=kind,  # type: ignore[arg-type]
+        confidence=round(p1, 3),
+        unsure=unsure,
+        closest=closest,  # type: ignore[arg-type]
+        **slots,
+    )

@@ -1,0 +1,109 @@
+"""The read-only SQL the chat sends through `query_lake` to answer questions: one function per question.
+
+Every statement is one SELECT over tables named by the inventory, with days and times the planner
+computed itself (never text from the message), so nothing a person types reaches the SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.chat.intents import Metric
+
+
+class MetricColumn(BaseModel):
+    """Where a metric lives and how it reads."""
+
+    model_config = ConfigDict(frozen=True)
+
+    table: str
+    expression: str
+    label: str
+    unit: str
+    filter: str = "TRUE"
+
+
+def metric_column(metric: Metric | None, fuel: str | None = None) -> MetricColumn:
+    if metric == "temperature":
+        return MetricColumn(table="silver.weather", expression="temperature_c", label="temperature", unit="°C")
+    if metric == "share":
+        fuel = fuel or "wind"
+        return MetricColumn(
+            table="silver.generation_mix", expression="perc", label=f"{fuel} share of generation", unit="%", filter=f"fuel = '{fuel}'"
+        )
+    if metric == "forecast":
+        return MetricColumn(table="silver.carbon_intensity", expression="forecast", label="forecast carbon intensity", unit="gCO2/kWh")
+    return MetricColumn(table="silver.carbon_intensity", expression="coalesce(actual, forecast)", label="carbon intensity", unit="gCO2/kWh")
+
+
+def _instant(day: date) -> str:
+    return f"TIMESTAMPTZ '{datetime(day.year, day.month, day.day, tzinfo=UTC).isoformat()}'"
+
+
+def _between(start: date, end: date) -> str:
+    return f"ts >= {_instant(start)} AND ts < {_instant(end)}"
+
+
+def value_at(table: str, at: datetime, minutes: int) -> str:
+    columns = {"silver.weather": "ts, temperature_c", "silver.generation_mix": "ts, fuel, perc"}.get(table, 'ts, forecast, actual, "index"')
+    until = at + timedelta(minutes=minutes)
+    return (
+        f"SELECT {columns} FROM {table} WHERE ts >= TIMESTAMPTZ '{at.isoformat()}' AND ts < TIMESTAMPTZ '{until.isoformat()}' ORDER BY ts"
+    )
+
+
+def day_contents(table: str, quarantine: str, day: date) -> str:
+    """Slots published on the day, and rows of the day held in quarantine, per check."""
+    within = _between(day, day + timedelta(days=1))
+    return (
+        f"SELECT 'published' AS part, NULL AS expectation, NULL AS reason, count(DISTINCT ts) AS slots, count(*) AS n_rows "
+        f"FROM {table} WHERE {within} "
+        f"UNION ALL SELECT 'quarantined', expectation, any_value(reason), count(DISTINCT ts), count(*) FROM {quarantine} "
+        f"WHERE target_table = '{table}' AND {within} GROUP BY expectation "
+        f"UNION ALL SELECT 'first', NULL, CAST(min(ts) AS VARCHAR), NULL, NULL FROM {table} "
+        f"UNION ALL SELECT 'last', NULL, CAST(max(ts) AS VARCHAR), NULL, NULL FROM {table}"
+    )
+
+
+def freshness(tables: list[str]) -> str:
+    return " UNION ALL ".join(f"SELECT '{t}' AS table_name, max(ts) AS newest, count(*) AS n_rows FROM {t}" for t in tables)
+
+
+def quarantined(quarantines: list[str], *, table: str | None, start: date | None, end: date | None) -> str:
+    conditions = ["TRUE"]
+    if table is not None:
+        conditions.append(f"target_table = '{table}'")
+    if start is not None and end is not None:
+        conditions.append(_between(start, end))
+    where = " AND ".join(conditions)
+    union = " UNION ALL ".join(f"SELECT target_table, expectation, scope, reason, ts FROM {q}" for q in quarantines)
+    return (
+        f"SELECT target_table, expectation, any_value(scope) AS scope, any_value(reason) AS reason, count(*) AS n_rows, "
+        f"count(DISTINCT CAST(ts AS DATE)) AS days, min(ts) AS first_ts, max(ts) AS last_ts "
+        f"FROM ({union}) WHERE {where} GROUP BY target_table, expectation ORDER BY n_rows DESC"
+    )
+
+
+def aggregate(column: MetricColumn, start: date, end: date) -> str:
+    return (
+        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.table} WHERE {_between(start, end)} AND {column.filter} "
+        f"AND {column.expression} IS NOT NULL) "
+        f"SELECT count(*) AS n, avg(v) AS mean, min(v) AS low, arg_min(ts, v) AS low_at, max(v) AS high, arg_max(ts, v) AS high_at, "
+        f"(SELECT min(ts) FROM {column.table}) AS first_ts, (SELECT max(ts) FROM {column.table}) AS last_ts FROM v"
+    )
+
+
+def greenest(start: date, end: date, *, slots: int, slot_minutes: int) -> str:
+    """The window of `slots` consecutive slots with the lowest mean intensity, and the period's mean."""
+    frame = f"ORDER BY ts ROWS BETWEEN CURRENT ROW AND {slots - 1} FOLLOWING"
+    span = (slots - 1) * slot_minutes
+    return (
+        f"WITH s AS (SELECT ts, coalesce(actual, forecast) AS v FROM silver.carbon_intensity WHERE {_between(start, end)} AND coalesce(actual, forecast) IS NOT NULL), "
+        f"w AS (SELECT ts, avg(v) OVER ({frame}) AS mean_v, count(v) OVER ({frame}) AS k, last_value(ts) OVER ({frame}) AS last_ts FROM s), "
+        f"best AS (SELECT ts, mean_v FROM w WHERE k = {slots} AND last_ts = ts + INTERVAL {span} MINUTE ORDER BY mean_v, ts LIMIT 1) "
+        f"SELECT best.ts, best.mean_v, (SELECT avg(v) FROM s) AS period_mean, (SELECT count(*) FROM s) AS n, "
+        f"(SELECT min(ts) FROM silver.carbon_intensity) AS first_ts, (SELECT max(ts) FROM silver.carbon_intensity) AS last_ts "
+        f"FROM (SELECT 1) AS one LEFT JOIN best ON TRUE"
+    )

@@ -1,0 +1,326 @@
+"""Diagnosis: before planning, name the incident's cause from its evidence, with a confidence and the facts behind it.
+
+    source outage · late data · transient source failure · pipeline bug · schema drift · unit or scale
+    change · duplicates with changed values · bad publish · bad values · expected behaviour · unknown
+
+The rules read what the platform already holds (the incident and its extent, the quarantine rows a run held,
+bronze, silver's recent history); nothing is fetched and nothing is written. The runbooks key on
+`diagnosis.cause`, the report and the agent's memory carry it, and the audit journal records it. A ratio
+to history decides a unit change (values 1000x their median are grams read as milligrams, not weather).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.errors import DataOpsError
+from pipelines import lineage
+from pipelines.context import PlatformContext
+from pipelines.extent import Extent
+from pipelines.incidents import Incident
+from pipelines.lakehouse import wap
+from pipelines.lakehouse.catalog import load_table
+
+log = logging.getLogger(__name__)
+
+Cause = Literal[
+    "source_outage",
+    "late_data",
+    "transient_source_failure",
+    "pipeline_bug",
+    "schema_drift",
+    "unit_change",
+    "duplicates_changed",
+    "bad_publish",
+    "bad_values",
+    "expected_behaviour",
+    "unknown",
+]
+CAUSES: tuple[str, ...] = Cause.__args__  # type: ignore[attr-defined]
+HISTORY_DAYS = 14
+SCALE_RATIO = 20.0  # values this many times their history's median (or this many times smaller): a unit or scale change
+LATE_HOURS = 6.0  # a day that ended less than this long ago and lacks slots is more likely late than out
+TRANSIENT_MARKERS = ("Transient", "503", "502", "504", "500", "429", "timed out", "Timeout", "RateLimited", "Connection")
+
+
+class Diagnosis(BaseModel):
+    """The cause the agent settled on before planning, with what it rests on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cause: Cause
+    confidence: float = Field(ge=0.0, le=1.0)
+    summary: str = Field(description="One sentence a person can act on")
+    evidence: list[str] = Field(default_factory=list, description="The facts behind it, each with its numbers")
+    extent: Extent | None = None
+
+    def line(self) -> str:
+        return f"{self.cause.replace('_', ' ')} ({self.confidence:.0%}): {self.summary}"
+
+
+def diagnose(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnosis:
+    """Classify the incident's cause; a failing read lowers the confidence, never stops the agent."""
+    rule = _RULES.get(incident.kind, _unknown)
+    try:
+        return rule(ctx, incident, now)
+    except DataOpsError as exc:
+        log.warning("diagnosis of incident %d could not read what it needed: %s", incident.id, exc)
+        return Diagnosis(cause="unknown", confidence=0.2, summary=f"could not read the evidence: {exc}", extent=incident.extent)
+
+
+def _latest(incident: Incident) -> dict[str, Any]:
+    last = incident.evidence[-1] if incident.evidence else {}
+    return last if isinstance(last, dict) else {}
+
+
+def _schema_drift(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
+    detail = str(_latest(incident).get("detail") or incident.title)
+    return Diagnosis(
+        cause="schema_drift",
+        confidence=0.95,
+        summary=f"the source payload no longer matches the declared contract: {detail}",
+        evidence=[detail],
+    )
+
+
+def _run_failure(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
+    error = str(_latest(incident).get("error") or incident.title)
+    if incident.kind == "source_failure" and any(m in error for m in TRANSIENT_MARKERS):
+        return Diagnosis(
+            cause="transient_source_failure",
+            confidence=0.8,
+            summary="the source failed in a way that usually passes (server error, rate limit or timeout); retrying with backoff should finish the job",
+            evidence=[error[:300]],
+        )
+    if incident.kind == "source_failure":
+        return Diagnosis(
+            cause="source_outage",
+            confidence=0.5,
+            summary="the source refused the request with an error that is not known to pass",
+            evidence=[error[:300]],
+        )
+    return Diagnosis(
+        cause="pipeline_bug",
+        confidence=0.7,
+        summary="the pipeline itself failed (not the source): a code or configuration fix is needed before a re-run helps",
+        evidence=[error[:300]],
+    )
+
+
+def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnosis:
+    extent = incident.extent
+    if incident.kind == "freshness" or extent is None or not extent.days:
+        evidence = [incident.title]
+        return Diagnosis(cause="late_data", confidence=0.5, summary=f"newer data has not arrived: {incident.title}", evidence=evidence)
+    last_end = datetime.fromisoformat(extent.days[-1].day).replace(tzinfo=UTC) + timedelta(days=1)
+    hours_since = (now - last_end).total_seconds() / 3600
+    evidence = [extent.describe(), f"the last affected day ended {hours_since:.1f} h before the platform clock"]
+    if 0 <= hours_since < LATE_HOURS and all(d.present > 0 for d in extent.days):
+        return Diagnosis(
+            cause="late_data",
+            confidence=0.6,
+            summary=f"slots of a day that ended {hours_since:.1f} h ago have not arrived yet: {extent.describe_missing()}",
+            evidence=evidence,
+            extent=extent,
+        )
+    empty = [d.day for d in extent.days if d.present == 0]
+    confidence = 0.8 if empty else 0.65
+    return Diagnosis(
+        cause="source_outage",
+        confidence=confidence,
+        summary=f"the source did not deliver {extent.describe_missing()}"
+        + (f" (whole day{'s' if len(empty) > 1 else ''} {', '.join(empty)} empty)" if empty else ""),
+        evidence=evidence,
+        extent=extent,
+    )
+
+
+def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnosis:
+    evidence = _latest(incident)
+    run_id = evidence.get("run_id")
+    first = str(evidence.get("first") or incident.partition or "")[:10]
+    last = str(evidence.get("last") or first)[:10]
+    pipeline = lineage.owning_pipeline(ctx.inventory, incident.table)
+    if not pipeline or not first:
+        return _bad_values(incident, [])
+    spec = ctx.inventory.pipeline(pipeline)
+    start = datetime.fromisoformat(first).replace(tzinfo=UTC)
+    span = max(0, (datetime.fromisoformat(last).replace(tzinfo=UTC) - start).days) + 1
+    days = [start + timedelta(days=i) for i in range(min(span, 31))]
+    held = wap.read_days(load_table(ctx.catalog, spec.quarantine), days)
+    rows = [
+        r
+        for r in held.to_pylist()
+        if r["target_table"] == incident.table and (run_id is None or r["run_id"] == run_id) and incident.cause_key in str(r["expectation"])
+    ]
+    duplicates = _changed_duplicates(ctx, spec.bronze, days, run_id)
+    if duplicates:
+        keys = ", ".join(duplicates[:3])
+        return Diagnosis(
+            cause="duplicates_changed",
+            confidence=0.75,
+            summary=f"the source sent {len(duplicates)} record(s) twice with different values (e.g. {keys}); one copy per key was kept",
+            evidence=[f"{len(duplicates)} record key(s) in bronze with more than one payload in run {run_id}", *_quarantine_facts(rows)],
+        )
+    scale = _scale_change(ctx, incident.table, start, rows)
+    if scale is not None:
+        column, ratio, median = scale
+        factor = f"{ratio:,.0f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
+        return Diagnosis(
+            cause="unit_change",
+            confidence=0.9 if _near_power_of_ten(ratio) else 0.7,
+            summary=f"{column} arrives at {factor} its usual level (a unit or scale change at the source); "
+            f"all {len(rows)} affected row(s) are held in quarantine",
+            evidence=[
+                f"median {column} of the held rows is {factor} the median of the {HISTORY_DAYS} days before ({median:,.1f})",
+                *_quarantine_facts(rows),
+            ],
+        )
+    return _bad_values(incident, rows)
+
+
+def _bad_values(incident: Incident, rows: list[dict[str, Any]]) -> Diagnosis:
+    facts = _quarantine_facts(rows) or [incident.title]
+    return Diagnosis(
+        cause="bad_values",
+        confidence=0.6,
+        summary=f"the source sent values that fail {incident.cause_key}; the failing rows are held in quarantine",
+        evidence=facts,
+    )
+
+
+def _quarantine_facts(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    stamps = sorted(r["ts"] for r in rows if r["ts"] is not None)
+    span = f" from {stamps[0]:%Y-%m-%d %H:%M} to {stamps[-1]:%H:%M}" if stamps else ""
+    return [f"{len(rows)} row(s) in quarantine{span}: {str(rows[0]['reason'])[:160]}"]
+
+
+def _changed_duplicates(ctx: PlatformContext, bronze: str, days: list[datetime], run_id: Any) -> list[str]:
+    """Record keys that bronze holds with more than one payload on these days (from the same run, when known)."""
+    table = wap.read_days(load_table(ctx.catalog, bronze), days, columns=("record_key", "payload_hash", "run_id"))
+    if run_id is not None and table.num_rows:
+        table = table.filter(pc.equal(table.column("run_id"), str(run_id)))
+    hashes: dict[str, set[str]] = {}
+    for key, digest in zip(table.column("record_key").to_pylist(), table.column("payload_hash").to_pylist(), strict=True):
+        hashes.setdefault(key, set()).add(digest)
+    return sorted(k for k, v in hashes.items() if len(v) > 1)
+
+
+def _scale_change(ctx: PlatformContext, table: str, day: datetime, rows: list[dict[str, Any]]) -> tuple[str, float, float] | None:
+    """(column, ratio of the held rows' median to history's, history's median) for the most shifted numeric column."""
+    held: dict[str, list[float]] = {}
+    for r in rows:
+        try:
+            original = json.loads(r["original"])
+        except (TypeError, ValueError):
+            continue
+        for k, v in original.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                held.setdefault(k, []).append(float(v))
+    if not held:
+        return None
+    days = [day - timedelta(days=i) for i in range(1, HISTORY_DAYS + 1)]
+    history = wap.read_days(load_table(ctx.catalog, table), days)
+    best: tuple[str, float, float] | None = None
+    for column, values in held.items():
+        if column not in history.column_names:
+            continue
+        past = [float(v) for v in history.column(column).to_pylist() if isinstance(v, int | float) and v is not None]
+        median_past, median_now = _median(past), _median(values)
+        if not past or median_past is None or median_now is None or median_past <= 0 or median_now <= 0:
+            continue
+        ratio = median_now / median_past
+        if max(ratio, 1 / ratio) >= SCALE_RATIO and (best is None or abs(math.log(ratio)) > abs(math.log(best[1]))):
+            best = (column, ratio, median_past)
+    return best
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _near_power_of_ten(ratio: float) -> bool:
+    exponent = math.log10(ratio)
+    return abs(exponent - round(exponent)) < 0.1 and round(exponent) != 0
+
+
+def _bad_publish(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
+    evidence = _latest(incident)
+    facts = [incident.title]
+    if evidence.get("good_snapshot_id"):
+        facts.append(f"last snapshot that reconciled: {evidence['good_snapshot_id']}")
+    return Diagnosis(
+        cause="bad_publish",
+        confidence=0.9,
+        summary=f"{incident.table} publishes values that its inputs do not support; rolling back to the last good snapshot undoes it",
+        evidence=facts,
+    )
+
+
+def _value_anomaly(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
+    evidence = _latest(incident)
+    value, expected = evidence.get("value"), evidence.get("expected")
+    if isinstance(value, int | float) and isinstance(expected, int | float) and value > 0 and expected > 0:
+        ratio = value / expected
+        if max(ratio, 1 / ratio) >= SCALE_RATIO:
+            return Diagnosis(
+                cause="unit_change",
+                confidence=0.6,
+                summary=f"the value is {ratio:,.1f}x what the series' model expects: a scale change",
+                evidence=[incident.title],
+            )
+    if incident.severity == "info":
+        return Diagnosis(
+            cause="expected_behaviour",
+            confidence=0.6,
+            summary="a known, harmless pattern of the series (recorded for the record, nothing to fix)",
+            evidence=[incident.title],
+        )
+    return Diagnosis(
+        cause="unknown",
+        confidence=0.3,
+        summary="the series left its calibrated range and no defect in the data explains it yet; a person should judge it",
+        evidence=[incident.title],
+    )
+
+
+def _forecast_glitch(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
+    return Diagnosis(
+        cause="bad_values",
+        confidence=0.8,
+        summary="the publisher's forecast jumped away from its neighbours and back while the actual did not: a glitch at the source, nothing to repair",
+        evidence=[incident.title],
+    )
+
+
+def _unknown(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
+    return Diagnosis(
+        cause="unknown", confidence=0.3, summary=f"no rule names the cause of {incident.kind} incidents", evidence=[incident.title]
+    )
+
+
+_RULES: dict[str, Callable[[PlatformContext, Incident, datetime], Diagnosis]] = {
+    "schema_drift": _schema_drift,
+    "source_failure": _run_failure,
+    "pipeline_failure": _run_failure,
+    "completeness": _completeness,
+    "freshness": _completeness,
+    "validation": _validation,
+    "bad_publish": _bad_publish,
+    "value_anomaly": _value_anomaly,
+    "forecast_glitch": _forecast_glitch,
+}

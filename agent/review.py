@@ -1,0 +1,186 @@
+"""Review: check a proposed call's arguments on our side, ask the policy engine, and wait for a human if it says so.
+
+    check_arguments ─problem─► ended as invalid
+        │
+    judge (policy engine, or the decision recorded before a resume) ─deny─► ended as denied
+        │ allow                                  │ needs approval
+        ▼                                        ▼
+    executable                     await_approval ─approved─► executable
+                                         └─refused or expired─► ended
+
+The review node is the one a resume re-runs (`interrupt()` restarts the node), so everything here is
+keyed by the call id: a recorded decision stands, an approval request is made once, and nothing runs a
+tool. Execution is a separate node (agent/execute.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from langgraph.types import interrupt
+
+from agent.execute import fix_verified
+from agent.facts import call_history
+from agent.planner import ProposedCall
+from agent.state import AgentState, ReviewedCall, Runtime, TurnRecord, load, planned_step
+from config.errors import DataOpsError, ToolError
+from policies.audit import AuditEntry
+from policies.engine import decide
+from policies.model import Allow, Decision, Deny, NeedsApproval, PolicyRequest
+from tools.base import Target, ToolSpec
+
+
+def review_calls(rt: Runtime, state: AgentState) -> list[ReviewedCall]:
+    """Review the step's proposed calls in order; the step's model tokens are booked on its first call."""
+    calls = load(ProposedCall, state.get("proposed"))
+    return [review_call(rt, state, call, tokens=state.get("step_tokens", 0) if i == 0 else 0) for i, call in enumerate(calls)]
+
+
+def review_call(rt: Runtime, state: AgentState, call: ProposedCall, *, tokens: int) -> ReviewedCall:
+    checked = check_arguments(rt, state, call)
+    if isinstance(checked, str):
+        journal = _journal(state, tokens)
+        rt.audit.judged(call_id=call.id, tool=call.name, arguments=call.arguments or {}, decision="invalid", reason=checked, **journal)
+        return ReviewedCall.ended(TurnRecord(call=call, step=planned_step(state), decision="invalid", status="invalid", message=checked))
+    spec, target = checked
+    decision = judge(rt, state, call, spec, target, tokens=tokens)
+    reviewed = ReviewedCall(call=call, decision=decision.kind, rule=decision.rule, effect=spec.effect, target=target)
+    if isinstance(decision, Deny):
+        return _ended(state, reviewed, status="denied", message=decision.message)
+    if isinstance(decision, NeedsApproval):
+        return await_approval(rt, state, reviewed, decision)
+    return reviewed
+
+
+def check_arguments(rt: Runtime, state: AgentState, call: ProposedCall) -> tuple[ToolSpec[Any, Any], Target] | str:
+    """The tool and what the call touches, or why the call cannot run (unknown tool, unreadable or invalid arguments)."""
+    spec = rt.tools.get(call.name)
+    if spec is None:
+        return f"unknown tool {call.name!r}; known: {', '.join(sorted(rt.tools))}"
+    if call.error is not None:
+        return call.error
+    try:
+        args = spec.parse(call.arguments)
+        return spec, spec.target(rt.tool_context(state, call.id), args)
+    except (ToolError, DataOpsError) as exc:
+        return str(exc)
+
+
+def judge(rt: Runtime, state: AgentState, call: ProposedCall, spec: ToolSpec[Any, Any], target: Target, *, tokens: int) -> Decision:
+    """The policy engine's decision, recorded in the audit log; on a resumed review, the decision recorded before."""
+    recorded = _recorded(rt, state, rt.audit.get(call.id), spec)
+    if recorded is not None:
+        return recorded
+    incident_id = state.get("incident_id")
+    incident = rt.ctx.incidents.get(int(incident_id)) if incident_id is not None else None
+    # Verification counts for resolving this thread's own incident only, never another one (nor in chat).
+    verified = incident is not None and (call.arguments or {}).get("incident_id") == incident.id and fix_verified(rt, state)
+    tokens_used = state.get("tokens", 0)
+    history = call_history(
+        rt.ctx, rt.audit, spec.name, target, incident=incident, tokens_used=tokens_used, verified=verified, wall_now=datetime.now(UTC)
+    )
+    request = PolicyRequest(
+        tool=spec.name,
+        effect=spec.effect,
+        runs_pipeline=spec.runs_pipeline,
+        needs_verification=spec.needs_verification,
+        restores_snapshot=spec.restores_snapshot,
+        actor=str(state.get("actor") or "agent"),
+        layer=target.layer,
+        table=target.table,
+        pipeline=target.pipeline,
+        partition=target.partition,
+        span_days=target.span_days,
+        arguments=call.arguments or {},
+        history=history,
+        now=rt.clock(),
+    )
+    decision = decide(rt.policy, request)
+    reason = decision.message if isinstance(decision, Deny) else decision.reason
+    rt.audit.judged(
+        call_id=call.id,
+        tool=spec.name,
+        effect=spec.effect,
+        arguments=call.arguments or {},
+        target=target.model_dump(),
+        decision=decision.kind,
+        rule=decision.rule,
+        reason=reason,
+        **_journal(state, tokens),
+    )
+    return decision
+
+
+def await_approval(rt: Runtime, state: AgentState, reviewed: ReviewedCall, decision: NeedsApproval) -> ReviewedCall:
+    """Ask the approvers once, then pause the thread until the ops database holds a decision."""
+    call, thread = reviewed.call, state["thread_id"]
+    approval, created = rt.approvals.request(
+        call_id=call.id,
+        thread_id=thread,
+        tool=call.name,
+        arguments=call.arguments or {},
+        target=reviewed.target.model_dump(),
+        reason=decision.reason,
+        rule=decision.rule,
+        approvers=list(decision.approvers),
+        requested_by=str(state.get("actor") or "agent"),
+        ttl=timedelta(minutes=rt.policy.approval_ttl_minutes),
+        incident_id=state.get("incident_id"),
+    )
+    if created:
+        rt.audit.approval_requested(call.id, approval.id)
+        rt.reporter.approval_requested(approval)
+    while approval.status == "pending":
+        # A resume value may be meant for another request of this step (interrupts are matched by position when
+        # the node re-runs): the ops database is the truth, and while this request is undecided the thread waits.
+        interrupt({"approval_id": approval.id, "tool": call.name, "reason": decision.reason, "thread_id": thread})
+        approval = rt.approvals.get(approval.id)
+    if approval.status == "approved":
+        rt.audit.approved(call.id, by=approval.decided_by)
+        return reviewed.model_copy(update={"approved_by": approval.decided_by})
+    if approval.status == "expired":
+        rt.audit.expired(call.id, by=approval.decided_by)
+    else:
+        rt.audit.refused(call.id, by=approval.decided_by)
+    why = f": {approval.decision_reason}" if approval.decision_reason else ""
+    message = f"{approval.id} {approval.status} by {approval.decided_by}{why}"
+    return _ended(state, reviewed, status="expired" if approval.status == "expired" else "denied", message=message)
+
+
+def _recorded(rt: Runtime, state: AgentState, previous: AuditEntry | None, spec: ToolSpec[Any, Any]) -> Decision | None:
+    """The decision this very call got before the node was interrupted, if any: a resume never asks twice."""
+    if previous is None or (previous.thread_id, previous.tool) != (state["thread_id"], spec.name):
+        return None
+    if previous.decision == "allow":
+        return Allow(rule=previous.rule, reason=previous.reason)
+    if previous.decision == "needs_approval":
+        return NeedsApproval(rule=previous.rule, reason=previous.reason, approvers=rt.policy.approvers)
+    if previous.decision == "deny":
+        return Deny(rule=previous.rule, message=previous.reason)
+    return None
+
+
+def _ended(state: AgentState, reviewed: ReviewedCall, *, status: Literal["denied", "expired"], message: str) -> ReviewedCall:
+    step = planned_step(state)
+    turn = TurnRecord(
+        call=reviewed.call,
+        step=step,
+        decision=reviewed.decision,
+        rule=reviewed.rule,
+        status=status,
+        message=message,
+        effect=reviewed.effect,
+    )
+    return ReviewedCall.ended(turn)
+
+
+def _journal(state: AgentState, tokens: int) -> dict[str, Any]:
+    """Who and where, for the audit row."""
+    return {
+        "thread_id": state["thread_id"],
+        "incident_id": state.get("incident_id"),
+        "actor": str(state.get("actor") or "agent"),
+        "planner": state.get("planner") or "",
+        "tokens": tokens,
+    }

@@ -1,0 +1,214 @@
+"""The runbook planner's chat: typed intents and slots, dates on the platform clock, bad input, unsure answers, prose."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any
+
+import pytest
+
+from agent.chat.dates import read_when
+from agent.chat.intents import Intent, load_corpus, read_intent
+from agent.chat.names import Names, names_of
+from agent.chat_intents import plan_chat
+from agent.planner import PlanningState, ProposedCall, Turn
+from config.settings import load_settings
+from tests.conftest import REPO, utc
+from tools import names as tool
+
+NOW = utc(2023, 3, 4, 1)  # a Saturday; the machine's calendar is years later
+
+
+@pytest.fixture(scope="module")
+def names() -> Names:
+    return names_of(load_settings().config_dir)
+
+
+def _read(text: str, names: Names, now: datetime = NOW) -> Intent:
+    return read_intent(text, now=now, names=names)
+
+
+def _plan(text: str, turns: list[Turn] | None = None, now: datetime = NOW) -> Any:
+    state = PlanningState(
+        thread_id="chat-t", mode="chat", question=text, context={"now": now.isoformat(), "turn_id": "x"}, turns=turns or []
+    )
+    return plan_chat(state, planner="runbook planner")
+
+
+def _turn(call: ProposedCall, result: dict[str, Any], status: str = "ok", message: str = "") -> Turn:
+    return Turn(call=call, decision="allow", status=status, result=result, message=message)  # type: ignore[arg-type]
+
+
+# -- dates on the platform clock -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "start", "end", "at"),
+    [
+        ("yesterday at 18:00", "2023-03-03", "2023-03-04", time(18, 0)),
+        ("last week", "2023-02-20", "2023-02-27", None),
+        ("in March", "2023-03-01", "2023-04-01", None),
+        ("March 2022", "2022-03-01", "2022-04-01", None),
+        ("2023-03-01 to 2023-03-31", "2023-03-01", "2023-04-01", None),
+        ("the 2nd of March", "2023-03-02", "2023-03-03", None),
+        ("the 5th of March", "2022-03-05", "2022-03-06", None),  # 2023-03-05 is after the clock: the latest one before it
+        ("last 3 days", "2023-03-01", "2023-03-04", None),
+        ("between the 1st and the 3rd at 6pm", "2023-03-01", "2023-03-04", time(18, 0)),
+        ("febuary 2023", "2023-02-01", "2023-03-01", None),
+        ("1-3 March", "2023-03-01", "2023-03-04", None),
+        ("between 1 and 3 March", "2023-03-01", "2023-03-04", None),
+        ("March 1 to 3", "2023-03-01", "2023-03-04", None),
+        ("between 2 and 4 march 2022", "2022-03-02", "2022-03-05", None),
+        ("last tuesday", "2023-02-28", "2023-03-01", None),
+        ("last tusday", "2023-02-28", "2023-03-01", None),  # a misspelt weekday keeps its first letter
+        ("on wendesday", "2023-03-01", "2023-03-02", None),
+    ],
+)
+def test_dates_are_read_on_the_platform_clock(text: str, start: str, end: str, at: time | None) -> None:
+    when = read_when(text, NOW)
+    assert (when.start, when.end, when.at, when.problem) == (date.fromisoformat(start), date.fromisoformat(end), at, None)
+
+
+def test_words_ending_in_day_are_not_weekdays_and_and_alone_is_no_range() -> None:
+    assert read_when("what happened today", NOW).start == date(2023, 3, 4)
+    assert read_when("is a weekday or a holiday special?", NOW).start is None
+    assert read_when("march 1 and 3", NOW).start == date(2023, 3, 1) and read_when("march 1 and 3", NOW).end == date(2023, 3, 2)
+
+
+def test_yesterday_follows_the_platform_clock_not_the_machine() -> None:
+    assert read_when("yesterday", utc(2019, 4, 8, 9)).start == date(2019, 4, 7)
+    assert read_when("may I ask what is open", NOW).start is None, "'may' is a month only where a date is meant"
+
+
+def test_an_impossible_range_is_a_problem_not_a_swap() -> None:
+    when = read_when("from 2023-03-10 to 2023-03-05", NOW)
+    assert when.problem == "the range ends (2023-03-05) before it starts (2023-03-10)"
+
+
+# -- intents and slots ------------------------------------------------------------------------------------------
+def test_a_month_backfill_in_plain_words_is_a_typed_intent(names: Names) -> None:
+    intent = _read("please backfill carbon intensity for all of March", names)
+    assert (intent.kind, intent.pipeline, intent.start, intent.end, intent.unsure) == (
+        "backfill", "carbon_intensity", date(2023, 3, 1), date(2023, 4, 1), False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "slots"),
+    [
+        ("quarantine gold carbon hourly on 2023-03-05", "quarantine", {"table": "gold.carbon_intensity_hourly", "start": "2023-03-05"}),
+        ("roll back silver.carbon_intensity to snapshot 123", "rollback", {"table": "silver.carbon_intensity", "snapshot_id": 123}),
+        ("rerun weather for yesterday", "rerun", {"pipeline": "weather", "start": "2023-03-03", "end": "2023-03-04"}),
+        ("average carbon intensity last week", "aggregate", {"aggregate": "avg", "metric": "intensity", "start": "2023-02-20"}),
+        ("greenest 3 hour window on 2023-03-02", "greenest", {"hours": 3, "start": "2023-03-02"}),
+        ("what was the temperature at 13:00 yesterday", "value_at", {"table": "silver.weather", "at": "13:00", "start": "2023-03-03"}),
+        ("why did the last generation_mix run fail?", "run_report", {"pipeline": "generation_mix"}),
+        ("how warm did it get between 1 and 3 March", "aggregate", {"aggregate": "max", "metric": "temperature", "end": "2023-03-04"}),
+        ("hottest it got last week", "aggregate", {"aggregate": "max", "table": "silver.weather", "start": "2023-02-20"}),
+    ],
+)
+def test_requests_become_intents_with_slots(names: Names, text: str, kind: str, slots: dict[str, Any]) -> None:
+    intent = _read(text, names)
+    got = intent.slots()
+    assert intent.kind == kind and {k: got[k] for k in slots} == slots
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "table"),
+    [
+        ("quarentine silver.carbon_intensty on march 2nd", "quarantine", "silver.carbon_intensity"),
+        ("histroy of the weather tabel", "history", "silver.weather"),
+        ("rolback the carbon table to 31415", "rollback", "silver.carbon_intensity"),
+    ],
+)
+def test_typos_in_words_and_names_are_forgiven(names: Names, text: str, kind: str, table: str) -> None:
+    intent = _read(text, names)
+    assert (intent.kind, intent.table) == (kind, table)
+
+
+def test_the_corpus_has_a_held_out_split_never_trained_on() -> None:
+    corpus = load_corpus()
+    train, test = {c.text for c in corpus.split("train")}, {c.text for c in corpus.split("test")}
+    assert len(corpus.cases) >= 150 and len(test) >= 60 and not train & test
+    assert all(c.slots for c in corpus.split("test") if c.intent in ("backfill", "rerun", "quarantine", "rollback"))
+
+
+# -- bad input: one line, nothing runs ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("history of silver.carbon", "unknown table 'silver.carbon'; known: silver.carbon_intensity, "),
+        ("rerun solar_farm yesterday", "unknown pipeline 'solar_farm'; known: carbon_intensity, "),
+        ("backfill weather from 2023-03-03 to 2023-03-01", "impossible range: the range ends (2023-03-01) before it starts (2023-03-03)"),
+        ("why is carbon intensity missing data on 2023-03-10?", "2023-03-10 is after the platform clock (2023-03-04 01:00 UTC)"),
+        ("rerun generation mix for yesterday", "2023-03-03 is outside the data: the generation_mix source covers 2019-04-01 to 2019-04-07"),
+    ],
+)
+def test_bad_input_gets_one_line_and_no_call(text: str, line: str) -> None:
+    step = _plan(text)
+    assert step.calls == [] and step.outcome == "answered"
+    assert step.message.startswith("[runbook planner] ") and line in step.message and "\n" not in step.message
+    assert "Nothing ran." in step.message
+
+
+def test_unsure_says_what_it_understood_and_offers_two_closest() -> None:
+    step = _plan("tell me a joke")
+    assert step.calls == [] and "closest things I can do" in step.message
+    assert step.message.count("(e.g. '") == 2 and "DATAOPS_LLM_BASE_URL" in step.message
+
+
+# -- questions: read calls, then prose ---------------------------------------------------------------------------
+def test_a_question_uses_read_tools_and_answers_in_prose_not_json() -> None:
+    step = _plan("why did the last generation_mix run fail?")
+    [listed] = step.calls
+    assert (listed.name, listed.arguments) == (tool.LIST_RUNS, {"pipeline": "generation_mix", "limit": 20})
+    runs = [
+        {"run_id": "r2", "pipeline": "generation_mix", "status": "succeeded", "rows_quarantined": 0, "held_days": []},
+        {"run_id": "r1", "pipeline": "generation_mix", "status": "quarantined", "rows_quarantined": 423, "held_days": ["2019-04-07"]},
+    ]
+    step = _plan("why did the last generation_mix run fail?", [_turn(listed, {"runs": runs})])
+    [got] = step.calls
+    assert (got.name, got.arguments) == (tool.GET_RUN, {"run_id": "r1"}), "the run that held a day back, although not 'failed'"
+    run = {"run_id": "r1", "pipeline": "generation_mix", "status": "quarantined", "window_start": "2019-04-01T00:00:00+00:00",
+           "window_end": "2019-04-08T00:00:00+00:00", "rows_in": 3015, "rows_out": 2592, "rows_quarantined": 423,
+           "held_days": ["2019-04-07"], "error": None}  # fmt: skip
+    validation = [
+        {"table": "silver.generation_mix", "expectation": "day_has_48_slots", "success": False, "checked": 3015, "unexpected": 423}
+    ]
+    step = _plan(
+        "why did the last generation_mix run fail?", [_turn(listed, {"runs": runs}), _turn(got, {"run": run, "validation": validation})]
+    )
+    assert step.outcome == "answered" and "{" not in step.message
+    assert "Its status is not 'failed'" in step.message and "held back 2019-04-07" in step.message and "quarantined 423" in step.message
+
+
+def test_lineage_is_a_text_tree() -> None:
+    [call] = _plan("lineage of silver.carbon_intensity").calls
+    result = {"table": "silver.carbon_intensity", "upstream": ["bronze.carbon_intensity", "source:carbon_intensity"],
+              "downstream": ["gold.carbon_intensity_hourly", "gold.intensity_vs_temperature_daily"], "pipelines": ["carbon_intensity"]}  # fmt: skip
+    message = _plan("lineage of silver.carbon_intensity", [_turn(call, result)]).message
+    assert message.splitlines()[1:] == [
+        "source:carbon_intensity",
+        "└─ bronze.carbon_intensity",
+        "   └─ silver.carbon_intensity   ← this table",
+        "      ├─ gold.carbon_intensity_hourly",
+        "      └─ gold.intensity_vs_temperature_daily",
+    ]
+
+
+def test_an_action_is_proposed_for_the_policy_and_a_refusal_is_told() -> None:
+    [call] = _plan("please backfill carbon intensity for all of March").calls
+    assert (call.name, call.arguments) == (
+        tool.BACKFILL_RANGE,
+        {"pipeline": "carbon_intensity", "start": "2023-03-01", "end": "2023-04-01"},
+    )
+    refused = _plan(
+        "please backfill carbon intensity for all of March", [_turn(call, {}, status="denied", message="over the 31-day limit")]
+    )
+    assert refused.message == "[runbook planner] backfill_range was refused: over the 31-day limit"
+
+
+def test_no_tool_name_is_a_string_literal_in_the_chat_modules() -> None:
+    sources = [REPO / "agent" / "chat_intents.py", *(REPO / "agent" / "chat").glob("*.py")]
+    for path in sources:
+        text = path.read_text()
+        quoted = [n for n in tool.ALL if f'"{n}"' in text or f"'{n}'" in text]
+        assert not quoted, f"{path.name} names {quoted} as strings; use tools.names"

@@ -396,7 +396,9 @@ def test_a_persistent_500_escalates_naming_the_model_failure(start: Start) -> No
         f"the model failed: the model endpoint {rig.llm.base_url} answered 500 Internal Server Error for model '{MODEL}': "
         "The server had an error while processing your request. the endpoint failed after 2 retries; check its logs"
     )
-    assert outcome.message.endswith("Cause: bad values (60%): the source sent values that fail actual_reported_after_slot; the failing rows are held in quarantine.")
+    assert outcome.message.endswith(
+        "Cause: bad values (60%): the source sent values that fail actual_reported_after_slot; the failing rows are held in quarantine."
+    )
     assert len(rig.llm.chat_requests) == 3, "one request and the client's two retries"
     incident = rig.ctx.incidents.get(incident_id)
     assert incident.status == "escalated" and incident.notes[-1]["note"] == outcome.message

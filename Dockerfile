@@ -8,6 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# Dependencies first, exact and hashed from the lock (its own layer: a code change does not reinstall them).
+# The lock holds the `ray` extra, which makes the same image the ray-head service and lets
+# `dataops backfill --executor ray` join it, and the `postgres` extra: psycopg2-binary, the driver of the
+# postgresql+psycopg2:// URLs the stack uses for DATAOPS_CATALOG_URI and DATAOPS_OPS_DB_URL.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
+
 COPY pyproject.toml README.md ./
 COPY config/ config/
 COPY pipelines/ pipelines/
@@ -17,10 +24,9 @@ COPY memory/ memory/
 COPY agent/ agent/
 COPY evals/ evals/
 
-# pyiceberg[sql-postgres] adds psycopg2-binary, the driver of the postgresql+psycopg2:// URLs the stack
-# uses for DATAOPS_CATALOG_URI and DATAOPS_OPS_DB_URL; the project itself only needs SQLite. The ray extra
-# makes the same image the ray-head service and lets `dataops backfill --executor ray` join it.
-RUN pip install ".[ray]" "pyiceberg[sql-postgres]" \
+# The project itself, nothing else: every dependency came from the lock, and `pip check` proves it complete.
+RUN pip install --no-deps ".[ray,postgres]" \
+    && pip check \
     && useradd --system --uid 10001 --create-home --home-dir /home/dataops dataops \
     && mkdir /data \
     && chown dataops:dataops /data

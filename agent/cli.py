@@ -7,8 +7,6 @@ an extension of `dataops serve`, so every new incident reaches the agent.
 
 from __future__ import annotations
 
-import getpass
-import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -16,41 +14,42 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from agent import service_hook
-from config.errors import PolicyError
+from agent.people_cli import cli_actor, cli_asker, users_app
+from config.errors import ModelError, PolicyError
 from pipelines.cli import EXIT_FAILED, EXIT_USAGE, _context, _emit_json, _usage_errors, app, console, incident_app, monitors_app, out
+from policies.people import Actor
 
 service_hook.register()
-_AS_HELP = "Who decides (CLI user name or Slack id); must be an approver in the policy. Default: $DATAOPS_USER or your login."
+app.add_typer(users_app, name="users")
+_AS_HELP = "Only confirms who decides: refused unless it names the person of DATAOPS_TOKEN (or of your OS login)."
 
 
-def _me(value: str | None) -> str:
-    return value or os.environ.get("DATAOPS_USER") or getpass.getuser()
-
-
-def _agent(*, as_json: bool = False) -> Any:
-    """The agent, reporting on stdout, or on stderr when stdout carries JSON."""
+def _agent(*, as_json: bool = False, planner: Any = None) -> Any:
+    """The agent, reporting on stdout, or on stderr when stdout carries JSON; `planner` replaces the configured one."""
     from agent.report import ConsoleReporter
-    from agent.runtime import Agent
+    from agent.runtime import Agent, make_planner
 
     ctx = _context()
     channel = console if as_json else out
     with _usage_errors():
-        return Agent(ctx, reporter=ConsoleReporter(lambda text: channel.print(text, markup=False, highlight=False, soft_wrap=True)))
+        planner = planner(make_planner(ctx)) if planner is not None else None
+        return Agent(
+            ctx, planner=planner, reporter=ConsoleReporter(lambda text: channel.print(text, markup=False, highlight=False, soft_wrap=True))
+        )
 
 
-def _decide(approval_id: str, approve: bool, user: str, reason: str, as_json: bool) -> None:
+def _decide(approval_id: str, approve: bool, as_user: str | None, reason: str, as_json: bool) -> None:
     agent = _agent(as_json=as_json)
-    login = getpass.getuser()
-    # --as names the approver the policy knows; the OS login that typed the command is kept next to it.
-    via = f"[via CLI, login {login}]"
     try:
-        approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=user, reason=f"{reason} {via}".strip())
+        actor = cli_actor(agent.ctx, as_user)
+        approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=actor, reason=_attributed(reason, actor))
     finally:
         agent.close()
     if approval is None:
-        console.print(f"[red]refused:[/red] {problem}")
+        console.print(f"[red]refused:[/red] {problem}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED)
     if as_json:
         _emit_json(approval.model_dump(mode="json"))
@@ -65,8 +64,8 @@ def approve(
     reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the decided request as JSON.")] = False,
 ) -> None:
-    """Approve a pending request of the agent; the first decision wins, only listed approvers count."""
-    _decide(approval_id, True, _me(as_user), reason, as_json)
+    """Approve a pending request of the agent as yourself (DATAOPS_TOKEN or your OS login); the first decision wins, only its approvers count."""
+    _decide(approval_id, True, as_user, reason, as_json)
 
 
 @app.command()
@@ -76,19 +75,16 @@ def deny(
     as_user: Annotated[str | None, typer.Option("--as", help=_AS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decided request as JSON.")] = False,
 ) -> None:
-    """Deny a pending request of the agent; the action does not run and the agent escalates."""
-    _decide(approval_id, False, _me(as_user), reason, as_json)
+    """Deny a pending request of the agent as yourself; the action does not run and the agent escalates."""
+    _decide(approval_id, False, as_user, reason, as_json)
 
 
-_JUDGE_AS_HELP = (
-    "Who acts (CLI user name or Slack id); must be an approver or operator in the policy. Default: $DATAOPS_USER or your login."
-)
+_JUDGE_AS_HELP = "Only confirms who acts (an operator or approver): refused unless it names the person of DATAOPS_TOKEN or your OS login."
 
 
-def _attributed(reason: str, user: str) -> str:
-    """The reason, with the OS login that typed the command when --as names someone else (as `approve` keeps it)."""
-    login = getpass.getuser()
-    return reason if user == login else f"{reason} [via CLI, login {login}]".strip()
+def _attributed(reason: str, actor: Actor) -> str:
+    """The reason, with the OS login that typed the command when a token, not that login, authenticated the person."""
+    return f"{reason} [token of {actor.id}, login {actor.login}]".strip() if actor.by_token else reason
 
 
 @contextmanager
@@ -97,7 +93,7 @@ def _refusals() -> Iterator[None]:
     try:
         yield
     except PolicyError as exc:
-        console.print(f"[red]refused:[/red] {exc}")
+        console.print(f"[red]refused:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -105,21 +101,17 @@ def _judge(incident_id: int, action: str, *, reason: str, as_user: str | None, a
     from agent.judgement import act_on_incident
     from memory.store import IncidentMemory
     from pipelines.monitors.feedback import platform_now
-    from policies.model import load_policy
 
     ctx = _context()
-    user = _me(as_user)
-    with _usage_errors():
-        policy = load_policy(ctx.settings.policy_path, approvers=ctx.settings.approvers)
+    actor = cli_actor(ctx, as_user)
+    user = actor.id
     with _usage_errors(), _refusals():
         outcome = act_on_incident(
             ctx,
-            policy,
             incident_id,
             action,
-            actor=user,
-            channel="cli",
-            reason=_attributed(reason, user),
+            actor=actor,
+            reason=_attributed(reason, actor),
             now=platform_now(ctx),
             days=days,
             memory=lambda: IncidentMemory.open(ctx.settings),
@@ -189,14 +181,12 @@ def monitors_unsuppress(
     """Lift a suppression before it expires: findings of its pattern alert again."""
     from agent.judgement import lift_suppression
     from pipelines.monitors.feedback import platform_now
-    from policies.model import load_policy
 
     ctx = _context()
-    user = _me(as_user)
-    with _usage_errors():
-        policy = load_policy(ctx.settings.policy_path, approvers=ctx.settings.approvers)
+    actor = cli_actor(ctx, as_user)
+    user = actor.id
     with _usage_errors(), _refusals():
-        lifted = lift_suppression(ctx, policy, suppression_id, actor=user, channel="cli", now=platform_now(ctx))
+        lifted = lift_suppression(ctx, suppression_id, actor=actor, now=platform_now(ctx))
     if as_json:
         _emit_json(lifted.model_dump(mode="json"))
     else:
@@ -264,7 +254,7 @@ def audit(
     if not entries:
         out.print("the audit log is empty")
     for e in entries:
-        who = f" approved by {e.approver}" if e.approver else ""
+        who = f" approved by {e.approver}" + (f" via {e.approver_via}" if e.approver_via else "") if e.approver else ""
         took = f" {e.duration_ms:.0f} ms" if e.duration_ms is not None else ""
         out.print(
             f"{e.at:%Y-%m-%d %H:%M:%S} {e.thread_id} {e.actor} {e.tool}({', '.join(f'{k}={v}' for k, v in e.arguments.items())}) "
@@ -288,7 +278,7 @@ def remediate(
     if as_json:
         _emit_json(outcome.model_dump(mode="json"))
     elif outcome.status == "waiting":
-        out.print(f"waiting for approval {outcome.approval_id}: `dataops approve {outcome.approval_id} --as USER`", markup=False)
+        out.print(f"waiting for approval {outcome.approval_id}: an approver runs `dataops approve {outcome.approval_id}`", markup=False)
     else:
         out.print(f"incident {incident_id}: {outcome.outcome}. {outcome.message}", markup=False, soft_wrap=True)
 
@@ -299,25 +289,42 @@ def chat(
         str | None, typer.Option("--message", "-m", help="Ask one question and exit, instead of an interactive session.")
     ] = None,
     thread: Annotated[str | None, typer.Option(help="Conversation id; the same id continues a conversation. Default: a new one.")] = None,
-    as_user: Annotated[str | None, typer.Option("--as", help="Who is asking (kept in the audit log).")] = None,
+    as_user: Annotated[
+        str | None,
+        typer.Option("--as", help="Only confirms who asks: refused unless it names the person of DATAOPS_TOKEN or your OS login."),
+    ] = None,
 ) -> None:
-    """Talk to the agent in the terminal: it answers with read-only tools and proposes actions through policy and approvals."""
-    agent = _agent()
-    user = _me(as_user)
+    """Talk to the agent in the terminal: it answers with read-only tools and proposes actions through policy and approvals.
+
+    Exits 1 when the model endpoint failed (down, refused the key, answered nothing usable), with the reason on stderr.
+    """
+    agent = _agent(planner=_WatchedPlanner)
+    watch: _WatchedPlanner = agent.runtime.planner
+    user = cli_asker(agent.ctx, as_user)  # the requester of any approval this conversation asks for
     thread_id = f"chat-{thread or secrets.token_hex(4)}"
     out.print(f"the agent ({agent.planner_name}); ask a question, 'quit' ends", markup=False)
     try:
         while True:
             text = message if message is not None else _prompt()
             if text is None or text.strip().lower() in ("quit", "exit"):
+                if watch.failures:  # an interactive session whose model failed does not end as a success
+                    raise typer.Exit(EXIT_FAILED)
                 return
             if not text.strip():
                 continue
+            failed_before = len(watch.failures)
             outcome = agent.chat(thread_id, text, user=user)
+            if len(watch.failures) > failed_before:
+                console.print(f"[red]error:[/red] {escape(str(watch.failures[-1]))}", soft_wrap=True)
+                if message is not None:
+                    raise typer.Exit(EXIT_FAILED)
             if outcome.status == "busy":
                 out.print(outcome.message, markup=False)
             elif outcome.status == "waiting":
-                out.print(f"waiting for approval {outcome.approval_id}: `dataops approve {outcome.approval_id} --as USER`", markup=False)
+                out.print(
+                    f"waiting for approval {outcome.approval_id}: another approver runs `dataops approve {outcome.approval_id}`",
+                    markup=False,
+                )
             if message is not None:
                 if outcome.status == "busy" or (
                     outcome.status == "done" and outcome.outcome not in ("answered", "resolved", "nothing_to_do")
@@ -326,6 +333,22 @@ def chat(
                 return
     finally:
         agent.close()
+
+
+class _WatchedPlanner:
+    """The configured planner, keeping each ModelError it raised: the graph turns one into a reply, `chat` into exit 1."""
+
+    def __init__(self, planner: Any) -> None:
+        self._planner = planner
+        self.name: str = planner.name
+        self.failures: list[ModelError] = []
+
+    def plan(self, state: Any) -> Any:
+        try:
+            return self._planner.plan(state)
+        except ModelError as exc:
+            self.failures.append(exc)
+            raise
 
 
 def _prompt() -> str | None:

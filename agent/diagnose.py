@@ -167,7 +167,7 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
         return Diagnosis(
             cause="duplicates_changed",
             confidence=0.75,
-            summary=f"the source sent {len(duplicates)} record(s) twice with different values (e.g. {keys}); one copy per key was kept",
+            summary=f"the source sent {len(duplicates)} record(s) twice with different values (e.g. {keys}); every copy was quarantined as conflicting_duplicate, none published",
             evidence=[f"{len(duplicates)} record key(s) in bronze with more than one payload in run {run_id}", *_quarantine_facts(rows)],
         )
     scale = _scale_change(ctx, incident.table, start, rows)

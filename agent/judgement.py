@@ -2,9 +2,8 @@
 
 A person acknowledges an incident, resolves it, or marks it expected (a false alarm):
 pipelines/monitors/feedback.py records the status change, the label and, for "expected", the suppression
-of its pattern in one transaction, with a note naming the person and the channel. Only the policy's
-approvers and operators may act (config/policy.yaml `approvers` / `operators`, DATAOPS_APPROVERS), and the
-list is the acting process's policy, never something a request carries. "Expected" is also written to the
+of its pattern in one transaction, with a note naming the person and the channel. Only people with role operator
+or approver may act (policies/people.py): the channel authenticates the person, the registry gives the role. "Expected" is also written to the
 incident memory, so the agent recognises the pattern as a known false alarm the next time it searches.
 """
 
@@ -21,7 +20,7 @@ from memory.store import IncidentMemory, MemoryRecord
 from pipelines.context import PlatformContext
 from pipelines.monitors import feedback
 from pipelines.monitors.feedback import Judgement, Suppression
-from policies.model import PolicySpec
+from policies.people import Actor
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +33,30 @@ class JudgementOutcome(BaseModel):
     memory_error: str | None = None
 
 
-def check_judge(policy: PolicySpec, user: str, groups: tuple[str, ...] = ()) -> None:
-    """Raise PolicyError unless `user` (or one of their Slack user groups) is an approver or operator."""
-    allowed = {*policy.approvers, *policy.operators}
-    if user in allowed or allowed & set(groups):
+def check_judge(actor: Actor) -> None:
+    """Raise PolicyError unless the actor (as a person, or through a Slack group) is an operator or an approver."""
+    if actor.may("operator"):
         return
     raise PolicyError(
-        f"{user} may not act on incidents; approvers: {', '.join(policy.approvers) or 'none'}; "
-        f"operators: {', '.join(policy.operators) or 'none'} (config/policy.yaml approvers / operators, DATAOPS_APPROVERS)"
+        f"{actor.id} may not act on incidents: role {actor.role or 'none'}, operator or approver needed "
+        "(config/people.yaml, or `dataops users add NAME --role operator`)"
     )
 
 
 def act_on_incident(
     ctx: PlatformContext,
-    policy: PolicySpec,
     incident_id: int,
     action: str,
     *,
-    actor: str,
-    channel: str,
+    actor: Actor,
     reason: str,
     now: datetime,
     memory: Callable[[], IncidentMemory],
     days: float = feedback.DEFAULT_DAYS,
-    groups: tuple[str, ...] = (),
 ) -> JudgementOutcome:
-    """ack, resolve or expected, by `actor` through `channel`, at `now` on the platform clock."""
-    check_judge(policy, actor, groups)
-    judgement = feedback.judge(ctx, incident_id, action, actor=actor, channel=channel, reason=reason, now=now, days=days)
+    """ack, resolve or expected, by an authenticated actor through their channel, at `now` on the platform clock."""
+    check_judge(actor)
+    judgement = feedback.judge(ctx, incident_id, action, actor=actor.id, channel=actor.channel, reason=reason, now=now, days=days)
     outcome = JudgementOutcome(judgement=judgement)
     if judgement.suppression is not None:
         record = expected_record(judgement, judgement.suppression)
@@ -74,12 +69,10 @@ def act_on_incident(
     return outcome
 
 
-def lift_suppression(
-    ctx: PlatformContext, policy: PolicySpec, suppression_id: int, *, actor: str, channel: str, now: datetime, groups: tuple[str, ...] = ()
-) -> Suppression:
+def lift_suppression(ctx: PlatformContext, suppression_id: int, *, actor: Actor, now: datetime) -> Suppression:
     """Lift a suppression early; the same people who may mark an incident expected may lift it."""
-    check_judge(policy, actor, groups)
-    return feedback.unsuppress(ctx, suppression_id, actor=actor, channel=channel, now=now)
+    check_judge(actor)
+    return feedback.unsuppress(ctx, suppression_id, actor=actor.id, channel=actor.channel, now=now)
 
 
 def expected_record(judgement: Judgement, suppression: Suppression) -> MemoryRecord:

@@ -41,7 +41,7 @@ def approval_text(approval: Approval) -> str:
         f"approval {approval.id} needed: {approval.tool}({', '.join(f'{k}={v}' for k, v in approval.arguments.items())})\n"
         f"  why: {approval.reason} (rule {approval.rule}); approvers: {', '.join(approval.approvers)}; "
         f"expires {approval.expires_at:%Y-%m-%d %H:%M} UTC\n"
-        f"  decide: dataops approve {approval.id} --as USER   |   dataops deny {approval.id} --as USER --reason TEXT"
+        f"  decide (as yourself: DATAOPS_TOKEN or your OS login): dataops approve {approval.id}   |   dataops deny {approval.id} --reason TEXT"
     )
 
 

@@ -137,12 +137,12 @@ def await_approval(rt: Runtime, state: AgentState, reviewed: ReviewedCall, decis
         interrupt({"approval_id": approval.id, "tool": call.name, "reason": decision.reason, "thread_id": thread})
         approval = rt.approvals.get(approval.id)
     if approval.status == "approved":
-        rt.audit.approved(call.id, by=approval.decided_by)
+        rt.audit.approved(call.id, by=approval.decided_by, via=approval.decided_via)
         return reviewed.model_copy(update={"approved_by": approval.decided_by})
     if approval.status == "expired":
         rt.audit.expired(call.id, by=approval.decided_by)
     else:
-        rt.audit.refused(call.id, by=approval.decided_by)
+        rt.audit.refused(call.id, by=approval.decided_by, via=approval.decided_via)
     why = f": {approval.decision_reason}" if approval.decision_reason else ""
     message = f"{approval.id} {approval.status} by {approval.decided_by}{why}"
     return _ended(state, reviewed, status="expired" if approval.status == "expired" else "denied", message=message)

@@ -27,12 +27,12 @@ from agent.planner import Planner
 from agent.report import ConsoleReporter, Reporter
 from agent.runbook import RunbookPlanner, RunbookSpec, load_runbooks
 from agent.state import Runtime
-from config.errors import ApprovalError
+from config.errors import ApprovalError, DataOpsError
 from memory.store import IncidentMemory, MemoryRecord
 from pipelines.context import PlatformContext
 from policies.approvals import Approval, ApprovalStore
 from policies.audit import AuditLog
-from policies.model import load_policy
+from policies.people import Actor, Channel, People
 from tools.registry import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ class Agent:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.ctx = ctx
-        self.policy = load_policy(ctx.settings.policy_path, approvers=ctx.settings.approvers)
+        self.people = People.load(ctx.settings, ctx.ledger)
+        self.policy = self.people.policy(ctx.settings.policy_path)
         self.approvals = ApprovalStore(ctx.ledger)
         self.audit = AuditLog(ctx.ledger)
         self.reporter: Reporter = reporter or ConsoleReporter()
@@ -114,6 +115,20 @@ class Agent:
 
     def close(self) -> None:
         self._conn.close()
+
+    def refresh_people(self, *, strict: bool = True) -> People:
+        """Read the people registry and the policy again, so a request freezes the approvers of now, not of start-up.
+
+        Not strict (before working an incident or a chat turn): a people file broken since start-up is logged and the
+        registry read last stays, so incidents are still worked. Decisions always read it strictly."""
+        try:
+            self.people = People.load(self.ctx.settings, self.ctx.ledger)
+            self.policy = self.runtime.policy = self.people.policy(self.ctx.settings.policy_path)
+        except DataOpsError as exc:
+            if strict:
+                raise
+            log.error("people or policy file unreadable, keeping the registry read before: %s", exc)
+        return self.people
 
     # -- threads -----------------------------------------------------------------------------------
     def _config(self, thread_id: str) -> RunnableConfig:
@@ -175,6 +190,7 @@ class Agent:
     def handle_incident(self, incident_id: int) -> ThreadOutcome:
         """Work an incident; a thread already finished or waiting for approval is not started again."""
         thread_id = f"incident-{incident_id}"
+        self.refresh_people(strict=False)
         self.resume_decided()
         pending = self.pending_approval(thread_id)
         if pending is not None:
@@ -187,7 +203,9 @@ class Agent:
         return self._run(thread_id, {"thread_id": thread_id, "mode": "incident", "incident_id": incident_id, "actor": "agent"})
 
     def chat(self, thread_id: str, text: str, *, user: str) -> ThreadOutcome:
-        """One chat turn; refused while an approval is pending in the thread."""
+        """One chat turn by `user` (a person's name, or how the channel knows an unknown caller); refused while an
+        approval is pending in the thread. `user` is recorded as the requester of any approval the turn asks for."""
+        self.refresh_people(strict=False)
         self.resume_decided()  # an expired or decided request must not keep the thread locked
         if self._stranded(thread_id):
             self._continue(thread_id)
@@ -203,9 +221,22 @@ class Agent:
         return self._run(thread_id, payload)
 
     # -- approvals -----------------------------------------------------------------------------------
-    def decide(self, approval_id: str, *, approve: bool, user: str, reason: str = "", groups: tuple[str, ...] = ()) -> Approval:
-        """Record a decision (first wins, approvers only), then resume the paused thread."""
-        approval = self.approvals.decide(approval_id, approve=approve, user=user, reason=reason, groups=groups)
+    def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        user: str | Actor,
+        reason: str = "",
+        groups: tuple[str, ...] = (),
+        channel: Channel = "api",
+    ) -> Approval:
+        """Record a decision (first wins, approvers only), then resume the paused thread.
+
+        `user` is an actor a channel authenticated (the CLI, Slack), or the name of a person for in-process callers
+        (the eval runner, tests), resolved against the people registry as it stands now."""
+        actor = user if isinstance(user, Actor) else self.refresh_people().actor(user, channel=channel, groups=groups)
+        approval = self.approvals.decide(approval_id, approve=approve, by=actor, reason=reason)
         self.reporter.approval_decided(approval)
         self.resume_decided()
         return self.approvals.get(approval_id)
@@ -228,7 +259,7 @@ class Agent:
             outcomes.append(outcome)
         return outcomes
 
-    def decide_or_explain(self, approval_id: str, *, approve: bool, user: str, reason: str = "") -> tuple[Approval | None, str]:
+    def decide_or_explain(self, approval_id: str, *, approve: bool, user: str | Actor, reason: str = "") -> tuple[Approval | None, str]:
         try:
             return self.decide(approval_id, approve=approve, user=user, reason=reason), ""
         except ApprovalError as exc:

@@ -37,13 +37,14 @@ class AgentExtension:
             from agent.slack.app import check_settings, web_client
             from agent.slack.reporter import SlackReporter
             from agent.slack.store import SlackStore
+            from pipelines.outbox import outbox_backoff
             from policies.approvals import ApprovalStore
 
             check_settings(ctx.settings)
             assert ctx.settings.slack_channel is not None
             self.slack_reporter = SlackReporter(
                 web_client(ctx.settings), channel=ctx.settings.slack_channel, store=SlackStore(ctx.ledger),
-                approvals=ApprovalStore(ctx.ledger), incidents=ctx.incidents,
+                approvals=ApprovalStore(ctx.ledger), incidents=ctx.incidents, backoff=outbox_backoff(ctx.settings),
             )  # fmt: skip
             console = Reporters(console, self.slack_reporter)
         self.agent = Agent(ctx, reporter=console, clock=lambda: service.clock.now())

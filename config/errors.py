@@ -6,6 +6,8 @@ bad value and what the reader can do next::
     DataOpsError
     ├── DefinitionError          a declaration in config/ is wrong (raised when the inventory loads)
     ├── SettingsError            a setting is missing or malformed
+    │   ├── UnreachableError         a service a setting names (catalog, ops database, object store) does not answer
+    │   └── HomeNotWritableError     DATAOPS_HOME cannot be written
     ├── SourceError              fetching from a source went wrong
     │   ├── TransientSourceError     5xx, 429, timeouts, connection resets: worth a retry
     │   └── PermanentSourceError     4xx, exhausted retries: retrying will not help
@@ -15,10 +17,12 @@ bad value and what the reader can do next::
     │   └── PublishConflictError     main moved away from the audited snapshot's ancestry
     ├── PipelineError            a promotion could not complete
     ├── QueryError               a query over the lake failed
-    │   └── QueryRefusedError        the statement is not a read
+    │   ├── QueryRefusedError        the statement is not a read
+    │   └── QueryLimitError          the statement ran past DATAOPS_QUERY_TIMEOUT_S or DATAOPS_QUERY_MEMORY_LIMIT
     ├── ToolError                a tool refused or failed; the message is shown to the model
     ├── PolicyError              the policy file is invalid, or a decision cannot be taken
     ├── ApprovalError            an approval decision was refused (unknown id, not an approver, already decided)
+    ├── IdentityError            the caller is not a known person, or names someone they are not
     ├── MemoryStoreError         the incident memory cannot be opened or searched
     └── ModelError               the model endpoint failed or answered something unusable
 """
@@ -36,6 +40,19 @@ class DefinitionError(DataOpsError):
 
 class SettingsError(DataOpsError):
     """A setting is missing or malformed."""
+
+
+class UnreachableError(SettingsError):
+    """A service named by a setting does not answer at its address; `setting` names the environment variable."""
+
+    def __init__(self, message: str, *, setting: str, address: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.address = address
+
+
+class HomeNotWritableError(SettingsError):
+    """DATAOPS_HOME (or a folder in it) cannot be created or written."""
 
 
 class SourceError(DataOpsError):
@@ -90,6 +107,14 @@ class QueryRefusedError(QueryError):
     """The statement is not a read; the query tool only reads."""
 
 
+class QueryLimitError(QueryError):
+    """The statement was interrupted at a limit: `setting` is the one that stopped it (timeout or memory)."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 class ToolError(DataOpsError):
     """A tool refused its input or failed; the message is shown to the model, so it says what to try instead."""
 
@@ -100,6 +125,10 @@ class PolicyError(DataOpsError):
 
 class ApprovalError(DataOpsError):
     """An approval decision was refused: unknown request, not an approver, already decided or expired."""
+
+
+class IdentityError(DataOpsError):
+    """The caller could not be resolved to a person (unknown login, bad token), or named a person they are not (`--as`)."""
 
 
 class MemoryStoreError(DataOpsError):

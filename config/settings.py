@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -18,6 +20,30 @@ from pydantic_settings import (
 
 CONFIG_DIR = Path(__file__).resolve().parent
 CATALOG_TYPES = ("sql", "rest")
+SECRET_SETTINGS = (
+    "rest_catalog_credential",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "llm_api_key",
+    "slack_bot_token",
+    "slack_app_token",
+    "slack_signing_secret",
+    "token",
+)
+"""Settings whose values are credentials: never logged, never printed (config/redact.py masks them)."""
+_HTTP_URL_SETTINGS = (
+    "rest_catalog_uri",
+    "s3_endpoint",
+    "carbon_intensity_base_url",
+    "open_meteo_base_url",
+    "llm_base_url",
+    "slack_api_url",
+)
+URL_SETTINGS = ("catalog_uri", "ops_db_url", "warehouse", "lineage_target", "ray_address", *_HTTP_URL_SETTINGS)
+"""Settings that hold URLs, which may carry a password (scheme://user:password@host)."""
+_MEMORY_LIMIT = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]i?b|%)", re.IGNORECASE)
+_MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_MIN_QUERY_MEMORY = 16e6
 
 
 class DataopsSettings(BaseSettings):
@@ -45,6 +71,7 @@ class DataopsSettings(BaseSettings):
     )
     catalog_name: str = Field(
         default="dataops",
+        min_length=1,
         description="Iceberg catalog name; a SQL catalog's rows in iceberg_tables carry it (the iceberg-rest image's JDBC catalog uses 'rest_backend').",
     )
     rest_catalog_uri: str | None = Field(
@@ -68,13 +95,19 @@ class DataopsSettings(BaseSettings):
     s3_path_style: bool = Field(
         default=True, description="Path-style S3 URLs (http://endpoint/bucket/key), as MinIO and moto need; false: virtual-hosted style."
     )
-    source_mode: str = Field(
+    source_mode: Literal["replay", "http"] = Field(
         default="replay",
         description="'replay' serves the bundled real data offline; 'http' calls the public APIs.",
     )
     drop_dir: Path | None = Field(default=None, description="Drop folder watched by file sources; default home/drop.")
+    drop_max_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="Largest drop file read, in bytes (default 2 GiB); a bigger file is quarantined unread, named with its size.",
+    )
     audit_branch_retention_hours: float = Field(
         default=168.0,
+        ge=0,
         description="How long audit branches of failed or held runs are kept for diagnosis; recovered runs' go at once.",
     )
     replay_start: datetime = Field(
@@ -83,7 +116,7 @@ class DataopsSettings(BaseSettings):
     replay_speed: float = Field(
         default=17280.0, gt=0, description="Simulated seconds per real second under replay (17280: one day every 5 s)."
     )
-    metrics_port: int = Field(default=9108, description="Port of the Prometheus /metrics endpoint of `dataops serve`.")
+    metrics_port: int = Field(default=9108, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint of `dataops serve`.")
     metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint binds to (0.0.0.0 in containers).")
     monitor_interval_s: float = Field(default=10.0, gt=0, description="Real seconds between timer evaluations of the monitors.")
     anomaly_sensitivity: float = Field(
@@ -102,10 +135,16 @@ class DataopsSettings(BaseSettings):
     misfire_grace_s: int = Field(
         default=300, ge=1, description="Real seconds a late scheduled run may still start (later ones are coalesced)."
     )
-    http_timeout_s: float = Field(default=20.0, description="Timeout of one HTTP request to a source.")
-    http_max_attempts: int = Field(default=5, description="Attempts per HTTP request before giving up.")
-    http_backoff_s: float = Field(default=1.0, description="First retry delay; doubles per attempt.")
-    http_max_backoff_s: float = Field(default=60.0, description="Longest wait between attempts, Retry-After included.")
+    outbox_backoff_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Real seconds before the outbox retries a message a neighbour (Slack, OpenLineage) did not take; doubles per attempt with jitter, at most 5 minutes apart (or this, if longer).",
+    )
+    http_timeout_s: float = Field(default=20.0, gt=0, description="Timeout of one HTTP request to a source.")
+    http_max_attempts: int = Field(default=5, ge=1, description="Attempts per HTTP request before giving up.")
+    http_backoff_s: float = Field(default=1.0, ge=0, description="First retry delay; doubles per attempt.")
+    http_max_backoff_s: float = Field(default=60.0, ge=0, description="Longest wait between attempts, Retry-After included.")
     carbon_intensity_base_url: str = Field(
         default="https://api.carbonintensity.org.uk",
         description="Base URL of the NESO Carbon Intensity API (carbon_intensity and generation_mix).",
@@ -133,9 +172,17 @@ class DataopsSettings(BaseSettings):
     )
     policy_file: Path | None = Field(default=None, description="Policy YAML the guardrail engine enforces; default config/policy.yaml.")
     runbooks_file: Path | None = Field(default=None, description="Runbooks YAML of the runbook planner; default config/runbooks.yaml.")
+    people_file: Path | None = Field(
+        default=None, description="People YAML: who may read, act on incidents and approve (roles); default config/people.yaml."
+    )
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        description="Personal token of the CLI caller (`dataops users token NAME`); else the OS login is used. Never logged.",
+    )
     approvers: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
-        description="Who may approve risky actions (user ids, comma-separated in the environment); replaces the policy file's list.",
+        description="Retired: refused when set. Approvers are people with role approver in config/people.yaml or `dataops users add`.",
     )
     slack_bot_token: str | None = Field(
         default=None, repr=False, description="Bot token (xoxb-...) of the Slack app; setting it starts the Slack app in `dataops serve`."
@@ -147,7 +194,7 @@ class DataopsSettings(BaseSettings):
         default=None, repr=False, description="Signing secret that verifies requests from Slack in HTTP mode."
     )
     slack_channel: str | None = Field(default=None, description="Channel id (C...) where incident threads are posted.")
-    slack_port: int = Field(default=3000, description="Port of the HTTP-mode endpoint /slack/events.")
+    slack_port: int = Field(default=3000, ge=1, le=65535, description="Port of the HTTP-mode endpoint /slack/events.")
     slack_addr: str = Field(default="127.0.0.1", description="Address the HTTP-mode endpoint binds to (0.0.0.0 behind a proxy).")
     slack_api_url: str = Field(default="https://slack.com/api/", description="Base URL of the Slack Web API (tests and proxies).")
     memory_embedding: str = Field(
@@ -185,6 +232,81 @@ class DataopsSettings(BaseSettings):
             "(its nodes need the platform image and the shared catalog, warehouse and ops database); 'auto' on a cluster node."
         ),
     )
+
+    query_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Real seconds a user's SQL (`dataops query`, the agent's query_lake) may run before it is interrupted.",
+    )
+    query_memory_limit: str = Field(
+        default="1GB",
+        description="DuckDB memory limit of a user's SQL, in DuckDB syntax: '1GB', '512MB', '2GiB' or a share of RAM like '25%'.",
+    )
+
+    @field_validator("query_memory_limit")
+    @classmethod
+    def _duckdb_memory_limit(cls, value: str) -> str:
+        match = _MEMORY_LIMIT.fullmatch(value.strip())
+        if match is None:
+            raise ValueError("not a DuckDB memory limit; valid: a number with KB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. 1GB), or 1%-100%")
+        number, unit = float(match.group("number")), match.group("unit").lower()
+        if unit == "%":
+            if not 0 < number <= 100:
+                raise ValueError("a share of RAM must be more than 0% and at most 100%")
+        elif number * _MEMORY_UNITS[unit] < _MIN_QUERY_MEMORY:
+            raise ValueError("below 16MB no query can run; valid: 16MB or more")
+        return value.strip()
+
+    @field_validator(*_HTTP_URL_SETTINGS)
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("not an http(s) URL with a host; valid: http://host:port or https://host/path")
+        try:
+            parsed.port  # noqa: B018 - raises on a port outside 0-65535 or not a number
+        except ValueError as exc:
+            raise ValueError(f"the URL's port is not valid ({exc}); valid: 1-65535") from None
+        return value.strip()
+
+    @field_validator("catalog_uri", "ops_db_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            port = make_url(value.strip()).port
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a SQLAlchemy URL; valid: sqlite:////path/file.db or postgresql+psycopg2://user:pass@host:5432/db"
+            ) from None
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"the URL's port {port} is out of range; valid: 1-65535")
+        return value.strip()
+
+    @field_validator("memory_embedding")
+    @classmethod
+    def _known_embedding(cls, value: str) -> str:
+        kind, _, model = value.strip().partition(":")
+        if value.strip() == "sklearn" or (kind in ("sentence-transformers", "openai") and model):
+            return value.strip()
+        raise ValueError("unknown embedding; valid: 'sklearn', 'sentence-transformers:<model>' or 'openai:<model>'")
+
+    def secret_values(self) -> list[str]:
+        """The literal values of the secret settings, and the passwords inside URL settings: what output must never show."""
+        values = [getattr(self, name) for name in SECRET_SETTINGS]
+        for name in URL_SETTINGS:
+            url = getattr(self, name)
+            if url and "://" in url:
+                password = urlsplit(url).password  # the validators checked that every URL setting parses
+                values.append(unquote(password) if password else None)
+                values.append(password)
+        return [v for v in values if v]
 
     @field_validator("lineage_target")
     @classmethod
@@ -284,10 +406,16 @@ def _settings_file_from_env() -> Path | None:
 
 
 def load_settings(**overrides: Any) -> DataopsSettings:
-    """Settings from the environment, the optional YAML file and `overrides` (highest precedence)."""
+    """Settings from the environment, the optional YAML file and `overrides` (highest precedence).
+
+    Raises `SettingsError` naming each bad setting, its value and the valid ones (secret values are not repeated)."""
+    from config.errors import SettingsError
+
     try:
         return DataopsSettings(**overrides)
-    except yaml.YAMLError as exc:  # pragma: no cover - depends on a user's file
-        from config.errors import SettingsError
+    except ValidationError as exc:
+        from config.invalid_settings import describe_invalid
 
+        raise SettingsError(describe_invalid(exc, DataopsSettings, SECRET_SETTINGS)) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - depends on a user's file
         raise SettingsError(f"the settings file is not valid YAML: {exc}") from exc

@@ -39,6 +39,7 @@ from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import run_pipeline
 from pipelines.retry import no_wait, retry, run_failure, scheduler_budget
 from pipelines.sources.base import Window
+from policies.people import People, Person
 from tools.registry import REGISTRY
 
 Model = Literal["runbook", "scripted", "openai"]
@@ -67,12 +68,26 @@ class ScenarioResult(BaseModel):
     duration_s: float = 0.0
 
 
+def _declare_approver(ctx: PlatformContext, spec: ScenarioSpec) -> None:
+    """The scenario's human (`approvals.by`) is a person with role approver: the bundled `oncall` of config/people.yaml,
+    or declared in the scenario's own ops database. A person of that name with a lesser role is an error, not promoted."""
+    people = People.load(ctx.settings, ctx.ledger)
+    found = people.get(spec.approvals.by)
+    if found is None and people.store is not None:
+        people.store.add(Person(name=spec.approvals.by, role="approver", source="database"))
+    elif found is not None and found.role != "approver":
+        raise DefinitionError(
+            f"scenario {spec.name} answers approvals as {spec.approvals.by}, who is a {found.role} in the people registry; "
+            "make them an approver or set approvals.by to one"
+        )
+
+
 class _Scenario:
     def __init__(self, spec: ScenarioSpec, settings: DataopsSettings, model: Model, home: Path) -> None:
         self.spec = spec
         self.model = model
         self.server: ScriptedOpenAI | None = None
-        update: dict[str, Any] = {"home": home, "source_mode": "replay", "approvers": [spec.approvals.by]}
+        update: dict[str, Any] = {"home": home, "source_mode": "replay", "approvers": None}
         if model == "runbook":
             update |= {"llm_base_url": None, "llm_model": None}
         elif model == "scripted":
@@ -81,6 +96,7 @@ class _Scenario:
             self.server = ScriptedOpenAI(*[_reply(r) for r in spec.model_script], when_empty=ScriptedOpenAI.text("Nothing more to do."))
             update |= {"llm_base_url": self.server.base_url, "llm_model": "scripted", "llm_api_key": "sk-eval"}
         self.ctx = PlatformContext.open(settings.model_copy(update=update))
+        _declare_approver(self.ctx, spec)
         self.now = datetime(2000, 1, 1, tzinfo=UTC)
         self.bad_heads: dict[str, int] = {}
         self.lines: list[str] = []

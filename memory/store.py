@@ -12,7 +12,6 @@ over and re-embedded, so changing DATAOPS_MEMORY_EMBEDDING never loses the memor
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from chromadb.api.client import Client
 from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Embeddable, EmbeddingFunction, Metadata
 from chromadb.errors import ChromaError
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config.errors import MemoryStoreError
@@ -162,8 +162,8 @@ class IncidentMemory:
     def _client(self) -> Iterator[Client]:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            with (self.path / LOCK_FILE).open("a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            # flock(2) underneath: released when the holder ends, even by SIGKILL; never a soft lock left behind.
+            with FileLock(self.path / LOCK_FILE, fallback_to_soft=False):
                 settings = chromadb.config.Settings(anonymized_telemetry=False, allow_reset=False)
                 # PersistentClient is typed as the ClientAPI protocol, which lacks the close() its Client has.
                 client = cast(Client, chromadb.PersistentClient(path=str(self.path), settings=settings))

@@ -29,7 +29,7 @@ from config.errors import PipelineError
 from config.settings import DataopsSettings
 from pipelines.context import PlatformContext
 from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
-from pipelines.retry import scheduler_budget
+from pipelines.retry import Failure, retry, scheduler_budget
 from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)
@@ -179,35 +179,37 @@ def run_backfill(
         ctx.ledger.mark_abandoned(spec.name)
         lost = [r for r in ctx.ledger.unrecovered(spec.name) if windows[0].start <= r.window_start and r.window_end <= windows[-1].end]
         runner = runner_for(ctx, spec.name, executor, as_of=as_of, address=address, cpus=cpus)
-        budget = scheduler_budget(ctx.settings)
+        pending = windows
+
+        def attempt(number: int, _at: datetime) -> list[tuple[Window, RunResult]]:
+            """Run the partitions still pending; the ones that failed transiently are pending next time."""
+            nonlocal pending, task_retries
+            if number > 1:
+                task_retries += len(pending)
+                log.warning("%s: %d partition(s) failed transiently; attempt %d", backfill_id, len(pending), number)
+            finished = []
+            for window, result in runner.run(pending, attempt=number):
+                outcome = _outcome(result, window, number)
+                earlier = outcomes.get(window.start)
+                if earlier is not None:  # the conflicts of every attempt count
+                    outcome.commit_retries += earlier.commit_retries
+                    outcome.replans += earlier.replans
+                outcomes[window.start] = outcome
+                finished.append((window, result))
+                if on_partition is not None:
+                    on_partition(outcome, len(windows) + task_retries)
+            pending = sorted((w for w, r in finished if _transient(r)), key=lambda w: w.start)
+            return finished
+
         try:
-            pending = windows
-            retry_after: float | None = None
-            for attempt in range(1, budget.max_attempts + 1):
-                if attempt > 1:
-                    if retry_after is not None and retry_after > budget.backoff.max_wait_s:
-                        log.warning("%s: the source asks to wait %.0f s; the next run tries again", backfill_id, retry_after)
-                        break
-                    task_retries += len(pending)
-                    time.sleep(budget.backoff.wait(attempt - 1, retry_after_s=retry_after, seed=backfill_id))
-                    log.warning("%s: %d partition(s) failed transiently; attempt %d", backfill_id, len(pending), attempt)
-                retry, retry_after = [], None
-                for window, result in runner.run(pending, attempt=attempt):
-                    outcome = _outcome(result, window, attempt)
-                    earlier = outcomes.get(window.start)
-                    if earlier is not None:  # the conflicts of every attempt count
-                        outcome.commit_retries += earlier.commit_retries
-                        outcome.replans += earlier.replans
-                    outcomes[window.start] = outcome
-                    if result.status == "failed" and result.error_kind == "transient":
-                        retry.append(window)
-                        if result.retry_after_s is not None:
-                            retry_after = max(retry_after or 0.0, result.retry_after_s)
-                    if on_partition is not None:
-                        on_partition(outcome, len(windows) + task_retries)
-                pending = sorted(retry, key=lambda w: w.start)
-                if not pending:
-                    break
+            # One retry for the whole batch: the one backoff rule, the longest Retry-After among the partitions.
+            _, report = retry(
+                attempt, _batch_failure, budget=scheduler_budget(ctx.settings), start=as_of, wait=time.sleep, seed=backfill_id
+            )
+            if report.stopped == "retry_after":
+                log.warning(
+                    "%s: the source asks to wait %.0f s; the next run tries again", backfill_id, report.attempts[-1].retry_after_s or 0
+                )
         finally:
             runner.close()
         if lost and all(outcomes[w.start].status != "failed" for w in windows):
@@ -222,6 +224,19 @@ def run_backfill(
         rows_quarantined=sum(o.rows_quarantined for o in ordered), duration_s=round(time.perf_counter() - started, 3),
         outcomes=ordered,
     )  # fmt: skip
+
+
+def _transient(result: RunResult) -> bool:
+    return result.status == "failed" and result.error_kind == "transient"
+
+
+def _batch_failure(finished: list[tuple[Window, RunResult]]) -> Failure | None:
+    """A batch fails transiently while some partition did: the retry waits the longest Retry-After among them."""
+    again = [r for _, r in finished if _transient(r)]
+    if not again:
+        return None
+    retry_after = max((r.retry_after_s for r in again if r.retry_after_s is not None), default=None)
+    return Failure(error=f"{len(again)} partition(s) failed transiently: {again[0].error}", transient=True, retry_after_s=retry_after)
 
 
 def _outcome(result: RunResult, window: Window, attempt: int) -> PartitionOutcome:

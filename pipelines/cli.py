@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -19,28 +19,39 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from config.errors import DataOpsError, QueryRefusedError
+from config.errors import DataOpsError, QueryLimitError, QueryRefusedError
+from config.redact import RedactingStream, install_redaction, redact, register_secrets, register_secrets_from_env
+from config.settings import DataopsSettings, load_settings
 from pipelines.context import PlatformContext
+from pipelines.error_report import EXIT_FAILED, EXIT_USAGE, Debug, ReportingGroup
 from pipelines.inspection import history_of, lake_status, quarantine_summary
 from pipelines.promotion import RunResult, run_pipeline, split_windows
 from pipelines.query import run_query
 from pipelines.sources.base import Window
 
 app = typer.Typer(
+    cls=ReportingGroup,  # errors a person can fix: one line, exit 2; tracebacks only for bugs, with --debug
     help="Sustainability DataOps platform: Iceberg pipelines with write-audit-publish, validated by Great Expectations.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+# Everything the CLI prints passes through config/redact.py: a library's message may carry a credential.
+console = Console(file=cast(IO[str], RedactingStream("stderr")))
+out = Console(file=cast(IO[str], RedactingStream("stdout")))
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_QUARANTINED = 3
+__all__ = ["EXIT_FAILED", "EXIT_QUARANTINED", "EXIT_USAGE", "app", "console", "out"]
 
 
 def _emit_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.write(redact(json.dumps(payload, indent=2, default=str)) + "\n")
+
+
+def _fail(message: str, code: int, *, label: str = "error") -> typer.Exit:
+    """Print `label: message` as one line on stderr; return the Exit to raise."""
+    console.print(f"[red]{label}:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
 
 
 def _parse_instant(value: str, option: str) -> datetime:
@@ -61,22 +72,35 @@ def _usage_errors() -> Iterator[None]:
     try:
         yield
     except DataOpsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise _fail(str(exc), EXIT_USAGE) from None
 
 
-def _context() -> PlatformContext:
+def _context(settings: DataopsSettings | None = None) -> PlatformContext:
+    """The platform, after checking that DATAOPS_HOME is writable and every configured service answers (else exit 2)."""
+    from pipelines.reachability import check_home, check_services
+
     with _usage_errors():
-        return PlatformContext.open()
+        settings = settings or load_settings()
+        check_home(settings)
+        check_services(settings)
+        return PlatformContext.open(settings)
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an internal error (also DATAOPS_DEBUG=1).")] = False,
+) -> None:
+    """Set up logging with redaction, then validate every setting before any command runs."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_redaction()
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     if not verbose:
         # Under replay a firing often finds the previous run still going; coalescing is the design, not news.
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    Debug.on = debug
+    register_secrets_from_env()  # before validation: an error about one setting must not print another's secret
+    register_secrets(load_settings().secret_values())
 
 
 @app.command()
@@ -110,8 +134,7 @@ def run(
         s = _parse_instant(start or default[0], "--start")
         e = _parse_instant(end or default[1], "--end")
         if e <= s:
-            console.print(f"[red]error:[/red] --end {e.isoformat()} is not after --start {s.isoformat()}")
-            raise typer.Exit(EXIT_USAGE)
+            raise _fail(f"--end {e.isoformat()} is not after --start {s.isoformat()}", EXIT_USAGE)
         days = window_days or ctx.inventory.source(spec.source).chunk_days
         ctx.ledger.mark_abandoned(spec.name)
         for lost in ctx.ledger.unrecovered(spec.name):
@@ -130,8 +153,7 @@ def run(
                     result = run_pipeline(ctx, name, window, as_of=clock, progress=lambda msg: bar.update(task, description=msg[:70]))
             except DataOpsError as exc:  # another process runs this pipeline
                 bar.stop()
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(EXIT_FAILED) from None
+                raise _fail(str(exc), EXIT_FAILED) from None
             results.append(result)
             bar.advance(task)
     if as_json:
@@ -229,16 +251,20 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="Print columns and rows as JSON on stdout.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 10_000,
 ) -> None:
-    """Read-only SQL over the lake with DuckDB. Anything but a read is refused (exit 2)."""
+    """Read-only SQL over the lake with DuckDB. Anything but a read is refused (exit 2).
+
+    Each statement runs under DATAOPS_QUERY_TIMEOUT_S and DATAOPS_QUERY_MEMORY_LIMIT; past either it is
+    interrupted and reported (exit 2).
+    """
     ctx = _context()
     try:
         result = run_query(ctx, sql, limit=limit)
     except QueryRefusedError as exc:
-        console.print(f"[red]refused:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise _fail(str(exc), EXIT_USAGE, label="refused") from None
+    except QueryLimitError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     except DataOpsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise _fail(str(exc), EXIT_FAILED) from None
     if as_json:
         _emit_json(result.model_dump(mode="json"))
         return
@@ -304,18 +330,16 @@ def serve(
         overrides["replay_speed"] = speed
     if start is not None:
         overrides["replay_start"] = _parse_instant(start, "--start")
-    ctx = _context()
-    if overrides:
-        ctx.settings = ctx.settings.model_copy(update=overrides)
+    with _usage_errors():  # the overrides are validated like the settings they replace
+        settings = load_settings(**overrides)
+    ctx = _context(settings)
     service = Service(ctx)
     if metrics:
         try:
             serve_metrics(ctx.settings.metrics_port, ctx.settings.metrics_addr)
         except OSError as exc:
-            console.print(
-                f"[red]error:[/red] cannot serve metrics on {ctx.settings.metrics_addr}:{ctx.settings.metrics_port} ({exc}); set DATAOPS_METRICS_PORT or --no-metrics"
-            )
-            raise typer.Exit(EXIT_USAGE) from None
+            where = f"{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}"
+            raise _fail(f"cannot serve metrics on {where} ({exc}); set DATAOPS_METRICS_PORT or --no-metrics", EXIT_USAGE) from None
         console.print(f"metrics on http://{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}/metrics")
     clock = service.clock
     clock_note = f"replay clock from {clock.start.isoformat()} at x{clock.speed:g}" if isinstance(clock, ReplayClock) else "wall clock"

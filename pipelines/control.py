@@ -1,19 +1,21 @@
 """Operational control of pipelines: pause and resume, watermarks, and one run at a time.
 
 Pause state and watermarks live in the ops database, so the CLI, the service and (later) the agent all
-see the same switch. "One run of a pipeline at a time" is an exclusive file lock in `$DATAOPS_HOME/locks`,
-held by the running process: it works across processes and is released by the OS if the process dies.
+see the same switch. "One run of a pipeline at a time" is an exclusive file lock in `$DATAOPS_HOME/locks`
+(`filelock`, on flock(2)), held by the running process: it works across threads and processes and is
+released by the OS if the process dies. No soft-lock fallback: a lock that outlives a killed holder would
+stop the pipeline until someone removed it by hand.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from sqlalchemy import Boolean, DateTime, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -81,30 +83,34 @@ class PipelineControl:
         Write-audit-publish would detect the conflict anyway and re-plan; the lock saves the wasted work.
         """
         self._locks.mkdir(parents=True, exist_ok=True)
-        with (self._locks / f"table-{table}.lock").open("a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(self._locks / f"table-{table}.lock", fallback_to_soft=False):
+            yield
 
     @contextmanager
     def exclusive(self, pipeline: str) -> Iterator[None]:
         """Hold the pipeline's run lock; raises PipelineBusyError at once if another process holds it."""
         self._locks.mkdir(parents=True, exist_ok=True)
         path = self._locks / f"{pipeline}.lock"
-        handle = path.open("a+")
+        lock = FileLock(path, fallback_to_soft=False, on_acquired=_write_holder)
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise PipelineBusyError(f"pipeline {pipeline} is already running ({holder}); wait for it or pause it") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
+            lock.acquire(blocking=False)
+        except Timeout:
+            holder = _read_holder(path) or "another process"
+            raise PipelineBusyError(f"pipeline {pipeline} is already running ({holder}); wait for it or pause it") from None
+        try:
             yield
         finally:
-            handle.close()
+            lock.release()
+
+
+def _write_holder(fd: int) -> None:
+    """Say who holds the lock, in the lock file itself (filelock hands over its descriptor once it holds it)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""

@@ -17,6 +17,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text,
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql.schema import Table
 
 RUN_STATUSES = ("running", "succeeded", "quarantined", "failed", "abandoned")
 
@@ -86,6 +87,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def ensure_tables(engine: Engine, tables: list[Table] | None = None) -> None:
+    """`create_all` that tolerates another process creating the same tables at the same moment.
+
+    SQLAlchemy checks, then creates: two processes starting on a fresh ops database (four `dataops run` at
+    once, found by benchmarks/chaos.py) both see a table missing and the second CREATE fails with
+    "already exists". Checking again then finds it, which is all that was wanted.
+    """
+    attempts = 2 * len(tables if tables is not None else Base.metadata.sorted_tables) + 2  # each race costs a table at most once
+    for attempt in range(1, attempts + 1):
+        try:
+            Base.metadata.create_all(engine, tables=tables)
+            return
+        except DBAPIError as exc:
+            text = str(exc).lower()
+            if attempt == attempts or not ("already exists" in text or "duplicate" in text or "unique constraint" in text):
+                raise
+
+
 def add_missing_columns(engine: Engine) -> None:
     """Add the nullable columns a newer release declares to an ops database made by an older one.
 
@@ -135,7 +154,7 @@ class Ledger:
         self.engine: Engine = create_engine(url, future=True)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        ensure_tables(self.engine)
         add_missing_columns(self.engine)
 
     def session(self) -> Session:

@@ -47,6 +47,13 @@ FINDINGS_SUPPRESSED = Counter(
     registry=REGISTRY,
 )
 OPEN_INCIDENTS = Gauge("dataops_open_incidents", "Incidents not yet resolved, by severity.", ["severity"], registry=REGISTRY)
+NOTIFIER_UP = Gauge(
+    "dataops_notifier_up",
+    "1 when the last delivery attempt to a channel (slack, openlineage, ...) was answered, 0 while it fails; messages wait in the outbox meanwhile.",
+    ["channel"],
+    registry=REGISTRY,
+)
+OUTBOX_PENDING = Gauge("dataops_outbox_pending", "Messages in the outbox not yet delivered, by channel.", ["channel"], registry=REGISTRY)
 CLOCK = Gauge("dataops_clock_timestamp_seconds", "The platform clock (simulated under replay), Unix seconds.", registry=REGISTRY)
 SEVERITIES = ("info", "warning", "critical")
 

@@ -1,6 +1,6 @@
 """OpenLineage run events: START before each run, COMPLETE or FAIL after it, to a file or an HTTP endpoint.
 
-    RunEvent (spec 2-0-2)
+    RunEvent (spec 2-0-2, built with openlineage-python's typed models and facets)
       run      runId: uuid5 of our run_id · nominalTime: the window · dataops_run: run_id, window, as_of, status
                · errorMessage on FAIL
       job      namespace `lineage_namespace`, name the pipeline · jobType: BATCH, DATAOPS, JOB
@@ -14,27 +14,36 @@ read, so Marquez or DataHub show the same graph. The spec defines the two data-q
 (their usual producers test what they read); we test what we write before publishing it, so they sit in each
 output's dataset `facets`, and the source's record count is its input `dataQualityMetrics`.
 
-`lineage_target` picks the sink: unset (off), a file (`file:///path` or a plain path; one JSON event a line,
-appended under an exclusive lock and fsynced, so concurrent runs do not interleave) or an `http(s)://` URL
-(POST `{url}/api/v1/lineage`, as Marquez takes them; DataHub's is under `/openapi/openlineage`). Emission never
-raises: a lineage sink that is down costs a warning in the log, never a run.
+`lineage_target` picks the sink (pipelines/lineage_sink.py): unset (off), a file (`file:///path` or a plain
+path; one JSON event a line, appended under an exclusive lock and fsynced) or an `http(s)://` URL (POST
+`{url}/api/v1/lineage`, as Marquez takes them; DataHub's is under `/openapi/openlineage`), delivered through
+the outbox so an endpoint that is down delays events and never loses, duplicates or blocks them. Emission
+never raises: a lineage sink that is down costs a warning in the log, never a run.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
-import time
 import traceback
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlparse
 
-import httpx
+import attr
+from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.facet_v2 import (
+    InputDatasetFacet,
+    OutputDatasetFacet,
+    RunFacet,
+    data_quality_assertions_dataset,
+    data_quality_metrics_input_dataset,
+    error_message_run,
+    job_type_job,
+    nominal_time_run,
+    output_statistics_output_dataset,
+    schema_dataset,
+)
+from openlineage.client.serde import Serde
 from sqlalchemy import select
 
 from config.inventory import LAYERS, Inventory, PipelineSpec, TableSpec
@@ -42,27 +51,21 @@ from config.settings import DataopsSettings
 from pipelines import lineage
 from pipelines.context import PlatformContext
 from pipelines.ledger import QualityRow, ValidationRow
+from pipelines.lineage_sink import emit, endpoint, file_path
 from pipelines.sources.base import Window
 
 if TYPE_CHECKING:
+    from openlineage.client.generated.base import DatasetFacet
+
     from pipelines.promotion import RunResult
+
+__all__ = ["PRODUCER", "RUN_FACET_SCHEMA", "build_run_event", "emit", "emit_run_event", "endpoint", "file_path", "run_event", "run_uuid"]
 
 log = logging.getLogger(__name__)
 
 EventType = Literal["START", "COMPLETE", "FAIL"]
 PRODUCER = "https://github.com/dataops/dataops"
-EVENT_SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-_SPEC = "https://openlineage.io/spec/facets"
-FACET_SCHEMA_URLS: dict[str, str] = {
-    "schema": f"{_SPEC}/1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
-    "dataQualityMetrics": f"{_SPEC}/1-0-2/DataQualityMetricsInputDatasetFacet.json#/$defs/DataQualityMetricsInputDatasetFacet",
-    "dataQualityAssertions": f"{_SPEC}/1-0-2/DataQualityAssertionsDatasetFacet.json#/$defs/DataQualityAssertionsDatasetFacet",
-    "outputStatistics": f"{_SPEC}/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet",
-    "nominalTime": f"{_SPEC}/1-0-1/NominalTimeRunFacet.json#/$defs/NominalTimeRunFacet",
-    "errorMessage": f"{_SPEC}/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet",
-    "jobType": f"{_SPEC}/2-0-3/JobTypeJobFacet.json#/$defs/JobTypeJobFacet",
-    "dataops_run": f"{PRODUCER}/spec/facets/1-0-0/DataopsRunFacet.json#/$defs/DataopsRunFacet",
-}
+RUN_FACET_SCHEMA_URL = f"{PRODUCER}/spec/facets/1-0-0/DataopsRunFacet.json#/$defs/DataopsRunFacet"
 # Our own run facet (custom facets carry a prefix and a schema of their own, like the spec's).
 RUN_FACET_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -94,19 +97,28 @@ RUN_FACET_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"dataops_run": {"$ref": "#/$defs/DataopsRunFacet"}},
 }
-HTTP_TIMEOUT_S = 5.0
-HTTP_ATTEMPTS = 3  # one try and two retries
-HTTP_BACKOFF_S = 0.5
 _RUN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{PRODUCER}/runs")
+
+
+@attr.define
+class DataopsRunFacet(RunFacet):
+    """`dataops_run`: the platform's own run id, window, as-of instant and outcome (schema: RUN_FACET_SCHEMA)."""
+
+    runId: str
+    windowStart: str
+    windowEnd: str
+    asOf: str
+    status: str | None = attr.field(default=None)
+    heldDays: list[str] | None = attr.field(default=None)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return RUN_FACET_SCHEMA_URL
 
 
 def run_uuid(run_id: str) -> str:
     """The OpenLineage runId of our run `run_id`: the same on every event and every re-emission."""
     return str(uuid.uuid5(_RUN_NAMESPACE, run_id))
-
-
-def _facet(key: str, **body: Any) -> dict[str, Any]:
-    return {"_producer": PRODUCER, "_schemaURL": FACET_SCHEMA_URLS[key], **body}
 
 
 def _instant(ts: datetime) -> str:
@@ -139,9 +151,11 @@ def source_namespace(settings: DataopsSettings, inventory: Inventory, source: st
     return settings.open_meteo_base_url if kind == "weather" else settings.carbon_intensity_base_url
 
 
-def _schema(table: TableSpec) -> dict[str, Any]:
-    fields = [{"name": c.name, "type": c.type, **({"description": c.doc} if c.doc else {})} for c in table.columns]
-    return _facet("schema", fields=fields)
+def _schema(table: TableSpec) -> schema_dataset.SchemaDatasetFacet:
+    fields = [
+        schema_dataset.SchemaDatasetFacetFields(name=c.name, type=c.type, description=c.doc or None, fields=None) for c in table.columns
+    ]
+    return schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER)
 
 
 def _assertion_columns(inventory: Inventory, table: TableSpec, suite: str) -> dict[str, str]:
@@ -153,25 +167,37 @@ def _assertion_columns(inventory: Inventory, table: TableSpec, suite: str) -> di
     return {name: col for name, col in columns.items() if isinstance(col, str) and col in names}
 
 
+def _row_count(rows: int, metrics: dict[str, data_quality_metrics_input_dataset.ColumnMetrics] | None = None) -> InputDatasetFacet:
+    return data_quality_metrics_input_dataset.DataQualityMetricsInputDatasetFacet(
+        columnMetrics=metrics or {}, rowCount=rows, producer=PRODUCER
+    )
+
+
 def _quality_facets(inventory: Inventory, table: TableSpec, checks: list[ValidationRow], rows_checked: int | None) -> dict[str, Any]:
     latest = {v.expectation: v for v in checks}  # a re-planned publish records its suite again; the last one counts
     columns = _assertion_columns(inventory, table, checks[-1].suite) if checks else {}
     assertions = []
-    metrics: dict[str, dict[str, int]] = {}
+    metrics: dict[str, data_quality_metrics_input_dataset.ColumnMetrics] = {}
     for v in latest.values():
         column = columns.get(v.expectation)
-        assertions.append({"assertion": v.expectation, "success": bool(v.success), **({"column": column} if column else {})})
+        assertions.append(
+            data_quality_assertions_dataset.Assertion(assertion=v.expectation, success=bool(v.success), column=column, params=None)
+        )
         # Nulls are what GE counts as unexpected for not-null checks and as missing for the others.
         nulls = (
             v.unexpected_count if v.expectation_type == "expect_column_values_to_not_be_null" else (v.observed or {}).get("missing_count")
         )
         if column and isinstance(nulls, int):
-            metrics[column] = {"nullCount": nulls, "count": v.element_count - nulls}
+            metrics[column] = data_quality_metrics_input_dataset.ColumnMetrics(
+                nullCount=nulls, count=v.element_count - nulls, quantiles=None
+            )
     facets: dict[str, Any] = {}
     if assertions:
-        facets["dataQualityAssertions"] = _facet("dataQualityAssertions", assertions=assertions)
+        facets["dataQualityAssertions"] = data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet(
+            assertions=assertions, producer=PRODUCER
+        )
     if rows_checked is not None:
-        facets["dataQualityMetrics"] = _facet("dataQualityMetrics", rowCount=rows_checked, columnMetrics=metrics)
+        facets["dataQualityMetrics"] = _row_count(rows_checked, metrics)
     return facets
 
 
@@ -182,7 +208,7 @@ def _rows_written(spec: PipelineSpec, result: RunResult) -> dict[str, int]:
     return written
 
 
-def run_event(
+def build_run_event(
     ctx: PlatformContext,
     spec: PipelineSpec,
     event_type: EventType,
@@ -193,25 +219,30 @@ def run_event(
     result: RunResult | None = None,
     error: BaseException | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> RunEvent:
     """The OpenLineage RunEvent of `event_type` for run `run_id`; COMPLETE and FAIL read `result` and the ledger."""
     settings, inventory = ctx.settings, ctx.inventory
-    ours: dict[str, Any] = {
-        "runId": run_id,
-        "windowStart": _instant(window.start),
-        "windowEnd": _instant(window.end),
-        "asOf": _instant(as_of),
-    }
-    if result is not None:
-        ours.update(status=result.status, heldDays=result.held_days)
-    run_facets: dict[str, Any] = {
-        "nominalTime": _facet("nominalTime", nominalStartTime=_instant(window.start), nominalEndTime=_instant(window.end)),
-        "dataops_run": _facet("dataops_run", **ours),
+    ours = DataopsRunFacet(
+        runId=run_id,
+        windowStart=_instant(window.start),
+        windowEnd=_instant(window.end),
+        asOf=_instant(as_of),
+        status=result.status if result is not None else None,
+        heldDays=result.held_days if result is not None else None,
+        producer=PRODUCER,
+    )
+    run_facets: dict[str, RunFacet] = {
+        "nominalTime": nominal_time_run.NominalTimeRunFacet(
+            nominalStartTime=_instant(window.start), nominalEndTime=_instant(window.end), producer=PRODUCER
+        ),
+        "dataops_run": ours,
     }
     if event_type == "FAIL":
         message = (result.error if result is not None else None) or (f"{type(error).__name__}: {error}" if error else "run failed")
-        trace = {"stackTrace": "".join(traceback.format_exception(error))} if error is not None else {}
-        run_facets["errorMessage"] = _facet("errorMessage", message=message, programmingLanguage="PYTHON", **trace)
+        trace = "".join(traceback.format_exception(error)) if error is not None else None
+        run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+            message=message, programmingLanguage="PYTHON", stackTrace=trace, producer=PRODUCER
+        )
 
     input_nodes, output_nodes = datasets(inventory, spec)
     validations: dict[str, list[ValidationRow]] = {}
@@ -228,101 +259,53 @@ def run_event(
     for node in input_nodes:
         if node.startswith("source:"):
             name = node.removeprefix("source:")
-            dataset: dict[str, Any] = {"namespace": source_namespace(settings, inventory, name), "name": name}
-            if result is not None and event_type == "COMPLETE":
-                metrics = _facet("dataQualityMetrics", rowCount=result.records_fetched, columnMetrics={})
-                dataset["inputFacets"] = {"dataQualityMetrics": metrics}
+            counted = result is not None and event_type == "COMPLETE"
+            input_facets = {"dataQualityMetrics": _row_count(result.records_fetched)} if counted and result is not None else None
+            inputs.append(
+                InputDataset(namespace=source_namespace(settings, inventory, name), name=name, facets=None, inputFacets=input_facets)
+            )
         else:
-            dataset = {"namespace": settings.warehouse_location, "name": node, "facets": {"schema": _schema(inventory.table(node))}}
-        inputs.append(dataset)
+            schema: dict[str, DatasetFacet] = {"schema": _schema(inventory.table(node))}
+            inputs.append(InputDataset(namespace=settings.warehouse_location, name=node, facets=schema, inputFacets=None))
 
     outputs = []
     for node in output_nodes:
         table = inventory.table(node)
-        output: dict[str, Any] = {"namespace": settings.warehouse_location, "name": node, "facets": {"schema": _schema(table)}}
-        output["facets"].update(_quality_facets(inventory, table, validations.get(node, []), checked.get(node)))
+        facets: dict[str, DatasetFacet] = {"schema": _schema(table)}
+        facets.update(_quality_facets(inventory, table, validations.get(node, []), checked.get(node)))
+        statistics: dict[str, OutputDatasetFacet] | None = None
         if node in written:
-            output["outputFacets"] = {"outputStatistics": _facet("outputStatistics", rowCount=written[node])}
-        outputs.append(output)
+            row_count = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=written[node], producer=PRODUCER)
+            statistics = {"outputStatistics": row_count}
+        outputs.append(OutputDataset(namespace=settings.warehouse_location, name=node, facets=facets, outputFacets=statistics))
 
-    return {
-        "eventType": event_type,
-        "eventTime": _instant(now or datetime.now(UTC)),
-        "producer": PRODUCER,
-        "schemaURL": EVENT_SCHEMA_URL,
-        "run": {"runId": run_uuid(run_id), "facets": run_facets},
-        "job": {
-            "namespace": settings.lineage_namespace,
-            "name": spec.name,
-            "facets": {"jobType": _facet("jobType", processingType="BATCH", integration="DATAOPS", jobType="JOB")},
-        },
-        "inputs": inputs,
-        "outputs": outputs,
-    }
+    job_type = job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DATAOPS", jobType="JOB", producer=PRODUCER)
+    return RunEvent(
+        eventType=RunState(event_type),
+        eventTime=_instant(now or datetime.now(UTC)),
+        run=Run(runId=run_uuid(run_id), facets=run_facets),
+        job=Job(namespace=settings.lineage_namespace, name=spec.name, facets={"jobType": job_type}),
+        inputs=inputs,
+        outputs=outputs,
+        producer=PRODUCER,
+    )
 
 
-def file_path(target: str) -> Path:
-    """The file a `file://` URL or a plain path names."""
-    if not target.startswith("file://"):
-        return Path(target)
-    parsed = urlparse(target)
-    host = "" if parsed.netloc in ("", "localhost") else parsed.netloc  # file://relative/x: a relative path
-    return Path(unquote(host + parsed.path))
-
-
-def _append(path: Path, event: dict[str, Any]) -> bool:
-    line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # O_APPEND alone may split a long line between writers
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)  # releases the lock
-    except OSError as exc:
-        log.warning("OpenLineage %s event not written to %s: %s", event.get("eventType"), path, exc)
-        return False
-    return True
-
-
-def endpoint(url: str) -> str:
-    """The lineage endpoint of a base URL: `{url}/api/v1/lineage`, unless the URL already ends there."""
-    url = url.rstrip("/")
-    return url if url.endswith("/api/v1/lineage") else f"{url}/api/v1/lineage"
-
-
-def _post(url: str, event: dict[str, Any]) -> bool:
-    target = endpoint(url)
-    problem = ""
-    for attempt in range(1, HTTP_ATTEMPTS + 1):
-        try:
-            response = httpx.post(target, json=event, timeout=HTTP_TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.is_success:
-                return True
-            problem = f"HTTP {response.status_code}: {response.text[:300]}"
-            if response.status_code < 500 and response.status_code != 429:
-                break  # the event was refused; sending it again will not help
-        if attempt < HTTP_ATTEMPTS:
-            time.sleep(HTTP_BACKOFF_S * attempt)
-    log.warning("OpenLineage %s event not delivered to %s after %d attempt(s): %s", event.get("eventType"), target, attempt, problem)
-    return False
-
-
-def emit(settings: DataopsSettings, event: dict[str, Any]) -> bool:
-    """Send `event` to `lineage_target`; False (and a warning in the log) when it could not. Never raises."""
-    target = settings.lineage_target
-    if target is None:
-        return False
-    if target.startswith(("http://", "https://")):
-        return _post(target, event)
-    return _append(file_path(target), event)
+def run_event(
+    ctx: PlatformContext,
+    spec: PipelineSpec,
+    event_type: EventType,
+    *,
+    run_id: str,
+    window: Window,
+    as_of: datetime,
+    result: RunResult | None = None,
+    error: BaseException | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """`build_run_event` as the JSON document that is sent (openlineage-python's serialisation: nulls left out)."""
+    event = build_run_event(ctx, spec, event_type, run_id=run_id, window=window, as_of=as_of, result=result, error=error, now=now)
+    return Serde.to_dict(event)
 
 
 def emit_run_event(
@@ -336,11 +319,14 @@ def emit_run_event(
     result: RunResult | None = None,
     error: BaseException | None = None,
 ) -> None:
-    """Build and send one run event when `lineage_target` is set. Never raises: lineage must not fail a run."""
+    """Build and send one run event when `lineage_target` is set. Never raises: lineage must not fail a run.
+
+    The outbox key is the run and the event type: a run's START (or COMPLETE) is queued and delivered once.
+    """
     if ctx.settings.lineage_target is None:
         return
     try:
         event = run_event(ctx, spec, event_type, run_id=run_id, window=window, as_of=as_of, result=result, error=error)
-        emit(ctx.settings, event)
+        emit(ctx.settings, event, key=f"openlineage:{run_uuid(run_id)}:{event_type}", ledger=ctx.ledger)
     except Exception:
         log.warning("OpenLineage %s event of run %s not emitted", event_type, run_id, exc_info=True)

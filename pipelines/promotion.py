@@ -41,7 +41,8 @@ from pipelines.context import PlatformContext
 from pipelines.extent import DayExtent, day_extent
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
-from pipelines.sources.base import FetchResult, RecordProblem, Window, canonical_json, dedupe_records
+from pipelines.sources.base import FetchResult, RecordProblem, Window, canonical_json, dedupe_records, find_conflicts
+from pipelines.sources.drop_manifest import DropManifest
 from pipelines.sources.registry import build_source
 from pipelines.transforms.conform import conform
 from pipelines.transforms.marts import compute_mart
@@ -233,6 +234,18 @@ class _Run:
             fetched = FetchResult()
         self._timed("fetch", started)
         fetched.records = dedupe_records(fetched.records)
+        # Same key, different values: bronze keeps every copy as received, none is published (conform skips
+        # the key), and each copy is quarantined naming the fields that differ.
+        conflicts = find_conflicts(fetched.records)
+        for conflict in conflicts:
+            fetched.problems.extend(conflict.problems())
+        if conflicts:
+            log.warning(
+                "%s: %d key(s) arrived twice with different values; all copies quarantined, e.g. %s",
+                self.p.name,
+                len(conflicts),
+                conflicts[0].reason(),
+            )
         for problem in fetched.problems:
             self.quarantine_rows.append(self._problem_row(problem))
         self.result.records_fetched = len(fetched.records)
@@ -568,6 +581,8 @@ class _Run:
         started = time.perf_counter()
         self.result.rows_quarantined = self.write_quarantine()
         self._timed("quarantine", started)
+        if fetched.files:  # dropped files are ingested once, and only once their rows are in bronze and quarantine
+            DropManifest(self.ctx.ledger).record(fetched.files, run_id=self.run_id)
         self.result.held_days = sorted(d.date().isoformat() for d in self.held)
         self.result.status = "quarantined" if (self.held or self.table_held) else "succeeded"
         return self.result

@@ -3,6 +3,10 @@
 Only a single SELECT (or WITH ... SELECT, or EXPLAIN of one) is accepted. The referenced tables are scanned
 with pyiceberg into Arrow and exposed as views; then DuckDB's external access is switched off and the
 configuration locked, so the statement cannot read or write files, attach databases or change settings.
+
+Every statement is bounded: DuckDB's `memory_limit` is set to DATAOPS_QUERY_MEMORY_LIMIT, and a watchdog thread
+interrupts the connection once DATAOPS_QUERY_TIMEOUT_S has passed (and keeps interrupting until the statement
+returns, so an interrupt that lands between two phases of the statement is not lost).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pyarrow.dataset as ds
 from pydantic import BaseModel
 from pyiceberg.table import Table
 
-from config.errors import QueryError, QueryRefusedError
+from config.errors import QueryError, QueryLimitError, QueryRefusedError
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import load_table
 
@@ -85,8 +89,48 @@ def _read_current(table: Table) -> pa.Table:
     return ds.dataset(paths, format="parquet").to_table().select(schema.names).cast(schema)
 
 
-def run_query(ctx: PlatformContext, sql: str, *, limit: int | None = 10_000, timeout_s: float | None = None) -> QueryResult:
-    """Run a read-only statement; raises QueryRefusedError for anything but a read, QueryError past `timeout_s`."""
+class _Watchdog:
+    """Interrupts a DuckDB connection once `timeout_s` has passed, until `stop()`; `fired` tells whether it did."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, timeout_s: float) -> None:
+        self._con, self._timeout_s = con, timeout_s
+        self._done = threading.Event()
+        self.fired = False
+        self._thread = threading.Thread(target=self._watch, name="query-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        if self._done.wait(self._timeout_s):
+            return
+        self.fired = True
+        while True:
+            self._con.interrupt()
+            if self._done.wait(0.1):
+                return
+
+
+def run_query(
+    ctx: PlatformContext,
+    sql: str,
+    *,
+    limit: int | None = 10_000,
+    timeout_s: float | None = None,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+) -> QueryResult:
+    """Run a read-only statement under a time and memory limit (default: the query_timeout_s and query_memory_limit settings).
+
+    Raises QueryRefusedError for anything but a read, QueryLimitError when a limit stopped it, QueryError when it fails.
+    """
+    timeout_s = ctx.settings.query_timeout_s if timeout_s is None else timeout_s
+    memory_limit = memory_limit or ctx.settings.query_memory_limit
     kind = _statement_kind(sql)
     if kind not in _ALLOWED:
         raise QueryRefusedError(
@@ -106,29 +150,40 @@ def run_query(ctx: PlatformContext, sql: str, *, limit: int | None = 10_000, tim
             con.register(alias, data)
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM {alias}")
         con.execute("SET enable_external_access = false")
-        if timeout_s is not None:  # a caller that must stay responsive (the agent) also bounds memory and threads
-            con.execute("SET memory_limit = '1GB'")
-            con.execute("SET threads = 2")
+        con.execute("SET memory_limit = ?", [memory_limit])
+        if threads is not None:  # a caller that must stay responsive (the agent) also bounds threads
+            con.execute(f"SET threads = {int(threads)}")
         con.execute("SET lock_configuration = true")
-        timer = threading.Timer(timeout_s, con.interrupt) if timeout_s is not None else None
-        if timer is not None:
-            timer.start()
+        watchdog = _Watchdog(con, timeout_s)
         try:
-            cursor = con.execute(sql)
-            columns = [d[0] for d in cursor.description or []]
-            fetched = cursor.fetchmany(limit + 1) if limit is not None else cursor.fetchall()
+            with watchdog:
+                cursor = con.execute(sql)
+                columns = [d[0] for d in cursor.description or []]
+                fetched = cursor.fetchmany(limit + 1) if limit is not None else cursor.fetchall()
         except duckdb.InterruptException:
-            raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped; narrow it (a WHERE on ts, fewer joins)") from None
+            raise QueryLimitError(
+                f"query interrupted after {timeout_s:g} s (DATAOPS_QUERY_TIMEOUT_S); narrow it (a WHERE on ts, fewer joins) "
+                "or raise the setting",
+                setting="DATAOPS_QUERY_TIMEOUT_S",
+            ) from None
+        except duckdb.OutOfMemoryException:
+            raise QueryLimitError(
+                f"query stopped at the memory limit {memory_limit} (DATAOPS_QUERY_MEMORY_LIMIT); aggregate or filter more, "
+                "or raise the setting",
+                setting="DATAOPS_QUERY_MEMORY_LIMIT",
+            ) from None
         except duckdb.CatalogException as exc:
             hint = ""
             if "Table with name" in str(exc):
                 hint = f". Tables are addressed as layer.name; known: {', '.join(sorted(ctx.inventory.tables))}"
             raise QueryError(f"{exc}{hint}") from None
         except duckdb.Error as exc:
+            if watchdog.fired:  # an interrupt can surface as another error class, depending on the operator it hit
+                raise QueryLimitError(
+                    f"query interrupted after {timeout_s:g} s (DATAOPS_QUERY_TIMEOUT_S); narrow it or raise the setting",
+                    setting="DATAOPS_QUERY_TIMEOUT_S",
+                ) from None
             raise QueryError(f"the query failed: {exc}") from None
-        finally:
-            if timer is not None:
-                timer.cancel()
     finally:
         con.close()
     truncated = limit is not None and len(fetched) > limit

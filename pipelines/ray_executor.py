@@ -20,15 +20,19 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from tenacity import RetryCallState
+
 from config.errors import PipelineError
 from config.settings import DataopsSettings
 from pipelines.backfill import ExecutorName, failed_result, run_partition, shared_storage_problems
 from pipelines.context import PlatformContext
 from pipelines.promotion import RunResult
+from pipelines.retry import Backoff, retrying
 from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)
 INIT_ATTEMPTS = 3
+INIT_BACKOFF = Backoff(first_s=2.0, factor=2.0, max_wait_s=4.0, jitter=0.0)
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # results are small JSON documents; do not reserve 30% of memory for them
 _SECRETS_TASKS_DO_NOT_NEED = ("slack_bot_token", "slack_app_token", "slack_signing_secret", "llm_api_key")
 _CONTEXTS: dict[str, PlatformContext] = {}
@@ -90,7 +94,7 @@ class RayRunner:
             except Exception as exc:  # connection refused, version mismatch, no cluster at "auto", no token
                 hint = ""
                 if address and os.environ.get("RAY_AUTH_MODE") != "token":
-                    hint = "; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here"
+                    hint = "; a cluster with token authentication (Ray 2.52+, switched on by RAY_AUTH_MODE=token on its nodes) needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here too"
                 raise PipelineError(
                     f"cannot start or join Ray at {address or 'a new local cluster'}: {type(exc).__name__}: {exc}{hint}"
                 ) from exc
@@ -103,16 +107,21 @@ class RayRunner:
 
     def _init(self, address: str, options: dict[str, Any]) -> None:
         """ray.init, again after a pause when a Ray Client server failed to start this session's server process
-        (ConnectionAbortedError "Initialization failure from server": seen now and then, gone on a second try)."""
-        for attempt in range(1, INIT_ATTEMPTS + 1):
-            try:
-                self.ray.init(address=address, **options)
-                return
-            except ConnectionAbortedError as exc:
-                if attempt == INIT_ATTEMPTS:
-                    raise
-                log.warning("Ray at %s refused this session (%s); connecting again", address, str(exc).splitlines()[0])
-                time.sleep(2.0 * attempt)
+        (ConnectionAbortedError "Initialization failure from server": seen now and then, gone on a second try).
+        The pauses are the platform's one backoff rule (pipelines/retry.py `retrying`): 2 s, then 4 s."""
+
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.warning("Ray at %s refused this session (%s); connecting again", address, (str(error).splitlines() or ["?"])[0])
+
+        connect = retrying(
+            INIT_BACKOFF,
+            attempts=INIT_ATTEMPTS,
+            retry_on=lambda exc: isinstance(exc, ConnectionAbortedError),
+            wait=time.sleep,
+            before_sleep=log_retry,
+        )
+        connect(self.ray.init, address=address, **options)
 
     def run(self, windows: list[Window], *, attempt: int) -> Iterator[tuple[Window, RunResult]]:
         ray = self.ray

@@ -15,6 +15,13 @@ Who uses it: `serve` (pipelines/service.py) and backfills retry runs with a budg
 waits between requests follow `Backoff` too. Waiting is a callable: `serve` sleeps, the eval runner and the
 replay clock model the wait (the platform clock is simulated there, so nothing real waits 30 minutes).
 Time spent is the sum of the waits: a run takes seconds, the waits between runs take minutes.
+
+The loop itself is tenacity's. `retry()` drives a `tenacity.Retrying` whose `retry`, `wait` and `stop` are
+this budget's rule (`_BudgetRule`), whose `sleep` is the caller's `Wait`, and whose `at` for each attempt
+is `start` plus tenacity's `idle_for`. Loops that retry on exceptions (the HTTP fetcher, the lineage
+sender, joining Ray, Iceberg commit conflicts) take `retrying()`: the same `Backoff` as a tenacity `wait`
+(`BackoffWait`, honouring a `retry_after_s` the exception carries), a number of attempts, and the last
+exception re-raised when they run out.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from config.settings import DataopsSettings
 
@@ -210,31 +218,134 @@ def retry(
 
     `at` is the platform instant of the attempt: `start` plus the waits so far. `wait(seconds)` is called
     before every retry (sleep, or nothing where the clock is simulated). Returns the last result and the report.
+    An exception from `attempt` or `failure` is not a failure the budget knows: it propagates at once.
     """
-    attempts: list[Attempt] = []
-    waited = 0.0
-    waited_before = 0.0
-    while True:
-        number = len(attempts) + 1
-        at = start + timedelta(seconds=waited)
-        result = attempt(number, at)
-        failed = failure(result)
-        attempts.append(
+    rule = _BudgetRule(failure, budget=budget, start=start, seed=seed)
+    controller = Retrying(
+        retry=rule.retry,
+        wait=rule.wait,
+        stop=rule.stop,
+        sleep=lambda seconds: wait(float(seconds)),
+        before=rule.before,
+        before_sleep=rule.before_sleep,
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome is not None else None,
+    )
+    result: T = controller(lambda: attempt(rule.number, rule.at))
+    return result, RetryReport(attempts=rule.attempts, stopped=rule.stopped, budget=budget.describe())
+
+
+class _BudgetRule:
+    """The `retry`, `wait` and `stop` of one `retry()` call on tenacity, and the attempts it saw.
+
+    tenacity asks, after each attempt: retry? (a transient failure), then the wait, then stop? (the budget's
+    attempts, a Retry-After it cannot honour, or a wait that would pass its minutes), and sleeps in between.
+    """
+
+    def __init__(self, failure: Callable[[Any], Failure | None], *, budget: RetryBudget, start: datetime, seed: str) -> None:
+        self.failure, self.budget, self.start, self.seed = failure, budget, start, seed
+        self.attempts: list[Attempt] = []
+        self.stopped: StopReason = "recovered"
+        self.number, self.at = 1, start
+        self._failed: Failure | None = None
+        self._waited_before = 0.0
+
+    def before(self, state: RetryCallState) -> None:
+        self.number, self.at = state.attempt_number, self.start + timedelta(seconds=state.idle_for)
+
+    def retry(self, state: RetryCallState) -> bool:
+        assert state.outcome is not None
+        if state.outcome.failed:
+            return False  # an exception is not a failure this budget knows: tenacity re-raises it
+        failed = self._failed = self.failure(state.outcome.result())
+        self.attempts.append(
             Attempt(
-                number=number, at=at, waited_s=waited_before, error=failed.error if failed else None,
+                number=self.number,
+                at=self.at,
+                waited_s=self._waited_before,
+                error=failed.error if failed else None,
                 retry_after_s=failed.retry_after_s if failed else None,
             )
-        )  # fmt: skip
-        stop = _stop(failed, budget=budget, attempts=number, waited=waited)
-        if stop is not None:
-            return result, RetryReport(attempts=attempts, stopped=stop, budget=budget.describe())
-        assert failed is not None
-        waited_before = budget.backoff.wait(number, retry_after_s=failed.retry_after_s, seed=seed)
-        if waited + waited_before > budget.max_minutes * 60:
-            return result, RetryReport(attempts=attempts, stopped="time", budget=budget.describe())
-        log.warning("attempt %d/%d failed transiently (%s); retrying in %.1f s", number, budget.max_attempts, failed.error, waited_before)
-        wait(waited_before)
-        waited += waited_before
+        )
+        if failed is None or not failed.transient:
+            self.stopped = "recovered" if failed is None else "not_transient"
+            return False
+        return True
+
+    def wait(self, state: RetryCallState) -> float:
+        assert self._failed is not None
+        return self.budget.backoff.wait(state.attempt_number, retry_after_s=self._failed.retry_after_s, seed=self.seed)
+
+    def stop(self, state: RetryCallState) -> bool:
+        waited = state.idle_for
+        reason = _stop(self._failed, budget=self.budget, attempts=state.attempt_number, waited=waited)
+        if reason is None and waited + self.wait(state) > self.budget.max_minutes * 60:
+            reason = "time"
+        if reason is not None:
+            self.stopped = reason
+            return True
+        self._waited_before = self.wait(state)
+        return False
+
+    def before_sleep(self, state: RetryCallState) -> None:
+        error = self._failed.error if self._failed else "?"
+        log.warning(
+            "attempt %d/%d failed transiently (%s); retrying in %.1f s",
+            state.attempt_number,
+            self.budget.max_attempts,
+            error,
+            self._waited_before,
+        )
+
+
+def exception_retry_after(state: RetryCallState) -> float | None:
+    """The `retry_after_s` the failed attempt's exception carries (a `TransientSourceError`'s Retry-After), if any."""
+    if state.outcome is None or not state.outcome.failed:
+        return None
+    value = getattr(state.outcome.exception(), "retry_after_s", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+class BackoffWait:
+    """A tenacity `wait`: the one backoff rule for the attempt just failed, Retry-After included when it is longer."""
+
+    def __init__(
+        self, backoff: Backoff, *, seed: str = "", retry_after: Callable[[RetryCallState], float | None] = exception_retry_after
+    ) -> None:
+        self.backoff, self.seed, self.retry_after = backoff, seed, retry_after
+
+    def __call__(self, state: RetryCallState) -> float:
+        return self.backoff.wait(state.attempt_number, retry_after_s=self.retry_after(state), seed=self.seed)
+
+
+def retrying(
+    backoff: Backoff,
+    *,
+    attempts: int,
+    retry_on: Callable[[BaseException], bool],
+    wait: Wait,
+    seed: str = "",
+    before: Callable[[RetryCallState], None] | None = None,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> Retrying:
+    """A tenacity controller for code that fails by raising: `attempts` in all, waits from `backoff`.
+
+    Exceptions `retry_on` accepts are retried; any other propagates at once, and the last accepted one is
+    re-raised as it is when the attempts run out. `wait(seconds)` does the waiting (sleep, or a model of it).
+    Use it as `controller(fn)` or `for attempt in controller: with attempt: ...`.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts start at 1, not {attempts}")
+    hooks: dict[str, Any] = {"before_sleep": before_sleep}
+    if before is not None:
+        hooks["before"] = before
+    return Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=BackoffWait(backoff, seed=seed),
+        retry=retry_if_exception(retry_on),
+        sleep=lambda seconds: wait(float(seconds)),
+        reraise=True,
+        **hooks,
+    )
 
 
 def _stop(failed: Failure | None, *, budget: RetryBudget, attempts: int, waited: float) -> StopReason | None:

@@ -25,6 +25,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from config.errors import DataOpsError
 from config.inventory import MonitorSpec
 from pipelines import metrics
 from pipelines.clock import Clock, ReplayClock, WallClock
@@ -184,6 +185,16 @@ class Service:
         try:
             with control.exclusive(pipeline):
                 watermark = control.watermark(pipeline) or self._first_watermark(now)
+                if now <= day_floor(watermark):
+                    # The clock stands before what this pipeline already processed (a replay restarted at an earlier
+                    # DATAOPS_REPLAY_START): nothing is new until it passes the watermark.
+                    log.info(
+                        "%s: the clock (%s) is before its watermark (%s); nothing new to run",
+                        pipeline,
+                        now.isoformat(),
+                        watermark.isoformat(),
+                    )
+                    return
                 if self.run_window(pipeline, day_floor(watermark), now):
                     control.set_watermark(pipeline, now)
         except PipelineBusyError as exc:
@@ -217,7 +228,22 @@ class Service:
     def attach_extensions(self) -> None:
         """Create the registered extensions (once); `start()` does it, drivers without a scheduler call it."""
         if not self.extensions:
-            self.extensions = [e for e in (factory(self) for factory in EXTENSIONS) if e is not None]
+            self.extensions = [e for e in (self._extension(factory) for factory in EXTENSIONS) if e is not None]
+
+    def _extension(self, factory: Callable[[Service], ServiceExtension | None]) -> ServiceExtension | None:
+        """One extension, or None when it cannot start for a reason outside the platform (a neighbour down).
+
+        A settings error still stops the service with its message: that is the operator's to fix now.
+        """
+        try:
+            return factory(self)
+        except DataOpsError:
+            raise
+        except Exception:
+            log.exception(
+                "extension %s could not start; the pipelines and monitors run without it", getattr(factory, "__qualname__", factory)
+            )
+            return None
 
     def start(self) -> BackgroundScheduler:
         global _SERVICE
@@ -276,7 +302,10 @@ class Service:
             finally:
                 scheduler_log.setLevel(previous)
         for extension in self.extensions:
-            extension.stop()
+            try:
+                extension.stop()
+            except Exception:  # the clock is saved whatever an extension does on its way out
+                log.exception("extension %s failed to stop", type(extension).__name__)
         self._save_clock()
 
     def serve_forever(self, *, until: datetime | None = None, poll_s: float = 0.2) -> None:

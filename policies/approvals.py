@@ -1,8 +1,10 @@
 """Durable approval requests in the ops database.
 
-A request is created (idempotently, per tool call) before the agent's graph pauses on `interrupt()`.
-A decision is taken atomically: the first one wins (`UPDATE ... WHERE status = 'pending'`), only listed
-approvers count, and expired requests cannot be decided. The decision is recorded here *before* the
+A request is created (idempotently, per tool call) before the agent's graph pauses on `interrupt()`, with
+its approvers frozen into it from the people registry (policies/people.py) of the process that asks. A
+decision is taken atomically: the first one wins (`UPDATE ... WHERE status = 'pending'`), and it counts only
+from an authenticated person (or member of a Slack group) who is in the frozen list *and* still holds the
+approver role, who did not cause the request under any of their names; expired requests cannot be decided. The decision is recorded here *before* the
 graph resumes, so a crash between the two loses nothing: at start-up the agent resumes every decided
 request whose resume was never completed.
 
@@ -25,7 +27,8 @@ from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import ApprovalError
-from pipelines.ledger import Base, Ledger, _aware, _pid_alive
+from pipelines.ledger import Base, Ledger, _aware, _pid_alive, add_missing_columns, ensure_tables
+from policies.people import Actor
 
 ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
 
@@ -50,6 +53,7 @@ class ApprovalRow(Base):
     decided_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     decision_reason: Mapped[str] = mapped_column(Text, default="")
+    decided_via: Mapped[str | None] = mapped_column(String(20), nullable=True, doc="channel of the decision: cli, slack, api")
     resumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True, doc="host:pid resuming the thread")
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -74,6 +78,7 @@ class Approval(BaseModel):
     decided_by: str | None
     decided_at: datetime | None
     decision_reason: str
+    decided_via: str | None = None
     resumed_at: datetime | None
     channels: dict[str, Any]
 
@@ -89,7 +94,8 @@ class ApprovalStore:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         # The ledger creates the pipelines' tables; this layer's table is created here, once per process.
-        Base.metadata.create_all(ledger.engine, tables=[ApprovalRow.__table__])  # type: ignore[list-item]
+        ensure_tables(ledger.engine, [ApprovalRow.__table__])  # type: ignore[list-item]
+        add_missing_columns(ledger.engine)  # decided_via, on databases made before it existed
 
     def request(
         self,
@@ -142,16 +148,23 @@ class ApprovalStore:
                 query = query.where(ApprovalRow.thread_id == thread_id)
             return [Approval.of(r) for r in s.scalars(query)]
 
-    def decide(self, approval_id: str, *, approve: bool, user: str, reason: str = "", groups: tuple[str, ...] = ()) -> Approval:
+    def decide(self, approval_id: str, *, approve: bool, by: Actor, reason: str = "") -> Approval:
         """Record a decision; the first valid one wins. Raises ApprovalError saying why a decision did not count."""
         current = self.get(approval_id)
-        if user == current.requested_by:
+        listed = ", ".join(current.approvers) or "nobody"
+        if current.requested_by in by.aliases | {by.id}:
             raise ApprovalError(
-                f"{user} asked for {approval_id} and may not decide it too; another approver must ({', '.join(current.approvers)})"
+                f"{by.id} asked for {approval_id} (as {current.requested_by}) and may not decide it too; another approver must ({listed})"
             )
-        if user not in current.approvers and not set(groups) & set(current.approvers):
+        named = by.id in current.approvers or bool(set(by.groups) & set(current.approvers))
+        if not named:
             raise ApprovalError(
-                f"{user} may not decide {approval_id}; approvers: {', '.join(current.approvers)} (policy approvers / DATAOPS_APPROVERS)"
+                f"{by.id} may not decide {approval_id}; approvers: {listed} (frozen when the agent asked; people with role approver)"
+            )
+        if not by.may("approver"):
+            raise ApprovalError(
+                f"{by.id} may not decide {approval_id}: no longer an approver (role {by.role or 'none'} in config/people.yaml "
+                f"or `dataops users list`); approvers: {listed}"
             )
         now = datetime.now(UTC)
         if current.status == "pending" and current.expires_at <= now:
@@ -161,7 +174,13 @@ class ApprovalStore:
             changed = s.execute(
                 update(ApprovalRow)
                 .where(ApprovalRow.id == approval_id, ApprovalRow.status == "pending")
-                .values(status="approved" if approve else "denied", decided_by=user, decided_at=now, decision_reason=reason)
+                .values(
+                    status="approved" if approve else "denied",
+                    decided_by=by.id,
+                    decided_via=by.channel,
+                    decided_at=now,
+                    decision_reason=reason,
+                )
             )
             won = getattr(changed, "rowcount", 0) == 1
         decided = self.get(approval_id)

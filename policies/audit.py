@@ -29,7 +29,7 @@ from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, func, selec
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import PolicyError
-from pipelines.ledger import Base, Ledger, _aware
+from pipelines.ledger import Base, Ledger, _aware, add_missing_columns, ensure_tables
 
 FINISHED = ("ok", "error")
 Verdict = Literal["allow", "needs_approval", "deny", "invalid"]
@@ -61,6 +61,7 @@ class AuditRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     approval_id: Mapped[str | None] = mapped_column(String(20), nullable=True)
     approver: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    approver_via: Mapped[str | None] = mapped_column(String(20), nullable=True, doc="channel of the decision: cli, slack, api")
     status: Mapped[str] = mapped_column(String(20), index=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -86,6 +87,7 @@ class AuditEntry(BaseModel):
     reason: str
     approval_id: str | None
     approver: str | None
+    approver_via: str | None = None
     status: str
     result: dict[str, Any] | None
     error: str | None
@@ -128,7 +130,8 @@ class AuditLog:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         # The ledger creates the pipelines' tables; this layer's tables are created here, once per process.
-        Base.metadata.create_all(ledger.engine, tables=[AuditRow.__table__, DiagnosisRow.__table__])  # type: ignore[list-item]
+        ensure_tables(ledger.engine, [AuditRow.__table__, DiagnosisRow.__table__])  # type: ignore[list-item]
+        add_missing_columns(ledger.engine)  # approver_via, on databases made before it existed
 
     def diagnosed(
         self, *, thread_id: str, incident_id: int | None, cause: str, confidence: float, summary: str, evidence: list[str]
@@ -207,13 +210,13 @@ class AuditLog:
         """A human was asked: the request's id goes on the row."""
         return self._move(call_id, "approval_requested", after=("pending_approval",), approval_id=approval_id)
 
-    def approved(self, call_id: str, *, by: str | None) -> AuditEntry:
-        """A human approved; the status stays pending_approval until the call starts."""
-        return self._move(call_id, "approved", after=("pending_approval",), approver=by)
+    def approved(self, call_id: str, *, by: str | None, via: str | None = None) -> AuditEntry:
+        """A person approved (through channel `via`); the status stays pending_approval until the call starts."""
+        return self._move(call_id, "approved", after=("pending_approval",), approver=by, approver_via=via)
 
-    def refused(self, call_id: str, *, by: str | None) -> AuditEntry:
-        """A human denied the request."""
-        return self._move(call_id, "refused", after=("pending_approval", "denied"), status="denied", approver=by)
+    def refused(self, call_id: str, *, by: str | None, via: str | None = None) -> AuditEntry:
+        """A person denied the request (through channel `via`)."""
+        return self._move(call_id, "refused", after=("pending_approval", "denied"), status="denied", approver=by, approver_via=via)
 
     def expired(self, call_id: str, *, by: str | None) -> AuditEntry:
         """Nobody decided before the request expired."""

@@ -24,7 +24,7 @@ ESCALATE_HINT = "call escalate_incident with what you found instead"
 
 def _approval(policy: PolicySpec, rule: str, reason: str) -> Decision:
     if not policy.approvers:
-        return Deny(rule=rule, message=f"{reason}, and no approver is configured (DATAOPS_APPROVERS); {ESCALATE_HINT}")
+        return Deny(rule=rule, message=f"{reason}, and nobody has the approver role (config/people.yaml); {ESCALATE_HINT}")
     return NeedsApproval(rule=rule, reason=reason, approvers=policy.approvers)
 
 

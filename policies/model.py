@@ -50,9 +50,10 @@ class FreezeWindow(_Spec):
 class PolicySpec(_Spec):
     """The policy file (config/policy.yaml): every limit the engine enforces."""
 
-    approvers: tuple[str, ...] = ()
+    # Not read from the file: filled from the people registry (policies/people.py `People.policy`).
+    approvers: tuple[str, ...] = Field(default=(), description="People and Slack groups with role approver; named on every request")
     operators: tuple[str, ...] = Field(
-        default=(), description="Who may acknowledge, resolve or mark incidents expected, besides the approvers"
+        default=(), description="People and Slack groups with role operator: they may act on incidents, besides the approvers"
     )
     approval_ttl_minutes: float = Field(default=1440, gt=0)
     allow_without_approval: tuple[str, ...] = ()
@@ -68,8 +69,8 @@ class PolicySpec(_Spec):
     freeze_windows: tuple[FreezeWindow, ...] = ()
 
 
-def load_policy(path: Path, *, approvers: list[str] | None = None) -> PolicySpec:
-    """Read and validate a policy file; `approvers` (DATAOPS_APPROVERS) replaces the file's list."""
+def load_policy(path: Path, *, approvers: list[str] | None = None, operators: list[str] | None = None) -> PolicySpec:
+    """Read and validate a policy file; `approvers` and `operators` come from the people registry, never the file."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -80,8 +81,16 @@ def load_policy(path: Path, *, approvers: list[str] | None = None) -> PolicySpec
         raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"policy file {path} is invalid: it must be a mapping of settings, got {type(raw).__name__}")
+    moved = sorted(key for key in ("approvers", "operators") if key in raw)
+    if moved:
+        raise PolicyError(
+            f"policy file {path}: {' and '.join(moved)} moved to config/people.yaml: declare each person with "
+            f"`role: approver` or `role: operator` (Slack user groups under `slack_groups:`), or `dataops users add NAME --role ROLE`"
+        )
     if approvers is not None:
         raw["approvers"] = approvers
+    if operators is not None:
+        raw["operators"] = operators
     try:
         return PolicySpec.model_validate(raw)
     except ValidationError as exc:

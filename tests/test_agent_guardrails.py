@@ -118,13 +118,20 @@ def test_chat_after_an_expired_request_is_not_locked(home: Path, tmp_path: Path)
         agent.close()
 
 
-def test_no_one_approves_their_own_request(home: Path) -> None:
-    agent = _agent(home, None, approvers=["oncall", "alice"])
+def test_no_one_approves_their_own_request(home: Path, tmp_path: Path) -> None:
+    people = tmp_path / "people.yaml"
+    people.write_text("people:\n  - {name: oncall, role: approver}\n  - {name: alice, role: approver, login: alice, slack: U_ALICE}\n")
+    agent = _agent(home, None, people_file=people)
     try:
         asked = agent.chat("chat-self", "backfill carbon_intensity from 2023-01-01 to 2023-01-20", user="alice")
         assert asked.approval_id is not None
+        assert agent.approvals.get(asked.approval_id).approvers == ["alice", "oncall"], "frozen from the people registry"
         with pytest.raises(ApprovalError, match=r"alice asked for .* may not decide it too"):
             agent.decide(asked.approval_id, approve=True, user="alice")
+        slack = agent.people.slack_actor("U_ALICE")
+        assert slack is not None and slack.channel == "slack"
+        with pytest.raises(ApprovalError, match=r"alice asked for .* may not decide it too"):
+            agent.decide(asked.approval_id, approve=True, user=slack)  # the same person through another channel
         assert agent.approvals.get(asked.approval_id).status == "pending"
     finally:
         agent.close()

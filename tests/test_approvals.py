@@ -25,9 +25,11 @@ from pipelines.monitors.publish_audit import audit_published
 from pipelines.promotion import run_pipeline
 from policies.approvals import ApprovalStore
 from policies.audit import AuditLog
+from policies.people import Actor, PeopleStore
 from tests.conftest import REPO, utc, window
 
 GOLD = "gold.carbon_intensity_hourly"
+ONCALL = Actor(id="oncall", channel="api", role="approver", aliases=frozenset({"oncall"}))  # the bundled people.yaml approver
 NOW = utc(2023, 1, 28)
 BAD_DAY = utc(2023, 1, 25)
 
@@ -150,7 +152,7 @@ def test_a_decision_recorded_before_a_crash_is_resumed_at_start_up(home: Path) -
     approval_id = first.handle_incident(1).approval_id
     assert approval_id is not None
     # The decision reaches the ops database, then the process dies before resuming the graph.
-    ApprovalStore(first.ctx.ledger).decide(approval_id, approve=True, user="oncall")
+    ApprovalStore(first.ctx.ledger).decide(approval_id, approve=True, by=ONCALL)
     first.close()
 
     second = Agent(_ctx(home), clock=lambda: NOW)
@@ -172,7 +174,7 @@ def test_a_claim_by_a_dead_process_is_taken_over(home: Path) -> None:
         approval_id = agent.handle_incident(1).approval_id
         assert approval_id is not None
         store = agent.approvals
-        store.decide(approval_id, approve=True, user="oncall")
+        store.decide(approval_id, approve=True, by=ONCALL)
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
         import socket
 
@@ -210,9 +212,9 @@ def test_unanswered_requests_expire_and_the_agent_escalates(home: Path, tmp_path
         agent.close()
 
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(home: Path, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")}
-    env |= {"DATAOPS_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost"}
+    env |= {"DATAOPS_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost"} | ({"DATAOPS_TOKEN": token} if token else {})
     return subprocess.run([str(Path(sys.executable).parent / "dataops"), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -228,14 +230,17 @@ def test_approval_across_processes_from_the_cli(home: Path) -> None:
     listed = json.loads(_cli(home, "approvals", "--status", "pending", "--json").stdout)
     assert [a["id"] for a in listed] == [approval_id]
 
-    refused = _cli(home, "approve", approval_id, "--as", "mallory")
-    assert refused.returncode == 1 and "mallory may not decide" in refused.stderr
+    token = PeopleStore(_ctx(home).ledger).issue_token("oncall")  # what `dataops users token oncall` hands the on-call person
+    unknown = _cli(home, "approve", approval_id)
+    assert unknown.returncode == 2 and "is not a person of this platform and DATAOPS_TOKEN is unset" in unknown.stderr
+    refused = _cli(home, "approve", approval_id, "--as", "mallory", token=token)
+    assert refused.returncode == 2 and "--as mallory refused: DATAOPS_TOKEN is oncall" in refused.stderr
 
-    approved = _cli(home, "approve", approval_id, "--as", "oncall", "--reason", "checked the history")
+    approved = _cli(home, "approve", approval_id, "--as", "oncall", "--reason", "checked the history", token=token)
     assert approved.returncode == 0, approved.stderr
     assert "approved by oncall" in approved.stdout
 
-    again = _cli(home, "deny", approval_id, "--as", "oncall", "--reason", "too late")
+    again = _cli(home, "deny", approval_id, "--reason", "too late", token=token)
     assert again.returncode == 1 and "already approved by oncall" in again.stderr
 
     ctx = _ctx(home)
@@ -243,7 +248,7 @@ def test_approval_across_processes_from_the_cli(home: Path) -> None:
     assert ctx.incidents.get(1).status == "resolved"
     audit = json.loads(_cli(home, "audit", "--json").stdout)
     rollback = [e for e in audit if e["tool"] == "rollback_table"]
-    assert len(rollback) == 1 and rollback[0]["approver"] == "oncall" and rollback[0]["status"] == "ok"
+    assert len(rollback) == 1 and (rollback[0]["approver"], rollback[0]["approver_via"], rollback[0]["status"]) == ("oncall", "cli", "ok")
     assert {"actor", "tool", "arguments", "decision", "rule", "approver", "result", "duration_ms", "tokens"} <= set(rollback[0])
 
 

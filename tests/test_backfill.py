@@ -273,3 +273,33 @@ def test_cli_backfill_stopped_by_ctrl_c_says_how_to_finish(settings: DataopsSett
     monkeypatch.setattr(backfill_cli, "run_backfill", interrupted)
     done = CliRunner().invoke(app, ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-03"])
     assert done.exit_code == 130 and "Run the same backfill again" in " ".join(done.output.split())
+
+
+class _RayRefusingTwice:
+    """The `ray` module as RayRunner._init sees it: `init` refused (ConnectionAbortedError) `refusals` times."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.calls: list[dict[str, Any]] = []
+
+    def init(self, **options: Any) -> None:
+        self.calls.append(options)
+        if len(self.calls) <= self.refusals:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback ...")
+
+
+@pytest.mark.parametrize("refusals", [2, 3])
+def test_joining_ray_is_tried_three_times_with_the_backoff_between(refusals: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines import ray_executor
+
+    waits: list[float] = []
+    monkeypatch.setattr(ray_executor.time, "sleep", waits.append)
+    runner = RayRunner.__new__(RayRunner)
+    runner.ray = _RayRefusingTwice(refusals)
+    if refusals < ray_executor.INIT_ATTEMPTS:
+        runner._init("ray://head:10001", {"logging_level": 30})
+    else:
+        with pytest.raises(ConnectionAbortedError):
+            runner._init("ray://head:10001", {"logging_level": 30})
+    assert runner.ray.calls == [{"address": "ray://head:10001", "logging_level": 30}] * 3
+    assert waits == [2.0, 4.0]

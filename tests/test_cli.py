@@ -188,12 +188,23 @@ def _anomaly() -> Finding:
 
 @pytest.fixture
 def people(home: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformContext:
-    """A platform with one open incident (id 1) and the default policy: approvers [oncall], no operators."""
-    for name in ("DATAOPS_APPROVERS", "DATAOPS_USER", "DATAOPS_POLICY_FILE", "DATAOPS_SOURCE_MODE", "DATAOPS_REPLAY_START"):
+    """A platform with one open incident (id 1) and the bundled people: oncall, an approver."""
+    for name in ("DATAOPS_APPROVERS", "DATAOPS_USER", "DATAOPS_TOKEN", "DATAOPS_PEOPLE_FILE", "DATAOPS_POLICY_FILE", "DATAOPS_SOURCE_MODE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DATAOPS_REPLAY_START", raising=False)
     ctx = PlatformContext.open()
     ctx.incidents.report(_anomaly(), now=utc(2023, 1, 1, 13))
     return ctx
+
+
+def _token(ctx: PlatformContext, name: str, role: str | None = None) -> dict[str, str]:
+    """The environment of `name` on the CLI: their personal token (added to the ops database first when a role is given)."""
+    from policies.people import PeopleStore, Person
+
+    store = PeopleStore(ctx.ledger)
+    if role is not None:
+        store.add(Person.model_validate({"name": name, "role": role, "source": "database"}))
+    return {"DATAOPS_TOKEN": store.issue_token(name)}
 
 
 def test_incident_expected_from_the_cli_suppresses_lists_and_remembers(people: PlatformContext) -> None:
@@ -204,11 +215,14 @@ def test_incident_expected_from_the_cli_suppresses_lists_and_remembers(people: P
     shown = runner.invoke(dataops, ["incident", "1", "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["status"] == "open", "`dataops incident ID` is `dataops incident show ID`"
-    refused = runner.invoke(dataops, ["incident", "expected", "1", "--reason", "test day", "--as", "mallory"])
+    refused = runner.invoke(dataops, ["incident", "expected", "1", "--reason", "test day"], env=_token(people, "mallory", "viewer"))
     assert refused.exit_code == 1
-    assert "mallory may not act on incidents; approvers: oncall; operators: none" in refused.output
+    assert "mallory may not act on incidents: role viewer, operator or approver needed" in refused.output
+    oncall = _token(people, "oncall")
 
-    done = runner.invoke(dataops, ["incident", "expected", "1", "--reason", "curtailment test", "--for", "10", "--as", "oncall", "--json"])
+    done = runner.invoke(
+        dataops, ["incident", "expected", "1", "--reason", "curtailment test", "--for", "10", "--as", "oncall", "--json"], env=oncall
+    )
     assert done.exit_code == 0, done.output
     outcome = json.loads(done.stdout)
     assert outcome["judgement"]["incident"]["status"] == "resolved" and outcome["judgement"]["label"]["verdict"] == "expected"
@@ -232,29 +246,24 @@ def test_incident_expected_from_the_cli_suppresses_lists_and_remembers(people: P
     record = IncidentMemory.open(people.settings).get("expected-1")
     assert record is not None and "curtailment test" in record.root_cause and record.outcome.startswith("expected")
 
-    lifted = runner.invoke(dataops, ["monitors", "unsuppress", "1", "--as", "oncall"])
+    lifted = runner.invoke(dataops, ["monitors", "unsuppress", "1", "--as", "oncall"], env=oncall)
     assert lifted.exit_code == 0 and "suppression #1 lifted by oncall" in lifted.stdout
-    again = runner.invoke(dataops, ["monitors", "unsuppress", "1", "--as", "oncall"])
+    again = runner.invoke(dataops, ["monitors", "unsuppress", "1"], env=oncall)
     assert again.exit_code == 2 and "suppression 1 was already lifted by oncall" in again.output
     assert not any(m["suppressions"] for m in json.loads(runner.invoke(dataops, ["monitors", "--json"]).stdout)["monitors"])
 
 
-def test_incident_ack_and_resolve_from_the_cli_and_their_errors(
-    people: PlatformContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_incident_ack_and_resolve_from_the_cli_and_their_errors(people: PlatformContext) -> None:
     from agent.cli import app as dataops
-    from tests.conftest import REPO
 
-    unknown = runner.invoke(dataops, ["incident", "ack", "7", "--as", "oncall"])
+    oncall, olive = _token(people, "oncall"), _token(people, "olive", "operator")
+    unknown = runner.invoke(dataops, ["incident", "ack", "7", "--as", "oncall"], env=oncall)
     assert unknown.exit_code == 2 and "no incident 7; `dataops incidents` lists them" in unknown.output
-    policy = tmp_path / "policy.yaml"
-    policy.write_text((REPO / "config" / "policy.yaml").read_text().replace("operators: []", "operators: [olive]"))
-    monkeypatch.setenv("DATAOPS_POLICY_FILE", str(policy))
-    acked = runner.invoke(dataops, ["incident", "ack", "1", "--as", "olive"])
+    acked = runner.invoke(dataops, ["incident", "ack", "1", "--as", "olive"], env=olive)
     assert acked.exit_code == 0 and "incident 1 acknowledged by olive, labelled real" in acked.stdout
-    resolved = runner.invoke(dataops, ["incident", "resolve", "1", "--reason", "meter replaced", "--as", "oncall"])
+    resolved = runner.invoke(dataops, ["incident", "resolve", "1", "--reason", "meter replaced"], env=oncall)
     assert resolved.exit_code == 0, resolved.output
-    again = runner.invoke(dataops, ["incident", "resolve", "1", "--as", "oncall"])
+    again = runner.invoke(dataops, ["incident", "resolve", "1"], env=oncall)
     assert again.exit_code == 2 and "incident 1 is resolved; it can move to open, not resolved" in again.output
     notes = json.loads(runner.invoke(dataops, ["incident", "show", "1", "--json"]).stdout)["notes"]
     assert [(n["actor"], n["channel"], n["status"]) for n in notes] == [("olive", "cli", "acknowledged"), ("oncall", "cli", "resolved")]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,12 +19,13 @@ from urllib.parse import urlparse
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
-from pydantic import ValidationError
 from referencing import Registry, Resource
 
+from config.errors import SettingsError
 from config.settings import DataopsSettings, load_settings
-from pipelines import faults, openlineage
+from pipelines import faults, lineage_sink, openlineage
 from pipelines.context import PlatformContext
+from pipelines.outbox import DrainResult, Outbox
 from pipelines.promotion import RunResult, run_pipeline
 from tests.conftest import REPO, utc, window
 from tests.fakes import free_port
@@ -61,6 +65,12 @@ def validate_event(event: dict[str, Any]) -> None:
             assert facet["_schemaURL"].startswith(schema["$id"] + "#/$defs/"), (key, facet["_schemaURL"])
             assert facet["_producer"] == openlineage.PRODUCER
             Draft202012Validator(schema, registry=REGISTRY, format_checker=CHECKER).validate({key: facet})
+
+
+@pytest.fixture(autouse=True)
+def _no_delivery_outlives_its_test() -> Iterator[None]:
+    yield
+    lineage_sink.close()
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -201,7 +211,7 @@ def test_an_unexpected_error_emits_fail_with_its_stack_trace(
 
 
 class _Collector(BaseHTTPRequestHandler):
-    """A lineage endpoint like Marquez's: 201 for each event, after `fail_first` 503s."""
+    """A lineage endpoint like Marquez's: 201 for each event, after `fail_first` 503s; 400 to all while `refuse`."""
 
     received: list[tuple[str, dict[str, Any]]]
     fail_first: int
@@ -211,7 +221,8 @@ class _Collector(BaseHTTPRequestHandler):
         server = self.server
         assert isinstance(server, _Server)
         server.hits += 1
-        status = 503 if server.hits <= server.fail_first else 201
+        server.auth.append(self.headers.get("Authorization", ""))
+        status = 400 if server.refuse else 503 if server.hits <= server.fail_first else 201
         if status == 201:
             server.received.append((self.path, body))
         self.send_response(status)
@@ -223,11 +234,13 @@ class _Collector(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    def __init__(self, fail_first: int = 0) -> None:
-        super().__init__(("127.0.0.1", 0), _Collector)
+    def __init__(self, fail_first: int = 0, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Collector)
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.auth: list[str] = []
         self.hits = 0
         self.fail_first = fail_first
+        self.refuse = False
 
     @property
     def url(self) -> str:
@@ -257,20 +270,117 @@ def test_an_http_target_receives_the_events(settings: DataopsSettings, lineage_s
     assert by_name(events[1]["outputs"])["silver.weather"]["outputFacets"]["outputStatistics"]["rowCount"] == 48
 
 
-@pytest.mark.usefixtures("settings")  # a clean environment
-def test_a_5xx_is_retried_and_a_refused_event_is_not(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openlineage, "HTTP_BACKOFF_S", 0.0)
+def test_a_5xx_is_retried_and_a_refused_event_is_not(
+    settings: DataopsSettings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lineage_sink, "HTTP_BACKOFF_S", 0.0)
     server = _Server(fail_first=2)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        settings = load_settings(lineage_target=server.url + "/api/v1/lineage/")
-        assert openlineage.emit(settings, {"eventType": "OTHER"}) is True
+        target = load_settings(home=settings.home, lineage_target=server.url + "/api/v1/lineage/")
+        assert openlineage.emit(target, {"eventType": "OTHER", "n": 1}) is True
         assert server.hits == 3 and [p for p, _ in server.received] == ["/api/v1/lineage"]
-        server.hits, server.fail_first = 0, 3
+
+        server.hits, server.fail_first, server.refuse = 0, 0, True
         with caplog.at_level(logging.WARNING, logger="pipelines.openlineage"):
-            assert openlineage.emit(settings, {"eventType": "OTHER"}) is False
+            assert openlineage.emit(target, {"eventType": "OTHER", "n": 2}) is False
+        assert server.hits == 1, "a refused event is not sent again"
+        assert "OpenLineage OTHER event refused by" in caplog.text and "HTTP 400" in caplog.text
+
+        server.hits, server.fail_first, server.refuse = 0, 3, False
+        with caplog.at_level(logging.WARNING, logger="pipelines.openlineage"):
+            assert openlineage.emit(target, {"eventType": "OTHER", "n": 3}) is False
         assert server.hits == 3 and "after 3 attempt(s): HTTP 503" in caplog.text
+        lineage_sink.close()  # no background retry: the next drain is ours
+        drained = lineage_sink.flush(target)
+        assert drained is not None and drained.sent == 1 and drained.pending == 0
+        assert [body["n"] for _, body in server.received] == [1, 3], "the refused event stays refused"
     finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Refusing:
+    """Accepts connections and never answers: a hung endpoint."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_an_endpoint_that_is_down_gets_every_event_once_when_it_is_back(
+    settings: DataopsSettings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lineage_sink, "HTTP_BACKOFF_S", 0.0)
+    port = free_port()
+    target = f"http://lineage:s3cret-pass@127.0.0.1:{port}"
+    with caplog.at_level(logging.INFO):
+        for ctx in lineage_ctx(settings, target):
+            first = run_pipeline(ctx, "weather", SHORT, as_of=utc(2023, 3, 1))
+            second = run_pipeline(ctx, "weather", window((2023, 1, 26), (2023, 1, 27)), as_of=utc(2023, 3, 1))
+            lineage_sink.close()  # the background worker ends its attempt: as if the process that queued them exited
+            queued = Outbox(ctx.ledger).messages(lineage_sink.CHANNEL)
+    assert first.status == second.status == "succeeded", "a lineage endpoint that is down fails no run"
+    assert [(m.status, m.payload["eventType"]) for m in queued] == [("pending", e) for e in ("START", "COMPLETE") * 2]
+    assert "s3cret-pass" not in caplog.text and f"http://127.0.0.1:{port}/api/v1/lineage" in caplog.text
+
+    server = _Server(port=port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        later = load_settings(home=settings.home, lineage_target=target)
+        with caplog.at_level(logging.DEBUG):
+            drained = lineage_sink.flush(later)
+        assert "s3cret-pass" not in caplog.text
+        assert drained is not None and drained.sent == 4 and drained.pending == 0
+        assert lineage_sink.flush(later) == DrainResult(), "nothing is sent twice"
+        events = [body for _, body in server.received]
+        assert [(e["eventType"], e["run"]["runId"]) for e in events] == [
+            ("START", openlineage.run_uuid(first.run_id)),
+            ("COMPLETE", openlineage.run_uuid(first.run_id)),
+            ("START", openlineage.run_uuid(second.run_id)),
+            ("COMPLETE", openlineage.run_uuid(second.run_id)),
+        ]
+        for event in events:
+            validate_event(event)
+        assert set(server.auth) == {"Basic " + base64.b64encode(b"lineage:s3cret-pass").decode()}, "the URL's user is the login"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_queued_events_are_delivered_in_the_background_without_blocking_runs(
+    settings: DataopsSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lineage_sink, "HTTP_BACKOFF_S", 0.0)
+    monkeypatch.setattr(lineage_sink, "HTTP_TIMEOUT_S", 1.0)
+    hung = _Refusing()
+    try:
+        for ctx in lineage_ctx(settings, hung.url):
+            context = load_settings(home=settings.home, lineage_target=hung.url, outbox_backoff_s=0.2)
+            started = time.monotonic()
+            for n in range(5):
+                lineage_sink.emit(context, {"eventType": "OTHER", "n": n}, ledger=ctx.ledger)
+            took = time.monotonic() - started
+    finally:
+        hung.close()
+    # The first event waited for one timeout (1 s); the others queued behind it at once, not a timeout each.
+    assert took < 4.5, f"emitting 5 events to a hung endpoint took {took:.1f} s"
+
+    server = _Server(port=int(hung.url.rsplit(":", 1)[1]))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(server.received) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # anything sent twice would arrive by now
+        assert sorted(body["n"] for _, body in server.received) == list(range(5)), "each once, by the background worker"
+    finally:
+        lineage_sink.close()
         server.shutdown()
         server.server_close()
 
@@ -279,7 +389,7 @@ def test_a_5xx_is_retried_and_a_refused_event_is_not(caplog: pytest.LogCaptureFi
 def test_a_broken_target_does_not_fail_the_run(
     settings: DataopsSettings, broken: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(openlineage, "HTTP_BACKOFF_S", 0.0)
+    monkeypatch.setattr(lineage_sink, "HTTP_BACKOFF_S", 0.0)
     if broken == "unreachable_port":
         target = f"http://127.0.0.1:{free_port()}"
     else:
@@ -331,7 +441,8 @@ def test_lineage_settings() -> None:
     assert openlineage.file_path("lineage/events.jsonl") == Path("lineage/events.jsonl")
     assert openlineage.endpoint("http://marquez:5000/") == "http://marquez:5000/api/v1/lineage"
     assert openlineage.endpoint("https://datahub/openapi/openlineage") == "https://datahub/openapi/openlineage/api/v1/lineage"
-    with pytest.raises(ValidationError, match=r"lineage_target 'kafka://broker/topic' has scheme 'kafka'; valid: file:///path"):
+    # load_settings reports a bad setting as a SettingsError naming it (config/settings.py).
+    with pytest.raises(SettingsError, match=r"lineage_target 'kafka://broker/topic' has scheme 'kafka'; valid: file:///path"):
         load_settings(lineage_target="kafka://broker/topic")
 
 

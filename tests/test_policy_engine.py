@@ -39,7 +39,7 @@ OVER_EVERYTHING = CallHistory(reruns_last_hour=9, related_open_incidents=9, recu
 
 @pytest.fixture(scope="module")
 def policies() -> dict[str, PolicySpec]:
-    default = load_policy(POLICY_FILE)
+    default = load_policy(POLICY_FILE, approvers=["oncall"])  # as the bundled config/people.yaml declares them
     freeze = FreezeWindow(start=FREEZE_START, end=FREEZE_END, reason="holiday freeze")
     return {
         "default": default,
@@ -276,8 +276,8 @@ def test_denial_messages_name_the_limit(policies: dict[str, PolicySpec]) -> None
     assert message(tool="resolve_incident", layer="ops").startswith("an incident is resolved only after a verification")
     assert message(tool="query_lake", effect="admin") == "tool 'query_lake' declares effect 'admin'; only read, write, destructive exist"
     assert message(tool="delete_partition", policy="no_approvers") == (
-        "delete_partition deletes data or history on silver.carbon_intensity, and no approver is configured "
-        f"(DATAOPS_APPROVERS); {ESCALATE}"
+        "delete_partition deletes data or history on silver.carbon_intensity, and nobody has the approver role "
+        f"(config/people.yaml); {ESCALATE}"
     )
 
 
@@ -315,7 +315,7 @@ def test_decide_is_pure(policies: dict[str, PolicySpec]) -> None:
 
 def test_default_policy_is_the_strictest_published_practice() -> None:
     policy = load_policy(POLICY_FILE)
-    assert policy.approvers == ("oncall",)
+    assert policy.approvers == (), "approvers are people (config/people.yaml), never the policy file"
     assert (policy.backfill.approval_over_days, policy.backfill.deny_over_days) == (7, 31)
     assert policy.max_reruns_per_pipeline_per_hour == 3
     assert (policy.escalation.max_related_open_incidents, policy.escalation.recurrences_per_week) == (3, 3)
@@ -413,10 +413,14 @@ def test_empty_policy_file_gets_the_defaults(tmp_path: Path) -> None:
     assert decision.rule == "unlisted_write"
 
 
-def test_approvers_override_replaces_the_file_list() -> None:
+def test_approvers_come_from_the_people_registry_never_the_policy_file(tmp_path: Path) -> None:
     assert load_policy(POLICY_FILE, approvers=["U01", "S02"]).approvers == ("U01", "S02")
-    assert load_policy(POLICY_FILE, approvers=[]).approvers == ()
-    assert load_policy(POLICY_FILE, approvers=None).approvers == ("oncall",)
+    assert load_policy(POLICY_FILE, approvers=[], operators=["olive"]).operators == ("olive",)
+    assert load_policy(POLICY_FILE, approvers=None).approvers == ()
+    with pytest.raises(
+        PolicyError, match=r"approvers and operators moved to config/people.yaml: declare each person with `role: approver`"
+    ):
+        load_policy(_write(tmp_path, "approvers: [mallory2]\noperators: []\n"))
 
 
 def test_naive_now_is_refused(policies: dict[str, PolicySpec]) -> None:

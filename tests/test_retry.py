@@ -13,7 +13,7 @@ import pytest
 
 from config.errors import DefinitionError, PolicyError, TransientSourceError
 from pipelines import faults
-from pipelines.retry import Backoff, Failure, RetryBudget, retry
+from pipelines.retry import Backoff, Failure, RetryBudget, retry, retrying
 from policies.engine import decide
 from policies.model import CallHistory, PolicyRequest, load_policy
 
@@ -222,3 +222,61 @@ def test_retry_after_is_refused_on_faults_that_are_not_a_503() -> None:
     assert "retry_after_s: only transient_error takes it, not rate_limited; rate_limited takes its Retry-After as `value`" in str(
         caught.value
     )
+
+
+# -- the same rule for code that fails by raising (tenacity underneath) ---------------------------------------
+
+
+def test_retrying_waits_the_backoff_or_the_retry_after_the_error_carries_and_reraises_the_last() -> None:
+    waits: list[float] = []
+    errors = [TransientSourceError("503", retry_after_s=30), TransientSourceError("503"), TransientSourceError("503 again")]
+
+    def fetch() -> str:
+        raise errors.pop(0)
+
+    controller = retrying(
+        Backoff(first_s=2, factor=2, max_wait_s=60, jitter=0),
+        attempts=3,
+        retry_on=lambda e: isinstance(e, TransientSourceError),
+        wait=waits.append,
+    )
+    with pytest.raises(TransientSourceError, match="503 again"):
+        controller(fetch)
+    assert waits == [30, 4], "Retry-After (30 s) beat the first backoff (2 s); the second wait is the backoff's"
+
+
+def test_retrying_lets_other_errors_through_at_once_and_returns_what_succeeds() -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientSourceError("reset")
+        return "ok"
+
+    def broken() -> str:
+        calls.append(1)
+        raise KeyError("a bug")
+
+    def controller() -> Callable[[Callable[[], str]], str]:
+        return retrying(
+            Backoff(first_s=1, jitter=0), attempts=5, retry_on=lambda e: isinstance(e, TransientSourceError), wait=lambda _s: None
+        )
+
+    assert controller()(flaky) == "ok" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(KeyError):
+        controller()(broken)
+    assert len(calls) == 1
+
+
+def test_an_exception_inside_a_budgeted_retry_is_not_retried() -> None:
+    calls: list[int] = []
+
+    def attempt(number: int, _at: datetime) -> bool:
+        calls.append(number)
+        raise RuntimeError("a bug, not a transient failure")
+
+    with pytest.raises(RuntimeError):
+        retry(attempt, lambda _r: None, budget=RetryBudget(), start=T0, wait=lambda _s: None)
+    assert calls == [1]

@@ -60,6 +60,17 @@ def test_a_tick_runs_from_the_watermark_to_now_and_serves_only_the_past(ctx: Pla
     assert all(r.status == "succeeded" for r in svc.results)
 
 
+def test_a_clock_restarted_before_the_watermark_waits_instead_of_failing(ctx: PlatformContext) -> None:
+    # Found by benchmarks/chaos.py: `serve` restarted with an earlier DATAOPS_REPLAY_START raised on every firing.
+    ctx.control.set_watermark("carbon_intensity", utc(2023, 1, 16, 3))
+    svc, clock = service(ctx, utc(2023, 1, 12, 6))
+    svc.tick("carbon_intensity")
+    assert svc.results == [] and ctx.control.watermark("carbon_intensity") == utc(2023, 1, 16, 3)
+    clock.current = utc(2023, 1, 16, 6)
+    svc.tick("carbon_intensity")
+    assert [(r.window_start, r.status) for r in svc.results] == [(utc(2023, 1, 16), "succeeded")]
+
+
 def test_paused_pipelines_are_skipped_until_resumed(ctx: PlatformContext) -> None:
     svc, _ = service(ctx, utc(2023, 1, 2))
     ctx.control.set_paused("weather", True, reason="maintenance")

@@ -34,6 +34,7 @@ from pipelines.promotion import run_pipeline
 from policies.approvals import ApprovalStore
 from tests.conftest import utc, window
 from tests.fakes.slack_api import FakeSlack, block_actions_body, events_api_body, signed_headers, slash_command_body
+from tests.test_serve_process import free_port
 
 SECRET = "s3cret-signing"
 CHANNEL = "C_OPS"
@@ -61,15 +62,15 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Rig:
     home: Path
     slack: FakeSlack
-    approvers: str
+    people: Path
     agent: Agent | None = None
     app: SlackApp | None = None
     reporter: SlackReporter | None = None
 
     def start(self, **overrides: Any) -> Rig:
         settings = load_settings(
-            home=self.home, slack_bot_token=self.slack.bot_token, slack_signing_secret=SECRET, slack_channel=CHANNEL, slack_port=0,
-            slack_api_url=self.slack.api_url, approvers=self.approvers.split(","), **overrides,
+            home=self.home, slack_bot_token=self.slack.bot_token, slack_signing_secret=SECRET, slack_channel=CHANNEL, slack_port=free_port(),
+            slack_api_url=self.slack.api_url, people_file=self.people, **overrides,
         )  # fmt: skip
         ctx = PlatformContext.open(settings)
         self.reporter = SlackReporter(
@@ -109,6 +110,16 @@ class Rig:
         return self.agent.approvals.get(approval_id)
 
 
+PEOPLE = """
+people:
+  - {name: alice, role: approver, slack: U_ALICE}
+  - {name: bob, role: approver, slack: U_BOB}
+  - {name: olive, role: operator, slack: U_OLIVE}
+  - {name: victor, role: viewer, slack: U_VICTOR}
+slack_groups: {S_ONCALL: approver}
+"""
+
+
 @pytest.fixture
 def rig(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     for key in list(os.environ):
@@ -116,8 +127,10 @@ def rig(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
             monkeypatch.delenv(key)
     home = tmp_path / "home"
     shutil.copytree(prepared, home)
+    people = tmp_path / "people.yaml"
+    people.write_text(PEOPLE)
     with FakeSlack(usergroups={"S_ONCALL": ["U_CAROL"]}) as slack:
-        r = Rig(home=home, slack=slack, approvers="U_ALICE,U_BOB,S_ONCALL")
+        r = Rig(home=home, slack=slack, people=people)
         yield r
         r.stop()
 
@@ -173,7 +186,7 @@ def test_incident_thread_approval_click_after_a_restart_and_outcome(rig: Rig) ->
     refused = rig.click("dataops_approve", approval_id, "U_MALLORY")
     assert refused.status_code == 200
     rig.slack.wait_for("chat.postEphemeral")
-    assert "U_MALLORY may not decide" in rig.slack.ephemerals(user="U_MALLORY")[0]["text"]
+    assert "Your Slack account (U_MALLORY) is not linked to a person" in rig.slack.ephemerals(user="U_MALLORY")[0]["text"]
     assert rig.approval(approval_id).status == "pending" and _gold_sum(rig) < 0
 
     assert rig.click("dataops_approve", approval_id, "U_ALICE").status_code == 200
@@ -181,7 +194,8 @@ def test_incident_thread_approval_click_after_a_restart_and_outcome(rig: Rig) ->
     assert _gold_sum(rig) > 0, "the rollback ran"
     verdict = rig.slack.message(CHANNEL, ref["ts"])
     assert not [b for b in verdict["blocks"] if b["type"] == "actions"], "the buttons are gone"
-    assert "Approved* by <@U_ALICE>" in _texts(verdict["blocks"])
+    assert "Approved* by alice" in _texts(verdict["blocks"])
+    assert (rig.approval(approval_id).decided_by, rig.approval(approval_id).decided_via) == ("alice", "slack")
     replies = "\n".join(r["text"] for r in rig.slack.replies(CHANNEL, thread.ts))
     assert "resolved" in replies and "rollback_table" in replies
     assert "resolved" in _texts(rig.slack.message(CHANNEL, thread.ts)["blocks"]), "the root shows the new status"
@@ -189,7 +203,7 @@ def test_incident_thread_approval_click_after_a_restart_and_outcome(rig: Rig) ->
     late = rig.click("dataops_deny", approval_id, "U_BOB")
     assert late.status_code == 200
     rig.slack.wait_for("chat.postEphemeral", count=2)
-    assert "already approved by U_ALICE" in rig.slack.ephemerals(user="U_BOB")[0]["text"]
+    assert "already approved by alice" in rig.slack.ephemerals(user="U_BOB")[0]["text"]
     assert rig.approval(approval_id).status == "approved"
 
 
@@ -222,7 +236,7 @@ def test_a_user_group_member_may_approve(rig: Rig) -> None:
     rig.click("dataops_deny", approval_id, "U_CAROL")
     _until(lambda: rig.approval(approval_id).resumed_at is not None)
     decided = rig.approval(approval_id)
-    assert (decided.status, decided.decided_by) == ("denied", "U_CAROL")
+    assert (decided.status, decided.decided_by) == ("denied", "slack:U_CAROL"), "a group member who is not a person"
     assert _gold_sum(rig) < 0 and rig.agent.ctx.incidents.get(1).status == "escalated"
     assert rig.slack.calls_to("usergroups.users.list")[0].params["usergroup"] == "S_ONCALL"
 
@@ -233,13 +247,13 @@ def test_decisions_from_the_cli_and_expiry_show_in_slack(rig: Rig, tmp_path: Pat
     approval_id = rig.agent.handle_incident(1).approval_id
     assert approval_id is not None
     ref = rig.approval(approval_id).channels["slack"]
-    cli = Agent(PlatformContext.open(load_settings(home=rig.home, approvers=["U_ALICE"])), clock=lambda: NOW)
+    cli = Agent(PlatformContext.open(load_settings(home=rig.home, people_file=rig.people)), clock=lambda: NOW)
     try:
-        cli.decide(approval_id, approve=True, user="U_ALICE")  # another process, no Slack
+        cli.decide(approval_id, approve=True, user="alice", channel="cli")  # another process, no Slack
     finally:
         cli.close()
     rig.reporter.sync()
-    assert "Approved* by <@U_ALICE>" in _texts(rig.slack.message(CHANNEL, ref["ts"])["blocks"])
+    assert "Approved* by alice" in _texts(rig.slack.message(CHANNEL, ref["ts"])["blocks"])
 
 
 def test_expired_requests_are_marked_expired_in_slack(rig: Rig, tmp_path: Path) -> None:
@@ -325,8 +339,8 @@ def test_serve_posts_one_thread_per_incident_and_updates_it(rig: Rig) -> None:
     from pipelines.service import Service
 
     settings = load_settings(
-        home=rig.home, slack_bot_token=rig.slack.bot_token, slack_signing_secret=SECRET, slack_channel=CHANNEL, slack_port=0,
-        slack_api_url=rig.slack.api_url, approvers=["U_ALICE"], agent_enabled=True,
+        home=rig.home, slack_bot_token=rig.slack.bot_token, slack_signing_secret=SECRET, slack_channel=CHANNEL, slack_port=free_port(),
+        slack_api_url=rig.slack.api_url, people_file=rig.people, agent_enabled=True,
     )  # fmt: skip
     ctx = PlatformContext.open(settings)
     service = Service(ctx, clock=ReplayClock(start=NOW, speed=1.0))
@@ -383,7 +397,10 @@ def test_expected_clicked_in_slack_resolves_suppresses_and_updates_the_root(rig:
     assert rig.post(body, headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 401
     assert rig.post(_incident_click_body(rig, EXPECTED, "U_MALLORY")).status_code == 200
     rig.slack.wait_for("chat.postEphemeral")
-    assert "U_MALLORY may not act on incidents" in rig.slack.ephemerals(user="U_MALLORY")[0]["text"]
+    assert "Your Slack account (U_MALLORY) is not linked to a person" in rig.slack.ephemerals(user="U_MALLORY")[0]["text"]
+    assert rig.post(_incident_click_body(rig, EXPECTED, "U_VICTOR")).status_code == 200
+    rig.slack.wait_for("chat.postEphemeral", count=2)
+    assert "victor may not act on incidents: role viewer" in rig.slack.ephemerals(user="U_VICTOR")[0]["text"]
     assert ctx.incidents.get(1).status == "open" and feedback.suppressions(ctx) == [] and feedback.labels(ctx) == []
     assert not rig.slack.calls_to("chat.update")
 
@@ -392,23 +409,20 @@ def test_expected_clicked_in_slack_resolves_suppresses_and_updates_the_root(rig:
     root = rig.slack.message(CHANNEL, thread.ts)
     assert _buttons(root) == [], "a resolved incident has no buttons"
     shown = _texts(root["blocks"])
-    assert "resolved" in shown and "by <@U_ALICE> in Slack" in shown and "marked expected in Slack by U_ALICE" in shown
+    assert "resolved" in shown and "by alice in Slack" in shown and "marked expected in Slack by alice" in shown
     [suppression] = feedback.suppressions(ctx)
-    assert (suppression.actor, suppression.channel, suppression.reason) == ("U_ALICE", "slack", "marked expected in Slack by U_ALICE")
+    assert (suppression.actor, suppression.channel, suppression.reason) == ("alice", "slack", "marked expected in Slack by alice")
     assert suppression.expires_at == NOW + timedelta(days=30), "30 days on the agent's (platform) clock"
-    assert [(x.verdict, x.actor) for x in feedback.labels(ctx)] == [("expected", "U_ALICE")]
+    assert [(x.verdict, x.actor) for x in feedback.labels(ctx)] == [("expected", "alice")]
     assert ctx.incidents.get(1).status == "resolved"
     remembered = rig.agent.memory().get("expected-1")
-    assert remembered is not None and "marked expected in Slack by U_ALICE" in remembered.root_cause
+    assert remembered is not None and "marked expected in Slack by alice" in remembered.root_cause
 
 
 def test_operators_and_group_members_acknowledge_and_resolve_from_slack(rig: Rig, tmp_path: Path) -> None:
     from agent.slack.blocks import ACKNOWLEDGE, EXPECTED, RESOLVE
-    from tests.conftest import REPO
 
-    policy = tmp_path / "policy.yaml"
-    policy.write_text((REPO / "config" / "policy.yaml").read_text().replace("operators: []", "operators: [U_OLIVE]"))
-    rig.start(policy_file=policy)
+    rig.start()
     assert rig.agent is not None and rig.reporter is not None
     ctx = rig.agent.ctx
     thread = rig.reporter.incident(ctx.incidents.get(1))
@@ -417,13 +431,13 @@ def test_operators_and_group_members_acknowledge_and_resolve_from_slack(rig: Rig
     assert rig.post(_incident_click_body(rig, ACKNOWLEDGE, "U_OLIVE")).status_code == 200  # an operator
     _until(lambda: bool(rig.slack.calls_to("chat.update")))
     root = rig.slack.message(CHANNEL, thread.ts)
-    assert _buttons(root) == [(RESOLVE, "1"), (EXPECTED, "1")] and "acknowledged* by <@U_OLIVE> in Slack" in _texts(root["blocks"])
+    assert _buttons(root) == [(RESOLVE, "1"), (EXPECTED, "1")] and "acknowledged* by olive in Slack" in _texts(root["blocks"])
 
     assert rig.post(_incident_click_body(rig, RESOLVE, "U_CAROL")).status_code == 200  # in the approvers' user group
     _until(lambda: len(rig.slack.calls_to("chat.update")) >= 2)
     assert ctx.incidents.get(1).status == "resolved"
     notes = [(n["actor"], n.get("channel"), n["status"]) for n in ctx.incidents.get(1).notes]
-    assert notes == [("U_OLIVE", "slack", "acknowledged"), ("U_CAROL", "slack", "resolved")]
+    assert notes == [("olive", "slack", "acknowledged"), ("slack:U_CAROL", "slack", "resolved")]
 
     late = rig.post(_incident_click_body(rig, RESOLVE, "U_BOB"))
     assert late.status_code == 200

@@ -21,14 +21,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
-from pydantic import ValidationError
 from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField
 
-from config.errors import LakehouseError
+from config.errors import LakehouseError, SettingsError
 from config.inventory import LAYERS
 from config.settings import DataopsSettings, load_settings
 from pipelines import faults
@@ -418,12 +417,12 @@ def test_rest_catalog_on_an_s3_warehouse(tmp_path: Path, clean_env: None, s3_ser
 
 
 def test_unknown_catalog_type_names_the_valid_ones(tmp_path: Path, clean_env: None) -> None:
-    with pytest.raises(ValidationError, match=r"catalog_type 'hive' is not supported; valid: 'sql', 'rest'"):
+    with pytest.raises(SettingsError, match=r"catalog_type 'hive' is not supported; valid: 'sql', 'rest'"):
         load_settings(home=tmp_path, catalog_type="hive")
 
 
 def test_rest_catalog_without_uri_is_refused(tmp_path: Path, clean_env: None) -> None:
-    with pytest.raises(ValidationError, match=r"catalog_type 'rest' needs rest_catalog_uri \(DATAOPS_REST_CATALOG_URI="):
+    with pytest.raises(SettingsError, match=r"catalog_type 'rest' needs rest_catalog_uri \(DATAOPS_REST_CATALOG_URI="):
         load_settings(home=tmp_path, catalog_type="rest")
 
 

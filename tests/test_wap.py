@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 import pytest
+from pyiceberg.exceptions import CommitFailedException
 
-from config.errors import PublishConflictError
+from config.errors import LakehouseError, PublishConflictError
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
@@ -84,3 +87,61 @@ def test_kept_audit_branches_are_cleaned_after_retention(ctx: PlatformContext) -
     later = result.window_end + timedelta(days=365 * 10)
     assert clean_audit_branches(ctx, spec, now=later) == [f"silver.carbon_intensity@{branch}"]
     assert branch not in load_table(ctx.catalog, "silver.carbon_intensity").metadata.refs
+
+
+class _Table:
+    """The parts of a pyiceberg Table that `with_commit_retry` touches: its name and a metadata reload."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    def name(self) -> tuple[str, ...]:
+        return ("silver", "weather")
+
+    def refresh(self) -> _Table:
+        self.refreshes += 1
+        return self
+
+
+def _conflicting(times: int, error: Exception) -> tuple[list[int], Callable[[], str]]:
+    calls: list[int] = []
+
+    def commit() -> str:
+        calls.append(len(calls) + 1)
+        if len(calls) <= times:
+            raise error
+        return "committed"
+
+    return calls, commit
+
+
+def test_a_commit_conflict_is_committed_again_on_fresh_metadata_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(wap.time, "sleep", waits.append)
+    table = _Table()
+    calls, commit = _conflicting(2, CommitFailedException("branch main has changed"))
+    with wap.tally_conflicts() as tally:
+        assert wap.with_commit_retry(commit, table=table, what="append") == "committed"  # type: ignore[arg-type]
+    assert calls == [1, 2, 3] and table.refreshes == 2 and tally.commit_retries == 2
+    # The one backoff rule with jitter: 0.1 s then 0.2 s, each scaled by a factor in [0.5, 1.5].
+    assert len(waits) == 2 and 0.05 <= waits[0] <= 0.15 and 0.1 <= waits[1] <= 0.3
+
+
+def test_a_stale_commit_counts_as_a_conflict_and_other_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wap.time, "sleep", lambda _s: None)
+    calls, commit = _conflicting(1, ValueError("Cannot add snapshot with sequence number 7 older than last sequence number 8"))
+    assert wap.with_commit_retry(commit, table=_Table()) == "committed"  # type: ignore[arg-type]
+    assert calls == [1, 2]
+    calls, commit = _conflicting(1, ValueError("schema mismatch"))
+    with pytest.raises(ValueError, match="schema mismatch"):
+        wap.with_commit_retry(commit, table=_Table())  # type: ignore[arg-type]
+    assert calls == [1]
+
+
+def test_commit_conflicts_that_never_end_are_a_lakehouse_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wap.time, "sleep", lambda _s: None)
+    calls, commit = _conflicting(99, CommitFailedException("branch main has changed"))
+    with pytest.raises(LakehouseError) as caught:
+        wap.with_commit_retry(commit, table=_Table(), attempts=3, what="write audit-r1")  # type: ignore[arg-type]
+    assert str(caught.value) == "write audit-r1 on ('silver', 'weather') kept conflicting after 3 attempts: branch main has changed"
+    assert calls == [1, 2, 3] and isinstance(caught.value.__cause__, CommitFailedException)

@@ -16,7 +16,7 @@ from tools.base import Target, ToolContext, ToolInput, ToolSpec, table_target
 
 _TABLE = "A lake table as layer.name, e.g. silver.carbon_intensity, gold.carbon_intensity_hourly or bronze.weather."
 
-QUERY_TIMEOUT_S = 20.0  # the agent's queries run under its lock; a runaway one must not stall every incident
+QUERY_THREADS = 2  # the agent queries inside `dataops serve`, beside the pipelines; time and memory come from the settings
 
 
 class QueryLakeInput(ToolInput):
@@ -42,7 +42,7 @@ class QueryLakeResult(BaseModel):
 
 def query_lake(ctx: ToolContext, args: QueryLakeInput) -> QueryLakeResult:
     try:
-        result = run_query(ctx.platform, args.sql, limit=args.limit, timeout_s=QUERY_TIMEOUT_S)
+        result = run_query(ctx.platform, args.sql, limit=args.limit, threads=QUERY_THREADS)
     except QueryRefusedError as exc:
         # The query module words its refusal for the CLI user; keep the reason, give the model its own way out.
         reason = str(exc).split(" `dataops query`")[0].rstrip(". ")

@@ -26,8 +26,10 @@ from agent.judgement import act_on_incident
 from agent.slack.blocks import APPROVE, DENY, INCIDENT_ACTIONS
 from agent.slack.reporter import SlackReporter
 from agent.slack.store import SlackStore
-from config.errors import ApprovalError, DataOpsError, SettingsError
+from config.errors import DataOpsError, SettingsError
 from config.settings import DataopsSettings
+from pipelines.outbox import outbox_backoff
+from policies.people import Actor
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -63,6 +65,25 @@ def check_settings(settings: DataopsSettings) -> None:
         )
 
 
+def verify_token(settings: DataopsSettings, client: WebClient) -> None:
+    """Refuse a bot token Slack rejects (a settings error, exit 2); an unreachable Slack is only logged.
+
+    The service starts either way when Slack cannot be reached: messages wait in the outbox until it can.
+    """
+    try:
+        client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else str(exc)
+        if error in ("invalid_auth", "not_authed", "token_revoked", "account_inactive", "token_expired"):
+            raise SettingsError(f"Slack refused DATAOPS_SLACK_BOT_TOKEN ({error}); copy the Bot User OAuth Token (xoxb-...) again") from exc
+        log.warning("Slack auth.test failed (%s); starting anyway, Slack messages wait in the outbox", error)
+    except OSError as exc:
+        log.warning(
+            "Slack is unreachable at %s (%s); starting anyway, Slack messages wait in the outbox until it answers",
+            settings.slack_api_url, getattr(exc, "reason", exc),
+        )  # fmt: skip
+
+
 class SlackApp:
     """The Bolt app bound to one agent; `start()` serves it, `stop()` ends it."""
 
@@ -72,10 +93,14 @@ class SlackApp:
         self.agent = agent
         self.reporter = reporter
         self.store = store or SlackStore(agent.ctx.ledger)
-        self.app = App(signing_secret=settings.slack_signing_secret or "", client=reporter.client)
+        verify_token(settings, reporter.client)
+        # Bolt would call auth.test here and fail the whole service when Slack is unreachable; it checks on the
+        # first request instead (which only arrives when Slack is up).
+        self.app = App(signing_secret=settings.slack_signing_secret or "", client=reporter.client, token_verification_enabled=False)
         self._groups: dict[str, tuple[float, set[str]]] = {}
         self._server: WSGIServer | None = None
         self._socket: Any = None
+        self._stopping = threading.Event()
         self.app.action(APPROVE)(self._on_decision)
         self.app.action(DENY)(self._on_decision)
         for action_id in INCIDENT_ACTIONS:
@@ -86,17 +111,26 @@ class SlackApp:
 
     # -- serving -------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Serve Slack's requests and start delivering queued messages; Slack being down delays both, never fails here."""
+        self.reporter.start()
         if self.settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
             self._socket = SocketModeHandler(self.app, self.settings.slack_app_token)
-            self._socket.connect()
-            log.info("Slack app connected in Socket Mode")
+            self._stopping.clear()
+            threading.Thread(target=self._connect_socket, name="slack-socket", daemon=True).start()
             return
-        self._server = make_server(
-            self.settings.slack_addr, self.settings.slack_port, SlackRequestHandler(self.app, PATH),
-            server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
-        )  # fmt: skip
+        try:
+            self._server = make_server(
+                self.settings.slack_addr, self.settings.slack_port, SlackRequestHandler(self.app, PATH),
+                server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
+            )  # fmt: skip
+        except OSError as exc:
+            self.reporter.stop()
+            raise SettingsError(
+                f"the Slack endpoint cannot listen on {self.settings.slack_addr}:{self.settings.slack_port} ({exc.strerror or exc}); "
+                "set DATAOPS_SLACK_PORT (or DATAOPS_SLACK_ADDR) to a free one"
+            ) from exc
         threading.Thread(target=self._server.serve_forever, name="slack-http", daemon=True).start()
         log.info("Slack app listening on http://%s:%d%s", self.settings.slack_addr, self.port, PATH)
 
@@ -104,12 +138,29 @@ class SlackApp:
     def port(self) -> int:
         return self._server.server_address[1] if self._server else self.settings.slack_port
 
+    def _connect_socket(self) -> None:
+        """Open the Socket Mode connection, retrying with backoff while Slack cannot be reached."""
+        backoff = outbox_backoff(self.settings)
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            try:
+                self._socket.connect()
+                log.info("Slack app connected in Socket Mode")
+                return
+            except Exception as exc:  # unreachable, or refused: either way the service runs on
+                wait = backoff.wait(attempt, seed="slack-socket")
+                log.warning("Slack Socket Mode cannot connect (%s); trying again in %.0f s", exc, wait)
+                self._stopping.wait(wait)
+
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
         if self._socket is not None:
             self._socket.close()
+        self.reporter.stop()
 
     # -- approvals ---------------------------------------------------------------------------------------------
     def _groups_of(self, user: str, candidates: list[str]) -> tuple[str, ...]:
@@ -138,11 +189,19 @@ class SlackApp:
         approve = action.get("action_id") == APPROVE
         try:
             current = self.agent.approvals.get(approval_id)
-            groups = self._groups_of(user, current.approvers)
+            actor = self._actor(user, current.approvers)
+            if actor is None:
+                self._ephemeral(channel, user, _unknown(user, "approver"))
+                return
             verb = "approved" if approve else "denied"
-            self.agent.decide(approval_id, approve=approve, user=user, reason=f"{verb} in Slack", groups=groups)
-        except ApprovalError as exc:
+            self.agent.decide(approval_id, approve=approve, user=actor, reason=f"{verb} in Slack")
+        except DataOpsError as exc:  # not an approver, self-approval, already decided, unreadable people file
             self._ephemeral(channel, user, str(exc))
+
+    def _actor(self, user: str, candidates: list[str]) -> Actor | None:
+        """The signed Slack user id as a person of the registry (read now), or a member of a role-holding group."""
+        people = self.agent.refresh_people()
+        return people.slack_actor(user, self._groups_of(user, list(dict.fromkeys([*candidates, *people.slack_groups]))))
 
     # -- incident buttons --------------------------------------------------------------------------------------
     def _on_incident_action(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -160,19 +219,19 @@ class SlackApp:
         if not value.isdigit():
             self._ephemeral(channel, user, f"{value!r} is not an incident id")
             return
-        policy = self.agent.policy
         try:
+            actor = self._actor(user, [])
+            if actor is None:
+                self._ephemeral(channel, user, _unknown(user, "operator"))
+                return
             outcome = act_on_incident(
                 self.agent.ctx,
-                policy,
                 int(value),
                 verb,
-                actor=user,
-                channel="slack",
-                reason=f"marked expected in Slack by {user}" if verb == "expected" else "",
+                actor=actor,
+                reason=f"marked expected in Slack by {actor.id}" if verb == "expected" else "",
                 now=self.agent.runtime.clock(),
                 memory=self.agent.memory,
-                groups=self._groups_of(user, [*policy.approvers, *policy.operators]),
             )
         except DataOpsError as exc:  # not an approver or operator, unknown incident, impossible move
             self._ephemeral(channel, user, str(exc))
@@ -206,6 +265,13 @@ class SlackApp:
     def _on_command(self, ack: Ack, respond: Respond, command: dict[str, Any]) -> None:
         ack()
         respond(text=command_answer(self.agent, str(command.get("text") or "").strip().lower()), response_type="ephemeral")
+
+
+def _unknown(user: str, role: str) -> str:
+    return (
+        f"Your Slack account ({user}) is not linked to a person of the platform, so the click did not count. Ask the "
+        f"service owner to add you: `dataops users add NAME --role {role} --slack {user}` (or `slack: {user}` in config/people.yaml)."
+    )
 
 
 def command_answer(agent: Agent, sub: str) -> str:

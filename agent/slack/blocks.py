@@ -24,6 +24,7 @@ EXPECTED = "dataops_incident_expected"
 INCIDENT_ACTIONS = {ACKNOWLEDGE: "ack", RESOLVE: "resolve", EXPECTED: "expected"}
 _ICON = {"open": "🔴", "acknowledged": "🟠", "remediating": "🛠️", "resolved": "✅", "escalated": "🚨"}
 _SLACK_USER = re.compile(r"[UW][A-Z0-9_]+")
+_SLACK_GROUP = re.compile(r"S[A-Z0-9_]+")
 _LIMIT = 2800  # a section's text holds 3000 characters
 
 
@@ -102,8 +103,9 @@ def judgement_text(incident: Incident) -> str:
 
 
 def mention(user: str) -> str:
-    """A Slack user id as a mention; any other name (a CLI user) as escaped text."""
-    return f"<@{user}>" if _SLACK_USER.fullmatch(user) else escape(user)
+    """A Slack user id (or `slack:<id>`, a group member who is not a person) as a mention; a person's name as escaped text."""
+    bare = user.removeprefix("slack:")
+    return f"<@{bare}>" if _SLACK_USER.fullmatch(bare) else escape(user)
 
 
 def _call(approval: Approval) -> str:
@@ -113,7 +115,7 @@ def _call(approval: Approval) -> str:
 
 def approval_blocks(approval: Approval) -> list[dict[str, Any]]:
     """A pending request with Approve / Deny buttons, or its verdict once decided or expired."""
-    who = ", ".join(f"<@{a}>" if a[:1] in "UW" else (f"<!subteam^{a}>" if a[:1] == "S" else escape(a)) for a in approval.approvers)
+    who = ", ".join(f"<!subteam^{a}>" if _SLACK_GROUP.fullmatch(a) else mention(a) for a in approval.approvers)
     blocks = [
         _section(f"*Approval needed* for {_call(approval)}"),
         _section(f"*Why:* {escape(approval.reason)}\n*Policy rule:* `{approval.rule}`\n*Approvers:* {who}"),
@@ -157,7 +159,7 @@ def verdict_text(approval: Approval) -> str:
         return f"⌛ *Expired* unanswered at {approval.expires_at:%Y-%m-%d %H:%M} UTC; the agent escalated instead."
     mark = "✅ *Approved*" if approval.status == "approved" else "⛔ *Denied*"
     by = approval.decided_by or "?"
-    who = f"<@{by}>" if by[:1] in "UW" else escape(by)
+    who = mention(by)
     reason = f": {escape(approval.decision_reason)}" if approval.decision_reason else ""
     return f"{mark} by {who}{reason}"
 

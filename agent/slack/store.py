@@ -14,7 +14,7 @@ from sqlalchemy import DateTime, String, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pipelines.ledger import Base, Ledger
+from pipelines.ledger import Base, Ledger, ensure_tables
 
 EVENT_MEMORY = timedelta(days=2)
 
@@ -44,7 +44,11 @@ class SlackThread(BaseModel):
 class SlackStore:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        Base.metadata.create_all(ledger.engine, tables=[SlackThreadRow.__table__, SlackEventRow.__table__])  # type: ignore[list-item]
+        ensure_tables(ledger.engine, [SlackThreadRow.__table__, SlackEventRow.__table__])  # type: ignore[list-item]
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
 
     def thread(self, key: str) -> SlackThread | None:
         with self._ledger.session() as s:

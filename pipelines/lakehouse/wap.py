@@ -8,8 +8,8 @@ commit instead of being overwritten. pyiceberg 0.12 has no fast-forward; ancestr
 Concurrent writers (parallel backfill tasks, several pipelines feeding one mart) meet in two ways, and
 `tally_conflicts()` counts both for the run that met them:
 - a *commit conflict*: another writer committed to the table in between (a branch, an append, a publish
-  of other days). Nothing we validated changed: reload the metadata and commit again (`with_commit_retry`,
-  and `partition_files` to prove the days we audited are as they were).
+  of other days). Nothing we validated changed: reload the metadata and commit again (`with_commit_retry`, the
+  platform's one retry rule on tenacity, and `partition_files` to prove the days we audited are as they were).
 - a *validation conflict*: the partitions we audited, or the inputs they were computed from, changed
   under us. What we validated is stale: the caller re-plans (recomputes and re-validates).
 """
@@ -17,7 +17,7 @@ Concurrent writers (parallel backfill tasks, several pipelines feeding one mart)
 from __future__ import annotations
 
 import logging
-import random
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -32,8 +32,10 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterThanOrEqual, LessThan, Or
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
+from tenacity import RetryCallState
 
 from config.errors import LakehouseError, PublishConflictError
+from pipelines.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,22 +103,50 @@ def is_stale_commit(exc: Exception) -> bool:
     return isinstance(exc, ValueError) and "sequence number" in str(exc)
 
 
+# Commit conflicts are retried at once-ish: another writer just committed, and the next try usually wins.
+# Jitter spreads writers that conflicted together; each call draws its own seed, so they do not retry in step.
+COMMIT_BACKOFF = Backoff(first_s=0.1, factor=2.0, max_wait_s=2.0, jitter=0.5)
+
+
 def with_commit_retry(action: Callable[[], T], *, table: Table, attempts: int = 5, what: str = "commit") -> T:
-    """Run `action`, reloading the table and retrying with jittered backoff on a commit conflict."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except (CommitFailedException, ValueError) as exc:
-            if not isinstance(exc, CommitFailedException) and not is_stale_commit(exc):
-                raise
-            if attempt == attempts:
-                raise LakehouseError(f"{what} on {table.name()} kept conflicting after {attempts} attempts: {exc}") from exc
-            count_commit_retry()
-            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-            log.info("%s on %s conflicted (%s); retrying in %.2fs", what, table.name(), exc, delay)
-            time.sleep(delay)
-            table.refresh()
-    raise AssertionError("unreachable")
+    """Run `action`, reloading the table and retrying with jittered backoff on a commit conflict.
+
+    The retry is the platform's one rule (pipelines/retry.py `retrying`, on tenacity): a commit conflict is
+    retried after `COMMIT_BACKOFF` on freshly loaded metadata; anything else propagates at once; when the
+    attempts run out a LakehouseError says how many there were.
+    """
+
+    def reload(state: RetryCallState) -> None:
+        if state.attempt_number > 1:
+            table.refresh()  # the next attempt commits on top of what the other writer committed
+
+    def count_and_log(state: RetryCallState) -> None:
+        count_commit_retry()
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.info(
+            "%s on %s conflicted (%s); retrying in %.2fs", what, table.name(), error, state.next_action.sleep if state.next_action else 0
+        )
+
+    controller = retrying(
+        COMMIT_BACKOFF,
+        attempts=attempts,
+        retry_on=is_commit_conflict,
+        wait=time.sleep,
+        seed=secrets.token_hex(8),
+        before=reload,
+        before_sleep=count_and_log,
+    )
+    try:
+        return controller(action)
+    except (CommitFailedException, ValueError) as exc:
+        if not is_commit_conflict(exc):
+            raise
+        raise LakehouseError(f"{what} on {table.name()} kept conflicting after {attempts} attempts: {exc}") from exc
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """Another writer committed first: a CommitFailedException, or pyiceberg 0.12's stale-metadata ValueError."""
+    return isinstance(exc, CommitFailedException) or (isinstance(exc, ValueError) and is_stale_commit(exc))
 
 
 def branch_head(table: Table, branch: str) -> int | None:

@@ -91,15 +91,33 @@ class RecordProblem(BaseModel):
     source_uri: str
 
 
+class DropFile(BaseModel):
+    """One version of one dropped file, as a fetch read it (see pipelines/sources/drop_manifest.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    name: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    inode: int
+    outcome: str = Field(description="landed, quarantined (unreadable) or same_content (another file had these bytes)")
+
+
 class FetchResult(BaseModel):
     records: list[SourceRecord] = Field(default_factory=list)
     problems: list[RecordProblem] = Field(default_factory=list)
+    files: list[DropFile] = Field(
+        default_factory=list, description="dropped files read; the run records them as ingested once their rows are landed"
+    )
     requests: int = 0
     retries: int = 0
 
     def extend(self, other: FetchResult) -> None:
         self.records.extend(other.records)
         self.problems.extend(other.problems)
+        self.files.extend(other.files)
         self.requests += other.requests
         self.retries += other.retries
 
@@ -195,3 +213,71 @@ def dedupe_records(records: Iterable[SourceRecord]) -> list[SourceRecord]:
             seen.add(marker)
             out.append(r)
     return out
+
+
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+
+def _leaves(payload: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(payload, dict) and payload:
+        out: dict[str, Any] = {}
+        for key, value in payload.items():
+            out |= _leaves(value, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): payload}
+
+
+class ConflictingDuplicate(BaseModel):
+    """Records of one fetch with the same slot and key but different values.
+
+    Nothing says which copy is right, so none is published: every copy goes to quarantine with the fields
+    that differ, and bronze keeps them all as received (the conform step publishes no revision of a key
+    whose latest run holds more than one payload; see `latest_revisions` in pipelines/transforms/conform.py).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    ts: datetime
+    record_key: str
+    copies: tuple[SourceRecord, ...]
+
+    @property
+    def fields(self) -> list[str]:
+        """Dotted paths whose values differ between the copies (present in one and absent in another counts)."""
+        leaves = [_leaves(c.payload) for c in self.copies]
+        paths = sorted(set().union(*leaves))
+        return [p for p in paths if len({canonical_json(leaf.get(p, "<absent>")) for leaf in leaves}) > 1]
+
+    def reason(self) -> str:
+        leaves = [_leaves(c.payload) for c in self.copies]
+        shown = "; ".join(f"{p}: {' vs '.join(canonical_json(leaf.get(p)) for leaf in leaves)}" for p in self.fields[:3])
+        more = f" and {len(self.fields) - 3} more field(s)" if len(self.fields) > 3 else ""
+        return (
+            f"{len(self.copies)} records for key {self.record_key} at {self.ts.isoformat()} arrived in one fetch with different "
+            f"values ({shown}{more}); none is published: fix the source or drop a file with one value per key"
+        )
+
+    def problems(self) -> list[RecordProblem]:
+        return [
+            RecordProblem(
+                ts=self.ts,
+                record_key=self.record_key,
+                check=CONFLICTING_DUPLICATE,
+                reason=self.reason(),
+                original=c.payload_json,
+                source_uri=c.source_uri,
+            )
+            for c in self.copies
+        ]
+
+
+def find_conflicts(records: Iterable[SourceRecord]) -> list[ConflictingDuplicate]:
+    """Groups of records with the same (ts, record_key) and more than one payload; exact repeats are not conflicts."""
+    groups: dict[tuple[datetime, str], dict[str, SourceRecord]] = {}
+    for r in records:
+        groups.setdefault((r.ts, r.record_key), {}).setdefault(r.payload_hash, r)
+    return [
+        ConflictingDuplicate(ts=ts, record_key=key, copies=tuple(copies.values()))
+        for (ts, key), copies in groups.items()
+        if len(copies) > 1
+    ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from config.errors import SettingsError
 from config.inventory import SourceSpec
 from config.settings import DataopsSettings
+from pipelines.ledger import Ledger
 from pipelines.sources.base import Source
+from pipelines.sources.drop_manifest import DropManifest
 from pipelines.sources.file_drop import FileDropSource
 from pipelines.sources.http import HttpFetcher
 from pipelines.sources.neso import NesoSource
@@ -25,4 +27,5 @@ def build_source(spec: SourceSpec, settings: DataopsSettings, *, fetcher: HttpFe
     if spec.kind == "weather":
         return WeatherSource(spec, base_url=settings.open_meteo_base_url, fetcher=fetcher if live else None)
     folder = settings.drop_folder / spec.name
-    return FileDropSource(spec, folder=folder, include_bundled=not live)
+    manifest = DropManifest(Ledger(settings.ops_db))
+    return FileDropSource(spec, folder=folder, include_bundled=not live, manifest=manifest, max_bytes=settings.drop_max_bytes)

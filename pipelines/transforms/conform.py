@@ -121,7 +121,11 @@ CONFORMERS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
 
 
 def latest_revisions(bronze: pa.Table) -> pa.Table:
-    """One row per (ts, record_key): the latest fetched_at wins; ties break on payload_hash for determinism."""
+    """One row per (ts, record_key): the latest fetched_at wins.
+
+    A key whose latest run holds more than one payload (a conflicting duplicate: the source sent the key
+    twice with different values, and the run quarantined every copy) has no winner: no row for it.
+    """
     if bronze.num_rows == 0:
         return bronze
     order = pc.sort_indices(
@@ -130,10 +134,14 @@ def latest_revisions(bronze: pa.Table) -> pa.Table:
     )
     ordered = bronze.take(order)
     n = ordered.num_rows
-    keys, ts = ordered.column("record_key"), ordered.column("ts")
+    keys, ts, runs = ordered.column("record_key"), ordered.column("ts"), ordered.column("run_id")
     changed = pc.or_(pc.not_equal(keys.slice(1), keys.slice(0, n - 1)), pc.not_equal(ts.slice(1), ts.slice(0, n - 1)))
-    first_of_group = pa.concat_arrays([pa.array([True]), pc.fill_null(changed, True).combine_chunks().cast(pa.bool_())])
-    return ordered.filter(first_of_group)
+    changed = pc.fill_null(changed, True).combine_chunks().cast(pa.bool_())
+    first_of_group = pa.concat_arrays([pa.array([True]), changed])
+    # Row i conflicts with row i + 1 when both are the same key from the same run (bronze never holds exact repeats).
+    same_run = pc.fill_null(pc.equal(runs.slice(1), runs.slice(0, n - 1)), False).combine_chunks().cast(pa.bool_())
+    conflicted = pa.concat_arrays([pc.and_(pc.invert(changed), same_run), pa.array([False])])
+    return ordered.filter(pc.and_(first_of_group, pc.invert(conflicted)))
 
 
 def conform(kind: str, bronze: pa.Table, target: TableSpec) -> tuple[pa.Table, list[ConformProblem]]:

@@ -18,10 +18,13 @@ The protocol, as Slack speaks it:
 - Errors are HTTP 200 with `{"ok": false, "error": ...}`: `not_authed` without a token, `invalid_auth` with
   a token other than `bot_token` (from `Authorization: Bearer ...` or, as Slack allows, a `token` field).
 - `auth.test`, `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `conversations.info`,
-  `conversations.replies`, `users.info`, `usergroups.users.list` are served from an in-memory workspace;
-  any other method answers `unknown_method`.
+  `conversations.history`, `conversations.replies`, `users.info`, `usergroups.users.list` are served from an
+  in-memory workspace; any other method answers `unknown_method`. As in Slack, messages read back carry
+  their `metadata` only when the call asks for `include_all_metadata`.
 - `fail_next(method, ...)` makes the next call of `method` fail (429 `ratelimited` with `Retry-After` by
   default) before any other check, so rate-limit and error paths can be tested.
+- `down()` closes the listening socket (connections are refused, as with Slack unreachable) and `up()`
+  listens again on the same port with the workspace as it was: an outage and its end.
 - `POST /response/<name>` is a response_url (hand them out with `response_url(name)`): JSON bodies are
   recorded in `responses` and answered 200 "ok"; one bound to a message applies `replace_original` and
   `delete_original` to it, as Slack does.
@@ -62,7 +65,6 @@ __all__ = [
 
 BOT_ID = "BBOT"
 _JSON_FIELDS = ("blocks", "attachments", "metadata", "view")
-_FIRST_TS_US = 1_700_000_000_000_000  # message ts are microseconds after this, rendered "1700000000.000100"
 _sequence = itertools.count(1)  # event ids and trigger ids unique across the test session
 
 
@@ -121,6 +123,8 @@ class FakeSlack:
         self._bound: dict[str, tuple[str, str]] = {}  # response_url name -> (channel, ts)
         self._failures: defaultdict[str, deque[_Failure]] = defaultdict(deque)
         self._ts_count = 0
+        # Message ts are wall-clock microseconds as in Slack (reads by `oldest` depend on it), unique and increasing.
+        self._first_ts_us = time.time_ns() // 1000
         self._changed = threading.Condition()
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-slack", daemon=True)
@@ -204,10 +208,27 @@ class FakeSlack:
             self._failures[method].append(_Failure(error=error, status=status, retry_after=retry_after))
 
     # -- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def is_up(self) -> bool:
+        return self._thread.is_alive()
+
+    def down(self) -> None:
+        """Stop answering: the port refuses connections until `up()`; the workspace is kept."""
+        if self.is_up:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+
+    def up(self) -> None:
+        """Listen again on the same port after `down()`."""
+        if not self.is_up:
+            port = int(self._server.server_address[1])
+            self._server = _Server(self, port=port)
+            self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-slack", daemon=True)
+            self._thread.start()
+
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self.down()
 
     def __enter__(self) -> FakeSlack:
         return self
@@ -253,7 +274,7 @@ class FakeSlack:
 
     def _next_ts(self) -> str:
         self._ts_count += 1
-        micros = _FIRST_TS_US + self._ts_count * 100
+        micros = self._first_ts_us + self._ts_count * 100
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     def _channel_error(self, channel: Any) -> dict[str, Any] | None:
@@ -331,7 +352,22 @@ class FakeSlack:
             parent = self._messages.get((channel, ts))
         if parent is None:
             return {"ok": False, "error": "thread_not_found"}
-        return {"ok": True, "messages": [copy.deepcopy(parent), *self.replies(channel, ts)], "has_more": False}
+        found = [copy.deepcopy(parent), *self.replies(channel, ts)]
+        return {"ok": True, "messages": _shown(found, params), "has_more": False}
+
+    def _api_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages of a channel, newest first, from `oldest` on (exclusive); one page of `limit`."""
+        channel = params.get("channel", "")
+        if error := self._channel_error(channel):
+            return error
+        oldest, limit = float(params.get("oldest") or 0), int(params.get("limit") or 100)
+        with self._changed:
+            found = [
+                copy.deepcopy(m) for (c, ts), m in self._messages.items()
+                if c == channel and float(ts) > oldest and m.get("thread_ts", ts) == ts
+            ]  # fmt: skip
+        found.sort(key=lambda m: m["ts"], reverse=True)
+        return {"ok": True, "messages": _shown(found[:limit], params), "has_more": len(found) > limit}
 
     def _api_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = params.get("user", "")
@@ -356,6 +392,13 @@ class FakeSlack:
                 elif body.get("replace_original"):
                     self._messages[bound] |= {k: body[k] for k in ("text", "blocks", "attachments") if k in body}
             self._changed.notify_all()
+
+
+def _shown(messages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Messages as a read shows them: without `metadata` unless `include_all_metadata` was asked for."""
+    if str(params.get("include_all_metadata", "")).lower() in ("1", "true"):
+        return messages
+    return [{k: v for k, v in m.items() if k != "metadata"} for m in messages]
 
 
 def _parse_params(query: str, raw: str, content_type: str) -> dict[str, Any]:
@@ -390,8 +433,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, fake: FakeSlack) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, fake: FakeSlack, *, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.fake = fake
 
 

@@ -134,7 +134,8 @@ def test_a_read_only_home_says_so(tmp_path: Path) -> None:
     home = tmp_path / "home"
     prefix = _read_only(home)
     if prefix is None:
-        pytest.skip("cannot make a read-only folder here (root without mount namespaces)")
+        # root without mount namespaces writes through permissions; /proc/sys refuses new files even to root
+        home, prefix = Path("/proc/sys"), []
     done = subprocess.run([*prefix, CLI, "status"], cwd=REPO, env=clean_env(home, {}), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()

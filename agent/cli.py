@@ -1,29 +1,37 @@
-"""`dataops`, complete: the pipelines' commands plus the agent's (approve, deny, approvals, audit, chat, remediate, demo)
-and people's judgement on incidents (`incident ack|resolve|expected`, `monitors unsuppress`).
+"""`dataops`'s agent commands: approve, deny, approvals, audit, chat, remediate, maintain, demo, and people's
+judgement on incidents (`incident ack|resolve|expected`, `monitors unsuppress`).
 
-This is the installed entry point. It extends the pipelines layer's Typer app, and registers the agent as
-an extension of `dataops serve`, so every new incident reaches the agent.
+Plain functions: `evals/cli.py` assembles them into the one `dataops` app; `attach_agent` is what it hands
+`dataops serve` so every new incident reaches the agent. The agent (LangGraph, the model client, chromadb)
+is imported inside the commands that use it.
 """
 
 from __future__ import annotations
 
-import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from agent import service_hook
-from agent.people_cli import cli_actor, cli_asker, users_app
+from agent.people_cli import cli_actor, cli_asker
 from config.errors import ModelError, PolicyError
-from pipelines.cli import EXIT_FAILED, EXIT_USAGE, _context, _emit_json, _usage_errors, app, console, incident_app, monitors_app, out
-from policies.people import Actor
+from pipelines.cli_io import EXIT_FAILED, console, emit_json, open_context, out, usage_errors
 
-service_hook.register()
-app.add_typer(users_app, name="users")
+if TYPE_CHECKING:
+    from pipelines.service import Service, ServiceExtension
+    from policies.people import Actor
+
+
+def attach_agent(service: Service) -> ServiceExtension | None:
+    """The agent (and Slack, when configured) alongside `dataops serve`; None when DATAOPS_AGENT_ENABLED is off."""
+    from agent.service_hook import attach
+
+    return attach(service)
+
+
 _AS_HELP = "Only confirms who decides: refused unless it names the person of DATAOPS_TOKEN (or of your OS login)."
 
 
@@ -32,9 +40,9 @@ def _agent(*, as_json: bool = False, planner: Any = None) -> Any:
     from agent.report import ConsoleReporter
     from agent.runtime import Agent, make_planner
 
-    ctx = _context()
+    ctx = open_context()
     channel = console if as_json else out
-    with _usage_errors():
+    with usage_errors():
         planner = planner(make_planner(ctx)) if planner is not None else None
         return Agent(
             ctx, planner=planner, reporter=ConsoleReporter(lambda text: channel.print(text, markup=False, highlight=False, soft_wrap=True))
@@ -52,12 +60,11 @@ def _decide(approval_id: str, approve: bool, as_user: str | None, reason: str, a
         console.print(f"[red]refused:[/red] {problem}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED)
     if as_json:
-        _emit_json(approval.model_dump(mode="json"))
+        emit_json(approval.model_dump(mode="json"))
     else:
         out.print(f"{approval.id} {approval.status} by {approval.decided_by}; the agent has resumed")
 
 
-@app.command()
 def approve(
     approval_id: Annotated[str, typer.Argument(help="The request id, e.g. A-1f2e3d (`dataops approvals` lists them).")],
     as_user: Annotated[str | None, typer.Option("--as", help=_AS_HELP)] = None,
@@ -68,7 +75,6 @@ def approve(
     _decide(approval_id, True, as_user, reason, as_json)
 
 
-@app.command()
 def deny(
     approval_id: Annotated[str, typer.Argument(help="The request id, e.g. A-1f2e3d.")],
     reason: Annotated[str, typer.Option(help="Why not; the agent reports it and escalates.")],
@@ -102,10 +108,10 @@ def _judge(incident_id: int, action: str, *, reason: str, as_user: str | None, a
     from memory.store import IncidentMemory
     from pipelines.monitors.feedback import platform_now
 
-    ctx = _context()
+    ctx = open_context()
     actor = cli_actor(ctx, as_user)
     user = actor.id
-    with _usage_errors(), _refusals():
+    with usage_errors(), _refusals():
         outcome = act_on_incident(
             ctx,
             incident_id,
@@ -117,7 +123,7 @@ def _judge(incident_id: int, action: str, *, reason: str, as_user: str | None, a
             memory=lambda: IncidentMemory.open(ctx.settings),
         )
     if as_json:
-        _emit_json(outcome.model_dump(mode="json"))
+        emit_json(outcome.model_dump(mode="json"))
         return
     incident, suppression = outcome.judgement.incident, outcome.judgement.suppression
     said = f"incident {incident.id} {incident.status} by {user}, labelled {outcome.judgement.label.verdict}"
@@ -133,7 +139,6 @@ _ID = Annotated[int, typer.Argument(metavar="ID", help="Incident id from `dataop
 _JSON = Annotated[bool, typer.Option("--json", help="Print the incident, label and suppression as JSON.")]
 
 
-@incident_app.command("ack")
 def incident_ack(
     incident_id: _ID,
     reason: Annotated[str, typer.Option(help="Why (kept in the incident's notes).")] = "",
@@ -144,7 +149,6 @@ def incident_ack(
     _judge(incident_id, "ack", reason=reason, as_user=as_user, as_json=as_json)
 
 
-@incident_app.command("resolve")
 def incident_resolve(
     incident_id: _ID,
     reason: Annotated[str, typer.Option(help="What fixed it (kept in the incident's notes).")] = "",
@@ -155,7 +159,6 @@ def incident_resolve(
     _judge(incident_id, "resolve", reason=reason, as_user=as_user, as_json=as_json)
 
 
-@incident_app.command("expected")
 def incident_expected(
     incident_id: _ID,
     reason: Annotated[str, typer.Option(help="Why this is expected (kept in the suppression, the notes and the agent's memory).")],
@@ -172,7 +175,6 @@ def incident_expected(
     _judge(incident_id, "expected", reason=reason, as_user=as_user, as_json=as_json, days=days)
 
 
-@monitors_app.command("unsuppress")
 def monitors_unsuppress(
     suppression_id: Annotated[int, typer.Argument(metavar="ID", help="Suppression id from `dataops monitors`.")],
     as_user: Annotated[str | None, typer.Option("--as", help=_JUDGE_AS_HELP)] = None,
@@ -182,18 +184,17 @@ def monitors_unsuppress(
     from agent.judgement import lift_suppression
     from pipelines.monitors.feedback import platform_now
 
-    ctx = _context()
+    ctx = open_context()
     actor = cli_actor(ctx, as_user)
     user = actor.id
-    with _usage_errors(), _refusals():
+    with usage_errors(), _refusals():
         lifted = lift_suppression(ctx, suppression_id, actor=actor, now=platform_now(ctx))
     if as_json:
-        _emit_json(lifted.model_dump(mode="json"))
+        emit_json(lifted.model_dump(mode="json"))
     else:
         out.print(f"suppression #{lifted.id} lifted by {user}: {lifted.pattern} alerts again", markup=False)
 
 
-@app.command()
 def approvals(
     status: Annotated[str | None, typer.Option(help="pending, approved, denied or expired; default all.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
@@ -203,12 +204,12 @@ def approvals(
 
     if status is not None and status not in ("pending", "approved", "denied", "expired"):
         raise typer.BadParameter(f"{status!r} is not a status; valid: pending, approved, denied, expired", param_hint="--status")
-    ctx = _context()
+    ctx = open_context()
     store = ApprovalStore(ctx.ledger)
     store.expire_due()
     found = store.list(status=status)
     if as_json:
-        _emit_json([a.model_dump(mode="json") for a in found])
+        emit_json([a.model_dump(mode="json") for a in found])
         return
     if not found:
         out.print("no approval requests")
@@ -220,7 +221,6 @@ def approvals(
         )
 
 
-@app.command()
 def audit(
     incident: Annotated[int | None, typer.Option(help="Only calls made for this incident.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, oldest first.")] = 100,
@@ -234,11 +234,11 @@ def audit(
     With --diagnoses: the cause the agent named for each incident thread (kind, confidence, summary, evidence)."""
     from policies.audit import AuditLog
 
-    ctx = _context()
+    ctx = open_context()
     if diagnoses:
         found = AuditLog(ctx.ledger).diagnoses(incident_id=incident, limit=limit)
         if as_json:
-            _emit_json([d.model_dump(mode="json") for d in found])
+            emit_json([d.model_dump(mode="json") for d in found])
             return
         if not found:
             out.print("no diagnosis is recorded")
@@ -249,7 +249,7 @@ def audit(
         return
     entries = AuditLog(ctx.ledger).entries(incident_id=incident, limit=limit)
     if as_json:
-        _emit_json([e.model_dump(mode="json") for e in entries])
+        emit_json([e.model_dump(mode="json") for e in entries])
         return
     if not entries:
         out.print("the audit log is empty")
@@ -263,7 +263,6 @@ def audit(
         )
 
 
-@app.command()
 def remediate(
     incident_id: Annotated[int, typer.Argument(help="The incident the agent should work now.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
@@ -271,19 +270,18 @@ def remediate(
     """Hand one incident to the agent now (what `dataops serve` does for every new incident)."""
     agent = _agent(as_json=as_json)
     try:
-        with _usage_errors():
+        with usage_errors():
             outcome = agent.handle_incident(incident_id)
     finally:
         agent.close()
     if as_json:
-        _emit_json(outcome.model_dump(mode="json"))
+        emit_json(outcome.model_dump(mode="json"))
     elif outcome.status == "waiting":
         out.print(f"waiting for approval {outcome.approval_id}: an approver runs `dataops approve {outcome.approval_id}`", markup=False)
     else:
         out.print(f"incident {incident_id}: {outcome.outcome}. {outcome.message}", markup=False, soft_wrap=True)
 
 
-@app.command()
 def chat(
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Ask one question and exit, instead of an interactive session.")
@@ -298,6 +296,8 @@ def chat(
 
     Exits 1 when the model endpoint failed (down, refused the key, answered nothing usable), with the reason on stderr.
     """
+    import secrets
+
     agent = _agent(planner=_WatchedPlanner)
     watch: _WatchedPlanner = agent.runtime.planner
     user = cli_asker(agent.ctx, as_user)  # the requester of any approval this conversation asks for
@@ -358,7 +358,6 @@ def _prompt() -> str | None:
         return None
 
 
-@app.command()
 def maintain(
     table: Annotated[str | None, typer.Argument(help="One table (layer.name); default every table.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Report what expiry would remove; compact nothing, delete nothing.")] = False,
@@ -367,13 +366,13 @@ def maintain(
     """Table upkeep now (what `dataops serve` runs every DATAOPS_MAINTENANCE_INTERVAL_HOURS): compact small files, expire old snapshots, delete orphan files."""
     from pipelines.lakehouse.upkeep import upkeep
 
-    ctx = _context()
-    with _usage_errors():
+    ctx = open_context()
+    with usage_errors():
         if table is not None:
             ctx.inventory.table(table)
         results = upkeep(ctx, tables=[table] if table else None, dry_run=dry_run)
     if as_json:
-        _emit_json([r.model_dump(mode="json") for r in results])
+        emit_json([r.model_dump(mode="json") for r in results])
     else:
         for r in results:
             compacted = (
@@ -391,7 +390,6 @@ def maintain(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the tour's outcome as JSON on stdout.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the demo's state folder and print where it is.")] = False,
@@ -400,16 +398,13 @@ def demo(
     from agent.demo import run_demo
     from config.settings import load_settings
 
-    with _usage_errors():
+    with usage_errors():
         report = run_demo(
             load_settings(),
             echo=None if as_json else (lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)),
             keep=keep,
         )
     if as_json:
-        _emit_json(report)
+        emit_json(report)
     if report.get("policy_violations"):
         raise typer.Exit(EXIT_FAILED)
-
-
-__all__ = ["EXIT_USAGE", "app"]

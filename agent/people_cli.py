@@ -10,20 +10,18 @@ their own token.
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 
 from config.errors import DataOpsError
-from pipelines.cli import EXIT_FAILED, EXIT_USAGE, _context, _emit_json, console, out
-from pipelines.context import PlatformContext
-from policies.people import ROLES, Actor, People, Person, is_service_owner, os_login, people_path
+from pipelines.cli_io import EXIT_FAILED, EXIT_USAGE, console, emit_json, open_context, out
 
-users_app = typer.Typer(
-    help="The people of the platform and their roles (viewer, operator, approver): `list`, `add`, `remove`, `token`.",
-    no_args_is_help=True,
-)
+if TYPE_CHECKING:
+    from pipelines.context import PlatformContext
+    from policies.people import Actor, People
+
+USERS_HELP = "The people of the platform and their roles (viewer, operator, approver): `list`, `add`, `remove`, `token`."
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -32,6 +30,8 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def _people(ctx: PlatformContext) -> People:
+    from policies.people import People
+
     try:
         return People.load(ctx.settings, ctx.ledger)
     except DataOpsError as exc:
@@ -40,6 +40,8 @@ def _people(ctx: PlatformContext) -> People:
 
 def cli_actor(ctx: PlatformContext, as_user: str | None) -> Actor:
     """The authenticated caller; one line on stderr and exit 2 when there is none."""
+    from policies.people import os_login
+
     if os.environ.get("DATAOPS_USER"):
         raise _fail("DATAOPS_USER no longer chooses who you are; unset it. The CLI knows you by DATAOPS_TOKEN or your OS login")
     try:
@@ -51,6 +53,8 @@ def cli_actor(ctx: PlatformContext, as_user: str | None) -> Actor:
 def cli_asker(ctx: PlatformContext, as_user: str | None) -> str:
     """Who asks in `dataops chat`: the authenticated person, else `login:<OS login>`; anyone may ask, and what they
     ask for goes through the policy. The name is the requester of any approval the turn needs."""
+    from policies.people import os_login
+
     if ctx.settings.token or as_user is not None or os.environ.get("DATAOPS_USER"):
         return cli_actor(ctx, as_user).id
     login = os_login()
@@ -59,14 +63,17 @@ def cli_asker(ctx: PlatformContext, as_user: str | None) -> str:
 
 
 def _owner_only(ctx: PlatformContext, what: str) -> None:
+    from policies.people import is_service_owner, os_login
+
     if not is_service_owner(ctx.settings.home):
         raise _fail(f"only the service owner (the OS user owning {ctx.settings.home}) may {what}; you are {os_login()!r}", EXIT_FAILED)
 
 
-@users_app.command("list")
 def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Everyone the registry knows, from config/people.yaml and the ops database, with their role and identities."""
-    ctx = _context()
+    from policies.people import people_path
+
+    ctx = open_context()
     people = _people(ctx)
     store = people.store
     # "authenticates_by", not a key named like a token: `--json` output masks the values of such keys.
@@ -80,7 +87,7 @@ def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JS
     ]
     groups = [{"slack_group": g, "role": r} for g, r in sorted(people.slack_groups.items())]
     if as_json:
-        _emit_json({"people": rows, "slack_groups": groups})
+        emit_json({"people": rows, "slack_groups": groups})
         return
     if not rows and not groups:
         out.print(f"nobody is declared; add people to {people_path(ctx.settings)} or with `dataops users add`", markup=False)
@@ -94,7 +101,6 @@ def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JS
         out.print(f"Slack group {group['slack_group']}: members are {group['role']}s", markup=False)
 
 
-@users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="The person's name, as approvals, the audit and notes will show it.")],
     role: Annotated[str, typer.Option(help="viewer (reads), operator (+ acts on incidents) or approver (+ decides requests).")],
@@ -103,7 +109,11 @@ def users_add(
     email: Annotated[str | None, typer.Option(help="Email address.")] = None,
 ) -> None:
     """Add a person to the ops database (service owner only); `dataops users token NAME` gives them a token."""
-    ctx = _context()
+    from pydantic import ValidationError
+
+    from policies.people import ROLES, People, Person, people_path
+
+    ctx = open_context()
     _owner_only(ctx, "add people")
     if role not in ROLES:
         raise typer.BadParameter(f"{role!r} is not a role; valid: {', '.join(ROLES)}", param_hint="--role")
@@ -124,10 +134,11 @@ def users_add(
     out.print(f"added {name} ({role}); give them a token with `dataops users token {name}`", markup=False)
 
 
-@users_app.command("remove")
 def users_remove(name: Annotated[str, typer.Argument(help="A person added with `dataops users add`.")]) -> None:
     """Remove a person from the ops database with their token (service owner only); requests they decided keep their name."""
-    ctx = _context()
+    from policies.people import people_path
+
+    ctx = open_context()
     _owner_only(ctx, "remove people")
     people = _people(ctx)
     found = people.get(name)
@@ -140,7 +151,6 @@ def users_remove(name: Annotated[str, typer.Argument(help="A person added with `
     out.print(f"removed {name} and their token", markup=False)
 
 
-@users_app.command("token")
 def users_token(
     name: Annotated[str, typer.Argument(help="The person the token authenticates.")],
     revoke: Annotated[bool, typer.Option("--revoke", help="Delete their token instead of issuing a new one.")] = False,
@@ -148,7 +158,9 @@ def users_token(
     """Issue a personal token (shown once, stored hashed), replacing any earlier one: set it as DATAOPS_TOKEN.
 
     The service owner may issue anyone's; a person authenticated by their OS login or token may replace their own."""
-    ctx = _context()
+    from policies.people import is_service_owner
+
+    ctx = open_context()
     people = _people(ctx)
     if people.get(name) is None:
         raise _fail(f"no person {name!r}; `dataops users list` shows who there is")

@@ -1,9 +1,9 @@
 """Hands every new incident of `dataops serve` to the agent, on a worker thread of its own; starts Slack.
 
-Registered as a service extension when the `dataops` command starts (agent/cli.py), so the pipelines
-layer never imports the agent. The worker posts (or updates) each incident's Slack thread, works new
-incidents, and on every monitor tick expires overdue approvals, resumes decided ones and brings Slack's
-approval messages up to date with decisions taken elsewhere. At start-up it picks up incidents still
+`dataops serve` runs it as a service extension (`attach`, which the assembly in evals/cli.py hands to the
+pipelines layer's serve command), so the pipelines layer never imports the agent. The worker posts (or
+updates) each incident's Slack thread, works new incidents, and on every monitor tick expires overdue
+approvals, resumes decided ones and brings Slack's approval messages up to date with decisions taken elsewhere. At start-up it picks up incidents still
 open and decisions taken while the service was down.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from agent.report import ConsoleReporter, Reporter, Reporters
 from agent.runtime import Agent
 from pipelines.incidents import Incident
-from pipelines.service import EXTENSIONS, Service
+from pipelines.service import Service
 
 log = logging.getLogger(__name__)
 Job = tuple[str, int]
@@ -104,12 +104,7 @@ class AgentExtension:
                 self.jobs.task_done()
 
 
-def attach(service: Service) -> Any:
+def attach(service: Service) -> AgentExtension | None:
     if not service.ctx.settings.agent_enabled:
         return None
     return AgentExtension(service)
-
-
-def register() -> None:
-    if attach not in EXTENSIONS:
-        EXTENSIONS.append(attach)

@@ -31,11 +31,11 @@ def main() -> int:
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="dataops-replay-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")} | {"DATAOPS_HOME": str(home)}
-    dataops = [sys.executable, "-m", "pipelines.cli"]
+    dataops = [sys.executable, "-m", "evals.cli"]
     started = time.monotonic()
     print(f"replaying into {home} at x{args.speed:g} until {args.until} ...", file=sys.stderr)
     subprocess.run(
-        [*dataops, "serve", "--no-metrics", "--speed", str(args.speed), "--start", args.start, "--until", args.until],
+        [*dataops, "serve", "--no-agent", "--no-metrics", "--speed", str(args.speed), "--start", args.start, "--until", args.until],
         cwd=REPO,
         env=env,
         check=True,

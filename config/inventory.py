@@ -353,7 +353,11 @@ def _parse(kind: str, model: type[BaseModel], name: str, body: Any) -> Any:
         raise DefinitionError(f"{kind} {name!r} is invalid: {problems}") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML was built with it (the wheels are): every command reads the inventory.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """A YAML loader that refuses a mapping naming the same key twice (PyYAML keeps the last silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:

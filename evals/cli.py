@@ -1,77 +1,80 @@
-"""`dataops eval`: the agent's eval suite, on top of every other `dataops` command. The installed entry point."""
+"""`dataops`, assembled: every command group of every layer, named here and nowhere else. The installed entry point.
+
+Each layer keeps its commands as plain functions (pipelines/cli.py, pipelines/backfill_cli.py, agent/cli.py,
+agent/people_cli.py, evals/eval_cli.py) whose modules import only typer, rich and the standard library;
+a command imports the heavy libraries it needs when it runs. So `dataops --help` and `dataops --version`
+cost a fraction of a second, and `status` or `query` pay for the lake, never for the agent.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
-from agent.cli import app
-from pipelines.cli import EXIT_FAILED, _emit_json, _usage_errors, console, out
+from agent import cli as agent_cli
+from agent import people_cli
+from evals import eval_cli
+from pipelines import backfill_cli
+from pipelines import cli as pipelines_cli
+from pipelines.error_report import ReportingGroup
 
 __all__ = ["app"]
 
+app = typer.Typer(
+    cls=ReportingGroup,  # errors a person can fix: one line, exit 2; tracebacks only for bugs, with --debug
+    help=pipelines_cli.HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.callback()(pipelines_cli.main)
 
-@app.command(name="eval")
-def eval_command(
-    model: Annotated[
-        str, typer.Option(help="runbook (deterministic, default), scripted (real openai client, scripted server), openai (DATAOPS_LLM_*).")
-    ] = "runbook",
-    scenario: Annotated[str, typer.Option(help="Glob over scenario folder names, e.g. '0*' or '*schema*'.")] = "*",
-    scenarios_dir: Annotated[Path | None, typer.Option(help="Run scenarios kept outside the repo, in the same format.")] = None,
-    repeat: Annotated[int, typer.Option(min=1, help="Run each scenario N times (models are not always deterministic).")] = 1,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where report.json, report.md and pass_rate.png go.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout.")] = False,
-    judge: Annotated[bool, typer.Option(help="Also let the configured model grade each report's text (a score; never gates).")] = False,
-) -> None:
-    """Grade the agent on scenarios: real pipelines, faults, monitors, policies and approvals; checks on the final state.
+# Pipelines and the lake.
+app.command()(pipelines_cli.run)
+app.command()(backfill_cli.backfill)
+app.command("serve")(pipelines_cli.serve_command(extensions=[agent_cli.attach_agent]))
+app.command()(pipelines_cli.pause)
+app.command()(pipelines_cli.resume)
+app.command()(pipelines_cli.status)
+app.command()(pipelines_cli.history)
+app.command()(pipelines_cli.query)
+app.command()(agent_cli.maintain)
 
-    Each scenario runs in a fresh state folder. Exits 1 when a scenario fails or a policy was violated.
-    """
-    from config.settings import load_settings
-    from evals.report import summarize, to_json, to_markdown, write_reports
-    from evals.runner import Model, run_scenario
-    from evals.scenario import SCENARIOS_DIR, discover
+# Incidents, monitors and people's judgement.
+app.command()(pipelines_cli.incidents)
+incident_app = typer.Typer(
+    cls=pipelines_cli.IncidentGroup,
+    help="One incident: `show` it (also `dataops incident ID`), or record a person's judgement: `ack`, `resolve`, `expected`.",
+    no_args_is_help=True,
+)
+incident_app.command("show")(pipelines_cli.incident_show)
+incident_app.command("ack")(agent_cli.incident_ack)
+incident_app.command("resolve")(agent_cli.incident_resolve)
+incident_app.command("expected")(agent_cli.incident_expected)
+app.add_typer(incident_app, name="incident")
+monitors_app = typer.Typer(help="The monitors of the inventory with their active suppressions; `unsuppress ID` lifts one.")
+monitors_app.callback(invoke_without_command=True)(pipelines_cli.monitors)
+monitors_app.command("unsuppress")(agent_cli.monitors_unsuppress)
+app.add_typer(monitors_app, name="monitors")
 
-    if model not in ("runbook", "scripted", "openai"):
-        raise typer.BadParameter(f"{model!r} is not a model; valid: runbook, scripted, openai", param_hint="--model")
-    with _usage_errors():
-        settings = load_settings()
-        specs = discover(scenarios_dir or SCENARIOS_DIR, scenario)
-        if model == "scripted":
-            specs = [s for s in specs if s.model_script]
-        if not specs:
-            console.print(f"[red]error:[/red] no scenario matches {scenario!r} (with a model_script for --model scripted)")
-            raise typer.Exit(2)
-        chosen: Model = model  # type: ignore[assignment]
-        results = []
-        for spec in specs:
-            for attempt in range(repeat):
-                result = run_scenario(spec, settings, model=chosen)
-                if judge:
-                    from evals.judge import judge_report
+# The agent, its approvals and its audit.
+app.command()(agent_cli.remediate)
+app.command()(agent_cli.chat)
+app.command()(agent_cli.approvals)
+app.command()(agent_cli.approve)
+app.command()(agent_cli.deny)
+app.command()(agent_cli.audit)
+app.command()(agent_cli.demo)
 
-                    verdict = judge_report(settings, scenario=spec.name, description=spec.description, report=result.report)
-                    result = result.model_copy(update={"judge": verdict.model_dump()})
-                results.append(result)
-                if not as_json:
-                    mark = "pass" if result.passed else "FAIL"
-                    again = f" #{attempt + 1}" if repeat > 1 else ""
-                    out.print(f"{mark} {spec.name}{again} [{spec.difficulty}] {result.duration_s:.1f}s", markup=False)
-                    for check in result.checks:
-                        if not check.passed:
-                            out.print(f"     ✗ {check.check}: {check.detail}", markup=False, soft_wrap=True)
-                    if result.error:
-                        out.print(f"     error: {result.error}", markup=False, soft_wrap=True)
-    folder = out_dir or settings.home / "evals" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    paths = write_reports(results, folder)
-    summary = summarize(results)
-    if as_json:
-        _emit_json(to_json(results))
-    else:
-        out.print(to_markdown(results).split("\n\n")[0], markup=False)
-        out.print(f"reports: {paths['json']}, {paths['markdown']}, {paths['png']}", markup=False)
-    if summary["passed"] < summary["scenarios"] or summary["policy_violations"]:
-        raise typer.Exit(EXIT_FAILED)
+# People and roles.
+users_app = typer.Typer(help=people_cli.USERS_HELP, no_args_is_help=True)
+users_app.command("list")(people_cli.users_list)
+users_app.command("add")(people_cli.users_add)
+users_app.command("remove")(people_cli.users_remove)
+users_app.command("token")(people_cli.users_token)
+app.add_typer(users_app, name="users")
+
+# The eval suite.
+app.command(name="eval")(eval_cli.eval_command)
+
+if __name__ == "__main__":  # `python -m evals.cli`, the same as the installed `dataops`
+    app()

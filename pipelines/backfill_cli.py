@@ -3,99 +3,99 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from config.errors import DataOpsError
-from pipelines.backfill import EXECUTORS, BackfillReport, PartitionOutcome, run_backfill
-from pipelines.control import PipelineBusyError
+from pipelines.cli_io import EXIT_FAILED, EXIT_QUARANTINED, EXIT_USAGE, console, emit_json, open_context, out, parse_instant
+
+if TYPE_CHECKING:
+    from pipelines.backfill import BackfillReport
 
 
-def register(app: typer.Typer, *, console: Console, out: Console) -> None:
-    from pipelines.cli import EXIT_FAILED, EXIT_QUARANTINED, EXIT_USAGE, _context, _emit_json, _parse_instant
+def backfill(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name from config/pipelines.yaml.")],
+    start: Annotated[str, typer.Option(help="First day (UTC date or instant; inclusive).")],
+    end: Annotated[str, typer.Option(help="End (UTC date or instant; exclusive). Clipped to the clock.")],
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="local or ray: one partition after another here, or one Ray task each. Default: DATAOPS_BACKFILL_EXECUTOR (local)."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Ray cluster to join (ray://head:10001). Default: DATAOPS_RAY_ADDRESS, else a local cluster."),
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of the local Ray cluster. Default: every core.")] = None,
+    partition_days: Annotated[int, typer.Option(min=1, help="Days per partition (one run each).")] = 1,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the backfill report as JSON on stdout.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 3 when a partition held data back.")] = False,
+) -> None:
+    """Run a pipeline over every day partition of a range, each partition the same idempotent run as `dataops run`.
 
-    @app.command()
-    def backfill(
-        pipeline: Annotated[str, typer.Argument(help="Pipeline name from config/pipelines.yaml.")],
-        start: Annotated[str, typer.Option(help="First day (UTC date or instant; inclusive).")],
-        end: Annotated[str, typer.Option(help="End (UTC date or instant; exclusive). Clipped to the clock.")],
-        executor: Annotated[
-            str | None,
-            typer.Option(
-                help=f"{' or '.join(EXECUTORS)}: one partition after another here, or one Ray task each. Default: DATAOPS_BACKFILL_EXECUTOR (local)."
-            ),
-        ] = None,
-        ray_address: Annotated[
-            str | None,
-            typer.Option(
-                "--ray-address", help="Ray cluster to join (ray://head:10001). Default: DATAOPS_RAY_ADDRESS, else a local cluster."
-            ),
-        ] = None,
-        cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of the local Ray cluster. Default: every core.")] = None,
-        partition_days: Annotated[int, typer.Option(min=1, help="Days per partition (one run each).")] = 1,
-        as_of: Annotated[
-            str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the backfill report as JSON on stdout.")] = False,
-        strict: Annotated[bool, typer.Option(help="Exit 3 when a partition held data back.")] = False,
-    ) -> None:
-        """Run a pipeline over every day partition of a range, each partition the same idempotent run as `dataops run`.
+    Partitions run one after another (`--executor local`, the default) or as parallel Ray tasks
+    (`--executor ray`: a local Ray cluster with every core, or the cluster at --ray-address). Partitions
+    that meet on a table re-commit or re-validate as needed; the report counts commit retries, re-plans
+    and task retries (a partition that failed transiently runs again, up to DATAOPS_RUN_MAX_ATTEMPTS).
+    A stopped backfill loses nothing: run it again. Exit code 0 when every partition completed, 1 when
+    one failed, 2 on bad usage, 3 with --strict when data was held back.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        Partitions run one after another (`--executor local`, the default) or as parallel Ray tasks
-        (`--executor ray`: a local Ray cluster with every core, or the cluster at --ray-address). Partitions
-        that meet on a table re-commit or re-validate as needed; the report counts commit retries, re-plans
-        and task retries (a partition that failed transiently runs again, up to DATAOPS_RUN_MAX_ATTEMPTS).
-        A stopped backfill loses nothing: run it again. Exit code 0 when every partition completed, 1 when
-        one failed, 2 on bad usage, 3 with --strict when data was held back.
-        """
-        ctx = _context()
-        chosen = executor or ctx.settings.backfill_executor
-        if chosen not in EXECUTORS:
-            console.print(f"[red]error:[/red] --executor {chosen!r} is not one of {', '.join(EXECUTORS)}")
-            raise typer.Exit(EXIT_USAGE)
-        clock = _parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
-        s, e = _parse_instant(start, "--start"), _parse_instant(end, "--end")
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, transient=as_json,
-        ) as bar:  # fmt: skip
-            task = bar.add_task(f"{pipeline} on {chosen}: starting", total=None)
-            failed = 0
+    from pipelines.backfill import EXECUTORS, PartitionOutcome, run_backfill
+    from pipelines.control import PipelineBusyError
 
-            def advance(outcome: PartitionOutcome, total: int) -> None:
-                nonlocal failed
-                failed += outcome.status == "failed"
-                description = f"{pipeline} on {chosen}: {outcome.start.date()} {outcome.status}, {failed} failed"
-                bar.update(task, advance=1, total=total, description=description)
+    ctx = open_context()
+    chosen = executor or ctx.settings.backfill_executor
+    if chosen not in EXECUTORS:
+        console.print(f"[red]error:[/red] --executor {chosen!r} is not one of {', '.join(EXECUTORS)}")
+        raise typer.Exit(EXIT_USAGE)
+    clock = parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
+    s, e = parse_instant(start, "--start"), parse_instant(end, "--end")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=as_json,
+    ) as bar:  # fmt: skip
+        task = bar.add_task(f"{pipeline} on {chosen}: starting", total=None)
+        failed = 0
 
-            try:
-                report = run_backfill(
-                    ctx, pipeline, s, e, executor=chosen, as_of=clock, partition_days=partition_days,  # type: ignore[arg-type]
-                    address=ray_address, cpus=cpus, on_partition=advance,
-                )  # fmt: skip
-            except KeyboardInterrupt:
-                bar.stop()
-                console.print(
-                    "[yellow]stopped:[/yellow] finished partitions are published and in the ledger; an interrupted one left each "
-                    "table untouched or at one complete commit. Run the same backfill again to complete it: partitions converge."
-                )
-                raise typer.Exit(130) from None
-            except DataOpsError as exc:  # unknown pipeline, bad range, paused, no Ray; busy: another process runs it
-                bar.stop()
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(EXIT_FAILED if isinstance(exc, PipelineBusyError) else EXIT_USAGE) from None
-        if as_json:
-            _emit_json(report.model_dump(mode="json"))
-        else:
-            _print_report(out, report)
-        if report.failed:
-            raise typer.Exit(EXIT_FAILED)
-        if strict and (report.quarantined or report.rows_quarantined):
-            raise typer.Exit(EXIT_QUARANTINED)
+        def advance(outcome: PartitionOutcome, total: int) -> None:
+            nonlocal failed
+            failed += outcome.status == "failed"
+            description = f"{pipeline} on {chosen}: {outcome.start.date()} {outcome.status}, {failed} failed"
+            bar.update(task, advance=1, total=total, description=description)
+
+        try:
+            report = run_backfill(
+                ctx, pipeline, s, e, executor=chosen, as_of=clock, partition_days=partition_days,  # type: ignore[arg-type]
+                address=ray_address, cpus=cpus, on_partition=advance,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(
+                "[yellow]stopped:[/yellow] finished partitions are published and in the ledger; an interrupted one left each "
+                "table untouched or at one complete commit. Run the same backfill again to complete it: partitions converge."
+            )
+            raise typer.Exit(130) from None
+        except DataOpsError as exc:  # unknown pipeline, bad range, paused, no Ray; busy: another process runs it
+            bar.stop()
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_FAILED if isinstance(exc, PipelineBusyError) else EXIT_USAGE) from None
+    if as_json:
+        emit_json(report.model_dump(mode="json"))
+    else:
+        _print_report(out, report)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILED)
+    if strict and (report.quarantined or report.rows_quarantined):
+        raise typer.Exit(EXIT_QUARANTINED)
 
 
 def _print_report(out: Console, report: BackfillReport) -> None:

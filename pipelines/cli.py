@@ -1,97 +1,65 @@
-"""`dataops`: run pipelines, inspect the lake and query it. Every command has --help; reporting
-commands take --json; failures exit non-zero."""
+"""`dataops`'s pipeline commands: run pipelines, serve them, inspect the lake and query it, incidents and monitors.
+
+Plain functions: `evals/cli.py` assembles them with the other layers' commands into the one `dataops` app.
+This module imports only typer, rich and the standard library at the top; each command imports what it
+needs (pyiceberg, DuckDB, the scheduler) when it runs, so `dataops --help` stays instant.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import IO, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
 from config.errors import DataOpsError, QueryLimitError, QueryRefusedError
-from config.redact import RedactingStream, install_redaction, redact, register_secrets, register_secrets_from_env
-from config.settings import DataopsSettings, load_settings
-from pipelines.context import PlatformContext
-from pipelines.error_report import EXIT_FAILED, EXIT_USAGE, Debug, ReportingGroup
-from pipelines.inspection import history_of, lake_status, quarantine_summary
-from pipelines.promotion import RunResult, run_pipeline, split_windows
-from pipelines.query import run_query
-from pipelines.sources.base import Window
-
-app = typer.Typer(
-    cls=ReportingGroup,  # errors a person can fix: one line, exit 2; tracebacks only for bugs, with --debug
-    help="Sustainability DataOps platform: Iceberg pipelines with write-audit-publish, validated by Great Expectations.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from pipelines.cli_io import (
+    EXIT_FAILED,
+    EXIT_QUARANTINED,
+    EXIT_USAGE,
+    console,
+    emit_json,
+    fail,
+    open_context,
+    out,
+    parse_instant,
+    usage_errors,
 )
-# Everything the CLI prints passes through config/redact.py: a library's message may carry a credential.
-console = Console(file=cast(IO[str], RedactingStream("stderr")))
-out = Console(file=cast(IO[str], RedactingStream("stdout")))
+from pipelines.error_report import Debug
 
-EXIT_QUARANTINED = 3
-__all__ = ["EXIT_FAILED", "EXIT_QUARANTINED", "EXIT_USAGE", "app", "console", "out"]
+if TYPE_CHECKING:
+    from pipelines.context import PlatformContext
+    from pipelines.promotion import RunResult
+    from pipelines.service import ExtensionFactory
 
-
-def _emit_json(payload: Any) -> None:
-    sys.stdout.write(redact(json.dumps(payload, indent=2, default=str)) + "\n")
+HELP = "Sustainability DataOps platform: Iceberg pipelines with write-audit-publish, validated by Great Expectations."
 
 
-def _fail(message: str, code: int, *, label: str = "error") -> typer.Exit:
-    """Print `label: message` as one line on stderr; return the Exit to raise."""
-    console.print(f"[red]{label}:[/red] {escape(message)}", soft_wrap=True)
-    return typer.Exit(code)
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        out.print(f"dataops {metadata.version('dataops')}", markup=False, highlight=False)
+        raise typer.Exit()
 
 
-def _parse_instant(value: str, option: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO date or instant (e.g. 2023-01-01 or 2023-01-01T06:00Z)", param_hint=option
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-@contextmanager
-def _usage_errors() -> Iterator[None]:
-    """Report a DataOpsError (unknown name, bad value) as a usage error: message on stderr, exit 2."""
-    try:
-        yield
-    except DataOpsError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
-
-
-def _context(settings: DataopsSettings | None = None) -> PlatformContext:
-    """The platform, after checking that DATAOPS_HOME is writable and every configured service answers (else exit 2)."""
-    from pipelines.reachability import check_home, check_services
-
-    with _usage_errors():
-        settings = settings or load_settings()
-        check_home(settings)
-        check_services(settings)
-        return PlatformContext.open(settings)
-
-
-@app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an internal error (also DATAOPS_DEBUG=1).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the installed version and exit.")
+    ] = False,
 ) -> None:
     """Set up logging with redaction, then validate every setting before any command runs."""
+    from config.redact import install_redaction, register_secrets, register_secrets_from_env
+    from config.settings import load_settings
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_redaction()
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -103,7 +71,6 @@ def main(
     register_secrets(load_settings().secret_values())
 
 
-@app.command()
 def run(
     pipeline: Annotated[str, typer.Argument(help="Pipeline name from config/pipelines.yaml, or 'all'.")] = "all",
     start: Annotated[
@@ -123,18 +90,24 @@ def run(
     progress bar counts them. Exit code 0 when every run completed (data held back is reported, not an
     error), 1 when a run failed, 2 on bad usage, 3 with --strict when anything was quarantined.
     """
-    ctx = _context()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines.inspection import quarantine_summary
+    from pipelines.promotion import run_pipeline, split_windows
+    from pipelines.sources.base import Window
+
+    ctx = open_context()
     names = list(ctx.inventory.pipelines) if pipeline == "all" else [pipeline]
-    with _usage_errors():
+    with usage_errors():
         specs = [ctx.inventory.pipeline(n) for n in names]
-    clock = _parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
+    clock = parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
     plan: list[tuple[str, Window]] = []
     for spec in specs:
         default = spec.default_window or (date.today().isoformat(), date.today().isoformat())
-        s = _parse_instant(start or default[0], "--start")
-        e = _parse_instant(end or default[1], "--end")
+        s = parse_instant(start or default[0], "--start")
+        e = parse_instant(end or default[1], "--end")
         if e <= s:
-            raise _fail(f"--end {e.isoformat()} is not after --start {s.isoformat()}", EXIT_USAGE)
+            raise fail(f"--end {e.isoformat()} is not after --start {s.isoformat()}", EXIT_USAGE)
         days = window_days or ctx.inventory.source(spec.source).chunk_days
         ctx.ledger.mark_abandoned(spec.name)
         for lost in ctx.ledger.unrecovered(spec.name):
@@ -153,11 +126,11 @@ def run(
                     result = run_pipeline(ctx, name, window, as_of=clock, progress=lambda msg: bar.update(task, description=msg[:70]))
             except DataOpsError as exc:  # another process runs this pipeline
                 bar.stop()
-                raise _fail(str(exc), EXIT_FAILED) from None
+                raise fail(str(exc), EXIT_FAILED) from None
             results.append(result)
             bar.advance(task)
     if as_json:
-        _emit_json({"runs": [r.model_dump(mode="json") for r in results], "quarantine": quarantine_summary(ctx, results)})
+        emit_json({"runs": [r.model_dump(mode="json") for r in results], "quarantine": quarantine_summary(ctx, results)})
     else:
         _print_runs(ctx, results)
     if any(r.status == "failed" for r in results):
@@ -167,6 +140,8 @@ def run(
 
 
 def _print_runs(ctx: PlatformContext, results: list[RunResult]) -> None:
+    from pipelines.inspection import quarantine_summary
+
     table = Table(title="Runs", show_lines=False)
     for col in ("pipeline", "window", "status", "fetched", "bronze new", "silver published", "quarantined", "held days"):
         table.add_column(col)
@@ -206,13 +181,14 @@ def _print_runs(ctx: PlatformContext, results: list[RunResult]) -> None:
             out.print(f"[red]{r.pipeline} {r.window_start.date()}: {r.error}[/red]")
 
 
-@app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False) -> None:
     """Tables (rows, snapshots, audit branches), the last run of each pipeline and data-quality scores."""
-    ctx = _context()
+    from pipelines.inspection import lake_status
+
+    ctx = open_context()
     report = lake_status(ctx)
     if as_json:
-        _emit_json(report)
+        emit_json(report)
         return
     table = Table(title=f"Lake at {ctx.settings.home}")
     for col in ("table", "rows", "snapshots", "audit branches", "quality", "last commit run"):
@@ -245,7 +221,6 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON o
     out.print(runs)
 
 
-@app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement; address tables as layer.name, e.g. silver.carbon_intensity.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print columns and rows as JSON on stdout.")] = False,
@@ -256,17 +231,19 @@ def query(
     Each statement runs under DATAOPS_QUERY_TIMEOUT_S and DATAOPS_QUERY_MEMORY_LIMIT; past either it is
     interrupted and reported (exit 2).
     """
-    ctx = _context()
+    from pipelines.query import run_query
+
+    ctx = open_context()
     try:
         result = run_query(ctx, sql, limit=limit)
     except QueryRefusedError as exc:
-        raise _fail(str(exc), EXIT_USAGE, label="refused") from None
+        raise fail(str(exc), EXIT_USAGE, label="refused") from None
     except QueryLimitError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     except DataOpsError as exc:
-        raise _fail(str(exc), EXIT_FAILED) from None
+        raise fail(str(exc), EXIT_FAILED) from None
     if as_json:
-        _emit_json(result.model_dump(mode="json"))
+        emit_json(result.model_dump(mode="json"))
         return
     table = Table(show_header=True)
     for c in result.columns:
@@ -277,17 +254,18 @@ def query(
     console.print(f"{result.row_count} row(s){' (truncated)' if result.truncated else ''} in {result.elapsed_ms} ms")
 
 
-@app.command()
 def history(
     table_name: Annotated[str, typer.Argument(metavar="TABLE", help="layer.name, e.g. silver.carbon_intensity")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Snapshots of a table, newest first: time, operation, run id, rows added and deleted, refs."""
-    ctx = _context()
-    with _usage_errors():
+    from pipelines.inspection import history_of
+
+    ctx = open_context()
+    with usage_errors():
         entries = history_of(ctx, table_name)
     if as_json:
-        _emit_json({"table": table_name, "snapshots": entries})
+        emit_json({"table": table_name, "snapshots": entries})
         return
     table = Table(title=f"History of {table_name}")
     for col in ("snapshot", "committed", "operation", "run", "added", "deleted", "total", "refs"):
@@ -306,79 +284,85 @@ def history(
     out.print(table)
 
 
-@app.command()
-def serve(
-    until: Annotated[str | None, typer.Option(help="Stop when the clock passes this instant (replay: simulated time).")] = None,
-    speed: Annotated[
-        float | None, typer.Option(help="Replay speed, simulated seconds per real second (overrides DATAOPS_REPLAY_SPEED).")
-    ] = None,
-    start: Annotated[str | None, typer.Option(help="Replay start instant (overrides DATAOPS_REPLAY_START).")] = None,
-    metrics: Annotated[bool, typer.Option(help="Serve Prometheus metrics on DATAOPS_METRICS_PORT.")] = True,
-) -> None:
-    """Run the scheduled service: pipelines on their schedules, monitors, incidents and /metrics.
+def serve_command(extensions: Sequence[ExtensionFactory] = ()) -> Callable[..., None]:
+    """`dataops serve`, running `extensions` alongside the service (the agent and Slack: the assembly in evals/cli.py names them)."""
 
-    Offline (the default) the bundled real data plays as a live feed on a replay clock starting at
-    DATAOPS_REPLAY_START and running DATAOPS_REPLAY_SPEED times real time. Stop with Ctrl-C or SIGTERM:
-    the running job finishes first, nothing is left half-published.
-    """
-    from pipelines.clock import ReplayClock
-    from pipelines.metrics import serve_metrics
-    from pipelines.service import Service
+    def serve(
+        until: Annotated[str | None, typer.Option(help="Stop when the clock passes this instant (replay: simulated time).")] = None,
+        speed: Annotated[
+            float | None, typer.Option(help="Replay speed, simulated seconds per real second (overrides DATAOPS_REPLAY_SPEED).")
+        ] = None,
+        start: Annotated[str | None, typer.Option(help="Replay start instant (overrides DATAOPS_REPLAY_START).")] = None,
+        metrics: Annotated[bool, typer.Option(help="Serve Prometheus metrics on DATAOPS_METRICS_PORT.")] = True,
+        agent: Annotated[
+            bool,
+            typer.Option(help="Hand each new incident to the agent (and Slack, when configured); --no-agent: pipelines and monitors only."),
+        ] = True,
+    ) -> None:
+        """Run the scheduled service: pipelines on their schedules, monitors, incidents and /metrics.
 
-    overrides: dict[str, Any] = {}
-    if speed is not None:
-        overrides["replay_speed"] = speed
-    if start is not None:
-        overrides["replay_start"] = _parse_instant(start, "--start")
-    with _usage_errors():  # the overrides are validated like the settings they replace
-        settings = load_settings(**overrides)
-    ctx = _context(settings)
-    service = Service(ctx)
-    if metrics:
-        try:
-            serve_metrics(ctx.settings.metrics_port, ctx.settings.metrics_addr)
-        except OSError as exc:
-            where = f"{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}"
-            raise _fail(f"cannot serve metrics on {where} ({exc}); set DATAOPS_METRICS_PORT or --no-metrics", EXIT_USAGE) from None
-        console.print(f"metrics on http://{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}/metrics")
-    clock = service.clock
-    clock_note = f"replay clock from {clock.start.isoformat()} at x{clock.speed:g}" if isinstance(clock, ReplayClock) else "wall clock"
-    console.print(f"serving {len(ctx.inventory.pipelines)} pipelines on the {clock_note}; Ctrl-C stops")
+        Offline (the default) the bundled real data plays as a live feed on a replay clock starting at
+        DATAOPS_REPLAY_START and running DATAOPS_REPLAY_SPEED times real time. Stop with Ctrl-C or SIGTERM:
+        the running job finishes first, nothing is left half-published.
+        """
+        from config.settings import load_settings
+        from pipelines.clock import ReplayClock
+        from pipelines.metrics import serve_metrics
+        from pipelines.service import Service
 
-    def announce(incident: Any, opened: bool) -> None:
-        if opened:
-            out.print(f"[bold]incident {incident.id}[/bold] [{incident.severity}] {incident.kind} {incident.table}: {incident.title}")
+        overrides: dict[str, Any] = {}
+        if speed is not None:
+            overrides["replay_speed"] = speed
+        if start is not None:
+            overrides["replay_start"] = parse_instant(start, "--start")
+        with usage_errors():  # the overrides are validated like the settings they replace
+            settings = load_settings(**overrides)
+        ctx = open_context(settings)
+        service = Service(ctx, extensions=extensions if agent else ())
+        if metrics:
+            try:
+                serve_metrics(ctx.settings.metrics_port, ctx.settings.metrics_addr)
+            except OSError as exc:
+                where = f"{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}"
+                raise fail(f"cannot serve metrics on {where} ({exc}); set DATAOPS_METRICS_PORT or --no-metrics", EXIT_USAGE) from None
+            console.print(f"metrics on http://{ctx.settings.metrics_addr}:{ctx.settings.metrics_port}/metrics")
+        clock = service.clock
+        clock_note = f"replay clock from {clock.start.isoformat()} at x{clock.speed:g}" if isinstance(clock, ReplayClock) else "wall clock"
+        console.print(f"serving {len(ctx.inventory.pipelines)} pipelines on the {clock_note}; Ctrl-C stops")
 
-    service.on_incident = announce
-    with _usage_errors():  # a misconfigured extension (e.g. Slack without a channel) stops here, with its message
-        service.serve_forever(until=_parse_instant(until, "--until") if until else None)
-    console.print(f"stopped at clock {service.clock.now().isoformat()}; {len(service.results)} runs")
+        def announce(incident: Any, opened: bool) -> None:
+            if opened:
+                out.print(f"[bold]incident {incident.id}[/bold] [{incident.severity}] {incident.kind} {incident.table}: {incident.title}")
+
+        service.on_incident = announce
+        with usage_errors():  # a misconfigured extension (e.g. Slack without a channel) stops here, with its message
+            service.serve_forever(until=parse_instant(until, "--until") if until else None)
+        console.print(f"stopped at clock {service.clock.now().isoformat()}; {len(service.results)} runs")
+
+    return serve
 
 
-@app.command()
 def pause(
     pipeline: Annotated[str, typer.Argument(help="Pipeline to pause.")],
     reason: Annotated[str, typer.Option(help="Why; shown in status.")] = "",
 ) -> None:
     """Pause a pipeline's schedule; running work finishes, new firings are skipped until resumed."""
-    ctx = _context()
-    with _usage_errors():
+    ctx = open_context()
+    with usage_errors():
         ctx.inventory.pipeline(pipeline)
     ctx.control.set_paused(pipeline, True, reason=reason, actor="cli")
     out.print(f"{pipeline} paused")
 
 
-@app.command()
 def resume(pipeline: Annotated[str, typer.Argument(help="Pipeline to resume.")]) -> None:
     """Resume a paused pipeline; the next firing catches up from its watermark."""
-    ctx = _context()
-    with _usage_errors():
+    ctx = open_context()
+    with usage_errors():
         ctx.inventory.pipeline(pipeline)
     ctx.control.set_paused(pipeline, False, actor="cli")
     out.print(f"{pipeline} resumed")
 
 
-@app.command()
 def incidents(
     status_filter: Annotated[
         str, typer.Option("--status", help="open, acknowledged, remediating, resolved, escalated, unresolved or all.")
@@ -386,10 +370,10 @@ def incidents(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Incidents, newest first, with time-to-detect on the platform clock."""
-    ctx = _context()
+    ctx = open_context()
     found = ctx.incidents.list(status=None if status_filter == "all" else status_filter)
     if as_json:
-        _emit_json({"incidents": [i.model_dump(mode="json") for i in found]})
+        emit_json({"incidents": [i.model_dump(mode="json") for i in found]})
         return
     table = Table(title="Incidents")
     for col in ("id", "severity", "status", "kind", "table", "seen", "detected (clock)", "ttd", "title"):
@@ -410,7 +394,7 @@ def incidents(
     out.print(table)
 
 
-class _IncidentGroup(TyperGroup):
+class IncidentGroup(TyperGroup):
     """`dataops incident ID` stays the short form of `dataops incident show ID`."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: typer's vendored click Context
@@ -419,25 +403,16 @@ class _IncidentGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-incident_app = typer.Typer(
-    cls=_IncidentGroup,
-    help="One incident: `show` it (also `dataops incident ID`), or record a person's judgement: `ack`, `resolve`, `expected`.",
-    no_args_is_help=True,
-)
-app.add_typer(incident_app, name="incident")
-
-
-@incident_app.command("show")
 def incident_show(
     incident_id: Annotated[int, typer.Argument(metavar="ID", help="Incident id from `dataops incidents`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """One incident with its evidence and history (notes: who did what, through which channel)."""
-    ctx = _context()
-    with _usage_errors():
+    ctx = open_context()
+    with usage_errors():
         found = ctx.incidents.get(incident_id)
     if as_json:
-        _emit_json(found.model_dump(mode="json"))
+        emit_json(found.model_dump(mode="json"))
         return
     out.print(f"[bold]incident {found.id}[/bold] {escape(f'[{found.severity}] {found.status}: {found.title}')}")
     out.print(f"kind {found.kind} · table {found.table} · partition {found.partition or '-'} · seen {found.occurrences}x")
@@ -448,10 +423,6 @@ def incident_show(
         out.print(
             f"{note.get('at', '')[:16]} {note.get('actor')}{via} [{note.get('status')}] {note.get('note')}", markup=False, soft_wrap=True
         )
-
-
-monitors_app = typer.Typer(help="The monitors of the inventory with their active suppressions; `unsuppress ID` lifts one.")
-app.add_typer(monitors_app, name="monitors")
 
 
 def monitors_report(ctx: PlatformContext, now: datetime) -> dict[str, Any]:
@@ -476,7 +447,6 @@ def monitors_report(ctx: PlatformContext, now: datetime) -> dict[str, Any]:
     return {"now": now.isoformat(), "monitors": rows, "other_suppressions": others}
 
 
-@monitors_app.callback(invoke_without_command=True)
 def monitors(
     typer_ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
@@ -487,10 +457,10 @@ def monitors(
         return
     from pipelines.monitors.feedback import platform_now
 
-    ctx = _context()
+    ctx = open_context()
     report = monitors_report(ctx, platform_now(ctx))
     if as_json:
-        _emit_json(report)
+        emit_json(report)
         return
     table = Table(title=f"Monitors (clock {report['now'][:16]})")
     for col in ("monitor", "kind", "table", "severity", "state", "suppressed"):
@@ -509,12 +479,3 @@ def monitors(
             markup=False,
             soft_wrap=True,
         )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
-
-
-from pipelines import backfill_cli  # noqa: E402  (registers `dataops backfill` on this app)
-
-backfill_cli.register(app, console=console, out=out)

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from pyiceberg.catalog import Catalog
-
 from config.inventory import Inventory, load_inventory
 from config.settings import DataopsSettings, load_settings
-from pipelines.lakehouse.catalog import ensure_tables, open_catalog
 from pipelines.ledger import Ledger
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
     from pipelines.control import PipelineControl
     from pipelines.incidents import IncidentStore
 
@@ -31,6 +30,10 @@ class PlatformContext:
 
     @cached_property
     def catalog(self) -> Catalog:
+        """The Iceberg catalog, opened (with pyiceberg imported) on first use: commands that read only the ops
+        database (incidents, approvals, audit) never pay for it."""
+        from pipelines.lakehouse.catalog import ensure_tables, open_catalog
+
         catalog = open_catalog(self.settings)
         ensure_tables(catalog, self.inventory)
         return catalog

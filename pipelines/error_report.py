@@ -16,18 +16,18 @@ from __future__ import annotations
 import errno
 import os
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from config.errors import DataOpsError
 from config.redact import redact
-from config.settings import SECRET_SETTINGS, DataopsSettings, load_settings
-from pipelines.reachability import endpoints
+
+if TYPE_CHECKING:
+    from config.settings import DataopsSettings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -45,6 +45,8 @@ class Debug:
 
 
 def _settings() -> DataopsSettings | None:
+    from config.settings import load_settings
+
     try:
         return load_settings()
     except DataOpsError:
@@ -69,10 +71,14 @@ def explain(exc: BaseException) -> str | None:
     """One line for an error a person can fix; None for a bug."""
     if isinstance(exc, DataOpsError):
         return str(exc)
-    if isinstance(exc, ValidationError) and exc.title == DataopsSettings.__name__:
-        from config.invalid_settings import describe_invalid
+    if type(exc).__name__ == "ValidationError":  # pydantic's, imported only when one is raised
+        from pydantic import ValidationError
 
-        return describe_invalid(exc, DataopsSettings, SECRET_SETTINGS)
+        from config.invalid_settings import describe_invalid
+        from config.settings import SECRET_SETTINGS, DataopsSettings
+
+        if isinstance(exc, ValidationError) and exc.title == DataopsSettings.__name__:
+            return describe_invalid(exc, DataopsSettings, SECRET_SETTINGS)
     for cause in _chain(exc):
         said = _explain_one(cause)
         if said is not None:
@@ -99,6 +105,8 @@ def _explain_one(exc: BaseException) -> str | None:
     kind = _service_failure(exc)
     if kind is None:
         return None
+    from pipelines.reachability import endpoints
+
     settings = _settings()
     named = [e for e in endpoints(settings)] if settings is not None else []
     text = str(exc)

@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -82,9 +82,9 @@ class ServiceExtension(Protocol):
     def stop(self) -> None: ...
 
 
-# Factories the upper layers register (the agent layer adds itself when `dataops` starts); the
-# service never imports them, so the layers stay one-way.
-EXTENSIONS: list[Callable[[Service], ServiceExtension | None]] = []
+# What an upper layer hands the service to run alongside it (the agent: `dataops serve` in evals/cli.py
+# passes it); the service never imports them, so the layers stay one-way.
+ExtensionFactory = Callable[["Service"], ServiceExtension | None]
 
 
 class Service:
@@ -95,8 +95,10 @@ class Service:
         clock: Clock | None = None,
         on_incident: IncidentHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        extensions: Sequence[ExtensionFactory] = (),
     ) -> None:
         self.ctx = ctx
+        self.extension_factories = tuple(extensions)
         self.clock = clock or self._make_clock()
         self.on_incident = on_incident
         self.sleep = sleep
@@ -228,9 +230,9 @@ class Service:
     def attach_extensions(self) -> None:
         """Create the registered extensions (once); `start()` does it, drivers without a scheduler call it."""
         if not self.extensions:
-            self.extensions = [e for e in (self._extension(factory) for factory in EXTENSIONS) if e is not None]
+            self.extensions = [e for e in (self._extension(factory) for factory in self.extension_factories) if e is not None]
 
-    def _extension(self, factory: Callable[[Service], ServiceExtension | None]) -> ServiceExtension | None:
+    def _extension(self, factory: ExtensionFactory) -> ServiceExtension | None:
         """One extension, or None when it cannot start for a reason outside the platform (a neighbour down).
 
         A settings error still stops the service with its message: that is the operator's to fix now.

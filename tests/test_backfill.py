@@ -264,13 +264,13 @@ def test_ray_cluster_at_an_address_on_postgres_and_s3(
 
 def test_cli_backfill_stopped_by_ctrl_c_says_how_to_finish(settings: DataopsSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     from evals.cli import app
-    from pipelines import backfill_cli
+    from pipelines import backfill
 
     def interrupted(*args: Any, **kwargs: Any) -> BackfillReport:
         raise KeyboardInterrupt
 
     monkeypatch.setenv("DATAOPS_HOME", str(settings.home))
-    monkeypatch.setattr(backfill_cli, "run_backfill", interrupted)
+    monkeypatch.setattr(backfill, "run_backfill", interrupted)
     done = CliRunner().invoke(app, ["backfill", "carbon_intensity", "--start", "2023-03-01", "--end", "2023-03-03"])
     assert done.exit_code == 130 and "Run the same backfill again" in " ".join(done.output.split())
 

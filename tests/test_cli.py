@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from config.errors import QueryRefusedError
-from pipelines.cli import app
+from evals.cli import app
 from pipelines.context import PlatformContext
 from pipelines.incidents import Finding
 from pipelines.promotion import run_pipeline
@@ -208,7 +208,7 @@ def _token(ctx: PlatformContext, name: str, role: str | None = None) -> dict[str
 
 
 def test_incident_expected_from_the_cli_suppresses_lists_and_remembers(people: PlatformContext) -> None:
-    from agent.cli import app as dataops
+    from evals.cli import app as dataops
     from memory.store import IncidentMemory
     from pipelines.monitors.feedback import filter_findings
 
@@ -254,7 +254,7 @@ def test_incident_expected_from_the_cli_suppresses_lists_and_remembers(people: P
 
 
 def test_incident_ack_and_resolve_from_the_cli_and_their_errors(people: PlatformContext) -> None:
-    from agent.cli import app as dataops
+    from evals.cli import app as dataops
 
     oncall, olive = _token(people, "oncall"), _token(people, "olive", "operator")
     unknown = runner.invoke(dataops, ["incident", "ack", "7", "--as", "oncall"], env=oncall)

@@ -39,7 +39,9 @@ def test_serve_ingests_on_the_replay_clock_and_stops_cleanly_on_sigterm(tmp_path
         "DATAOPS_REPLAY_SPEED": "43200",
     }
     log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evals.cli", "serve", "--no-agent"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         ctx = PlatformContext.open(load_settings(home=home))
         deadline = time.monotonic() + 120

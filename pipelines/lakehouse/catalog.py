@@ -128,16 +128,19 @@ def ensure_tables(catalog: Catalog, inventory: Inventory) -> None:
     # Several processes may start on an empty catalog at once (backfill workers): whoever loses a race to
     # create finds the thing there. pyiceberg's SqlCatalog reports a lost namespace race on Postgres as a raw
     # IntegrityError rather than NamespaceAlreadyExistsError, so the check after any failure decides.
+    # One listing per layer, not a load per table: every command that touches the lake opens the catalog.
+    namespaces = {tuple(ns) for ns in catalog.list_namespaces()}
     for layer in LAYERS:
-        if catalog.namespace_exists(layer):
+        if (layer,) in namespaces:
             continue
         try:
             catalog.create_namespace(layer)
         except Exception:
             if not catalog.namespace_exists(layer):
                 raise
+    existing = {".".join(identifier) for layer in LAYERS for identifier in catalog.list_tables(layer)}
     for spec in inventory.tables.values():
-        if catalog.table_exists(spec.name):
+        if spec.name in existing:
             continue
         schema = iceberg_schema(spec)
         try:

@@ -285,6 +285,28 @@ def baseline_parquet(silver: pa.Table, directory: Path) -> dict[str, Any]:
     }
 
 
+def baseline_iceberg_append(ctx: PlatformContext, silver: pa.Table) -> dict[str, Any]:
+    """One plain pyiceberg `append` of the same rows into a fresh table shaped like silver (schema, day partitions,
+    zstd) in the same catalog: what the Iceberg write alone costs, without bronze, validation, WAP or gold."""
+    from pipelines.lakehouse.catalog import iceberg_schema, partition_spec
+
+    spec = ctx.inventory.table(f"silver.{PIPELINE}")
+    schema = iceberg_schema(spec)
+    with contextlib.suppress(Exception):
+        ctx.catalog.create_namespace("bench")
+    table = ctx.catalog.create_table(
+        "bench.plain_append",
+        schema=schema,
+        partition_spec=partition_spec(spec, schema),
+        properties={"format-version": "2", "write.parquet.compression-codec": "zstd"},
+    )
+    rows = silver.select([f.name for f in schema.as_arrow()]).cast(schema.as_arrow())
+    started = time.perf_counter()
+    table.append(rows)
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 3), "rows": rows.num_rows, "rows_per_s": rate(rows.num_rows, seconds)}
+
+
 def latency(samples: list[float]) -> dict[str, Any]:
     samples = sorted(samples)
     p95 = samples[min(len(samples) - 1, math.ceil(0.95 * len(samples)) - 1)]
@@ -389,6 +411,7 @@ def build_report(
     total_s: float,
     watch: Stopwatch,
     baseline: dict[str, Any],
+    appended: dict[str, Any],
     queries: dict[str, Any],
 ) -> dict[str, Any]:
     table = stages(watch, result, total_s)
@@ -413,6 +436,9 @@ def build_report(
         "ratio_promotion_to_parquet": round(total_s / baseline["seconds"], 1),
         "ratio_silver_only_to_parquet": round(silver_only / baseline["seconds"], 1),
         "ratio_goal": 4.0,
+        "baseline_pyiceberg_append": appended,
+        "ratio_vs_pyiceberg_append": round(total_s / appended["seconds"], 2),
+        "ratio_vs_pyiceberg_append_goal": 2.0,
         "stages": table,
         "dominant_stage": dominant["path"],
         "query": queries,
@@ -445,10 +471,16 @@ def print_report(report: dict[str, Any]) -> None:
         f"{'validated promotion, end to end':<62}{report['promotion_s']:>10.3f}{run['silver_rows']:>12,}{report['promotion_rows_per_s'] or 0:>12,}"
     )
     print(f"{'baseline: one pyarrow.parquet.write_table (zstd)':<62}{b['seconds']:>10.3f}{b['rows']:>12,}{b['rows_per_s'] or 0:>12,}")
+    a = report["baseline_pyiceberg_append"]
+    print(f"{'baseline: one pyiceberg append, day partitions (zstd)':<62}{a['seconds']:>10.3f}{a['rows']:>12,}{a['rows_per_s'] or 0:>12,}")
     goal = report["ratio_goal"]
     ratio = report["ratio_promotion_to_parquet"]
     print(
         f"\npromotion / parquet write: {ratio}x end to end, {report['ratio_silver_only_to_parquet']}x for silver alone ({'meets' if ratio <= goal else 'misses'} the {goal}x goal)"
+    )
+    appended_ratio, appended_goal = report["ratio_vs_pyiceberg_append"], report["ratio_vs_pyiceberg_append_goal"]
+    print(
+        f"promotion / pyiceberg append: {appended_ratio}x ({'meets' if appended_ratio <= appended_goal else 'misses'} the {appended_goal}x goal)"
     )
     print(f"largest single stage: {report['dominant_stage']}")
     q = report["query"]
@@ -509,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="dataops-bench-parquet-") as directory:
             conformed, _problems = watch.kept["conform"]
             baseline = baseline_parquet(conformed, Path(directory))
-            del conformed
+        log("baseline pyiceberg append ...")
+        appended = baseline_iceberg_append(ctx, conformed)
+        del conformed
         log("query latency ...")
         cold, rows = query_latency(ctx, args.cold_repetitions, cold=True)
         warm, _ = query_latency(ctx, args.repetitions, cold=False)
@@ -521,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pyiceberg scan, year pushed down, + DuckDB": query_pushdown_latency(ctx, args.repetitions),
             },
         }
-        report = build_report(args, generate_s, result, total_s, watch, baseline, queries)
+        report = build_report(args, generate_s, result, total_s, watch, baseline, appended, queries)
         report["load_average_1m_during_promotion"] = load.summary()
         if args.json:
             print(json.dumps(report, indent=2, default=str))

@@ -33,6 +33,7 @@ from pyiceberg.types import (
 from config.errors import LakehouseError
 from config.inventory import LAYERS, Inventory, TableSpec
 from config.settings import DataopsSettings
+from pipelines.lakehouse import metadata_cache
 
 CATALOG_NAME = "dataops"  # the default of the catalog_name setting
 _S3_DEFAULT_REGION = "us-east-1"  # S3-compatible stores accept any; unset, pyiceberg asks AWS for the bucket's region
@@ -52,6 +53,7 @@ _TRANSFORMS = {"day": DayTransform, "hour": HourTransform, "month": MonthTransfo
 def open_catalog(settings: DataopsSettings) -> Catalog:
     """The catalog the settings name: SQL on `catalog_url` or REST on `rest_catalog_uri`, with the S3 FileIO properties."""
     settings.ensure_home()
+    metadata_cache.install()  # every table of this catalog commits with metadata computed once per change
     properties = file_io_properties(settings)
     if settings.catalog_type == "rest":
         return _open_rest_catalog(settings, properties)

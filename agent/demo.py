@@ -133,7 +133,6 @@ def run_demo(settings: DataopsSettings, *, echo: Echo | None = None, keep: bool 
     """Run the tour in a fresh state folder; returns incidents, actions, approvals and policy violations."""
     home = Path(tempfile.mkdtemp(prefix="dataops-demo-"))
     ctx = PlatformContext.open(settings.model_copy(update={"home": home, "source_mode": "replay"}))
-    faults.clear()
     tour = _Tour(ctx, echo)
     try:
         tour.say(f"demo state in {home} (planner: {tour.agent.planner_name})")
@@ -142,7 +141,7 @@ def run_demo(settings: DataopsSettings, *, echo: Echo | None = None, keep: bool 
         tour.work(opened)
 
         tour.say("\n2. injected: the carbon-intensity API answers 503 for 2023-02-01 (once)")
-        faults.inject(
+        ctx.faults.inject(
             faults.SourceFault(kind="transient_error", source="carbon_intensity", start=END, end=END + timedelta(days=1), times=1)
         )
         tour.now = END + timedelta(days=1, hours=1)
@@ -156,7 +155,7 @@ def run_demo(settings: DataopsSettings, *, echo: Echo | None = None, keep: bool 
 
         tour.say("\n4. injected: the API renames intensity.actual to intensity.measured from 2023-02-02")
         second = END + timedelta(days=1)
-        faults.inject(
+        ctx.faults.inject(
             faults.SourceFault(kind="rename_field", source="carbon_intensity", start=second, field="intensity.actual", new_name="measured")
         )
         tour.now = second + timedelta(days=1, hours=1)
@@ -180,7 +179,6 @@ def run_demo(settings: DataopsSettings, *, echo: Echo | None = None, keep: bool 
         tour.say(f"{len(entries)} tool calls audited; policy violations: {len(found_violations)}; {trail}")
         return report
     finally:
-        faults.clear()
         tour.agent.close()
         ctx.ledger.engine.dispose()
         if not keep:

@@ -131,7 +131,7 @@ class _Scenario:
         for raw in self.spec.faults:
             fault = faults.load_fault(raw)
             if isinstance(fault, faults.SourceFault):
-                faults.inject(fault)
+                self.ctx.faults.inject(fault)  # this scenario's context only: others, in any thread, never see it
             else:
                 lake_faults.append(fault)
         for run in self.spec.runs:
@@ -186,7 +186,6 @@ class _Scenario:
         return ThreadOutcome(thread_id=thread, status="done", outcome=values.get("outcome"), message=values.get("message") or "")
 
     def close(self) -> None:
-        faults.clear()
         if self.server is not None:
             self.server.close()
         self.ctx.ledger.engine.dispose()
@@ -202,7 +201,6 @@ def run_scenario(spec: ScenarioSpec, settings: DataopsSettings, *, model: Model 
     """Run one scenario end to end in a throw-away state folder and grade the final state."""
     started = time.perf_counter()
     home = Path(tempfile.mkdtemp(prefix=f"dataops-eval-{spec.name[:40]}-"))
-    faults.clear()
     base = ScenarioResult(name=spec.name, difficulty=spec.difficulty, tags=list(spec.tags), model=model, passed=False, checks=[])
     scenario: _Scenario | None = None
     try:

@@ -19,22 +19,25 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from config.errors import PipelineError
-from config.settings import DataopsSettings
 from pipelines.context import PlatformContext
-from pipelines.promotion import RunResult, day_floor, run_pipeline, split_windows
+from pipelines.partition_runs import (
+    EXECUTORS,
+    ExecutorName,
+    LocalRunner,
+    PartitionRunner,
+)
+from pipelines.promotion import day_floor, split_windows
 from pipelines.retry import Failure, retry, scheduler_budget
+from pipelines.run_result import RunResult
 from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)
-ExecutorName = Literal["local", "ray"]
-EXECUTORS: tuple[ExecutorName, ...] = ("local", "ray")
 
 
 class PartitionOutcome(BaseModel):
@@ -75,53 +78,6 @@ class BackfillReport(BaseModel):
     rows_quarantined: int
     duration_s: float
     outcomes: list[PartitionOutcome]
-
-
-class PartitionRunner(Protocol):
-    """Runs partitions and yields each one's result as it completes, in any order."""
-
-    name: ExecutorName
-    cluster: str | None
-    workers: int
-
-    def run(self, windows: list[Window], *, attempt: int) -> Iterator[tuple[Window, RunResult]]: ...
-
-    def close(self) -> None: ...
-
-
-class LocalRunner:
-    """Partitions one after another, in this process."""
-
-    name: ExecutorName = "local"
-    cluster: str | None = None
-    workers: int = 1
-
-    def __init__(self, ctx: PlatformContext, pipeline: str, as_of: datetime) -> None:
-        self.ctx, self.pipeline, self.as_of = ctx, pipeline, as_of
-
-    def run(self, windows: list[Window], *, attempt: int) -> Iterator[tuple[Window, RunResult]]:
-        for window in windows:
-            yield window, run_partition(self.ctx, self.pipeline, window, as_of=self.as_of, attempt=attempt)
-
-    def close(self) -> None:
-        pass
-
-
-def run_partition(ctx: PlatformContext, pipeline: str, window: Window, *, as_of: datetime, attempt: int) -> RunResult:
-    """One partition: the pipeline's run over `window`. A bug's exception becomes a failed result (the ledger has it too),
-    so one bad partition does not stop the others."""
-    try:
-        return run_pipeline(ctx, pipeline, window, as_of=as_of, attempt=attempt)
-    except Exception as exc:
-        log.exception("partition %s of %s failed unexpectedly", window, pipeline)
-        return failed_result(pipeline, window, as_of, f"{type(exc).__name__}: {exc}", kind="permanent")
-
-
-def failed_result(pipeline: str, window: Window, as_of: datetime, error: str, *, kind: str) -> RunResult:
-    return RunResult(
-        run_id="-", pipeline=pipeline, status="failed", window_start=window.start, window_end=window.end, as_of=as_of,
-        error=error, error_kind=kind,
-    )  # fmt: skip
 
 
 def plan_partitions(start: datetime, end: datetime, partition_days: int = 1) -> list[Window]:
@@ -245,20 +201,3 @@ def _outcome(result: RunResult, window: Window, attempt: int) -> PartitionOutcom
         rows_quarantined=result.rows_quarantined, held_days=result.held_days, commit_retries=result.commit_retries,
         replans=result.replans, error=result.error, duration_s=result.duration_s,
     )  # fmt: skip
-
-
-def shared_storage_problems(settings: DataopsSettings) -> list[str]:
-    """What keeps workers on other machines from reaching this platform's tables and ledger."""
-    problems = []
-    if settings.catalog_type == "sql" and settings.catalog_url.startswith("sqlite"):
-        problems.append(
-            f"the Iceberg catalog is SQLite in {settings.home} (set DATAOPS_CATALOG_TYPE=rest or a postgresql DATAOPS_CATALOG_URI)"
-        )
-    rest_owns_warehouse = settings.catalog_type == "rest" and not settings.warehouse  # the REST server places the tables
-    if not rest_owns_warehouse and not settings.warehouse_location.startswith(
-        ("s3://", "s3a://", "s3n://", "gs://", "abfs://", "abfss://")
-    ):
-        problems.append(f"the warehouse is the local folder {settings.warehouse_location} (set DATAOPS_WAREHOUSE=s3://...)")
-    if settings.ops_db.startswith("sqlite"):
-        problems.append(f"the ops database is SQLite in {settings.home} (set DATAOPS_OPS_DB_URL=postgresql+psycopg2://...)")
-    return problems

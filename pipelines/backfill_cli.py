@@ -49,8 +49,9 @@ def backfill(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from pipelines.backfill import EXECUTORS, PartitionOutcome, run_backfill
+    from pipelines.backfill import PartitionOutcome, run_backfill
     from pipelines.control import PipelineBusyError
+    from pipelines.partition_runs import EXECUTORS
 
     ctx = open_context()
     chosen = executor or ctx.settings.backfill_executor

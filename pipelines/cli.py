@@ -35,7 +35,7 @@ from pipelines.error_report import Debug
 
 if TYPE_CHECKING:
     from pipelines.context import PlatformContext
-    from pipelines.promotion import RunResult
+    from pipelines.run_result import RunResult
     from pipelines.service import ExtensionFactory
 
 HELP = "Sustainability DataOps platform: Iceberg pipelines with write-audit-publish, validated by Great Expectations."

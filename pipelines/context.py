@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from config.inventory import Inventory, load_inventory
 from config.settings import DataopsSettings, load_settings
+from pipelines.fault_injection import SourceFaults
 from pipelines.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 class PlatformContext:
     settings: DataopsSettings
     inventory: Inventory
+    # Source faults this context's replayed sources serve (tests, eval scenarios, the demo); empty otherwise, and
+    # never shared with another context.
+    faults: SourceFaults = field(default_factory=SourceFaults, compare=False)
 
     @classmethod
     def open(cls, settings: DataopsSettings | None = None) -> PlatformContext:
@@ -43,8 +47,7 @@ class PlatformContext:
         # Import the modules whose tables share the ledger's metadata, so create_all makes them all.
         import pipelines.control
         import pipelines.incidents
-        import pipelines.monitors.feedback
-        import pipelines.monitors.state  # noqa: F401
+        import pipelines.monitors.tables  # noqa: F401
 
         return Ledger(self.settings.ops_db)
 

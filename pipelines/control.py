@@ -20,7 +20,7 @@ from sqlalchemy import Boolean, DateTime, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import PipelineError
-from pipelines.ledger import Base, Ledger, _aware
+from pipelines.ledger import Base, Ledger, as_utc
 
 
 class PipelineStateRow(Base):
@@ -70,7 +70,7 @@ class PipelineControl:
     def watermark(self, pipeline: str) -> datetime | None:
         with self._ledger.session() as s:
             row = s.get(PipelineStateRow, pipeline)
-            return _aware(row.watermark) if row else None
+            return as_utc(row.watermark) if row else None
 
     def set_watermark(self, pipeline: str, value: datetime) -> None:
         with self._ledger.session() as s, s.begin():

@@ -340,7 +340,8 @@ def refetch_and_diff(ctx: PlatformContext, pipeline: str, day: date, *, as_of: d
     start = _day_start(day)
     if start >= as_of:
         raise LakehouseError(f"{day} has not started by {as_of.isoformat()}; the source cannot have it yet")
-    fetched = build_source(source_spec, ctx.settings).fetch(Window(start=start, end=start + timedelta(days=1)), as_of=as_of)
+    source = build_source(source_spec, ctx.settings, faults=ctx.faults)
+    fetched = source.fetch(Window(start=start, end=start + timedelta(days=1)), as_of=as_of)
     records = dedupe_records(fetched.records)
     bronze = pa.table(
         {

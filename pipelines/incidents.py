@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import DataOpsError
 from pipelines.extent import Extent
-from pipelines.ledger import Base, Ledger, _aware
+from pipelines.ledger import Base, Ledger, as_utc
 
 Severity = Literal["info", "warning", "critical"]
 Status = Literal["open", "acknowledged", "remediating", "resolved", "escalated"]
@@ -103,13 +103,13 @@ class Incident(BaseModel):
 
     @classmethod
     def of(cls, row: IncidentRow) -> Incident:
-        occurred = _aware(row.occurred_at)
-        detected = _aware(row.detected_at)
+        occurred = as_utc(row.occurred_at)
+        detected = as_utc(row.detected_at)
         assert detected is not None
         return cls(
             id=row.id, kind=row.kind, severity=row.severity, table=row.table_name, partition=row.partition,
             cause_key=row.cause_key, title=row.title, status=row.status, occurrences=row.occurrences,
-            occurred_at=occurred, detected_at=detected, last_seen_at=_aware(row.last_seen_at) or detected,
+            occurred_at=occurred, detected_at=detected, last_seen_at=as_utc(row.last_seen_at) or detected,
             time_to_detect_s=(detected - occurred).total_seconds() if occurred else None,
             evidence=row.evidence, notes=row.notes, run_id=row.run_id,
             extent=Extent.model_validate(row.extent) if row.extent else None,
@@ -138,7 +138,7 @@ class IncidentStore:
             # A person (or the agent's escalation) owns an acknowledged or escalated incident: the same cause
             # folds into it for a week since it was last seen, instead of paging again every day.
             current = next(
-                (c for c in candidates if now - (_aware(c.last_seen_at) or now) <= (HELD_WINDOW if c.status in HELD else GROUPING_WINDOW)),
+                (c for c in candidates if now - (as_utc(c.last_seen_at) or now) <= (HELD_WINDOW if c.status in HELD else GROUPING_WINDOW)),
                 None,
             )
             entry = {"at": now.isoformat(), "partition": finding.partition, **finding.evidence}

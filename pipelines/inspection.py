@@ -13,7 +13,7 @@ from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 
 if TYPE_CHECKING:
-    from pipelines.promotion import RunResult
+    from pipelines.run_result import RunResult
 
 
 def lake_status(ctx: PlatformContext) -> dict[str, Any]:

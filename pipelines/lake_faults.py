@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.errors import DefinitionError, LakehouseError
-from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
+
+if TYPE_CHECKING:
+    from pipelines.context import PlatformContext  # only a parameter's type: the context never needs the lake faults
 
 Mutation = Callable[[pa.Table], pa.Table]
 MutationName = Literal["negate", "scale", "set_value"]

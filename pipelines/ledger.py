@@ -1,4 +1,4 @@
-"""The ops database: run ledger, per-expectation validation results and data-quality scores.
+"""The ops database: run ledger, per-expectation validation results, data-quality scores and marts' pending days.
 
 SQLite in `$DATAOPS_HOME/ops.db` by default, any SQLAlchemy URL (Postgres) by `DATAOPS_OPS_DB_URL`.
 A run is recorded `running` before it touches a table, so a killed process leaves a trace; the next run of
@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, inspect, select, text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -80,6 +82,27 @@ class QualityRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class MartPendingRow(Base):
+    """A day of a mart that an input run changed and no refresh has built since (pipelines/mart_refresh.py)."""
+
+    __tablename__ = "mart_pending"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    mart: Mapped[str] = mapped_column(String(80), index=True)
+    day: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    marked_by: Mapped[str] = mapped_column(String(80), doc="run that changed an input of the mart on this day")
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingDays:
+    """What a mart refresh claims: the marks (to clear once it published) and the distinct days they name."""
+
+    mart: str
+    ids: tuple[int, ...] = ()
+    days: tuple[datetime, ...] = ()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -130,14 +153,14 @@ def add_missing_columns(engine: Engine) -> None:
                     raise
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything stored here is UTC.
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -188,7 +211,7 @@ class Ledger:
         marked = []
         with self.session() as s, s.begin():
             for run in s.scalars(select(RunRow).where(RunRow.pipeline == pipeline, RunRow.status == "running")):
-                if run.host == host and not _pid_alive(run.pid):
+                if run.host == host and not pid_alive(run.pid):
                     run.status = "abandoned"
                     run.finished_at = datetime.now(UTC)
                     run.error = f"process {run.pid} ended before the run finished (killed or crashed); a later run completes the window"
@@ -206,8 +229,8 @@ class Ledger:
                 )
             )
         for r in rows:
-            r.window_start = _aware(r.window_start)  # type: ignore[assignment]
-            r.window_end = _aware(r.window_end)  # type: ignore[assignment]
+            r.window_start = as_utc(r.window_start)  # type: ignore[assignment]
+            r.window_end = as_utc(r.window_end)  # type: ignore[assignment]
         return rows
 
     def mark_recovered(self, run_ids: list[str], *, by: str) -> None:
@@ -256,6 +279,36 @@ class Ledger:
             )
         return score
 
+    def mark_mart_days(self, marts: Iterable[str], days: Iterable[datetime], *, by: str) -> None:
+        """Record that `days` of each mart in `marts` need a refresh (one mark per mart and day, in one transaction)."""
+        now, distinct = datetime.now(UTC), sorted(set(days))  # `days` may be an iterator: read it once, for every mart
+        with self.session() as s, s.begin():
+            for mart in marts:
+                s.add_all(MartPendingRow(mart=mart, day=day, marked_by=by, marked_at=now) for day in distinct)
+
+    def pending_mart_days(self, mart: str) -> PendingDays:
+        """Every mark of `mart` not yet cleared; marks written after this read keep their own, later ids."""
+        with self.session() as s:
+            rows = list(s.scalars(select(MartPendingRow).where(MartPendingRow.mart == mart).order_by(MartPendingRow.id)))
+        days = sorted({d for r in rows if (d := as_utc(r.day)) is not None})
+        return PendingDays(mart=mart, ids=tuple(r.id for r in rows), days=tuple(days))
+
+    def clear_mart_marks(self, ids: Iterable[int]) -> None:
+        """Delete exactly the marks a refresh claimed (never by range: on Postgres, ids can commit out of order)."""
+        wanted = list(ids)
+        with self.session() as s, s.begin():
+            for start in range(0, len(wanted), 500):
+                s.execute(delete(MartPendingRow).where(MartPendingRow.id.in_(wanted[start : start + 500])))
+
+    def pending_marts(self) -> dict[str, list[datetime]]:
+        """Days waiting for a refresh, by mart."""
+        with self.session() as s:
+            rows = s.execute(select(MartPendingRow.mart, MartPendingRow.day).distinct()).all()
+        pending: dict[str, set[datetime]] = {}
+        for mart, day in rows:
+            pending.setdefault(mart, set()).add(as_utc(day) or day)
+        return {mart: sorted(days) for mart, days in sorted(pending.items())}
+
     def runs(self, *, pipeline: str | None = None, limit: int = 50) -> list[RunRow]:
         with self.session() as s:
             query = select(RunRow).order_by(RunRow.started_at.desc()).limit(limit)
@@ -263,10 +316,10 @@ class Ledger:
                 query = query.where(RunRow.pipeline == pipeline)
             rows = list(s.scalars(query))
         for r in rows:
-            r.started_at = _aware(r.started_at)  # type: ignore[assignment]
-            r.finished_at = _aware(r.finished_at)
-            r.window_start = _aware(r.window_start)  # type: ignore[assignment]
-            r.window_end = _aware(r.window_end)  # type: ignore[assignment]
+            r.started_at = as_utc(r.started_at)  # type: ignore[assignment]
+            r.finished_at = as_utc(r.finished_at)
+            r.window_start = as_utc(r.window_start)  # type: ignore[assignment]
+            r.window_end = as_utc(r.window_end)  # type: ignore[assignment]
         return rows
 
     def run(self, run_id: str) -> RunRow | None:

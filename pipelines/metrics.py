@@ -24,6 +24,12 @@ LAKE_CONFLICTS = Counter(
     ["pipeline", "kind"],
     registry=REGISTRY,
 )
+MART_PENDING_DAYS = Gauge(
+    "dataops_mart_pending_days",
+    "Days of a gold mart that an input changed and no refresh has built yet (0 once its coalesced refresh published).",
+    ["table"],
+    registry=REGISTRY,
+)
 QUALITY_SCORE = Gauge(
     "dataops_data_quality_score", "Share of audited rows published in the last promotion (0..1).", ["table"], registry=REGISTRY
 )
@@ -58,7 +64,7 @@ CLOCK = Gauge("dataops_clock_timestamp_seconds", "The platform clock (simulated 
 SEVERITIES = ("info", "warning", "critical")
 
 if TYPE_CHECKING:
-    from pipelines.promotion import RunResult
+    from pipelines.run_result import RunResult
 
 
 def observe_run(result: RunResult) -> None:

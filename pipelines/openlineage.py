@@ -57,7 +57,7 @@ from pipelines.sources.base import Window
 if TYPE_CHECKING:
     from openlineage.client.generated.base import DatasetFacet
 
-    from pipelines.promotion import RunResult
+    from pipelines.run_result import RunResult
 
 __all__ = ["PRODUCER", "RUN_FACET_SCHEMA", "build_run_event", "emit", "emit_run_event", "endpoint", "file_path", "run_event", "run_uuid"]
 

@@ -134,8 +134,8 @@ class OutboxMessage(BaseModel):
     def of(cls, row: OutboxRow) -> OutboxMessage:
         return cls(
             id=row.id, channel=row.channel, key=row.key, group=row.group, payload=row.payload, status=row.status,  # type: ignore[arg-type]
-            attempts=row.attempts, next_attempt_at=_aware(row.next_attempt_at), created_at=_aware(row.created_at),
-            sent_at=_aware(row.sent_at) if row.sent_at else None, last_error=row.last_error, result=row.result,
+            attempts=row.attempts, next_attempt_at=as_utc(row.next_attempt_at), created_at=as_utc(row.created_at),
+            sent_at=as_utc(row.sent_at) if row.sent_at else None, last_error=row.last_error, result=row.result,
             uncertain=bool(row.uncertain),
         )  # fmt: skip
 
@@ -154,7 +154,7 @@ Send = Callable[[OutboxMessage], dict[str, Any]]
 Reconcile = Callable[[OutboxMessage], dict[str, Any] | None]
 
 
-def _aware(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
@@ -319,7 +319,7 @@ class Outbox:
                 return None
             found = OutboxMessage.of(row)
             taken_over = found.status == "sending"
-            if taken_over and _live(row.owner) and row.claimed_at is not None and _aware(row.claimed_at) + LEASE > at:
+            if taken_over and _live(row.owner) and row.claimed_at is not None and as_utc(row.claimed_at) + LEASE > at:
                 return None
             claim = {"status": "sending", "attempts": found.attempts + 1, "uncertain": found.uncertain or taken_over}
             claimed = s.execute(

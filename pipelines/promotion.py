@@ -2,7 +2,8 @@
 
     fetch ──► bronze (append new revisions only) ──► conform ──► audit branch ──► suite
         ──► quarantine (failing rows, held days, unreadable records) ──► publish clean rows to silver
-        ──► each gold mart: recompute the days, audit, quarantine, publish
+        ──► mark the days in each gold mart ──► each mart, under its lock: recompute every marked day (any
+            input's), audit, quarantine, publish (pipelines/mart_refresh.py)
 
 Every bronze slot of the run ends in silver or in quarantine. A killed run leaves each table's main either
 untouched or at one complete commit of this run; re-running the window completes it with identical contents.
@@ -13,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
 from pyiceberg.table import Table
 
 from config.errors import (
@@ -36,16 +36,21 @@ from config.errors import (
     TransientSourceError,
 )
 from config.inventory import PipelineSpec, TableSpec
-from pipelines import metrics, openlineage
+from pipelines import mart_refresh, metrics, openlineage
 from pipelines.context import PlatformContext
 from pipelines.extent import DayExtent, day_extent
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
-from pipelines.sources.base import FetchResult, RecordProblem, Window, canonical_json, dedupe_records, find_conflicts
+from pipelines.quarantine import original_json, quarantine_row, row_key
+from pipelines.run_result import QuarantineGroup, RunResult, TableOutcome, new_run_id
+from pipelines.sources.base import FetchResult, RecordProblem, SourceRecord, Window, canonical_json, dedupe_records, find_conflicts
 from pipelines.sources.drop_manifest import DropManifest
+from pipelines.sources.drop_staging import StagedRecords
+from pipelines.sources.file_drop import FileDropSource
 from pipelines.sources.registry import build_source
-from pipelines.transforms.conform import conform
+from pipelines.transforms.conform import conform, latest_revisions
 from pipelines.transforms.marts import compute_mart
+from pipelines.validation.slices import combine, sliceable, validate_in_slices
 from pipelines.validation.suite import ExpectationOutcome, SuiteOutcome, validate
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,7 @@ PUBLISH_ATTEMPTS = 3  # plans of one promotion (validation conflicts re-plan)
 COMMIT_ATTEMPTS = 8  # publishes of one plan (commit conflicts re-apply the audited rows on the new main)
 INPUTS_PROPERTY = "dataops.inputs"  # snapshot property: JSON {input table: main snapshot id the rows were computed from}
 PARTIAL_PROPERTY = "dataops.partial_days"  # snapshot property: JSON {day: completeness checks it failed} of days published partial
+CONFORM_ROWS = 50_000  # bronze records conformed at once (each is a Python dict while it is)
 
 
 @dataclass
@@ -63,6 +69,18 @@ class Plan:
     rows: pa.Table
     inputs: dict[str, int | None] = field(default_factory=dict)  # input table -> main snapshot read
     checks: list[ExpectationOutcome] = field(default_factory=list)  # outcomes found while planning (days present)
+
+
+BRONZE_PLAN_COLUMNS = ("ts", "record_key", "payload", "payload_hash", "run_id", "fetched_at")  # what conform reads
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Landed:
+    """Bronze's rows of `days` as of `snapshot`, the append this run made: existing rows plus the appended ones."""
+
+    days: frozenset[datetime]
+    snapshot: int | None
+    rows: pa.Table
 
 
 class _StalePlan(PublishConflictError):
@@ -79,94 +97,6 @@ def _changed_input(ctx: PlatformContext, plan: Plan, days: list[datetime]) -> st
         if wap.days_changed(load_table(ctx.catalog, name), days, since=read):
             return name
     return None
-
-
-class TableOutcome(BaseModel):
-    table: str
-    rows_written: int = 0
-    rows_quarantined: int = 0
-    snapshot_id: int | None = None
-    quality_score: float | None = None
-    held_days: list[str] = Field(default_factory=list)
-
-
-class QuarantineGroup(BaseModel):
-    """Rows this run held back for one reason."""
-
-    target_table: str
-    expectation: str
-    scope: str
-    rows: int
-    first_ts: datetime | None
-    last_ts: datetime | None
-    sample: list[str] = Field(default_factory=list, description="record keys and reasons of a few held rows")
-
-
-class RunResult(BaseModel):
-    """What a run did, as the CLI prints it and the ledger keeps it."""
-
-    run_id: str
-    pipeline: str
-    status: str
-    window_start: datetime
-    window_end: datetime
-    as_of: datetime
-    records_fetched: int = 0
-    bronze_new: int = 0
-    rows_in: int = 0
-    rows_out: int = 0
-    rows_quarantined: int = 0
-    held_days: list[str] = Field(default_factory=list)
-    extents: list[DayExtent] = Field(
-        default_factory=list, description="silver days held back or published partial, with the slots they have and lack"
-    )
-    tables: list[TableOutcome] = Field(default_factory=list)
-    quarantine: list[QuarantineGroup] = Field(default_factory=list, description="what this run newly quarantined, by reason")
-    error: str | None = None
-    error_kind: str | None = Field(default=None, description="transient (worth a retry) or permanent")
-    retry_after_s: float | None = Field(default=None, description="The wait a transient failure's source asked for (Retry-After)")
-    duration_s: float = 0.0
-    commit_retries: int = Field(default=0, description="commits retried on fresh metadata because another writer committed first")
-    replans: int = Field(default=0, description="promotions planned again because what they validated changed before publishing")
-
-
-def new_run_id(pipeline: str, now: datetime | None = None) -> str:
-    """Run ids sort by start time: 20230101T000000123456Z-carbon_intensity-1a2b3c."""
-    now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S%f}Z-{pipeline}-{secrets.token_hex(3)}"
-
-
-def _quarantine_row(
-    *,
-    ts: datetime | None,
-    record_key: str,
-    target: str,
-    expectation: str,
-    scope: str,
-    reason: str,
-    original: str,
-    run_id: str,
-    now: datetime,
-) -> dict[str, Any]:
-    return {
-        "ts": ts,
-        "record_key": record_key,
-        "target_table": target,
-        "expectation": expectation,
-        "scope": scope,
-        "reason": reason,
-        "original": original,
-        "run_id": run_id,
-        "quarantined_at": now,
-    }
-
-
-def _row_key(spec: TableSpec, row: dict[str, Any]) -> str:
-    return "|".join(v.isoformat() if isinstance(v, datetime) else str(v) for v in (row[k] for k in spec.key))
-
-
-def _original(row: dict[str, Any]) -> str:
-    return canonical_json({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
 
 
 class _Run:
@@ -187,6 +117,8 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.snapshots: dict[str, int | None] = {}
         self.quarantine_rows: list[dict[str, Any]] = []
+        self.quarantined_so_far = 0  # rows written to quarantine by this run (`_flush_quarantine`)
+        self.landed: _Landed | None = None  # bronze's rows of the days this run landed, for the first silver plan
         self.held: dict[datetime, list[str]] = {}
         self.partial: dict[datetime, list[str]] = {}
         self.table_held = False
@@ -212,14 +144,19 @@ class _Run:
     # -- steps -----------------------------------------------------------------------------------
     def fetch(self) -> FetchResult:
         started = time.perf_counter()
-        source = build_source(self.ctx.inventory.source(self.p.source), self.ctx.settings)
+        source = build_source(self.ctx.inventory.source(self.p.source), self.ctx.settings, faults=self.ctx.faults)
         self.progress(f"fetching {self.p.source} {self.window}")
         try:
-            fetched = source.fetch(self.window, as_of=self.as_of)
+            if isinstance(source, FileDropSource) and sliceable(self.ctx.inventory.suite(self.p.suite)):
+                # Dropped files may be large: their records are staged on disk and land a group of days at a time.
+                folder = self.ctx.settings.home / "staging" / f"{self.run_id}-{os.getpid()}"
+                fetched = source.stage(self.window, as_of=self.as_of, folder=folder)
+            else:
+                fetched = source.fetch(self.window, as_of=self.as_of)
         except SchemaDriftError as exc:
             self.table_held = True
             self.quarantine_rows.append(
-                _quarantine_row(
+                quarantine_row(
                     ts=self.window.start,
                     record_key=f"window:{self.window.start.isoformat()}",
                     target=self.p.silver,
@@ -234,11 +171,18 @@ class _Run:
             fetched = FetchResult()
         self._timed("fetch", started)
         fetched.records = dedupe_records(fetched.records)
-        # Same key, different values: bronze keeps every copy as received, none is published (conform skips
-        # the key), and each copy is quarantined naming the fields that differ.
-        conflicts = find_conflicts(fetched.records)
+        for problem in fetched.problems:
+            self.quarantine_rows.append(self._problem_row(problem))
+        self._quarantine_conflicts(fetched.records)
+        self.result.records_fetched = len(fetched.records)  # staged records are counted as they land (`_land_staged`)
+        return fetched
+
+    def _quarantine_conflicts(self, records: list[SourceRecord]) -> None:
+        """Same key, different values: bronze keeps every copy as received, none is published (conform skips
+        the key), and each copy is quarantined naming the fields that differ."""
+        conflicts = find_conflicts(records)
         for conflict in conflicts:
-            fetched.problems.extend(conflict.problems())
+            self.quarantine_rows.extend(self._problem_row(p) for p in conflict.problems())
         if conflicts:
             log.warning(
                 "%s: %d key(s) arrived twice with different values; all copies quarantined, e.g. %s",
@@ -246,13 +190,9 @@ class _Run:
                 len(conflicts),
                 conflicts[0].reason(),
             )
-        for problem in fetched.problems:
-            self.quarantine_rows.append(self._problem_row(problem))
-        self.result.records_fetched = len(fetched.records)
-        return fetched
 
     def _problem_row(self, problem: RecordProblem) -> dict[str, Any]:
-        return _quarantine_row(
+        return quarantine_row(
             ts=problem.ts or self.window.start,
             record_key=problem.record_key,
             target=self.p.silver,
@@ -269,7 +209,7 @@ class _Run:
         started = time.perf_counter()
         table = load_table(self.ctx.catalog, self.p.bronze)
         days = sorted({r.ts.replace(hour=0, minute=0, second=0, microsecond=0) for r in fetched.records})
-        existing = wap.read_days(table, days, columns=("record_key", "payload_hash"))
+        existing = wap.read_days(table, days, columns=BRONZE_PLAN_COLUMNS)
         seen = set(zip(existing.column("record_key").to_pylist(), existing.column("payload_hash").to_pylist(), strict=True))
         new = [r for r in fetched.records if (r.record_key, r.payload_hash) not in seen]
         data = pa.table(
@@ -285,6 +225,13 @@ class _Run:
             schema=arrow_schema(self.ctx.inventory.table(self.p.bronze)),
         )
         self.snapshots[self.p.bronze] = wap.append(table, data, properties=self._props("bronze"))
+        # Bronze's rows of these days are now what it held plus what was appended: the silver plan needs no re-read.
+        plan_schema = pa.schema([data.schema.field(c) for c in BRONZE_PLAN_COLUMNS])
+        self.landed = _Landed(
+            days=frozenset(days),
+            snapshot=self.snapshots[self.p.bronze],
+            rows=pa.concat_tables([existing.select(BRONZE_PLAN_COLUMNS).cast(plan_schema), data.select(BRONZE_PLAN_COLUMNS)]),
+        )
         self.result.bronze_new = len(new)
         self.result.tables.append(TableOutcome(table=self.p.bronze, rows_written=len(new), snapshot_id=self.snapshots[self.p.bronze]))
         self._timed("bronze", started)
@@ -330,7 +277,7 @@ class _Run:
                 if attempt == PUBLISH_ATTEMPTS:
                     raise
                 wap.count_replan()
-                log.warning("%s; re-planning (attempt %d)", exc, attempt + 1)
+                log.info("%s; re-planning (attempt %d)", exc, attempt + 1)  # a conflict that heals itself: one INFO line
                 del self.quarantine_rows[mark:]
                 self.held = held_before
 
@@ -347,7 +294,7 @@ class _Run:
         started = time.perf_counter()
         base = wap.open_audit_branch(table, branch, run_id=self.run_id)
         wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer, plan))
-        audited = wap.read_days(table, write_days, branch=branch)
+        audited = self._as_written(table, branch, candidate, write_days, target)
         self._timed(f"{target_name}.write", started)
         started = time.perf_counter()
         outcome = validate(suite, audited, as_of=self.as_of)
@@ -414,13 +361,23 @@ class _Run:
             )
         return extents
 
+    def _as_written(self, table: Table, branch: str, rows: pa.Table, days: list[datetime], target: TableSpec) -> pa.Table:
+        """The rows the audit branch now holds for `days`: `rows` as the table types them, once the branch is seen to
+        hold exactly that many there (a count from the `ts` column alone). The audit validates these; reading every
+        column back from files this run has just written would only cost time."""
+        held = wap.count_days(table, days, branch=branch)
+        if held != rows.num_rows:
+            raise PipelineError(f"{wap.table_name(table)}: audit branch {branch} holds {held} rows for its days; expected {rows.num_rows}")
+        schema = arrow_schema(target)
+        return rows.select(schema.names).cast(schema)
+
     def _stage(self, table: Table, branch: str, at: int, rows: pa.Table, days: list[datetime], *, properties: dict[str, str]) -> None:
         """Reset `branch` to snapshot `at` and write `rows` over `days`; the branch must then hold exactly `rows` there."""
         wap.open_audit_branch(table, branch, run_id=self.run_id, at=at)
         wap.overwrite_days(table, rows, days, branch=branch, properties=properties)
-        held = wap.read_days(table, days, branch=branch, columns=("ts",)).num_rows
+        held = wap.count_days(table, days, branch=branch)
         if held != rows.num_rows:
-            raise PipelineError(f"{table.name()}: audit branch {branch} holds {held} rows for its days; expected {rows.num_rows}")
+            raise PipelineError(f"{wap.table_name(table)}: audit branch {branch} holds {held} rows for its days; expected {rows.num_rows}")
 
     def _publish(
         self,
@@ -439,10 +396,10 @@ class _Run:
         as neither the published days nor the plan's inputs changed; otherwise the plan is stale (`_StalePlan`)."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             if wap.days_changed(table, days, since=base):
-                raise _StalePlan(f"{table.name()}: another writer changed {_span(days)} after this run audited them")
+                raise _StalePlan(f"{wap.table_name(table)}: another writer changed {_span(days)} after this run audited them")
             changed = _changed_input(self.ctx, plan, plan_days)
             if changed:
-                raise _StalePlan(f"{table.name()}: input {changed} changed for {_span(plan_days)} after the rows were computed")
+                raise _StalePlan(f"{wap.table_name(table)}: input {changed} changed for {_span(plan_days)} after the rows were computed")
             main = wap.branch_head(table, wap.MAIN)
             if main is not None and main != base:
                 self._stage(table, branch, main, rows, days, properties=self._props(layer, plan))
@@ -483,14 +440,14 @@ class _Run:
                 scope = "table" if table_failed else "partition"
                 reason = f"{'run' if table_failed else 'day ' + str(day.date() if day else '?')} held back: {', '.join(names)}"
             quarantine.append(
-                _quarantine_row(
+                quarantine_row(
                     ts=row["ts"],
-                    record_key=_row_key(target, row),
+                    record_key=row_key(target, row),
                     target=target.name,
                     expectation=",".join(names),
                     scope=scope,
                     reason=reason,
-                    original=_original(row),
+                    original=original_json(row),
                     run_id=self.run_id,
                     now=self.now,
                 )
@@ -545,12 +502,27 @@ class _Run:
         started = time.perf_counter()
         bronze = load_table(self.ctx.catalog, self.p.bronze)
         read = wap.branch_head(bronze, wap.MAIN)
-        raw = wap.read_days(bronze, days)
-        source_kind = self.ctx.inventory.source(self.p.source).kind
-        candidate, problems = conform(source_kind, raw, self.ctx.inventory.table(self.p.silver))
+        landed, self.landed = self.landed, None  # good for the first plan only: a re-plan reads what main holds then
+        if landed is not None and landed.snapshot == read and set(days) <= landed.days:
+            raw = (
+                landed.rows
+                if set(days) == landed.days
+                else landed.rows.filter(pc.is_in(pc.floor_temporal(landed.rows["ts"], unit="day"), pa.array(days, landed.rows["ts"].type)))
+            )
+        else:
+            raw = wap.read_days(bronze, days, columns=BRONZE_PLAN_COLUMNS)
+        latest = latest_revisions(raw)  # one row per key from here, so the slices below conform alike
+        del raw
+        source_kind, silver = self.ctx.inventory.source(self.p.source).kind, self.ctx.inventory.table(self.p.silver)
+        parts, problems = [], []
+        for start in range(0, latest.num_rows, CONFORM_ROWS):
+            rows, found = conform(source_kind, latest.slice(start, CONFORM_ROWS), silver)
+            parts.append(rows)
+            problems.extend(found)
+        candidate = pa.concat_tables(parts) if parts else arrow_schema(silver).empty_table()
         for problem in problems:
             self.quarantine_rows.append(
-                _quarantine_row(
+                quarantine_row(
                     ts=problem.ts,
                     record_key=problem.record_key,
                     target=self.p.silver,
@@ -568,24 +540,206 @@ class _Run:
         self.progress(f"silver: auditing {candidate.num_rows} rows over {len(days)} day(s)")
         return Plan(rows=candidate, inputs={self.p.bronze: read}, checks=[presence] if presence else [])
 
+    # -- staged records (large dropped files): bronze, then silver, a bounded group of days at a time ------------
+    def land_and_promote_staged(self, staged: StagedRecords) -> list[datetime]:
+        """Land and promote records staged on disk; returns the days they cover.
+
+        Bronze lands a group of days per append (each append is whole: exact repeats and conflicting
+        duplicates share a day, so both are settled within a group), and quarantine rows are written as they
+        are found, so memory holds one group. Silver then goes through one audit branch, a group at a time
+        (`_promote_staged`), and main moves once, after every group passed: silver never shows part of a file.
+        A run that dies part-way leaves bronze holding some groups and main untouched; the file is not in the
+        manifest, so the next run reads it again, lands only what bronze lacks, quarantines nothing twice
+        (`write_quarantine` skips rows already held) and recomputes silver from bronze.
+        """
+        groups = staged.groups()
+        started = time.perf_counter()
+        self._flush_quarantine()  # unreadable and refused files first: they never depend on the groups
+        for days in groups:
+            self._land_staged(days, staged.read(days))
+            self._flush_quarantine()
+        self.result.tables.append(
+            TableOutcome(table=self.p.bronze, rows_written=self.result.bronze_new, snapshot_id=self.snapshots.get(self.p.bronze))
+        )
+        self._timed("bronze", started)
+        self.progress(f"bronze: {self.result.bronze_new} new of {self.result.records_fetched} fetched in {len(groups)} group(s)")
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self._promote_staged(groups)
+                break
+            except _StalePlan as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                wap.count_replan()
+                log.info("%s; re-planning (attempt %d)", exc, attempt + 1)
+        return staged.days()
+
+    def _land_staged(self, days: list[datetime], rows: pa.Table) -> None:
+        """Append the staged records of `days` that bronze lacks; quarantine conflicting duplicates among them."""
+        order = pa.array(range(rows.num_rows), type=pa.int64())
+        rows = rows.append_column("_order", order)
+        # Exact repeats (same key and payload) land once: the first read wins, as `dedupe_records` keeps it.
+        firsts = rows.group_by(["record_key", "payload_hash"], use_threads=False).aggregate([("_order", "min")])
+        keep = firsts.column("_order_min").combine_chunks()
+        unique = rows.take(pc.take(keep, pc.array_sort_indices(keep)))
+        del rows, firsts, keep
+        counts = unique.group_by(["ts", "record_key"], use_threads=False).aggregate([("payload_hash", "count")])
+        clashing = counts.filter(pc.greater(counts.column("payload_hash_count"), 1)).select(["ts", "record_key"])
+        if clashing.num_rows:
+            copies = unique.join(clashing, keys=["ts", "record_key"], join_type="left semi").sort_by("_order").to_pylist()
+            self._quarantine_conflicts(
+                [
+                    SourceRecord(ts=c["ts"], record_key=c["record_key"], payload=json.loads(c["payload"]), source_uri=c["source_uri"])
+                    for c in copies
+                ]
+            )
+        table = load_table(self.ctx.catalog, self.p.bronze)
+        existing = wap.read_days(table, days, columns=("record_key", "payload_hash"))
+        existing = existing.cast(pa.schema([unique.schema.field("record_key"), unique.schema.field("payload_hash")]))
+        new = unique.join(existing, keys=["record_key", "payload_hash"], join_type="left anti") if existing.num_rows else unique
+        new = new.sort_by("_order")
+        data = pa.table(
+            {
+                "ts": new.column("ts"),
+                "record_key": new.column("record_key"),
+                "payload": new.column("payload"),
+                "payload_hash": new.column("payload_hash"),
+                "source_uri": new.column("source_uri"),
+                "run_id": pa.array([self.run_id] * new.num_rows, type=pa.string()),
+                "fetched_at": pa.array([self.now] * new.num_rows, type=pa.timestamp("us", tz="UTC")),
+            },
+            schema=arrow_schema(self.ctx.inventory.table(self.p.bronze)),
+        )
+        self.snapshots[self.p.bronze] = wap.append(table, data, properties=self._props("bronze"))
+        self.result.records_fetched += unique.num_rows
+        self.result.bronze_new += new.num_rows
+
+    def _promote_staged(self, groups: list[list[datetime]]) -> None:
+        """Write-audit-publish silver for `groups` of days on one audit branch; main moves once, at the end.
+
+        Each group is planned from bronze (`plan_silver`), written over its days on the branch, read back and
+        validated a slice at a time (the suite is row scope, `sliceable`), and its failing rows are quarantined
+        and taken off the branch. If main moved meanwhile, or bronze changed under the plans, the whole
+        promotion is planned again (`_StalePlan`).
+        """
+        target = self.ctx.inventory.table(self.p.silver)
+        suite = self.ctx.inventory.suite(self.p.suite)
+        table = load_table(self.ctx.catalog, self.p.silver)
+        branch = wap.audit_branch_name(self.run_id)
+        base = wap.open_audit_branch(table, branch, run_id=self.run_id)
+        total: SuiteOutcome | None = None
+        reads: dict[str, int | None] = {}
+        written: list[datetime] = []
+        rows_in = passed = quarantined = 0
+        for days in groups:
+            started = time.perf_counter()
+            plan = self.plan_silver(days)
+            reads = reads or plan.inputs
+            rows_in += plan.rows.num_rows
+            write_days = sorted(pc.unique(pc.floor_temporal(plan.rows.column("ts"), unit="day")).to_pylist()) if plan.rows.num_rows else []
+            if not write_days:
+                continue
+            props = self._props("silver", plan)
+            wap.overwrite_days(table, plan.rows, write_days, branch=branch, properties=props)
+            del plan
+            audited = wap.read_days(table, write_days, branch=branch)
+            self._timed(f"{self.p.silver}.write", started)
+            started = time.perf_counter()
+            outcome = validate_in_slices(suite, audited, as_of=self.as_of)
+            self._timed(f"{self.p.silver}.audit", started)
+            total = outcome if total is None else combine(total, outcome)
+            clean, held_rows = self._route(target, audited, outcome, set(), table_failed=False)
+            if held_rows:
+                self.quarantine_rows.extend(held_rows)
+                self._stage(table, branch, wap.branch_head(table, branch) or base, clean, write_days, properties=props)
+            written.extend(write_days)
+            passed, quarantined = passed + clean.num_rows, quarantined + len(held_rows)
+            self._flush_quarantine()
+        self.result.rows_in = rows_in
+        outcome_table = TableOutcome(table=self.p.silver, rows_written=passed, rows_quarantined=quarantined)
+        if total is not None:
+            self.ctx.ledger.record_validation(self.run_id, self.p.silver, suite.name, total.outcomes)
+        outcome_table.quality_score = self.ctx.ledger.record_quality(
+            self.run_id, self.p.silver, checked=passed + quarantined, passed=passed
+        )
+        snapshot = None
+        if written:
+            with self.ctx.control.table_lock(self.p.silver):
+                table.refresh()
+                main = wap.branch_head(table, wap.MAIN)
+                changed = _changed_input(self.ctx, Plan(rows=arrow_schema(target).empty_table(), inputs=reads), sorted(written))
+                if main != base or changed:
+                    raise _StalePlan(f"{self.p.silver}: {changed or 'main'} changed while this run staged {_span(sorted(written))}")
+                try:
+                    snapshot = wap.publish(table, branch)
+                except PublishConflictError as exc:
+                    raise _StalePlan(str(exc)) from exc
+        else:
+            wap.drop_branch(table, branch)
+        outcome_table.snapshot_id = snapshot
+        self.snapshots[self.p.silver] = snapshot
+        self.result.tables.append(outcome_table)
+        self.progress(f"{self.p.silver}: published {passed} rows, quarantined {quarantined}")
+
+    def _flush_quarantine(self) -> int:
+        """Write the quarantine rows gathered so far; returns how many rows this run has newly quarantined in all."""
+        before = list(self.result.quarantine)
+        fresh = self.write_quarantine()
+        self.quarantine_rows.clear()
+        self.quarantined_so_far += fresh
+        groups = {(g.target_table, g.expectation, g.scope): g for g in before}
+        for g in self.result.quarantine if fresh else []:
+            seen = groups.get((g.target_table, g.expectation, g.scope))
+            if seen is None:
+                groups[(g.target_table, g.expectation, g.scope)] = g
+                continue
+            stamps = [t for t in (seen.first_ts, seen.last_ts, g.first_ts, g.last_ts) if t is not None]
+            groups[(g.target_table, g.expectation, g.scope)] = seen.model_copy(
+                update={
+                    "rows": seen.rows + g.rows,
+                    "first_ts": min(stamps, default=None),
+                    "last_ts": max(stamps, default=None),
+                    "sample": (seen.sample + g.sample)[:5],
+                }
+            )
+        self.result.quarantine = list(groups.values())
+        return self.quarantined_so_far
+
     def execute(self) -> RunResult:
         fetched = self.fetch()
-        record_days = self.land_bronze(fetched)
-        days = self.affected_days(record_days)
-        self.promote(self.p.silver, lambda: self.plan_silver(days), days, self.p.suite)
+        if fetched.staged is not None:
+            try:
+                days = self.land_and_promote_staged(fetched.staged)
+            finally:
+                fetched.staged.close()
+        else:
+            record_days = self.land_bronze(fetched)
+            days = self.affected_days(record_days)
+            self.promote(self.p.silver, lambda: self.plan_silver(days), days, self.p.suite)
         silver_outcome = self.result.tables[-1]
         self.result.rows_out = silver_outcome.rows_written
         if not self.table_held:
-            for mart_name in self.p.marts:
-                self.refresh_mart(mart_name, days)
+            mart_refresh.mark(self.ctx, self.p.marts, days, run_id=self.run_id)
+        if self.refresh_marts:
+            self.refresh_pending_marts()
         started = time.perf_counter()
-        self.result.rows_quarantined = self.write_quarantine()
+        self.result.rows_quarantined = self._flush_quarantine()
         self._timed("quarantine", started)
         if fetched.files:  # dropped files are ingested once, and only once their rows are in bronze and quarantine
             DropManifest(self.ctx.ledger).record(fetched.files, run_id=self.run_id)
         self.result.held_days = sorted(d.date().isoformat() for d in self.held)
         self.result.status = "quarantined" if (self.held or self.table_held) else "succeeded"
         return self.result
+
+    # False: the run only marks its marts' days, and its caller refreshes them later, coalesced (the service's catch-up).
+    refresh_marts: bool = True
+
+    def refresh_pending_marts(self) -> None:
+        """One coalesced refresh per mart of this pipeline: every day any of its inputs marked (pipelines/mart_refresh.py)."""
+        for mart_name in self.p.marts:
+            with mart_refresh.claim(self.ctx, self.ctx.inventory.mart(mart_name)) as days:
+                if days:
+                    self.refresh_mart(mart_name, days)
 
     def refresh_mart(self, mart_name: str, days: list[datetime]) -> None:
         mart = self.ctx.inventory.mart(mart_name)
@@ -633,8 +787,13 @@ def run_pipeline(
     run_id: str | None = None,
     progress: Progress | None = None,
     attempt: int = 1,
+    refresh_marts: bool = True,
 ) -> RunResult:
-    """Run `pipeline` over `window` as known at `as_of` (default now); the ledger records every outcome."""
+    """Run `pipeline` over `window` as known at `as_of` (default now); the ledger records every outcome.
+
+    The run marks the days it changed in its marts; with `refresh_marts` it then refreshes them, with any days
+    their other inputs marked (pipelines/mart_refresh.py), so the marts are fresh when it returns.
+    """
     spec = ctx.inventory.pipeline(pipeline)
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     run_id = run_id or new_run_id(pipeline)
@@ -657,6 +816,7 @@ def run_pipeline(
             )
     ledger.start_run(run_id=run_id, pipeline=pipeline, window_start=window.start, window_end=window.end, as_of=as_of, attempts=attempt)
     run = _Run(ctx, spec, window, as_of=as_of, run_id=run_id, progress=progress)
+    run.refresh_marts = refresh_marts
     openlineage.emit_run_event(ctx, spec, "START", run_id=run_id, window=window, as_of=as_of)
     started = time.perf_counter()
     tally = wap.ConflictTally()
@@ -670,10 +830,13 @@ def run_pipeline(
         transient = isinstance(exc, TransientSourceError | PublishConflictError | LakehouseError | OSError)
         result.error_kind = "transient" if transient else "permanent"
         result.retry_after_s = exc.retry_after_s if isinstance(exc, TransientSourceError) else None
-        if isinstance(exc, SourceError):
+        if transient:
+            # Its caller retries it (the service, a backfill) or shows it (`dataops run`): one line, the traceback at DEBUG.
+            log.info("run %s failed transiently: %s", run_id, result.error, exc_info=log.isEnabledFor(logging.DEBUG))
+        elif isinstance(exc, SourceError):
             log.error("run %s: source failed: %s", run_id, exc)
         else:
-            log.exception("run %s failed", run_id)
+            log.error("run %s failed: %s", run_id, result.error, exc_info=log.isEnabledFor(logging.INFO))  # traceback under --verbose
     except Exception as exc:
         result = run.result
         result.status = "failed"

@@ -24,10 +24,10 @@ from tenacity import RetryCallState
 
 from config.errors import PipelineError
 from config.settings import DataopsSettings
-from pipelines.backfill import ExecutorName, failed_result, run_partition, shared_storage_problems
 from pipelines.context import PlatformContext
-from pipelines.promotion import RunResult
+from pipelines.partition_runs import ExecutorName, failed_result, run_partition, shared_storage_problems
 from pipelines.retry import Backoff, retrying
+from pipelines.run_result import RunResult
 from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from pipelines import lineage
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
-from pipelines.promotion import _original, _quarantine_row, _row_key  # the quarantine layout is the promotion's
+from pipelines.quarantine import original_json, quarantine_row, row_key
 from pipelines.validation.suite import SuiteOutcome, validate
 
 MANUAL = "manual_quarantine"
@@ -278,8 +278,8 @@ def quarantine_day(ctx: PlatformContext, name: str, day: date, *, reason: str, r
             return result
         why = f"quarantined by {actor}: {reason}"
         held = [
-            _quarantine_row(ts=r["ts"], record_key=_row_key(spec, r), target=name, expectation=MANUAL, scope="partition", reason=why,
-                            original=_original(r), run_id=run_id, now=now)
+            quarantine_row(ts=r["ts"], record_key=row_key(spec, r), target=name, expectation=MANUAL, scope="partition", reason=why,
+                            original=original_json(r), run_id=run_id, now=now)
             for r in rows
         ]  # fmt: skip
         qtable = load_table(ctx.catalog, quarantine)
@@ -344,7 +344,7 @@ def _held_rows(ctx: PlatformContext, spec: TableSpec, quarantines: list[str], st
             row = _as_row(spec, schema, q["original"])
             if row is None:
                 continue
-            held = _Held(quarantine=quarantine, key=_row_key(spec, row), manual=q["expectation"] == MANUAL, at=q["quarantined_at"], row=row)
+            held = _Held(quarantine=quarantine, key=row_key(spec, row), manual=q["expectation"] == MANUAL, at=q["quarantined_at"], row=row)
             kept = newest.get((held.manual, held.key))
             if kept is None or held.at >= kept.at:
                 newest[(held.manual, held.key)] = held
@@ -390,7 +390,7 @@ def release_day(
     with _locked(ctx, name, *quarantines) as table:
         before = wap.branch_head(table, wap.MAIN)
         main_rows = wap.read_days(table, [start]).cast(table.schema().as_arrow())
-        main_keys = {_row_key(spec, r) for r in main_rows.to_pylist()}
+        main_keys = {row_key(spec, r) for r in main_rows.to_pylist()}
         held, total_held = _held_rows(ctx, spec, quarantines, start)
         manual_keys = {h.key for h in held if h.manual}
         cleared = [h for h in held if h.manual and h.key in main_keys]

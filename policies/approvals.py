@@ -27,7 +27,7 @@ from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import ApprovalError
-from pipelines.ledger import Base, Ledger, _aware, _pid_alive, add_missing_columns, ensure_tables
+from pipelines.ledger import Base, Ledger, add_missing_columns, as_utc, ensure_tables, pid_alive
 from policies.people import Actor
 
 ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
@@ -86,7 +86,7 @@ class Approval(BaseModel):
     def of(cls, row: ApprovalRow) -> Approval:
         fields = {name: getattr(row, name) for name in cls.model_fields}
         for name in ("requested_at", "expires_at", "decided_at", "resumed_at"):
-            fields[name] = _aware(fields[name])
+            fields[name] = as_utc(fields[name])
         return cls.model_validate(fields)
 
 
@@ -223,7 +223,7 @@ class ApprovalStore:
             row = s.get(ApprovalRow, approval_id)
             if row is None or row.resumed_at is not None or row.status == "pending":
                 return False
-            holder, since = row.claimed_by, _aware(row.claimed_at)
+            holder, since = row.claimed_by, as_utc(row.claimed_at)
             if holder and holder != me and not _claim_dead(holder) and since is not None and now - since < stale_after:
                 return False
             changed = s.execute(
@@ -251,7 +251,7 @@ def _same_claim(holder: str | None) -> Any:
 
 def _claim_dead(holder: str) -> bool:
     host, _, pid = holder.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def _when(at: datetime | None) -> str:

@@ -29,7 +29,7 @@ from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, func, selec
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import PolicyError
-from pipelines.ledger import Base, Ledger, _aware, add_missing_columns, ensure_tables
+from pipelines.ledger import Base, Ledger, add_missing_columns, as_utc, ensure_tables
 
 FINISHED = ("ok", "error")
 Verdict = Literal["allow", "needs_approval", "deny", "invalid"]
@@ -97,7 +97,7 @@ class AuditEntry(BaseModel):
     @classmethod
     def of(cls, row: AuditRow) -> AuditEntry:
         fields = {name: getattr(row, name) for name in cls.model_fields}
-        fields["at"] = _aware(row.at)
+        fields["at"] = as_utc(row.at)
         return cls.model_validate(fields)
 
 
@@ -152,7 +152,7 @@ class AuditLog:
                 query = query.where(DiagnosisRow.incident_id == incident_id)
             return [
                 DiagnosisEntry(
-                    at=_aware(r.at) or r.at, thread_id=r.thread_id, incident_id=r.incident_id, cause=r.cause, confidence=r.confidence,
+                    at=as_utc(r.at) or r.at, thread_id=r.thread_id, incident_id=r.incident_id, cause=r.cause, confidence=r.confidence,
                     summary=r.summary, evidence=[str(e) for e in r.evidence or []],
                 )
                 for r in s.scalars(query)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from pipelines.promotion import run_pipeline
 from policies.audit import AuditLog
 from tests.conftest import REPO, utc, window
 from tools.registry import REGISTRY
-
-
-@pytest.fixture(autouse=True)
-def _no_faults() -> Iterator[None]:
-    faults.clear()
-    yield
-    faults.clear()
 
 
 def _incidents(ctx: PlatformContext, pipeline: str, start: tuple[int, ...], end: tuple[int, ...], now: object) -> list[int]:
@@ -109,7 +101,7 @@ def test_real_outage_day_is_escalated_because_the_source_lacks_it(ctx: PlatformC
 
 
 def test_late_data_is_backfilled_verified_and_resolved(ctx: PlatformContext) -> None:
-    faults.inject(
+    ctx.faults.inject(
         faults.SourceFault(kind="late_slots", source="carbon_intensity", start=utc(2023, 1, 5, 12), end=utc(2023, 1, 5, 18), times=1)
     )
     now = utc(2023, 1, 6, 1)
@@ -133,7 +125,7 @@ def test_late_data_is_backfilled_verified_and_resolved(ctx: PlatformContext) -> 
 
 
 def test_transient_failure_is_rerun_and_resolved(ctx: PlatformContext) -> None:
-    faults.inject(faults.SourceFault(kind="transient_error", source="carbon_intensity", times=1))
+    ctx.faults.inject(faults.SourceFault(kind="transient_error", source="carbon_intensity", times=1))
     now = utc(2023, 1, 3, 1)
     ids = _incidents(ctx, "carbon_intensity", (2023, 1, 1), (2023, 1, 3), now)
     failure = ctx.incidents.get(ids[0])
@@ -149,7 +141,7 @@ def test_transient_failure_is_rerun_and_resolved(ctx: PlatformContext) -> None:
 
 
 def test_schema_drift_pauses_the_pipeline_and_escalates_with_the_diff(ctx: PlatformContext) -> None:
-    faults.inject(faults.SourceFault(kind="rename_field", source="carbon_intensity", field="intensity.actual", new_name="measured"))
+    ctx.faults.inject(faults.SourceFault(kind="rename_field", source="carbon_intensity", field="intensity.actual", new_name="measured"))
     now = utc(2023, 1, 3, 1)
     ids = _incidents(ctx, "carbon_intensity", (2023, 1, 1), (2023, 1, 3), now)
     drift = next(i for i in (ctx.incidents.get(n) for n in ids) if i.kind == "schema_drift")

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from config.errors import PipelineError
 from config.settings import DataopsSettings
 from pipelines import backfill, faults
-from pipelines.backfill import BackfillReport, run_backfill, shared_storage_problems
+from pipelines.backfill import BackfillReport, run_backfill
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import load_table
+from pipelines.partition_runs import shared_storage_problems
 from pipelines.ray_executor import RayRunner, partition_task
 from tests.conftest import utc
 from tests.fakes.postgres_server import PostgresServer, postgres_server_fixture
@@ -82,24 +83,18 @@ def test_partitions_are_whole_utc_days_of_the_asked_size() -> None:
 
 def test_transient_failures_run_again_and_are_counted(settings: DataopsSettings) -> None:
     ctx = PlatformContext.open(settings.model_copy(update={"run_backoff_s": 0.0}))
-    faults.inject(
+    ctx.faults.inject(
         faults.SourceFault(kind="transient_error", source="carbon_intensity", start=utc(2023, 3, 2), end=utc(2023, 3, 3), times=1)
     )
-    try:
-        report = run_backfill(ctx, "carbon_intensity", utc(2023, 3, 1), utc(2023, 3, 4), as_of=AS_OF)
-    finally:
-        faults.clear()
+    report = run_backfill(ctx, "carbon_intensity", utc(2023, 3, 1), utc(2023, 3, 4), as_of=AS_OF)
     assert (report.succeeded, report.failed, report.task_retries) == (3, 0, 1)
     assert [o.attempts for o in report.outcomes] == [1, 2, 1]
 
 
 def test_a_partition_that_keeps_failing_is_reported_and_the_rest_lands(settings: DataopsSettings) -> None:
     ctx = PlatformContext.open(settings.model_copy(update={"run_backoff_s": 0.0, "run_max_attempts": 2}))
-    faults.inject(faults.SourceFault(kind="transient_error", source="carbon_intensity", start=utc(2023, 3, 2), end=utc(2023, 3, 3)))
-    try:
-        report = run_backfill(ctx, "carbon_intensity", utc(2023, 3, 1), utc(2023, 3, 4), as_of=AS_OF)
-    finally:
-        faults.clear()
+    ctx.faults.inject(faults.SourceFault(kind="transient_error", source="carbon_intensity", start=utc(2023, 3, 2), end=utc(2023, 3, 3)))
+    report = run_backfill(ctx, "carbon_intensity", utc(2023, 3, 1), utc(2023, 3, 4), as_of=AS_OF)
     failed = [o for o in report.outcomes if o.status == "failed"]
     assert [o.start for o in failed] == [utc(2023, 3, 2)] and failed[0].attempts == 2 and "503" in (failed[0].error or "")
     assert report.succeeded == 2 and contents(ctx)["silver.carbon_intensity"][0] == 96

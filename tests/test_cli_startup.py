@@ -97,7 +97,7 @@ def test_one_module_assembles_every_command() -> None:
 
 def test_backfill_help_names_every_executor() -> None:
     from evals.cli import app
-    from pipelines.backfill import EXECUTORS
+    from pipelines.partition_runs import EXECUTORS
 
     done = CliRunner().invoke(app, ["backfill", "--help"], env={"COLUMNS": "200"})
     assert done.exit_code == 0

@@ -7,11 +7,8 @@ quarantine row and no warning. Exact repeats are still absorbed silently.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from agent.diagnose import diagnose
 from pipelines import faults
@@ -25,13 +22,6 @@ from tests.conftest import utc, window
 
 DAY, NEXT = utc(2023, 1, 10), utc(2023, 1, 11)
 START, END = utc(2023, 1, 10, 12), utc(2023, 1, 10, 15)  # six half-hour slots
-
-
-@pytest.fixture(autouse=True)
-def no_faults() -> Iterator[None]:
-    faults.clear()
-    yield
-    faults.clear()
 
 
 def run(ctx: PlatformContext) -> RunResult:
@@ -49,7 +39,7 @@ def silver_slots(ctx: PlatformContext) -> dict[str, float | None]:
 
 
 def test_conflicting_duplicates_are_both_quarantined_and_neither_published(ctx: PlatformContext) -> None:
-    faults.inject(
+    ctx.faults.inject(
         faults.SourceFault(kind="duplicates", source="carbon_intensity", field="intensity.actual", value=500, start=START, end=END)
     )
     result = run(ctx)
@@ -72,7 +62,7 @@ def test_conflicting_duplicates_are_both_quarantined_and_neither_published(ctx: 
 
 
 def test_the_agent_still_diagnoses_changed_duplicates(ctx: PlatformContext) -> None:
-    faults.inject(
+    ctx.faults.inject(
         faults.SourceFault(kind="duplicates", source="carbon_intensity", field="intensity.actual", value=500, start=START, end=END)
     )
     result = run(ctx)
@@ -84,7 +74,7 @@ def test_the_agent_still_diagnoses_changed_duplicates(ctx: PlatformContext) -> N
 
 
 def test_exact_duplicates_are_absorbed_silently(ctx: PlatformContext) -> None:
-    faults.inject(faults.SourceFault(kind="duplicates", source="carbon_intensity", start=START, end=END))
+    ctx.faults.inject(faults.SourceFault(kind="duplicates", source="carbon_intensity", start=START, end=END))
     result = run(ctx)
     assert (result.status, result.records_fetched, result.rows_out, result.quarantine) == ("succeeded", 48, 48, [])
 

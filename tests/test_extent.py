@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from agent.diagnose import diagnose
 from agent.planner import PlanningState, ProposedCall, Turn
@@ -24,13 +21,6 @@ from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import PARTIAL_PROPERTY, run_pipeline
 from tests.conftest import utc, window
 from tools import names
-
-
-@pytest.fixture(autouse=True)
-def _no_faults() -> Iterator[None]:
-    faults.clear()
-    yield
-    faults.clear()
 
 
 def _slots(day: datetime, first: int, last: int) -> list[datetime]:
@@ -96,12 +86,12 @@ def test_an_ops_database_from_before_extents_gains_the_column(tmp_path: Path) ->
         assert db.execute("SELECT kind FROM incidents").fetchall() == [("completeness",)]
 
 
-def _outage(start: str, end: str) -> None:
-    faults.inject(faults.SourceFault(kind="outage", source="carbon_intensity", start=start, end=end))  # type: ignore[arg-type]
+def _outage(ctx: PlatformContext, start: str, end: str) -> None:
+    ctx.faults.inject(faults.SourceFault(kind="outage", source="carbon_intensity", start=start, end=end))  # type: ignore[arg-type]
 
 
 def test_a_held_partial_day_reports_its_missing_slots(ctx: PlatformContext) -> None:
-    _outage("2023-03-02T06:00:00Z", "2023-03-02T09:00:00Z")
+    _outage(ctx, "2023-03-02T06:00:00Z", "2023-03-02T09:00:00Z")
     result = run_pipeline(ctx, "carbon_intensity", window((2023, 3, 1), (2023, 3, 4)), as_of=utc(2023, 3, 4, 1))
     assert result.held_days == ["2023-03-02"]
     [extent] = result.extents
@@ -114,8 +104,8 @@ def test_a_held_partial_day_reports_its_missing_slots(ctx: PlatformContext) -> N
 def test_publish_flagged_publishes_what_a_partial_day_has_and_flags_it(ctx: PlatformContext) -> None:
     spec = ctx.inventory.pipelines["carbon_intensity"].model_copy(update={"partial_days": "publish_flagged"})
     ctx.inventory = ctx.inventory.model_copy(update={"pipelines": {**ctx.inventory.pipelines, "carbon_intensity": spec}})
-    _outage("2023-03-02T06:00:00Z", "2023-03-02T09:00:00Z")
-    _outage("2023-03-03T00:00:00Z", "2023-03-04T00:00:00Z")
+    _outage(ctx, "2023-03-02T06:00:00Z", "2023-03-02T09:00:00Z")
+    _outage(ctx, "2023-03-03T00:00:00Z", "2023-03-04T00:00:00Z")
     result = run_pipeline(ctx, "carbon_intensity", window((2023, 3, 1), (2023, 3, 4)), as_of=utc(2023, 3, 4, 1))
     assert result.held_days == ["2023-03-03"], "an empty day has nothing to publish; only the partial one is published"
     by_day = {e.day: e for e in result.extents}
@@ -130,7 +120,7 @@ def test_publish_flagged_publishes_what_a_partial_day_has_and_flags_it(ctx: Plat
 
 def test_diagnosis_names_a_unit_change_by_its_ratio_to_history(ctx: PlatformContext) -> None:
     run_pipeline(ctx, "carbon_intensity", window((2023, 2, 20), (2023, 3, 2)), as_of=utc(2023, 3, 2, 1))
-    faults.inject(
+    ctx.faults.inject(
         faults.SourceFault(
             kind="unit_change",
             source="carbon_intensity",

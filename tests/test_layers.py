@@ -65,3 +65,69 @@ def test_ray_stays_an_optional_extra() -> None:
             tree = ast.parse(path.read_text())
             top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
             assert "pipelines.ray_executor" not in top, f"{path.relative_to(REPO)} imports the Ray executor at module level"
+
+
+def _module_imports(path: Path, package: str) -> set[str]:
+    """Project modules `path` imports anywhere (functions included), except under `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for child in node.body for n in ast.walk(child)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == package}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == package:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for name in graph:
+        if name not in index:
+            visit(name)
+    return circles
+
+
+def test_no_import_circles_in_a_layer() -> None:
+    """Modules of one folder form no circle (STYLE.md: small modules, one concept each, imports one way).
+
+    Imports only for type checking do not count; lazy imports inside functions do."""
+    for package in ALLOWED:
+        modules = {".".join(p.relative_to(REPO).with_suffix("").parts): p for p in (REPO / package).rglob("*.py")}
+        modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
+        graph = {name: {m for m in _module_imports(path, package) if m in modules and m != name} for name, path in modules.items()}
+        circles = _circles(graph)
+        assert not circles, f"{package}/ has import circles: {circles}"

@@ -173,11 +173,8 @@ def test_a_run_emits_start_then_complete_with_the_graphs_datasets(file_ctx: Plat
 
 
 def test_a_failing_run_emits_fail_with_its_error(file_ctx: PlatformContext, events_file: Path) -> None:
-    faults.inject(faults.SourceFault(kind="transient_error", source="carbon_intensity", times=1))
-    try:
-        result = run_pipeline(file_ctx, "carbon_intensity", SHORT, as_of=utc(2023, 3, 1))
-    finally:
-        faults.clear()
+    file_ctx.faults.inject(faults.SourceFault(kind="transient_error", source="carbon_intensity", times=1))
+    result = run_pipeline(file_ctx, "carbon_intensity", SHORT, as_of=utc(2023, 3, 1))
     assert result.status == "failed" and result.error
     events = read_events(events_file)
     assert [e["eventType"] for e in events] == ["START", "FAIL"]

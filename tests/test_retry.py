@@ -188,32 +188,23 @@ def test_the_policy_refuses_a_rerun_once_the_incidents_budget_is_spent() -> None
 
 
 def test_a_503_fault_carries_its_retry_after_and_recovers_after_times() -> None:
-    faults.clear()
-    try:
-        fault = faults.load_fault({"kind": "transient_error", "source": "carbon_intensity", "times": 2, "retry_after_s": 120})
-        assert isinstance(fault, faults.SourceFault)
-        faults.inject(fault)
-        for _ in range(2):
-            with pytest.raises(TransientSourceError) as caught:
-                faults.apply("carbon_intensity", T0, T0 + timedelta(days=1), {"data": []})
-            assert caught.value.retry_after_s == 120
-            assert "503 Service Unavailable with Retry-After 120" in str(caught.value)
-        assert faults.apply("carbon_intensity", T0, T0 + timedelta(days=1), {"data": []}) == {"data": []}
-    finally:
-        faults.clear()
+    fault = faults.load_fault({"kind": "transient_error", "source": "carbon_intensity", "times": 2, "retry_after_s": 120})
+    assert isinstance(fault, faults.SourceFault)
+    injected = faults.SourceFaults([fault])
+    for _ in range(2):
+        with pytest.raises(TransientSourceError) as caught:
+            injected.apply("carbon_intensity", T0, T0 + timedelta(days=1), {"data": []})
+        assert caught.value.retry_after_s == 120
+        assert "503 Service Unavailable with Retry-After 120" in str(caught.value)
+    assert injected.apply("carbon_intensity", T0, T0 + timedelta(days=1), {"data": []}) == {"data": []}
 
 
 def test_a_429_fault_carries_its_value_as_retry_after() -> None:
-    faults.clear()
-    try:
-        fault = faults.load_fault({"kind": "rate_limited", "source": "carbon_intensity", "value": 30})
-        assert isinstance(fault, faults.SourceFault)
-        faults.inject(fault)
-        with pytest.raises(TransientSourceError) as caught:
-            faults.apply("carbon_intensity", T0, T0 + timedelta(days=1), {"data": []})
-        assert caught.value.retry_after_s == 30
-    finally:
-        faults.clear()
+    fault = faults.load_fault({"kind": "rate_limited", "source": "carbon_intensity", "value": 30})
+    assert isinstance(fault, faults.SourceFault)
+    with pytest.raises(TransientSourceError) as caught:
+        faults.SourceFaults([fault]).apply("carbon_intensity", T0, T0 + timedelta(days=1), {"data": []})
+    assert caught.value.retry_after_s == 30
 
 
 def test_retry_after_is_refused_on_faults_that_are_not_a_503() -> None:

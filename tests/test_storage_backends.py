@@ -461,12 +461,10 @@ def test_upkeep_on_an_s3_warehouse(tmp_path: Path, clean_env: None, s3_server: S
     ctx = PlatformContext.open(settings)
     try:
         # The same day three times, revised after the first fetch: new snapshots, replaced and added files.
-        faults.inject(faults.SourceFault(kind="late_revision", source="carbon_intensity", field="intensity.forecast", value=1))
-        try:
-            for _ in range(3):
-                assert run_pipeline(ctx, "carbon_intensity", DAY).status == "succeeded"
-        finally:
-            faults.clear()
+        ctx.faults.inject(faults.SourceFault(kind="late_revision", source="carbon_intensity", field="intensity.forecast", value=1))
+        for _ in range(3):
+            assert run_pipeline(ctx, "carbon_intensity", DAY).status == "succeeded"
+        ctx.faults.clear()
         before = _contents(ctx)
         keys_before = set(s3_server.keys("upkeep/silver/carbon_intensity/"))
         compacted = compact_table(ctx, "bronze.carbon_intensity", run_id="upkeep-test", min_files=2)

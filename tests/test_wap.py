@@ -143,5 +143,25 @@ def test_commit_conflicts_that_never_end_are_a_lakehouse_error(monkeypatch: pyte
     calls, commit = _conflicting(99, CommitFailedException("branch main has changed"))
     with pytest.raises(LakehouseError) as caught:
         wap.with_commit_retry(commit, table=_Table(), attempts=3, what="write audit-r1")  # type: ignore[arg-type]
-    assert str(caught.value) == "write audit-r1 on ('silver', 'weather') kept conflicting after 3 attempts: branch main has changed"
+    assert str(caught.value) == "write audit-r1 on silver.weather kept conflicting after 3 attempts: branch main has changed"
     assert calls == [1, 2, 3] and isinstance(caught.value.__cause__, CommitFailedException)
+
+
+def test_count_days_reads_the_manifests_and_agrees_with_the_rows(ctx: PlatformContext) -> None:
+    table = load_table(ctx.catalog, "silver.weather")
+    day1, day2 = utc(2023, 1, 1), utc(2023, 1, 2)
+    two_days = pa.concat_tables(
+        [
+            weather_rows(list(range(24)), 1.0, "a"),
+            weather_rows(list(range(10)), 1.0, "a").set_column(0, "ts", pa.array([utc(2023, 1, 2, h) for h in range(10)])),
+        ]
+    )
+    assert wap.count_days(table, [day1]) == 0
+    wap.open_audit_branch(table, "audit-a", run_id="a")
+    wap.overwrite_days(table, two_days, [day1, day2], branch="audit-a", properties={"run_id": "a"})
+    assert wap.count_days(table, [day1], branch="audit-a") == 24
+    assert wap.count_days(table, [day1, day2], branch="audit-a") == 34
+    assert wap.count_days(table, [day2], branch=wap.MAIN) == 0, "main does not see the branch"
+    wap.overwrite_days(table, weather_rows([0, 1], 9.0, "a"), [day1], branch="audit-a", properties={"run_id": "a"})
+    for days in ([day1], [day2], [day1, day2], [utc(2023, 1, 3)]):
+        assert wap.count_days(table, days, branch="audit-a") == wap.read_days(table, days, branch="audit-a", columns=("ts",)).num_rows

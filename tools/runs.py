@@ -18,8 +18,9 @@ from config.errors import ToolError
 from pipelines.control import PipelineBusyError
 from pipelines.extent import DayExtent
 from pipelines.ledger import RunRow
-from pipelines.promotion import RunResult, run_pipeline, split_windows
+from pipelines.promotion import run_pipeline, split_windows
 from pipelines.retry import RetryReport, platform_wait, retry, run_failure
+from pipelines.run_result import RunResult
 from pipelines.sources.base import Window
 from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec

@@ -77,6 +77,11 @@ def count_replan() -> None:
         tally.replans += 1
 
 
+def table_name(table: Table) -> str:
+    """`gold.name`, as the inventory and the logs spell it (pyiceberg's `Table.name()` is a tuple)."""
+    return ".".join(table.name())
+
+
 def day_ranges(days: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
     """Contiguous [start, end) ranges covering the given day starts."""
     ranges: list[tuple[datetime, datetime]] = []
@@ -124,7 +129,11 @@ def with_commit_retry(action: Callable[[], T], *, table: Table, attempts: int = 
         count_commit_retry()
         error = state.outcome.exception() if state.outcome is not None else None
         log.info(
-            "%s on %s conflicted (%s); retrying in %.2fs", what, table.name(), error, state.next_action.sleep if state.next_action else 0
+            "%s on %s conflicted (%s); retrying in %.2fs",
+            what,
+            table_name(table),
+            error,
+            state.next_action.sleep if state.next_action else 0,
         )
 
     controller = retrying(
@@ -141,7 +150,7 @@ def with_commit_retry(action: Callable[[], T], *, table: Table, attempts: int = 
     except (CommitFailedException, ValueError) as exc:
         if not is_commit_conflict(exc):
             raise
-        raise LakehouseError(f"{what} on {table.name()} kept conflicting after {attempts} attempts: {exc}") from exc
+        raise LakehouseError(f"{what} on {table_name(table)} kept conflicting after {attempts} attempts: {exc}") from exc
 
 
 def is_commit_conflict(exc: BaseException) -> bool:
@@ -249,6 +258,23 @@ def read_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN, col
     return table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id, selected_fields=columns).to_arrow()
 
 
+def count_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN) -> int:
+    """Rows of the given days at the head of `branch`, from the manifests' record counts when the table is partitioned
+    by day of `ts` and has no delete files (every file then holds one day, wholly inside the filter); else by
+    reading the `ts` column."""
+    days = list(days)
+    snapshot_id = branch_head(table, branch)
+    if snapshot_id is None or not days:
+        return 0
+    fields = table.spec().fields
+    by_day = len(fields) == 1 and str(fields[0].transform) == "day" and table.schema().find_column_name(fields[0].source_id) == "ts"
+    if by_day:
+        tasks = list(table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id).plan_files())
+        if not any(task.delete_files for task in tasks):
+            return sum(task.file.record_count for task in tasks)
+    return read_days(table, days, branch=branch, columns=("ts",)).num_rows
+
+
 def partition_files(table: Table, days: Iterable[datetime], snapshot_id: int | None) -> frozenset[str]:
     """The data and delete files that hold `days` in snapshot `snapshot_id` (day partitions prune the rest)."""
     days = list(days)
@@ -279,13 +305,13 @@ def publish(table: Table, branch: str) -> int | None:
     main_id = branch_head(table, MAIN)
     if main_id is not None and not is_ancestor(table.metadata, main_id, head):
         raise PublishConflictError(
-            f"{table.name()}: main ({main_id}) is no longer an ancestor of audited snapshot {head} on {branch}; "
+            f"{table_name(table)}: main ({main_id}) is no longer an ancestor of audited snapshot {head} on {branch}; "
             "another run published first. Re-plan the promotion from the new main."
         )
     try:
         table.manage_snapshots().set_current_snapshot(snapshot_id=head).remove_branch(branch).commit()
     except CommitFailedException as exc:
-        raise PublishConflictError(f"{table.name()}: main moved while publishing {branch}: {exc}") from exc
+        raise PublishConflictError(f"{table_name(table)}: main moved while publishing {branch}: {exc}") from exc
     table.refresh()
     return head
 

@@ -25,7 +25,7 @@ from pipelines.context import PlatformContext
 from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
-from pipelines.ledger import _aware
+from pipelines.ledger import as_utc
 from pipelines.monitors import feedback
 from pipelines.monitors.state import MonitorStateRow, load_state, save_state
 
@@ -63,7 +63,7 @@ def _last_good_run(ctx: PlatformContext, table: str) -> tuple[datetime, datetime
     for p in ctx.inventory.pipelines_feeding(table):
         for run in ctx.ledger.runs(pipeline=p.name, limit=20):
             if run.status in ("succeeded", "quarantined") and run.finished_at is not None:
-                as_of, finished = _aware(run.as_of), _aware(run.finished_at)
+                as_of, finished = as_utc(run.as_of), as_utc(run.finished_at)
                 assert as_of is not None and finished is not None
                 if best is None or as_of > best[0]:
                     best = (as_of, finished)
@@ -82,7 +82,7 @@ def processed_until(ctx: PlatformContext, table: str, now: datetime) -> datetime
         marks = [m for m in (ctx.control.watermark(p.name),) if m is not None]
         for run in ctx.ledger.runs(pipeline=p.name, limit=20):
             if run.status in ("succeeded", "quarantined"):
-                end, as_of = _aware(run.window_end), _aware(run.as_of)
+                end, as_of = as_utc(run.window_end), as_utc(run.as_of)
                 assert end is not None and as_of is not None
                 marks.append(min(end, as_of))
                 break
@@ -265,7 +265,7 @@ def check_schema(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list
             table=spec.table,
             cause_key=spec.name,
             title=f"{spec.table} payload changed shape: {'; '.join(parts)}",
-            occurred_at=_aware(run.window_start),
+            occurred_at=as_utc(run.window_start),
             evidence={
                 "run_id": run.run_id,
                 "missing": missing,

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import DateTime, Float, Integer, String, Text, or_, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from config.errors import DataOpsError
 from pipelines import metrics
-from pipelines.context import PlatformContext
 from pipelines.incidents import Finding, Incident, IncidentError, IncidentRow, add_note, move, unknown_incident
-from pipelines.ledger import Base, _aware
-from pipelines.monitors.state import CLOCK_STATE, MonitorStateRow
+from pipelines.ledger import as_utc
+from pipelines.monitors.state import CLOCK_STATE
+from pipelines.monitors.tables import LabelRow, MonitorStateRow, SuppressionRow
+
+if TYPE_CHECKING:
+    from pipelines.context import PlatformContext
 
 log = logging.getLogger(__name__)
 
@@ -48,45 +51,6 @@ SCORE_MARGIN = 1.25  # a deviation this much stronger than the one people judged
 
 class FeedbackError(DataOpsError):
     """A judgement or suppression operation was refused (unknown suppression, already lifted, bad expiry)."""
-
-
-class SuppressionRow(Base):
-    __tablename__ = "suppressions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    incident_id: Mapped[int] = mapped_column(Integer, index=True, doc="the incident people marked expected")
-    kind: Mapped[str] = mapped_column(String(40))
-    cause_key: Mapped[str] = mapped_column(String(200), index=True)
-    table_name: Mapped[str] = mapped_column(String(120))
-    direction: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    score: Mapped[float | None] = mapped_column(Float, nullable=True, doc="strongest score of the labelled incident")
-    max_score: Mapped[float | None] = mapped_column(Float, nullable=True, doc="findings scoring above this still alert")
-    reason: Mapped[str] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(String(200))
-    channel: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), doc="platform clock")
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), doc="platform clock")
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), doc="wall clock")
-    hits: Mapped[int] = mapped_column(Integer, default=0)
-    last_hit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, doc="wall clock")
-    lifted_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-
-
-class LabelRow(Base):
-    __tablename__ = "incident_labels"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    incident_id: Mapped[int] = mapped_column(Integer, index=True)
-    verdict: Mapped[str] = mapped_column(String(20))
-    kind: Mapped[str] = mapped_column(String(40))
-    cause_key: Mapped[str] = mapped_column(String(200), index=True)
-    table_name: Mapped[str] = mapped_column(String(120))
-    actor: Mapped[str] = mapped_column(String(200))
-    channel: Mapped[str] = mapped_column(String(20))
-    reason: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), doc="platform clock")
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), doc="wall clock")
 
 
 class Suppression(BaseModel):
@@ -115,7 +79,7 @@ class Suppression(BaseModel):
 
     @classmethod
     def of(cls, row: SuppressionRow) -> Suppression:
-        created, expires = _aware(row.created_at), _aware(row.expires_at)
+        created, expires = as_utc(row.created_at), as_utc(row.expires_at)
         assert created is not None and expires is not None
         return cls(
             id=row.id,
@@ -133,8 +97,8 @@ class Suppression(BaseModel):
             created_at=created,
             expires_at=expires,
             hits=row.hits,
-            last_hit_at=_aware(row.last_hit_at),
-            lifted_at=_aware(row.lifted_at),
+            last_hit_at=as_utc(row.last_hit_at),
+            lifted_at=as_utc(row.lifted_at),
             lifted_by=row.lifted_by,
         )
 
@@ -171,7 +135,7 @@ class Label(BaseModel):
 
     @classmethod
     def of(cls, row: LabelRow) -> Label:
-        at = _aware(row.at)
+        at = as_utc(row.at)
         assert at is not None
         verdict: Verdict = "expected" if row.verdict == "expected" else "real"
         return cls(
@@ -257,7 +221,7 @@ def judge(
             raise IncidentError(unknown_incident(incident_id))
         suppression = _suppress(s, row, actor=actor, channel=channel, reason=reason, now=now, days=days) if action == "expected" else None
         if suppression is not None:
-            expiry = f"{_aware(suppression.expires_at):%Y-%m-%d %H:%M} UTC"
+            expiry = f"{as_utc(suppression.expires_at):%Y-%m-%d %H:%M} UTC"
             pattern = describe_pattern(
                 suppression.kind, suppression.cause_key, suppression.table_name, suppression.direction, suppression.max_score
             )
@@ -289,7 +253,7 @@ def judge(
 
 def _suppress(s: Session, row: IncidentRow, *, actor: str, channel: str, reason: str, now: datetime, days: float) -> SuppressionRow:
     for existing in s.scalars(select(SuppressionRow).where(SuppressionRow.incident_id == row.id, SuppressionRow.lifted_at.is_(None))):
-        expires = _aware(existing.expires_at)
+        expires = as_utc(existing.expires_at)
         if expires is not None and now < expires:
             raise FeedbackError(
                 f"incident {row.id} is already marked expected: suppression #{existing.id} until {expires:%Y-%m-%d %H:%M} UTC; "

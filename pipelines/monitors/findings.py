@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pipelines.extent import DayExtent, Extent
 from pipelines.incidents import Finding
-from pipelines.promotion import RunResult
+from pipelines.run_result import RunResult
 
 
 def _day_start(day: str) -> datetime:

@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import JSON, DateTime, String
-from sqlalchemy.orm import Mapped, mapped_column
 
-from pipelines.context import PlatformContext
-from pipelines.ledger import Base, _aware
+from pipelines.ledger import as_utc
+from pipelines.monitors.tables import MonitorStateRow
+
+if TYPE_CHECKING:
+    from pipelines.context import PlatformContext
 
 CLOCK_STATE = "service.replay_clock"
 """The row where `dataops serve` saves its replay clock, which other processes read as the platform's now."""
 
 
-class MonitorStateRow(Base):
-    __tablename__ = "monitor_state"
-
-    name: Mapped[str] = mapped_column(String(120), primary_key=True)
-    watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-
-
 def load_state(ctx: PlatformContext, name: str) -> tuple[datetime | None, dict[str, Any]]:
     with ctx.ledger.session() as s:
         row = s.get(MonitorStateRow, name)
-        return (_aware(row.watermark), dict(row.state or {})) if row else (None, {})
+        return (as_utc(row.watermark), dict(row.state or {})) if row else (None, {})
 
 
 def save_state(ctx: PlatformContext, name: str, watermark: datetime | None, state: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.errors import SchemaDriftError
 from config.inventory import SourceSpec
+from pipelines.sources.drop_staging import StagedRecords
 
 
 class Window(BaseModel):
@@ -106,7 +107,12 @@ class DropFile(BaseModel):
 
 
 class FetchResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     records: list[SourceRecord] = Field(default_factory=list)
+    staged: StagedRecords | None = Field(
+        default=None, description="records staged on disk by day instead of held in `records` (a drop-folder `stage`)"
+    )
     problems: list[RecordProblem] = Field(default_factory=list)
     files: list[DropFile] = Field(
         default_factory=list, description="dropped files read; the run records them as ingested once their rows are landed"

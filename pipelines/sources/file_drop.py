@@ -11,10 +11,14 @@ The drop folder reads only itself:
 - each file is ingested once: the manifest (pipelines/sources/drop_manifest.py) skips content a finished
   run already landed, under any name; a changed file is a new version;
 - files are read streaming (pipelines/sources/drop_formats.py); any exception while reading one file,
-  `RecursionError` and `MemoryError` included, quarantines that file with its reason and the others land.
+  `RecursionError` and `MemoryError` included, quarantines that file with its reason and the others land;
+- `stage` (what a run uses) writes the records to disk by day as they are read
+  (pipelines/sources/drop_staging.py) instead of holding them, so a run lands a file of any size allowed in
+  bounded memory; `fetch` holds them (for callers that compare a few records).
 
 A file that cannot be read against the contract is not guessed at: it becomes one quarantine record naming
-the file and what is wrong (with its first 64 KiB), and none of its records land.
+the file and what is wrong (with its first 64 KiB), and none of its records land. So does a file with more
+than `MAX_RECORD_PROBLEMS` records that cannot be keyed: past that it is the wrong file, not a few bad rows.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pipelines.sources import replay
 from pipelines.sources.base import DropFile, FetchResult, RecordProblem, SourceRecord, Window, canonical_json
 from pipelines.sources.drop_formats import FileFormatError, csv_records, json_records, parquet_records
 from pipelines.sources.drop_manifest import DropManifest
+from pipelines.sources.drop_staging import FileStage, StagedRecords, clear_stale
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ SUFFIXES = (".json", ".csv", ".parquet")
 IN_PROGRESS_SUFFIXES = (".tmp", ".part")
 REFUSED = "file_refused"
 TOO_LARGE = "file_too_large"
+MAX_RECORD_PROBLEMS = 10_000  # records of one file that cannot be keyed before the whole file is refused
 
 
 class _Refused(Exception):
@@ -119,7 +125,22 @@ class FileDropSource:
 
     def fetch(self, window: Window, *, as_of: datetime) -> FetchResult:
         """The records of every file not ingested before; the window does not apply (files carry their own years)."""
-        result = FetchResult()
+        return self._fetch(FetchResult())
+
+    def stage(self, window: Window, *, as_of: datetime, folder: Path) -> FetchResult:
+        """What `fetch` returns, with the records staged on disk under `folder` (`result.staged`) instead of held.
+
+        The caller owns the staged records and closes them (`result.staged.close()`) when it has landed them.
+        """
+        clear_stale(folder.parent)
+        staged = StagedRecords(folder)
+        try:
+            return self._fetch(FetchResult(staged=staged))
+        except BaseException:
+            staged.close()
+            raise
+
+    def _fetch(self, result: FetchResult) -> FetchResult:
         hashes: dict[str, str] = {}  # content hash -> name, within this fetch
         if self._include_bundled:
             bundled = replay.ember_file()
@@ -201,12 +222,16 @@ class FileDropSource:
         result.requests += 1
         failure: str | None = None
         part = FetchResult()  # the file's records join the fetch only if all of it reads
+        stage = result.staged.stage_file() if result.staged is not None else None
         try:
-            self._keyed(part, self._rows(stream, name), name=name, uri=uri)
+            self._keyed(part, stage, self._rows(stream, name), name=name, uri=uri)
         except Exception as exc:  # one unreadable file, whatever the error (RecursionError, MemoryError), must not stop the others
             failure = _describe(exc)
         if failure is not None:
             part.records.clear()  # free what was read before the failure (a MemoryError needs the room)
+            part.problems.clear()
+            if stage is not None:
+                stage.discard()
             stream.seek(0)
             head = stream.read(_MAX_ORIGINAL).decode("utf-8", "replace")
             log.warning("%s: quarantined %s: %s", self.spec.name, name, failure)
@@ -218,7 +243,11 @@ class FileDropSource:
         after = os.fstat(stream.fileno())
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             log.warning("%s: skipped %s: it changed while being read; the next run reads it again", self.spec.name, name)
+            if stage is not None:
+                stage.discard()
             return
+        if stage is not None:
+            stage.commit()
         result.records.extend(part.records)
         result.problems.extend(part.problems)
         result.files.append(version)
@@ -231,7 +260,8 @@ class FileDropSource:
             return json_records(stream)
         return csv_records(stream, self.spec.contract)
 
-    def _keyed(self, result: FetchResult, rows: Iterable[Any], *, name: str, uri: str) -> None:
+    def _keyed(self, result: FetchResult, stage: FileStage | None, rows: Iterable[Any], *, name: str, uri: str) -> None:
+        """Key each row by year and country: into `stage` when given (no object per record), else `result.records`."""
         for index, row in enumerate(rows):
             record = row if isinstance(row, dict) else {"value": row}
             key = f"{name}#{index}"
@@ -242,6 +272,10 @@ class FileDropSource:
                     raise FileFormatError(f"record {index} lacks {', '.join(lacking)}")
                 ts = datetime(int(year), 1, 1, tzinfo=UTC)  # type: ignore[arg-type]
             except (FileFormatError, TypeError, ValueError, OverflowError) as exc:
+                if len(result.problems) >= MAX_RECORD_PROBLEMS:
+                    raise FileFormatError(
+                        f"more than {MAX_RECORD_PROBLEMS:,} records cannot be keyed (record {index}: {exc}); is it the right file?"
+                    ) from None
                 result.problems.append(
                     RecordProblem(
                         record_key=key,
@@ -252,4 +286,9 @@ class FileDropSource:
                     )
                 )
                 continue
-            result.records.append(SourceRecord(ts=ts, record_key=str(record["country_or_region"]), payload=record, source_uri=uri))
+            if stage is None:
+                result.records.append(SourceRecord(ts=ts, record_key=str(record["country_or_region"]), payload=record, source_uri=uri))
+                continue
+            payload = canonical_json(record)  # what SourceRecord.payload_json and payload_hash compute
+            digest = hashlib.sha256(payload.encode()).hexdigest()
+            stage.add(ts=ts, record_key=str(record["country_or_region"]), payload=payload, payload_hash=digest, source_uri=uri)

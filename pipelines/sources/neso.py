@@ -12,7 +12,6 @@ from typing import Any
 
 from config.errors import PayloadError
 from config.inventory import SourceSpec
-from pipelines import faults
 from pipelines.sources import replay
 from pipelines.sources.base import (
     FetchResult,
@@ -24,6 +23,7 @@ from pipelines.sources.base import (
     parse_instant,
 )
 from pipelines.sources.http import HttpFetcher
+from pipelines.sources.replay_filter import ReplayFilter, as_recorded
 
 _ENDPOINTS = {"carbon_intensity": "intensity", "generation_mix": "generation"}
 _REPLAY: dict[str, Callable[[datetime, datetime, datetime], dict[str, Any]]] = {
@@ -69,14 +69,15 @@ def parse_neso_body(spec: SourceSpec, body: Any, chunk: Window, uri: str) -> Fet
 
 
 class NesoSource:
-    """Carbon intensity or generation mix, live or replayed."""
+    """Carbon intensity or generation mix, live or replayed; replayed bodies pass through `replay_filter`."""
 
-    def __init__(self, spec: SourceSpec, *, base_url: str, fetcher: HttpFetcher | None) -> None:
+    def __init__(self, spec: SourceSpec, *, base_url: str, fetcher: HttpFetcher | None, replay_filter: ReplayFilter = as_recorded) -> None:
         if spec.kind not in _ENDPOINTS:
             raise ValueError(f"NesoSource serves {', '.join(_ENDPOINTS)}, not {spec.kind!r}")
         self.spec = spec
         self._base_url = base_url.rstrip("/")
         self._fetcher = fetcher
+        self._replay_filter = replay_filter
 
     def fetch(self, window: Window, *, as_of: datetime) -> FetchResult:
         result = FetchResult()
@@ -84,7 +85,7 @@ class NesoSource:
         for chunk in window.chunks(self.spec.chunk_days):
             path = f"/{endpoint}/{_api_time(chunk.start)}/{_api_time(chunk.end)}"
             if self._fetcher is None:
-                body = faults.apply(self.spec.name, chunk.start, chunk.end, _REPLAY[self.spec.kind](chunk.start, chunk.end, as_of))
+                body = self._replay_filter(chunk.start, chunk.end, _REPLAY[self.spec.kind](chunk.start, chunk.end, as_of))
                 uri = f"replay://neso{path}?as_of={_api_time(as_of)}"
             else:
                 before = self._fetcher.retries

@@ -11,10 +11,10 @@ from typing import Any
 
 from config.errors import PayloadError
 from config.inventory import SourceSpec
-from pipelines import faults
 from pipelines.sources import replay
 from pipelines.sources.base import FetchResult, RecordProblem, SourceRecord, Window, canonical_json, check_contract
 from pipelines.sources.http import HttpFetcher
+from pipelines.sources.replay_filter import ReplayFilter, as_recorded
 
 _UTC_ZONES = {"GMT", "UTC", "Etc/UTC", "Etc/GMT"}
 
@@ -62,10 +62,13 @@ def parse_open_meteo_body(spec: SourceSpec, body: Any, chunk: Window, uri: str) 
 
 
 class WeatherSource:
-    def __init__(self, spec: SourceSpec, *, base_url: str, fetcher: HttpFetcher | None) -> None:
+    """Hourly temperature, live or replayed; replayed bodies pass through `replay_filter`."""
+
+    def __init__(self, spec: SourceSpec, *, base_url: str, fetcher: HttpFetcher | None, replay_filter: ReplayFilter = as_recorded) -> None:
         self.spec = spec
         self._base_url = base_url.rstrip("/")
         self._fetcher = fetcher
+        self._replay_filter = replay_filter
         self._latitude = float(spec.options.get("latitude", 54.0))
         self._longitude = float(spec.options.get("longitude", -2.0))
 
@@ -74,7 +77,7 @@ class WeatherSource:
         for chunk in window.chunks(self.spec.chunk_days):
             if self._fetcher is None:
                 body = replay.open_meteo_body(chunk.start, chunk.end, as_of, latitude=self._latitude, longitude=self._longitude)
-                body = faults.apply(self.spec.name, chunk.start, chunk.end, body)
+                body = self._replay_filter(chunk.start, chunk.end, body)
                 uri = f"replay://open-meteo/v1/archive?start={chunk.start.isoformat()}&end={chunk.end.isoformat()}"
             else:
                 last_day = (chunk.end - timedelta(seconds=1)).date()

@@ -58,7 +58,8 @@ class SuiteOutcome(BaseModel):
 
 
 @cache
-def _context() -> Any:
+def gx_context() -> Any:
+    """The ephemeral Great Expectations context and its whole-dataframe batch definition, built once per process."""
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -117,7 +118,7 @@ def validate(suite: SuiteSpec, data: pa.Table, *, as_of: datetime, day_column: s
     import great_expectations as gx
 
     with _lock:  # the ephemeral context is shared; GX is not thread-safe
-        _, definition = _context()
+        _, definition = gx_context()
         batch = definition.get_batch(batch_parameters={"dataframe": frame})
         gx_suite = gx.ExpectationSuite(name=f"{suite.name}", expectations=[_expectation(e) for e in suite.expectations])
         result = batch.validate(gx_suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW]})

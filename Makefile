@@ -14,12 +14,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's prometheus (server and promtool) for the real-scrape test, and postgresql for the storage-backend tests.
+# Debian's prometheus (server and promtool) for the real-scrape test, prometheus-alertmanager (and amtool) for the
+# alert-routing test, chromium and chromium-driver for the console's browser tests, and postgresql for the
+# storage-backend tests.
 system-deps:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "install Debian's prometheus package (sudo apt-get install prometheus) for the scrape test" >&2; exit 1; fi; }
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; \
+	  else echo "install Debian's prometheus-alertmanager package (sudo apt-get install prometheus-alertmanager) for the alert-routing test" >&2; exit 1; fi; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	  else echo "install Debian's chromium and chromium-driver packages (sudo apt-get install chromium chromium-driver) for the console's browser tests" >&2; exit 1; fi; }
 	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \

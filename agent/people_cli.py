@@ -9,7 +9,9 @@ their own token.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from pipelines.context import PlatformContext
     from policies.people import Actor, People
 
-USERS_HELP = "The people of the platform and their roles (viewer, operator, approver): `list`, `add`, `remove`, `token`."
+USERS_HELP = "The people of the platform and their roles (viewer, operator, approver): `list`, `add`, `remove`, `token`, `password`."
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -69,19 +71,33 @@ def _owner_only(ctx: PlatformContext, what: str) -> None:
         raise _fail(f"only the service owner (the OS user owning {ctx.settings.home}) may {what}; you are {os_login()!r}", EXIT_FAILED)
 
 
+def _self_or_owner(ctx: PlatformContext, name: str, what: str) -> None:
+    """Refuse (exit 1) unless the caller is the service owner or, authenticated, `name` themselves."""
+    from policies.people import is_service_owner
+
+    if not is_service_owner(ctx.settings.home):
+        me = cli_actor(ctx, None)
+        if me.id != name:
+            raise _fail(f"{me.id} may not manage the {what} of {name}; only the service owner or {name} may", EXIT_FAILED)
+
+
 def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Everyone the registry knows, from config/people.yaml and the ops database, with their role and identities."""
+    from policies.passwords import PasswordStore
     from policies.people import people_path
 
     ctx = open_context()
     people = _people(ctx)
     store = people.store
+    passwords = PasswordStore(ctx.ledger)
     # "authenticates_by", not a key named like a token: `--json` output masks the values of such keys.
     rows = [
         {
             **p.model_dump(mode="json"),
             "source": p.source,
-            "authenticates_by": [k for k in ("login", "slack") if getattr(p, k)] + (["token"] if store and store.has_token(p.name) else []),
+            "authenticates_by": [k for k in ("login", "slack") if getattr(p, k)]
+            + (["token"] if store and store.has_token(p.name) else [])
+            + (["password"] if passwords.has(p.name) else []),
         }
         for p in people
     ]
@@ -107,8 +123,12 @@ def users_add(
     slack: Annotated[str | None, typer.Option(help="Slack user id (U...) whose clicks are theirs.")] = None,
     login: Annotated[str | None, typer.Option(help="OS login that authenticates them on the CLI.")] = None,
     email: Annotated[str | None, typer.Option(help="Email address.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Also issue their personal token, and print {"name", "role", "token"} as JSON.')
+    ] = False,
 ) -> None:
-    """Add a person to the ops database (service owner only); `dataops users token NAME` gives them a token."""
+    """Add a person to the ops database (service owner only); `dataops users token NAME` gives them a token
+    (--json issues it at once), `dataops users password NAME` a console password."""
     from pydantic import ValidationError
 
     from policies.people import ROLES, People, Person, people_path
@@ -131,6 +151,11 @@ def users_add(
         raise _fail(str(exc)) from None
     assert people.store is not None
     people.store.add(person)
+    if as_json:
+        token = people.store.issue_token(name)
+        # Not emit_json: it masks the value of any key named like a token, and handing this one over is the point.
+        sys.stdout.write(json.dumps({"name": name, "role": role, "token": token}) + "\n")
+        return
     out.print(f"added {name} ({role}); give them a token with `dataops users token {name}`", markup=False)
 
 
@@ -148,7 +173,17 @@ def users_remove(name: Annotated[str, typer.Argument(help="A person added with `
         raise _fail(f"{name} is declared in {people_path(ctx.settings)}; delete them there (and `dataops users token {name} --revoke`)")
     assert people.store is not None
     people.store.remove(name)
+    _forget_password(ctx, name)  # a person added again later under the name must not sign in with the old one
     out.print(f"removed {name} and their token", markup=False)
+
+
+def _forget_password(ctx: PlatformContext, name: str) -> None:
+    """Delete a person's console password and end their console sessions."""
+    from agent.console.sessions import SessionStore
+    from policies.passwords import PasswordStore
+
+    PasswordStore(ctx.ledger).remove(name)
+    SessionStore(ctx.ledger).close_all(name)
 
 
 def users_token(
@@ -156,19 +191,18 @@ def users_token(
     revoke: Annotated[bool, typer.Option("--revoke", help="Delete their token instead of issuing a new one.")] = False,
 ) -> None:
     """Issue a personal token (shown once, stored hashed), replacing any earlier one: set it as DATAOPS_TOKEN.
+    Either way their console sessions end.
 
     The service owner may issue anyone's; a person authenticated by their OS login or token may replace their own."""
-    from policies.people import is_service_owner
-
     ctx = open_context()
     people = _people(ctx)
     if people.get(name) is None:
         raise _fail(f"no person {name!r}; `dataops users list` shows who there is")
-    if not is_service_owner(ctx.settings.home):
-        me = cli_actor(ctx, None)
-        if me.id != name:
-            raise _fail(f"{me.id} may not manage the token of {name}; only the service owner or {name} may", EXIT_FAILED)
+    _self_or_owner(ctx, name, "token")
     assert people.store is not None
+    from agent.console.sessions import SessionStore
+
+    SessionStore(ctx.ledger).close_all(name)  # a console session signed in with the old token ends with it
     if revoke:
         gone = people.store.revoke_token(name)
         out.print(f"{name}'s token revoked" if gone else f"{name} had no token", markup=False)
@@ -177,3 +211,39 @@ def users_token(
     # The one place a secret is printed: on purpose, to the terminal of the person who asked for it, never logged.
     out.print(f"token for {name} (shown once; set it as DATAOPS_TOKEN, and keep it secret):", markup=False)
     out.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+def users_password(
+    name: Annotated[str, typer.Argument(help="The person who signs in to the console with it.")],
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from the first line of stdin instead of prompting twice.")
+    ] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Delete their password: they sign in with a token only.")] = False,
+) -> None:
+    """Set a person's console password (stored as an argon2 hash; at least 12 characters), ending their console sessions.
+
+    The service owner may set anyone's; a person authenticated by their OS login or token may set their own."""
+    from policies.passwords import PasswordStore
+
+    ctx = open_context()
+    people = _people(ctx)
+    if people.get(name) is None:
+        raise _fail(f"no person {name!r}; `dataops users list` shows who there is")
+    _self_or_owner(ctx, name, "password")
+    if remove:
+        gone = PasswordStore(ctx.ledger).has(name)
+        _forget_password(ctx, name)
+        out.print(f"{name}'s console password removed" if gone else f"{name} had no console password", markup=False)
+        return
+    if stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt(f"console password for {name}", hide_input=True, confirmation_prompt=True)
+    try:
+        PasswordStore(ctx.ledger).set(name, password)
+    except DataOpsError as exc:
+        raise _fail(str(exc)) from None
+    from agent.console.sessions import SessionStore
+
+    ended = SessionStore(ctx.ledger).close_all(name)
+    out.print(f"{name}'s console password is set" + (f"; {ended} console session(s) ended" if ended else ""), markup=False)

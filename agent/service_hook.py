@@ -14,10 +14,13 @@ import queue
 import threading
 from typing import Any
 
+from agent.email_reporter import EmailReporter
 from agent.report import ConsoleReporter, Reporter, Reporters
 from agent.runtime import Agent
+from pipelines.email_notifier import EmailNotifier
 from pipelines.incidents import Incident
 from pipelines.service import Service
+from policies.approvals import ApprovalStore
 
 log = logging.getLogger(__name__)
 Job = tuple[str, int]
@@ -38,7 +41,6 @@ class AgentExtension:
             from agent.slack.reporter import SlackReporter
             from agent.slack.store import SlackStore
             from pipelines.outbox import outbox_backoff
-            from policies.approvals import ApprovalStore
 
             check_settings(ctx.settings)
             assert ctx.settings.slack_channel is not None
@@ -47,6 +49,9 @@ class AgentExtension:
                 approvals=ApprovalStore(ctx.ledger), incidents=ctx.incidents, backoff=outbox_backoff(ctx.settings),
             )  # fmt: skip
             console = Reporters(console, self.slack_reporter)
+        email = next((e for e in service.extensions if isinstance(e, EmailNotifier)), None)
+        if email is not None:  # started by the service when DATAOPS_SMTP_URL is set
+            console = Reporters(console, EmailReporter(email, ApprovalStore(ctx.ledger)))
         self.agent = Agent(ctx, reporter=console, clock=lambda: service.clock.now())
         if self.slack_reporter is not None:
             from agent.slack.app import SlackApp

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+_URL_PASSWORD = re.compile(r"(?P<head>://[^\s/:@]*:)[^\s@/]+@")
 
-def describe_invalid(error: ValidationError, model: type[BaseModel], secrets: frozenset[str] | set[str] | tuple[str, ...]) -> str:
-    """One line: `DATAOPS_NAME='value' is not valid: why; valid: what` for each bad setting, joined by '; '."""
+
+def describe_invalid(
+    error: ValidationError, model: type[BaseModel], secrets: frozenset[str] | set[str] | tuple[str, ...], *, urls: tuple[str, ...] = ()
+) -> str:
+    """One line: `DATAOPS_NAME='value' is not valid: why; valid: what` for each bad setting, joined by '; '.
+
+    Secret settings are shown as (hidden), and the password inside a URL setting (`urls`) as ***."""
     problems = []
     for item in error.errors(include_url=False):
         name = str(item["loc"][0]) if item["loc"] else ""
@@ -19,6 +26,8 @@ def describe_invalid(error: ValidationError, model: type[BaseModel], secrets: fr
             problems.append(reason)
             continue
         shown = "(hidden)" if name in secrets else repr(item.get("input"))
+        if name in urls:
+            shown = _URL_PASSWORD.sub(r"\g<head>***@", shown)
         field = model.model_fields.get(name)
         valid = _valid_values(field.annotation, field.metadata) if field is not None and item["type"] != "value_error" else ""
         problems.append(f"DATAOPS_{name.upper()}={shown} is not valid: {reason}" + (f"; valid: {valid}" if valid else ""))

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -39,8 +39,16 @@ _HTTP_URL_SETTINGS = (
     "llm_base_url",
     "slack_api_url",
 )
-URL_SETTINGS = ("catalog_uri", "ops_db_url", "warehouse", "lineage_target", "ray_address", *_HTTP_URL_SETTINGS)
+URL_SETTINGS = ("catalog_uri", "ops_db_url", "warehouse", "lineage_target", "ray_address", "smtp_url", *_HTTP_URL_SETTINGS)
 """Settings that hold URLs, which may carry a password (scheme://user:password@host)."""
+SEVERITIES = ("info", "warning", "critical")
+SMTP_SCHEMES: dict[str, tuple[Literal["none", "starttls", "tls"], int]] = {
+    "smtp": ("none", 25),
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("tls", 465),
+}
+SMTP_FORMS = "smtp://host:25, smtp+starttls://host:587 or smtps://host:465, with user:password@ before the host to sign in"
+_EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+")
 _MEMORY_LIMIT = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]i?b|%)", re.IGNORECASE)
 _MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _MIN_QUERY_MEMORY = 16e6
@@ -118,6 +126,10 @@ class DataopsSettings(BaseSettings):
     )
     metrics_port: int = Field(default=9108, ge=1, le=65535, description="Port of the Prometheus /metrics endpoint of `dataops serve`.")
     metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint binds to (0.0.0.0 in containers).")
+    console_port: int = Field(
+        default=8400, ge=0, le=65535, description="Port of the operator console of `dataops serve` and `dataops console`; 0 turns it off."
+    )
+    console_addr: str = Field(default="127.0.0.1", description="Address the operator console binds to (0.0.0.0 in containers).")
     monitor_interval_s: float = Field(default=10.0, gt=0, description="Real seconds between timer evaluations of the monitors.")
     anomaly_sensitivity: float = Field(
         default=1.0,
@@ -197,6 +209,28 @@ class DataopsSettings(BaseSettings):
     slack_port: int = Field(default=3000, ge=1, le=65535, description="Port of the HTTP-mode endpoint /slack/events.")
     slack_addr: str = Field(default="127.0.0.1", description="Address the HTTP-mode endpoint binds to (0.0.0.0 behind a proxy).")
     slack_api_url: str = Field(default="https://slack.com/api/", description="Base URL of the Slack Web API (tests and proxies).")
+    smtp_url: str | None = Field(
+        default=None,
+        description=(
+            "Mail server of the email notifier: smtp://host:25 (plain), smtp+starttls://user:pass@host:587 or "
+            "smtps://user:pass@host:465 (percent-encode an @ in the user name); setting it, with alert_emails, starts email in `dataops serve`."
+        ),
+    )
+    alert_emails: Annotated[dict[str, tuple[str, ...]], NoDecode] = Field(
+        default_factory=dict,
+        description=(
+            "Who gets email, by lowest severity: 'critical=oncall@x.org;warning=team@x.org,lead@x.org' (team and lead get warning "
+            "and critical, oncall critical only); a plain address list gets everything. Every address gets the daily digest."
+        ),
+    )
+    email_from: str = Field(default="dataops@localhost", description="Sender address (From) of the platform's emails.")
+    email_max_per_hour: int = Field(
+        default=20, ge=1, description="Most alert emails one address receives per real hour; the rest wait for the daily digest."
+    )
+    email_digest_hour: int = Field(default=7, ge=0, le=23, description="UTC hour (wall clock) after which each day's digest email is sent.")
+    console_url: str = Field(
+        default="http://127.0.0.1:8400", description="Base URL of the operator console as people reach it, for links in emails."
+    )
     memory_embedding: str = Field(
         default="sklearn",
         description="Embedding of the incident memory: 'sklearn' (offline, never downloads), 'sentence-transformers:<model>' or 'openai:<model>'.",
@@ -270,6 +304,44 @@ class DataopsSettings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"the URL's port is not valid ({exc}); valid: 1-65535") from None
         return value.strip()
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return smtp_address(value.strip()).url
+
+    @field_validator("alert_emails", mode="before")
+    @classmethod
+    def _email_routes(cls, value: Any) -> Any:
+        return parse_email_routes(value) if isinstance(value, str) else value
+
+    @field_validator("alert_emails")
+    @classmethod
+    def _known_severities(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for severity, addresses in value.items():
+            if severity not in SEVERITIES:
+                raise ValueError(f"unknown severity {severity!r}; valid: {', '.join(SEVERITIES)}")
+            for address in addresses:
+                if not _EMAIL.fullmatch(address):
+                    raise ValueError(f"{address!r} is not an email address; valid: name@example.org")
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        if not _EMAIL.fullmatch(value.strip()):
+            raise ValueError("not an email address; valid: name@example.org")
+        return value.strip()
+
+    @field_validator("console_url")
+    @classmethod
+    def _console_url(cls, value: str) -> str:
+        checked = cls._http_url(value)
+        if checked is None:
+            raise ValueError("empty; valid: http://host:port or https://host/path")
+        return checked.rstrip("/")
 
     @field_validator("catalog_uri", "ops_db_url")
     @classmethod
@@ -391,6 +463,57 @@ class DataopsSettings(BaseSettings):
         (self.home / "warehouse").mkdir(exist_ok=True)
 
 
+class SmtpAddress(BaseModel):
+    """Where and how the email notifier reaches its mail server, from `smtp_url`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    host: str
+    port: int
+    security: Literal["none", "starttls", "tls"]
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+
+
+def smtp_address(url: str) -> SmtpAddress:
+    """Parse `smtp_url`; raises ValueError naming the expected form."""
+    try:
+        parsed = urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:
+        raise ValueError(f"the URL's port is not valid ({exc}); valid: 1-65535") from None
+    scheme = parsed.scheme.lower()
+    if scheme not in SMTP_SCHEMES or not parsed.hostname:
+        raise ValueError(f"not an SMTP URL with a host; valid: {SMTP_FORMS}")
+    if parsed.path not in ("", "/") or parsed.query:
+        raise ValueError(f"an SMTP URL has no path or query; valid: {SMTP_FORMS}")
+    security, default_port = SMTP_SCHEMES[scheme]
+    return SmtpAddress(
+        url=url,
+        host=parsed.hostname,
+        port=port or default_port,
+        security=security,
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+    )
+
+
+def parse_email_routes(text: str) -> dict[str, tuple[str, ...]]:
+    """'critical=a@x;warning=b@x,c@x' (or a plain 'a@x,b@x', meaning every severity) as severity -> addresses."""
+    routes: dict[str, tuple[str, ...]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        severity, _, addresses = part.rpartition("=") if "=" in part else ("info", "=", part)
+        severity = severity.strip().lower()
+        if not severity:
+            raise ValueError(f"{part!r} names no severity; valid: 'critical=a@x.org;warning=b@x.org' or 'a@x.org,b@x.org'")
+        found = tuple(a.strip() for a in addresses.split(",") if a.strip())
+        routes[severity] = tuple(dict.fromkeys([*routes.get(severity, ()), *found]))
+    return routes
+
+
 def _settings_file_from_env() -> Path | None:
     import os
 
@@ -416,6 +539,6 @@ def load_settings(**overrides: Any) -> DataopsSettings:
     except ValidationError as exc:
         from config.invalid_settings import describe_invalid
 
-        raise SettingsError(describe_invalid(exc, DataopsSettings, SECRET_SETTINGS)) from None
+        raise SettingsError(describe_invalid(exc, DataopsSettings, SECRET_SETTINGS, urls=URL_SETTINGS)) from None
     except yaml.YAMLError as exc:  # pragma: no cover - depends on a user's file
         raise SettingsError(f"the settings file is not valid YAML: {exc}") from exc

@@ -12,6 +12,7 @@ import typer
 
 from agent import cli as agent_cli
 from agent import people_cli
+from agent.console import cli as console_cli
 from evals import eval_cli
 from pipelines import backfill_cli
 from pipelines import cli as pipelines_cli
@@ -31,7 +32,7 @@ app.callback()(pipelines_cli.main)
 # Pipelines and the lake.
 app.command()(pipelines_cli.run)
 app.command()(backfill_cli.backfill)
-app.command("serve")(pipelines_cli.serve_command(extensions=[agent_cli.attach_agent]))
+app.command("serve")(console_cli.with_console_option(pipelines_cli.serve_command, agent=agent_cli.attach_agent))
 app.command()(pipelines_cli.pause)
 app.command()(pipelines_cli.resume)
 app.command()(pipelines_cli.status)
@@ -65,12 +66,16 @@ app.command()(agent_cli.deny)
 app.command()(agent_cli.audit)
 app.command()(agent_cli.demo)
 
+# The operator console (also served by `dataops serve`).
+app.command("console")(console_cli.console_command)
+
 # People and roles.
 users_app = typer.Typer(help=people_cli.USERS_HELP, no_args_is_help=True)
 users_app.command("list")(people_cli.users_list)
 users_app.command("add")(people_cli.users_add)
 users_app.command("remove")(people_cli.users_remove)
 users_app.command("token")(people_cli.users_token)
+users_app.command("password")(people_cli.users_password)
 app.add_typer(users_app, name="users")
 
 # The eval suite.

@@ -33,7 +33,19 @@ MART_PENDING_DAYS = Gauge(
 QUALITY_SCORE = Gauge(
     "dataops_data_quality_score", "Share of audited rows published in the last promotion (0..1).", ["table"], registry=REGISTRY
 )
-FRESHNESS_LAG = Gauge("dataops_freshness_lag_seconds", "Clock time since the newest slot in the table ended.", ["table"], registry=REGISTRY)
+FRESHNESS_LAG = Gauge(
+    "dataops_freshness_lag_seconds",
+    "Platform-clock seconds from the end of the table's newest slot to the instant its pipelines have processed up to: "
+    "what the freshness monitor judges, so a replay clock running ahead of the pipelines does not count.",
+    ["table"],
+    registry=REGISTRY,
+)
+FRESHNESS_LIMIT = Gauge(
+    "dataops_freshness_limit_seconds",
+    "The freshness monitor's limit of the lag (max_lag_minutes), platform-clock seconds.",
+    ["table"],
+    registry=REGISTRY,
+)
 ANOMALY_SCORE = Gauge(
     "dataops_anomaly_score",
     "Largest score (-log10 of the tail probability) of the points a value monitor last judged.",
@@ -60,6 +72,19 @@ NOTIFIER_UP = Gauge(
     registry=REGISTRY,
 )
 OUTBOX_PENDING = Gauge("dataops_outbox_pending", "Messages in the outbox not yet delivered, by channel.", ["channel"], registry=REGISTRY)
+CARBON_INTENSITY = Gauge(
+    "dataops_carbon_intensity_gco2_per_kwh",
+    "GB carbon intensity in gCO2/kWh of the newest half-hour slot published to silver.carbon_intensity that started by "
+    "the platform clock, kind=actual (measured) or forecast; absent until a carbon-intensity run publishes under this process.",
+    ["kind"],
+    registry=REGISTRY,
+)
+CARBON_INTENSITY_SLOT = Gauge(
+    "dataops_carbon_intensity_slot_timestamp_seconds",
+    "Start of the half-hour slot dataops_carbon_intensity_gco2_per_kwh shows, by kind, Unix seconds.",
+    ["kind"],
+    registry=REGISTRY,
+)
 CLOCK = Gauge("dataops_clock_timestamp_seconds", "The platform clock (simulated under replay), Unix seconds.", registry=REGISTRY)
 SEVERITIES = ("info", "warning", "critical")
 

@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,39 +39,28 @@ from config.inventory import PipelineSpec, TableSpec
 from pipelines import mart_refresh, metrics, openlineage
 from pipelines.context import PlatformContext
 from pipelines.extent import DayExtent, day_extent
+from pipelines.key_buckets import bound_allocators
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
+from pipelines.plan import BRONZE_PLAN_COLUMNS, PUBLISH_ATTEMPTS, Plan, StalePlan, changed_input, span
 from pipelines.quarantine import original_json, quarantine_row, row_key
 from pipelines.run_result import QuarantineGroup, RunResult, TableOutcome, new_run_id
 from pipelines.sources.base import FetchResult, RecordProblem, SourceRecord, Window, canonical_json, dedupe_records, find_conflicts
 from pipelines.sources.drop_manifest import DropManifest
-from pipelines.sources.drop_staging import StagedRecords
 from pipelines.sources.file_drop import FileDropSource
 from pipelines.sources.registry import build_source
+from pipelines.staged_promotion import StagedPromotion
 from pipelines.transforms.conform import conform, latest_revisions
 from pipelines.transforms.marts import compute_mart
-from pipelines.validation.slices import combine, sliceable, validate_in_slices
+from pipelines.validation.slices import sliceable
 from pipelines.validation.suite import ExpectationOutcome, SuiteOutcome, validate
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-PUBLISH_ATTEMPTS = 3  # plans of one promotion (validation conflicts re-plan)
 COMMIT_ATTEMPTS = 8  # publishes of one plan (commit conflicts re-apply the audited rows on the new main)
 INPUTS_PROPERTY = "dataops.inputs"  # snapshot property: JSON {input table: main snapshot id the rows were computed from}
 PARTIAL_PROPERTY = "dataops.partial_days"  # snapshot property: JSON {day: completeness checks it failed} of days published partial
 CONFORM_ROWS = 50_000  # bronze records conformed at once (each is a Python dict while it is)
-
-
-@dataclass
-class Plan:
-    """Rows a promotion means to publish, and what they were computed from."""
-
-    rows: pa.Table
-    inputs: dict[str, int | None] = field(default_factory=dict)  # input table -> main snapshot read
-    checks: list[ExpectationOutcome] = field(default_factory=list)  # outcomes found while planning (days present)
-
-
-BRONZE_PLAN_COLUMNS = ("ts", "record_key", "payload", "payload_hash", "run_id", "fetched_at")  # what conform reads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,22 +70,6 @@ class _Landed:
     days: frozenset[datetime]
     snapshot: int | None
     rows: pa.Table
-
-
-class _StalePlan(PublishConflictError):
-    """What a promotion validated changed before it was published: plan again."""
-
-
-def _span(days: list[datetime]) -> str:
-    return days[0].date().isoformat() if len(days) == 1 else f"{days[0].date()}..{days[-1].date()}"
-
-
-def _changed_input(ctx: PlatformContext, plan: Plan, days: list[datetime]) -> str | None:
-    """The first input table whose files for `days` differ from those the plan read, if any."""
-    for name, read in plan.inputs.items():
-        if wap.days_changed(load_table(ctx.catalog, name), days, since=read):
-            return name
-    return None
 
 
 class _Run:
@@ -117,7 +90,7 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.snapshots: dict[str, int | None] = {}
         self.quarantine_rows: list[dict[str, Any]] = []
-        self.quarantined_so_far = 0  # rows written to quarantine by this run (`_flush_quarantine`)
+        self.quarantined_so_far = 0  # rows written to quarantine by this run (`flush_quarantine`)
         self.landed: _Landed | None = None  # bronze's rows of the days this run landed, for the first silver plan
         self.held: dict[datetime, list[str]] = {}
         self.partial: dict[datetime, list[str]] = {}
@@ -125,7 +98,7 @@ class _Run:
         self.now = datetime.now(UTC)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _props(self, layer: str, plan: Plan | None = None) -> dict[str, str]:
+    def props(self, layer: str, plan: Plan | None = None) -> dict[str, str]:
         props = {"run_id": self.run_id, "dataops.pipeline": self.p.name, "dataops.layer": layer}
         if plan is not None:
             # What the rows were computed from, so a monitor can recompute them later (pipelines/monitors/reconcile.py).
@@ -135,7 +108,7 @@ class _Run:
             props[PARTIAL_PROPERTY] = json.dumps({d.date().isoformat(): names for d, names in sorted(self.partial.items())})
         return props
 
-    def _timed(self, name: str, started: float) -> None:
+    def timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.perf_counter() - started, 4)
 
     def _hold(self, day: datetime, reason: str) -> None:
@@ -148,7 +121,9 @@ class _Run:
         self.progress(f"fetching {self.p.source} {self.window}")
         try:
             if isinstance(source, FileDropSource) and sliceable(self.ctx.inventory.suite(self.p.suite)):
-                # Dropped files may be large: their records are staged on disk and land a group of days at a time.
+                # Dropped files may be large: their records are staged on disk and land a part at a time, and
+                # the process gives freed memory back between parts (`bound_allocators`).
+                bound_allocators()
                 folder = self.ctx.settings.home / "staging" / f"{self.run_id}-{os.getpid()}"
                 fetched = source.stage(self.window, as_of=self.as_of, folder=folder)
             else:
@@ -169,15 +144,15 @@ class _Run:
                 )
             )
             fetched = FetchResult()
-        self._timed("fetch", started)
+        self.timed("fetch", started)
         fetched.records = dedupe_records(fetched.records)
         for problem in fetched.problems:
             self.quarantine_rows.append(self._problem_row(problem))
-        self._quarantine_conflicts(fetched.records)
+        self.quarantine_conflicts(fetched.records)
         self.result.records_fetched = len(fetched.records)  # staged records are counted as they land (`_land_staged`)
         return fetched
 
-    def _quarantine_conflicts(self, records: list[SourceRecord]) -> None:
+    def quarantine_conflicts(self, records: list[SourceRecord]) -> None:
         """Same key, different values: bronze keeps every copy as received, none is published (conform skips
         the key), and each copy is quarantined naming the fields that differ."""
         conflicts = find_conflicts(records)
@@ -224,7 +199,7 @@ class _Run:
             },
             schema=arrow_schema(self.ctx.inventory.table(self.p.bronze)),
         )
-        self.snapshots[self.p.bronze] = wap.append(table, data, properties=self._props("bronze"))
+        self.snapshots[self.p.bronze] = wap.append(table, data, properties=self.props("bronze"))
         # Bronze's rows of these days are now what it held plus what was appended: the silver plan needs no re-read.
         plan_schema = pa.schema([data.schema.field(c) for c in BRONZE_PLAN_COLUMNS])
         self.landed = _Landed(
@@ -234,7 +209,7 @@ class _Run:
         )
         self.result.bronze_new = len(new)
         self.result.tables.append(TableOutcome(table=self.p.bronze, rows_written=len(new), snapshot_id=self.snapshots[self.p.bronze]))
-        self._timed("bronze", started)
+        self.timed("bronze", started)
         self.progress(f"bronze: {len(new)} new of {len(fetched.records)} fetched")
         return days
 
@@ -273,7 +248,7 @@ class _Run:
             try:
                 self._promote_once(target_name, build(), days, suite_name)
                 return
-            except _StalePlan as exc:
+            except StalePlan as exc:
                 if attempt == PUBLISH_ATTEMPTS:
                     raise
                 wap.count_replan()
@@ -293,12 +268,12 @@ class _Run:
         outcome_table = TableOutcome(table=target_name)
         started = time.perf_counter()
         base = wap.open_audit_branch(table, branch, run_id=self.run_id)
-        wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self._props(target.layer, plan))
+        wap.overwrite_days(table, candidate, write_days, branch=branch, properties=self.props(target.layer, plan))
         audited = self._as_written(table, branch, candidate, write_days, target)
-        self._timed(f"{target_name}.write", started)
+        self.timed(f"{target_name}.write", started)
         started = time.perf_counter()
         outcome = validate(suite, audited, as_of=self.as_of)
-        self._timed(f"{target_name}.audit", started)
+        self.timed(f"{target_name}.audit", started)
         held_days = dict(outcome.held_days)
         if target.layer == "silver":
             self.partial = self._publishable_partial(suite_name, held_days, audited)
@@ -307,7 +282,7 @@ class _Run:
             self._hold(held_day, ",".join(held_names))
         table_failed = bool(outcome.table_failures) or (self.table_held and target.layer == "silver")
         held_here = set(held_days) | (set(self.held) if target.layer == "silver" else set())
-        clean_table, held_rows = self._route(target, audited, outcome, held_here, table_failed=table_failed)
+        clean_table, held_rows = self.route(target, audited, outcome, held_here, table_failed=table_failed)
         self.quarantine_rows.extend(held_rows)
         quarantined = len(held_rows)
         self.ctx.ledger.record_validation(self.run_id, target_name, suite.name, [*plan.checks, *outcome.outcomes])
@@ -322,7 +297,7 @@ class _Run:
         publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in self.held)]
         if quarantined or (target.layer == "silver" and self.partial):
             # Restart from the audit's base with the clean rows only (and, for partial days, the snapshot's completeness flag).
-            self._stage(table, branch, base, clean_table, publish_days, properties=self._props(target.layer, plan))
+            self._stage(table, branch, base, clean_table, publish_days, properties=self.props(target.layer, plan))
         snapshot = None
         if publish_days:
             with self.ctx.control.table_lock(target_name):
@@ -393,16 +368,16 @@ class _Run:
     ) -> int | None:
         """Move main to the audited branch. When main moved since `base` (another writer published other days,
         possibly from another machine), the audited rows are re-applied on the new main (a commit retry) as long
-        as neither the published days nor the plan's inputs changed; otherwise the plan is stale (`_StalePlan`)."""
+        as neither the published days nor the plan's inputs changed; otherwise the plan is stale (`StalePlan`)."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             if wap.days_changed(table, days, since=base):
-                raise _StalePlan(f"{wap.table_name(table)}: another writer changed {_span(days)} after this run audited them")
-            changed = _changed_input(self.ctx, plan, plan_days)
+                raise StalePlan(f"{wap.table_name(table)}: another writer changed {span(days)} after this run audited them")
+            changed = changed_input(self.ctx, plan.inputs, plan_days)
             if changed:
-                raise _StalePlan(f"{wap.table_name(table)}: input {changed} changed for {_span(plan_days)} after the rows were computed")
+                raise StalePlan(f"{wap.table_name(table)}: input {changed} changed for {span(plan_days)} after the rows were computed")
             main = wap.branch_head(table, wap.MAIN)
             if main is not None and main != base:
-                self._stage(table, branch, main, rows, days, properties=self._props(layer, plan))
+                self._stage(table, branch, main, rows, days, properties=self.props(layer, plan))
                 base = main
                 wap.count_commit_retry()
             try:
@@ -415,7 +390,7 @@ class _Run:
                 time.sleep(random.uniform(0.01, 0.05 * attempt))
         raise AssertionError("unreachable")
 
-    def _route(
+    def route(
         self, target: TableSpec, audited: pa.Table, outcome: SuiteOutcome, held: set[datetime], *, table_failed: bool
     ) -> tuple[pa.Table, list[dict[str, Any]]]:
         """Split audited rows into those to publish and quarantine rows for the failing and the held ones."""
@@ -494,7 +469,7 @@ class _Run:
                 g.sample.append(f"{q['record_key']}: {q['reason'][: 600 if q['scope'] == 'table' else 160]}")
         self.result.quarantine = list(groups.values())
         data = pa.Table.from_pylist(fresh, schema=arrow_schema(self.ctx.inventory.table(self.p.quarantine)))
-        self.snapshots[self.p.quarantine] = wap.append(table, data, properties=self._props("quarantine"))
+        self.snapshots[self.p.quarantine] = wap.append(table, data, properties=self.props("quarantine"))
         return len(fresh)
 
     def plan_silver(self, days: list[datetime]) -> Plan:
@@ -511,8 +486,18 @@ class _Run:
             )
         else:
             raw = wap.read_days(bronze, days, columns=BRONZE_PLAN_COLUMNS)
-        latest = latest_revisions(raw)  # one row per key from here, so the slices below conform alike
+        candidate = self.conform_rows(raw)
         del raw
+        self.timed("conform", started)
+        self.result.rows_in = candidate.num_rows
+        presence = self.check_days_present(days, candidate)
+        self.progress(f"silver: auditing {candidate.num_rows} rows over {len(days)} day(s)")
+        return Plan(rows=candidate, inputs={self.p.bronze: read}, checks=[presence] if presence else [])
+
+    def conform_rows(self, raw: pa.Table) -> pa.Table:
+        """Silver candidates from bronze rows: the latest revision of each key, conformed; unreadable rows are
+        quarantined. Every key's revisions must all be in `raw`."""
+        latest = latest_revisions(raw)  # one row per key from here, so the slices below conform alike
         source_kind, silver = self.ctx.inventory.source(self.p.source).kind, self.ctx.inventory.table(self.p.silver)
         parts, problems = [], []
         for start in range(0, latest.num_rows, CONFORM_ROWS):
@@ -534,154 +519,9 @@ class _Run:
                     now=self.now,
                 )
             )
-        self._timed("conform", started)
-        self.result.rows_in = candidate.num_rows
-        presence = self.check_days_present(days, candidate)
-        self.progress(f"silver: auditing {candidate.num_rows} rows over {len(days)} day(s)")
-        return Plan(rows=candidate, inputs={self.p.bronze: read}, checks=[presence] if presence else [])
+        return candidate
 
-    # -- staged records (large dropped files): bronze, then silver, a bounded group of days at a time ------------
-    def land_and_promote_staged(self, staged: StagedRecords) -> list[datetime]:
-        """Land and promote records staged on disk; returns the days they cover.
-
-        Bronze lands a group of days per append (each append is whole: exact repeats and conflicting
-        duplicates share a day, so both are settled within a group), and quarantine rows are written as they
-        are found, so memory holds one group. Silver then goes through one audit branch, a group at a time
-        (`_promote_staged`), and main moves once, after every group passed: silver never shows part of a file.
-        A run that dies part-way leaves bronze holding some groups and main untouched; the file is not in the
-        manifest, so the next run reads it again, lands only what bronze lacks, quarantines nothing twice
-        (`write_quarantine` skips rows already held) and recomputes silver from bronze.
-        """
-        groups = staged.groups()
-        started = time.perf_counter()
-        self._flush_quarantine()  # unreadable and refused files first: they never depend on the groups
-        for days in groups:
-            self._land_staged(days, staged.read(days))
-            self._flush_quarantine()
-        self.result.tables.append(
-            TableOutcome(table=self.p.bronze, rows_written=self.result.bronze_new, snapshot_id=self.snapshots.get(self.p.bronze))
-        )
-        self._timed("bronze", started)
-        self.progress(f"bronze: {self.result.bronze_new} new of {self.result.records_fetched} fetched in {len(groups)} group(s)")
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            try:
-                self._promote_staged(groups)
-                break
-            except _StalePlan as exc:
-                if attempt == PUBLISH_ATTEMPTS:
-                    raise
-                wap.count_replan()
-                log.info("%s; re-planning (attempt %d)", exc, attempt + 1)
-        return staged.days()
-
-    def _land_staged(self, days: list[datetime], rows: pa.Table) -> None:
-        """Append the staged records of `days` that bronze lacks; quarantine conflicting duplicates among them."""
-        order = pa.array(range(rows.num_rows), type=pa.int64())
-        rows = rows.append_column("_order", order)
-        # Exact repeats (same key and payload) land once: the first read wins, as `dedupe_records` keeps it.
-        firsts = rows.group_by(["record_key", "payload_hash"], use_threads=False).aggregate([("_order", "min")])
-        keep = firsts.column("_order_min").combine_chunks()
-        unique = rows.take(pc.take(keep, pc.array_sort_indices(keep)))
-        del rows, firsts, keep
-        counts = unique.group_by(["ts", "record_key"], use_threads=False).aggregate([("payload_hash", "count")])
-        clashing = counts.filter(pc.greater(counts.column("payload_hash_count"), 1)).select(["ts", "record_key"])
-        if clashing.num_rows:
-            copies = unique.join(clashing, keys=["ts", "record_key"], join_type="left semi").sort_by("_order").to_pylist()
-            self._quarantine_conflicts(
-                [
-                    SourceRecord(ts=c["ts"], record_key=c["record_key"], payload=json.loads(c["payload"]), source_uri=c["source_uri"])
-                    for c in copies
-                ]
-            )
-        table = load_table(self.ctx.catalog, self.p.bronze)
-        existing = wap.read_days(table, days, columns=("record_key", "payload_hash"))
-        existing = existing.cast(pa.schema([unique.schema.field("record_key"), unique.schema.field("payload_hash")]))
-        new = unique.join(existing, keys=["record_key", "payload_hash"], join_type="left anti") if existing.num_rows else unique
-        new = new.sort_by("_order")
-        data = pa.table(
-            {
-                "ts": new.column("ts"),
-                "record_key": new.column("record_key"),
-                "payload": new.column("payload"),
-                "payload_hash": new.column("payload_hash"),
-                "source_uri": new.column("source_uri"),
-                "run_id": pa.array([self.run_id] * new.num_rows, type=pa.string()),
-                "fetched_at": pa.array([self.now] * new.num_rows, type=pa.timestamp("us", tz="UTC")),
-            },
-            schema=arrow_schema(self.ctx.inventory.table(self.p.bronze)),
-        )
-        self.snapshots[self.p.bronze] = wap.append(table, data, properties=self._props("bronze"))
-        self.result.records_fetched += unique.num_rows
-        self.result.bronze_new += new.num_rows
-
-    def _promote_staged(self, groups: list[list[datetime]]) -> None:
-        """Write-audit-publish silver for `groups` of days on one audit branch; main moves once, at the end.
-
-        Each group is planned from bronze (`plan_silver`), written over its days on the branch, read back and
-        validated a slice at a time (the suite is row scope, `sliceable`), and its failing rows are quarantined
-        and taken off the branch. If main moved meanwhile, or bronze changed under the plans, the whole
-        promotion is planned again (`_StalePlan`).
-        """
-        target = self.ctx.inventory.table(self.p.silver)
-        suite = self.ctx.inventory.suite(self.p.suite)
-        table = load_table(self.ctx.catalog, self.p.silver)
-        branch = wap.audit_branch_name(self.run_id)
-        base = wap.open_audit_branch(table, branch, run_id=self.run_id)
-        total: SuiteOutcome | None = None
-        reads: dict[str, int | None] = {}
-        written: list[datetime] = []
-        rows_in = passed = quarantined = 0
-        for days in groups:
-            started = time.perf_counter()
-            plan = self.plan_silver(days)
-            reads = reads or plan.inputs
-            rows_in += plan.rows.num_rows
-            write_days = sorted(pc.unique(pc.floor_temporal(plan.rows.column("ts"), unit="day")).to_pylist()) if plan.rows.num_rows else []
-            if not write_days:
-                continue
-            props = self._props("silver", plan)
-            wap.overwrite_days(table, plan.rows, write_days, branch=branch, properties=props)
-            del plan
-            audited = wap.read_days(table, write_days, branch=branch)
-            self._timed(f"{self.p.silver}.write", started)
-            started = time.perf_counter()
-            outcome = validate_in_slices(suite, audited, as_of=self.as_of)
-            self._timed(f"{self.p.silver}.audit", started)
-            total = outcome if total is None else combine(total, outcome)
-            clean, held_rows = self._route(target, audited, outcome, set(), table_failed=False)
-            if held_rows:
-                self.quarantine_rows.extend(held_rows)
-                self._stage(table, branch, wap.branch_head(table, branch) or base, clean, write_days, properties=props)
-            written.extend(write_days)
-            passed, quarantined = passed + clean.num_rows, quarantined + len(held_rows)
-            self._flush_quarantine()
-        self.result.rows_in = rows_in
-        outcome_table = TableOutcome(table=self.p.silver, rows_written=passed, rows_quarantined=quarantined)
-        if total is not None:
-            self.ctx.ledger.record_validation(self.run_id, self.p.silver, suite.name, total.outcomes)
-        outcome_table.quality_score = self.ctx.ledger.record_quality(
-            self.run_id, self.p.silver, checked=passed + quarantined, passed=passed
-        )
-        snapshot = None
-        if written:
-            with self.ctx.control.table_lock(self.p.silver):
-                table.refresh()
-                main = wap.branch_head(table, wap.MAIN)
-                changed = _changed_input(self.ctx, Plan(rows=arrow_schema(target).empty_table(), inputs=reads), sorted(written))
-                if main != base or changed:
-                    raise _StalePlan(f"{self.p.silver}: {changed or 'main'} changed while this run staged {_span(sorted(written))}")
-                try:
-                    snapshot = wap.publish(table, branch)
-                except PublishConflictError as exc:
-                    raise _StalePlan(str(exc)) from exc
-        else:
-            wap.drop_branch(table, branch)
-        outcome_table.snapshot_id = snapshot
-        self.snapshots[self.p.silver] = snapshot
-        self.result.tables.append(outcome_table)
-        self.progress(f"{self.p.silver}: published {passed} rows, quarantined {quarantined}")
-
-    def _flush_quarantine(self) -> int:
+    def flush_quarantine(self) -> int:
         """Write the quarantine rows gathered so far; returns how many rows this run has newly quarantined in all."""
         before = list(self.result.quarantine)
         fresh = self.write_quarantine()
@@ -709,7 +549,7 @@ class _Run:
         fetched = self.fetch()
         if fetched.staged is not None:
             try:
-                days = self.land_and_promote_staged(fetched.staged)
+                days = StagedPromotion(self, fetched.staged).execute()
             finally:
                 fetched.staged.close()
         else:
@@ -723,8 +563,8 @@ class _Run:
         if self.refresh_marts:
             self.refresh_pending_marts()
         started = time.perf_counter()
-        self.result.rows_quarantined = self._flush_quarantine()
-        self._timed("quarantine", started)
+        self.result.rows_quarantined = self.flush_quarantine()
+        self.timed("quarantine", started)
         if fetched.files:  # dropped files are ingested once, and only once their rows are in bronze and quarantine
             DropManifest(self.ctx.ledger).record(fetched.files, run_id=self.run_id)
         self.result.held_days = sorted(d.date().isoformat() for d in self.held)
@@ -752,7 +592,7 @@ class _Run:
             tables = {name: load_table(self.ctx.catalog, name) for name in mart.inputs}
             read = {name: wap.branch_head(t, wap.MAIN) for name, t in tables.items()}
             rows = compute_mart(mart, target, {name: wap.read_days(t, days) for name, t in tables.items()}, days=days)
-            self._timed(f"{mart.table}.compute", started)
+            self.timed(f"{mart.table}.compute", started)
             return Plan(rows=rows, inputs=read)
 
         self.promote(mart.table, plan, days, mart.suite)

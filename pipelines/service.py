@@ -34,6 +34,7 @@ from pipelines import metrics
 from pipelines.clock import Clock, ReplayClock, WallClock
 from pipelines.context import PlatformContext
 from pipelines.control import PipelineBusyError
+from pipelines.email_notifier import email_extension
 from pipelines.incidents import Incident
 from pipelines.monitors.checks import evaluate, source_covers
 from pipelines.monitors.findings import findings_from_run
@@ -268,7 +269,9 @@ class Service:
     def attach_extensions(self) -> None:
         """Create the registered extensions (once); `start()` does it, drivers without a scheduler call it."""
         if not self.extensions:
-            self.extensions = [e for e in (self._extension(factory) for factory in self.extension_factories) if e is not None]
+            # The email notifier first, and with or without the agent: the agent hands it its approval requests.
+            self.extensions = [e for e in [self._extension(email_extension)] if e is not None]
+            self.extensions += [e for e in (self._extension(factory) for factory in self.extension_factories) if e is not None]
 
     def _extension(self, factory: ExtensionFactory) -> ServiceExtension | None:
         """One extension, or None when it cannot start for a reason outside the platform (a neighbour down).

@@ -22,9 +22,10 @@ from config.settings import load_settings
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.findings import findings_from_run
-from pipelines.promotion import RunResult, _Run, run_pipeline
+from pipelines.promotion import RunResult, run_pipeline
 from pipelines.sources import drop_formats, file_drop
 from pipelines.sources.drop_formats import FileFormatError, csv_records, json_records
+from pipelines.staged_promotion import StagedPromotion
 from tests.conftest import window
 
 HEADER = "country_code,country_or_region,year,emissions_intensity_gco2_per_kwh\n"
@@ -204,11 +205,11 @@ def test_each_file_is_ingested_once_and_a_changed_file_is_a_new_version(ctx: Pla
 def test_a_file_is_marked_ingested_only_once_its_run_landed_it(ctx: PlatformContext, drop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (drop / "a.csv").write_text(csv_text(("CRS", "Crashland", 2022, 10.0)))
 
-    def crash(self: _Run, days: list[datetime]) -> Any:
+    def crash(self: StagedPromotion, raw: Any) -> Any:
         raise OSError("disk full while promoting")
 
     with monkeypatch.context() as patch:
-        patch.setattr(_Run, "plan_silver", crash)
+        patch.setattr(StagedPromotion, "plan_part", crash)
         assert run(ctx).status == "failed"
     assert "Crashland" not in silver_names(ctx)
     after = run(ctx)

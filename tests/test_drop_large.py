@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from config.settings import load_settings
+from pipelines import staged_promotion
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import load_table
-from pipelines.promotion import RunResult, _Run, run_pipeline
+from pipelines.promotion import RunResult, run_pipeline
 from pipelines.sources import drop_staging
+from pipelines.staged_promotion import StagedPromotion
 from tests.conftest import window
 
 HEADER = "country_code,country_or_region,year,emissions_intensity_gco2_per_kwh\n"
@@ -112,19 +114,19 @@ def test_a_file_bigger_than_one_group_lands_whole(ctx: PlatformContext) -> None:
 
 
 def _crash_on_second(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
-    real = getattr(_Run, step)
+    real = getattr(StagedPromotion, step)
     calls = []
 
-    def crashing(self: _Run, *args: Any) -> Any:
+    def crashing(self: StagedPromotion, *args: Any) -> Any:
         calls.append(1)
         if len(calls) == 2:
             raise OSError(f"killed after the first group ({step})")
         return real(self, *args)
 
-    monkeypatch.setattr(_Run, step, crashing)
+    monkeypatch.setattr(StagedPromotion, step, crashing)
 
 
-@pytest.mark.parametrize("step", ["_land_staged", "plan_silver"])
+@pytest.mark.parametrize("step", ["land", "plan_part"])
 def test_a_run_killed_between_groups_reruns_to_the_silver_of_an_uninterrupted_run(
     ctx: PlatformContext, reference: PlatformContext, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
@@ -141,3 +143,30 @@ def test_a_run_killed_between_groups_reruns_to_the_silver_of_an_uninterrupted_ru
     assert held(ctx) == held(reference), "nothing quarantined twice, nothing lost"
     bronze = [(r["record_key"], r["payload_hash"]) for r in rows(ctx, "bronze.country_intensity")]
     assert len(bronze) == len(set(bronze)) == len(rows(reference, "bronze.country_intensity")), "no record landed twice"
+
+
+def test_a_day_bigger_than_a_part_is_worked_a_key_bucket_at_a_time(
+    ctx: PlatformContext, reference: PlatformContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each year holds 20-odd records and a part at most 8: every day is split by key hash, in bronze and in
+    silver, and lands as the same rows and quarantine as whole groups did, also across a crash mid-day."""
+    monkeypatch.setattr(drop_staging, "GROUP_ROWS", 8)
+    spilled: list[int] = []
+    real_spill = staged_promotion.spill
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        spilled.append(kwargs["buckets"])
+        return real_spill(*args, **kwargs)
+
+    monkeypatch.setattr(staged_promotion, "spill", counting)
+    drop_into(ctx)
+    with monkeypatch.context() as patch:
+        _crash_on_second(patch, "_new_rows")  # the second part of the first day: that day's append never happens
+        assert run(ctx).status == "failed"
+    assert not rows(ctx, "bronze.country_intensity"), "a day's parts are appended in one commit, or not at all"
+    rerun = run(ctx)
+    assert rerun.status == "succeeded", rerun.error
+    assert spilled and min(spilled) >= 3, f"days were split into buckets of at most ~8 records: {spilled}"
+    assert silver_values(ctx) == silver_values(reference)
+    assert held(ctx) == held(reference), "the same rows quarantined, for the same reasons"
+    assert not list((ctx.settings.home / "staging").iterdir()), "staged records and spilled buckets are removed"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from typing import TypeVar
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterThanOrEqual, LessThan, Or
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from tenacity import RetryCallState
@@ -246,6 +248,46 @@ def append(table: Table, data: pa.Table, *, properties: dict[str, str]) -> int |
     return branch_head(table, MAIN)
 
 
+def write_files(table: Table, data: pa.Table) -> list[DataFile]:
+    """Write `data` as Parquet data files of `table`, split by its partitions, not yet in any snapshot.
+
+    Large promotions write their rows a bounded part at a time and commit every part's files at once
+    (`commit_files`); files of a commit that never happens are orphans, as those of a failed `table.append` are.
+    """
+    if data.num_rows == 0:
+        return []
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files  # pyiceberg's own append writes its files so
+
+    data = data.cast(table.schema().as_arrow())
+    return list(_dataframe_to_data_files(table_metadata=table.metadata, df=data, io=table.io, write_uuid=uuid.uuid4()))
+
+
+def commit_files(
+    table: Table, files: list[DataFile], *, branch: str, properties: dict[str, str], replace_days: Iterable[datetime] = ()
+) -> int | None:
+    """One commit on `branch`: drop the rows of `replace_days` (if any), then add `files`; returns the branch head.
+
+    Retried on commit conflicts with the same files (they are only registered, never rewritten)."""
+    replace = list(replace_days)
+    if not files and not replace:
+        return branch_head(table, branch)
+
+    def commit() -> None:
+        with table.transaction() as tx:
+            if replace:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                    tx.delete(days_filter(replace), snapshot_properties=properties, branch=branch)
+            if files:
+                with tx.update_snapshot(snapshot_properties=properties, branch=branch).fast_append() as add:
+                    for data_file in files:
+                        add.append_data_file(data_file)
+
+    with_commit_retry(commit, table=table, what=f"commit {len(files)} file(s) to {branch}")
+    table.refresh()
+    return branch_head(table, branch)
+
+
 def read_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN, columns: tuple[str, ...] = ("*",)) -> pa.Table:
     """Rows of the given days as of the head of `branch` (empty with the table's schema if none)."""
     days = list(days)
@@ -256,6 +298,18 @@ def read_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN, col
             schema = pa.schema([schema.field(c) for c in columns])
         return schema.empty_table()
     return table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id, selected_fields=columns).to_arrow()
+
+
+def read_days_in_parts(
+    table: Table, days: Iterable[datetime], *, snapshot_id: int | None, columns: tuple[str, ...] = ("*",)
+) -> Iterator[pa.Table]:
+    """Rows of `days` in snapshot `snapshot_id`, a data file's batches at a time (memory holds one of them)."""
+    days = list(days)
+    if snapshot_id is None or not days:
+        return
+    reader = table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id, selected_fields=columns).to_arrow_batch_reader()
+    for batch in reader:
+        yield pa.Table.from_batches([batch])
 
 
 def count_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN) -> int:

@@ -9,6 +9,7 @@ by `feedback.filter_findings` before they reach the incident store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -115,11 +116,18 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
     if newest is None:
         return []  # nothing landed in the week before the last look: the runs report that
     slot_end = newest + _cadence(ctx, spec.table)
-    metrics.FRESHNESS_LAG.labels(spec.table).set(max(0.0, (now - slot_end).total_seconds()))
-    if not source_covers(ctx, spec.table, now):
-        return []
-    findings = []
     source_lag = (looked_at - slot_end).total_seconds()
+    # The lag as judged here, not against `now`: under replay the clock runs hours ahead of the pipelines and past
+    # the end of the bundled data, and the alert rule (config/prometheus/alerts.yml) must agree with this monitor.
+    if not source_covers(ctx, spec.table, now):
+        # Past the bundled data of a replay nothing is expected: no lag is judged, so none is exported to alert on.
+        for gauge in (metrics.FRESHNESS_LAG, metrics.FRESHNESS_LIMIT):
+            with contextlib.suppress(KeyError):  # never exported
+                gauge.remove(spec.table)
+        return []
+    metrics.FRESHNESS_LAG.labels(spec.table).set(max(0.0, source_lag))
+    metrics.FRESHNESS_LIMIT.labels(spec.table).set(limit)
+    findings = []
     if source_lag > limit:
         findings.append(
             Finding(

@@ -16,6 +16,7 @@ process died is removed by the next staged fetch.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +35,7 @@ STAGE_SCHEMA = pa.schema(
     ]
 )
 FLUSH_ROWS = 100_000  # records a file's stage buffers before writing them out
-GROUP_ROWS = 250_000  # records per group of days a run lands at once (a bigger day is a group alone)
+GROUP_ROWS = 25_000  # records a run works at once: a group of days, or a part of a bigger day (pipelines/staged_promotion.py)
 _COMPRESSED = ipc.IpcWriteOptions(compression="zstd")  # uncompressed, the staged columns take 8 times the CSV on disk
 
 
@@ -83,20 +84,21 @@ class StagedRecords:
             size += self.counts[day]
         return groups
 
-    def read(self, days: list[datetime]) -> pa.Table:
-        """The staged records of `days`, in the order they were read."""
-        tables = []
+    def parts(self, days: list[datetime]) -> Iterator[pa.Table]:
+        """The staged records of `days` as written, one flushed part at a time (at most `flush_rows` records each)."""
         for day in days:
             folder = self.folder / "days" / self._dirs[day] if day in self._dirs else None
             if folder is None or not folder.is_dir():
                 continue
             for part in sorted(folder.iterdir(), key=lambda p: int(p.stem)):
                 with pa.memory_map(str(part)) as source:
-                    tables.append(ipc.open_file(source).read_all())
-        if not tables:
-            return STAGE_SCHEMA.empty_table()
-        # Copy out of the memory maps so the files can be removed while the table lives.
-        return pa.concat_tables(tables).combine_chunks()
+                    # Copied out of the memory map so the files can be removed while the table lives.
+                    yield ipc.open_file(source).read_all().combine_chunks()
+
+    def read(self, days: list[datetime]) -> pa.Table:
+        """The staged records of `days`, in the order they were read."""
+        tables = list(self.parts(days))
+        return pa.concat_tables(tables).combine_chunks() if tables else STAGE_SCHEMA.empty_table()
 
     def _adopt(self, pending: Path, counts: dict[datetime, int]) -> None:
         for day, rows in counts.items():

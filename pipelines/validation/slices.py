@@ -14,7 +14,7 @@ import pyarrow as pa
 from config.inventory import SuiteSpec
 from pipelines.validation.suite import ROW, ExpectationOutcome, SuiteOutcome, validate
 
-SLICE_ROWS = 50_000
+SLICE_ROWS = 10_000  # Great Expectations holds a pandas copy and per-row results: ~4 KB a row while it validates
 _SAMPLE = 5
 
 

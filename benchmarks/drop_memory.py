@@ -15,6 +15,7 @@ reserve gigabytes they never touch):
   pipeline   `run_pipeline("country_intensity")` on a file of --pipeline-mb (default 1/64 of --size-mb):
              drop folder, bronze, silver with its suite, quarantine
   landing    the same whole pipeline on the --size-mb file: the goal, a 1 GB CSV landing under 500 MB
+             (`bronze_peak_rss_mb`: the peak up to the end of the bronze landing, before silver and its suite)
 
 --phases picks some of them (default all, in the order above).
 
@@ -93,8 +94,25 @@ def _pipeline(path: str) -> dict[str, Any]:
     ctx = PlatformContext.open(settings)
     from datetime import UTC, datetime
 
+    from pipelines.staged_promotion import StagedPromotion
+
+    bronze_peak: list[float] = []
+    promote = StagedPromotion.promote
+
+    def timed_promote(self: StagedPromotion, groups: list[list[datetime]]) -> None:
+        # Peak memory up to here is the fetch and the bronze landing; silver (and Great Expectations) comes next.
+        bronze_peak.append(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+        promote(self, groups)
+
+    StagedPromotion.promote = timed_promote  # type: ignore[method-assign]
     result = run_pipeline(ctx, "country_intensity", Window(start=datetime(2023, 1, 1, tzinfo=UTC), end=datetime(2023, 1, 2, tzinfo=UTC)))
-    return {"rows": result.bronze_new, "status": result.status, "silver_rows": result.rows_out, "error": result.error}
+    return {
+        "rows": result.bronze_new,
+        "status": result.status,
+        "silver_rows": result.rows_out,
+        "error": result.error,
+        "bronze_peak_rss_mb": bronze_peak[0] if bronze_peak else None,
+    }
 
 
 PHASES = {"read": _read, "baseline": _baseline, "pipeline": _pipeline, "landing": _pipeline}
@@ -163,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
     else:
         for r in results:
-            extra = f" status={r['status']} silver_rows={r['silver_rows']}" if "status" in r else ""
+            extra = (
+                f" status={r['status']} silver_rows={r['silver_rows']} bronze_peak_rss={r['bronze_peak_rss_mb']} MB"
+                if "status" in r
+                else ""
+            )
             error = f" error={r['error']}" if r.get("error") else ""
             print(
                 f"{r['phase']:9} {r['size_mb']:8.1f} MB  rows={r.get('rows', '-')!s:>10}  "

@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from config.errors import DataOpsError
 from config.settings import SEVERITIES
+from pipelines import metrics
 from pipelines.context import PlatformContext
 from pipelines.incidents import UNRESOLVED, Finding, IncidentRow
 from pipelines.monitors.feedback import platform_now
@@ -140,6 +141,7 @@ def _firing(ctx: PlatformContext, alert: AlertmanagerAlert, now: datetime) -> in
     )
     incident, opened = ctx.incidents.report(finding, now=now)
     if opened:
+        metrics.INCIDENTS_OPENED.labels(incident.severity).inc()
         log.info("incident %d opened from Alertmanager alert %s (%s)", incident.id, name, alert.fingerprint)
     return incident.id
 

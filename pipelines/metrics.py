@@ -65,6 +65,12 @@ FINDINGS_SUPPRESSED = Counter(
     registry=REGISTRY,
 )
 OPEN_INCIDENTS = Gauge("dataops_open_incidents", "Incidents not yet resolved, by severity.", ["severity"], registry=REGISTRY)
+INCIDENTS_OPENED = Counter(
+    "dataops_incidents_opened",
+    "Incidents the service or an Alertmanager alert opened (not folded into an open one), by severity; the dashboard's incident annotations.",
+    ["severity"],
+    registry=REGISTRY,
+)
 NOTIFIER_UP = Gauge(
     "dataops_notifier_up",
     "1 when the last delivery attempt to a channel (slack, openlineage, ...) was answered, 0 while it fails; messages wait in the outbox meanwhile.",
@@ -87,6 +93,9 @@ CARBON_INTENSITY_SLOT = Gauge(
 )
 CLOCK = Gauge("dataops_clock_timestamp_seconds", "The platform clock (simulated under replay), Unix seconds.", registry=REGISTRY)
 SEVERITIES = ("info", "warning", "critical")
+for _severity in SEVERITIES:
+    # Present at 0 from the start, so `increase()` sees the first incident of a severity too.
+    INCIDENTS_OPENED.labels(_severity)
 
 if TYPE_CHECKING:
     from pipelines.run_result import RunResult

@@ -36,6 +36,7 @@ from pipelines.context import PlatformContext
 from pipelines.control import PipelineBusyError
 from pipelines.email_notifier import email_extension
 from pipelines.incidents import Incident
+from pipelines.intensity_gauge import observe_intensity
 from pipelines.monitors.checks import evaluate, source_covers
 from pipelines.monitors.findings import findings_from_run
 from pipelines.monitors.state import CLOCK_STATE, MonitorStateRow
@@ -172,6 +173,7 @@ class Service:
             incidents.append(incident)
             if opened:
                 log.info("incident %d opened: [%s] %s", incident.id, incident.severity, incident.title)
+                metrics.INCIDENTS_OPENED.labels(incident.severity).inc()
             if self.on_incident is not None:
                 self.on_incident(incident, opened)
             for extension in self.extensions:
@@ -203,6 +205,7 @@ class Service:
                 seed=f"{pipeline}:{window.start.isoformat()}",
             )
             RUN_LOG.log(logging.WARNING if result.status == "failed" else logging.INFO, "%s", run_line(result, len(report.attempts)))
+            observe_intensity(self.ctx, result)
             self.report(findings_from_run(result, silver=spec.silver), now)
             if result.status == "failed":
                 return False

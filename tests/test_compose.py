@@ -239,7 +239,11 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_shipped_dashboard(
     dashboard_file = repo_file_at("grafana", f"{providers[0]['options']['path']}/dataops_dashboard.json")
     assert dashboard_file == REPO / "config" / "grafana" / "dataops_dashboard.json"
     dashboard = json.loads(dashboard_file.read_text())
-    wanted_uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in [p, *p["targets"]] if "datasource" in t}
+    # Panels ask for ${datasource}: a variable listing the Prometheus data sources, defaulting to the provisioned one.
+    variables = {v["name"]: v for v in dashboard["templating"]["list"] if v["type"] == "datasource"}
+    resolved = {f"${{{name}}}": v["current"]["value"] for name, v in variables.items() if v["query"] == "prometheus"}
+    wanted_uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in [p, *p.get("targets", [])] if "datasource" in t}
+    wanted_uids = {resolved.get(uid, uid) for uid in wanted_uids}
     assert wanted_uids <= {d.get("uid") for d in prometheus}, f"the dashboard asks for data sources {sorted(wanted_uids)}"
     home = environment("grafana").get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
     assert home is None or repo_file_at("grafana", home) == dashboard_file

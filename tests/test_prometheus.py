@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from pipelines import metrics
+from pipelines.clock import SteppedClock
 from pipelines.context import PlatformContext
 from pipelines.promotion import run_pipeline
-from tests.conftest import window
+from pipelines.service import Service
+from tests.conftest import REPO, utc, window
 
 pytestmark = pytest.mark.slow
 PROMETHEUS = shutil.which("prometheus")
@@ -94,3 +96,16 @@ def test_prometheus_scrapes_run_metrics(ctx: PlatformContext, prometheus: tuple[
     assert float(score[0]["value"][1]) == pytest.approx((144 - 6) / 144)  # type: ignore[index]
     durations = wait_for(prom_port, 'sum(dataops_pipeline_run_duration_seconds_count{pipeline="carbon_intensity"})')
     assert float(durations[0]["value"][1]) >= 1  # type: ignore[index]
+
+
+def test_the_dashboards_carbon_gauge_answers_after_a_service_run(ctx: PlatformContext, prometheus: tuple[int, int]) -> None:
+    prom_port, _ = prometheus
+    Service(ctx, clock=SteppedClock(current=utc(2023, 1, 3, 10, 20)), sleep=lambda _s: None).tick("carbon_intensity")
+    exported = {
+        kind: metrics.REGISTRY.get_sample_value("dataops_carbon_intensity_gco2_per_kwh", {"kind": kind}) for kind in ("actual", "forecast")
+    }
+    assert None not in exported.values()
+    dashboard = json.loads((REPO / "config" / "grafana" / "dataops_dashboard.json").read_text())
+    gauge = next(p for p in dashboard["panels"] if p["type"] == "gauge")
+    answer = wait_for(prom_port, gauge["targets"][0]["expr"])
+    assert {r["metric"]["kind"]: float(r["value"][1]) for r in answer} == exported  # type: ignore[index]

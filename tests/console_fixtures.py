@@ -6,11 +6,17 @@ so pytest rewrites its asserts.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -68,8 +74,8 @@ class Platform:
         return approval
 
 
-@pytest.fixture
-def platform(ctx: PlatformContext) -> Platform:
+def with_people(ctx: PlatformContext) -> Platform:
+    """The people of ROLES added to `ctx`, each with a personal token and the password PASSWORD."""
     store, passwords = PeopleStore(ctx.ledger), PasswordStore(ctx.ledger)
     tokens = {}
     for name, role in ROLES.items():
@@ -77,6 +83,11 @@ def platform(ctx: PlatformContext) -> Platform:
         tokens[name] = store.issue_token(name)
         passwords.set(name, PASSWORD)
     return Platform(ctx=ctx, tokens=tokens)
+
+
+@pytest.fixture
+def platform(ctx: PlatformContext) -> Platform:
+    return with_people(ctx)
 
 
 @pytest.fixture
@@ -111,3 +122,30 @@ def form_csrf(html: str) -> str:
     match = re.search(r'name="csrf" value="([^"]+)"', html)
     assert match, "no CSRF field in the page"
     return match.group(1)
+
+
+# -- serving it as `dataops console` does ------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dataops_env(home: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any DATAOPS_ setting, over `home`: a `dataops` command sees only that."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")}
+    return clean | {"DATAOPS_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost"} | extra
+
+
+def wait_for(url: str, process: subprocess.Popen[str], seconds: float = 120) -> None:
+    """Until `url` answers 200; AssertionError with the process's stderr if it ends first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the process ended ({process.returncode}): {process.stderr.read() if process.stderr else ''}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")

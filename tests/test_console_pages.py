@@ -122,6 +122,19 @@ def test_sign_in_without_its_csrf_token_is_refused(client: TestClient) -> None:
     assert "dataops_session" not in client.cookies
 
 
+def test_a_second_sign_in_page_keeps_the_first_forms_token(client: TestClient, platform: Platform) -> None:
+    """Browsers fetch /favicon.ico by themselves; signed out, that lands on the sign-in page, which must not void the
+    form already on screen (found by tests/test_console_browser.py). The pages name their own icon too."""
+    from tests.console_fixtures import form_csrf
+
+    first = client.get("/signin")
+    again = client.get("/favicon.ico", follow_redirects=True)
+    assert again.status_code == 200 and form_csrf(again.text) == form_csrf(first.text)
+    assert 'rel="icon" href="/static/favicon.svg"' in first.text and client.get("/static/favicon.svg").status_code == 200
+    done = client.post("/signin", data={"csrf": form_csrf(first.text), "token": platform.tokens["vera"]})
+    assert done.status_code == 303 and done.headers["location"] == "/"
+
+
 def test_next_never_leaves_the_console(client: TestClient, platform: Platform) -> None:
     from tests.console_fixtures import form_csrf
 

@@ -5,12 +5,10 @@ as a service extension and alone as `dataops console`; its settings; and the `da
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,12 +30,6 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.console_fixtures"]
 DATAOPS = str(Path(sys.executable).parent / "dataops")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -104,6 +96,8 @@ def _service(platform: Platform, port: int) -> Service:
 
 
 def test_dataops_serve_runs_the_console_as_an_extension(platform: Platform) -> None:
+    from tests.console_fixtures import free_port
+
     port = free_port()
     service = _service(platform, port)
     service.attach_extensions()
@@ -171,30 +165,13 @@ def test_the_console_settings_default_to_localhost_8400(monkeypatch: pytest.Monk
 
 
 # -- the commands ------------------------------------------------------------------------------------------------------
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")}
-    return clean | {"DATAOPS_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost"} | extra
-
-
-def _wait_for(url: str, process: subprocess.Popen[str], seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the process ended ({process.returncode}): {process.stderr.read() if process.stderr else ''}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
-
-
 def test_users_add_json_prints_name_role_and_a_token_that_works(platform: Platform) -> None:
     from evals.cli import app
+    from tests.console_fixtures import dataops_env
 
     home = platform.ctx.settings.home
     runner = CliRunner()
-    done = runner.invoke(app, ["users", "add", "olga", "--role", "operator", "--json"], env=_env(home))
+    done = runner.invoke(app, ["users", "add", "olga", "--role", "operator", "--json"], env=dataops_env(home))
     assert done.exit_code == 0, done.output
     printed = json.loads(done.stdout)
     assert set(printed) == {"name", "role", "token"}
@@ -212,13 +189,14 @@ def test_users_password_sets_an_argon2_hash_and_ends_sessions(platform: Platform
     from agent.console.sessions import SessionStore
     from evals.cli import app
     from policies.passwords import PasswordRow, PasswordStore
+    from tests.console_fixtures import dataops_env
 
     home, runner = platform.ctx.settings.home, CliRunner()
     sessions = SessionStore(platform.ctx.ledger)
     secret, _ = sessions.open("vera", signed_in_by="password")
-    short = runner.invoke(app, ["users", "password", "vera", "--stdin"], input="short\n", env=_env(home))
+    short = runner.invoke(app, ["users", "password", "vera", "--stdin"], input="short\n", env=dataops_env(home))
     assert short.exit_code == 2 and "the password has 5 characters; at least 12 are needed" in short.output
-    typed = runner.invoke(app, ["users", "password", "vera"], input="a new long passphrase\na new long passphrase\n", env=_env(home))
+    typed = runner.invoke(app, ["users", "password", "vera"], input="a new long passphrase\na new long passphrase\n", env=dataops_env(home))
     assert typed.exit_code == 0, typed.output
     assert "vera's console password is set; 1 console session(s) ended" in typed.output
     assert sessions.get(secret) is None
@@ -227,30 +205,38 @@ def test_users_password_sets_an_argon2_hash_and_ends_sessions(platform: Platform
     assert stored.startswith("$argon2id$") and "a new long passphrase" not in stored
     assert PasswordStore(platform.ctx.ledger).check("vera", "a new long passphrase")
     assert not PasswordStore(platform.ctx.ledger).check("vera", platform.password)
-    nobody = runner.invoke(app, ["users", "password", "nobody", "--stdin"], input="whatever whatever\n", env=_env(home))
+    nobody = runner.invoke(app, ["users", "password", "nobody", "--stdin"], input="whatever whatever\n", env=dataops_env(home))
     assert nobody.exit_code == 2 and "no person 'nobody'" in nobody.output
-    listed = json.loads(runner.invoke(app, ["users", "list", "--json"], env=_env(home)).stdout)
+    listed = json.loads(runner.invoke(app, ["users", "list", "--json"], env=dataops_env(home)).stdout)
     assert "password" in next(p for p in listed["people"] if p["name"] == "vera")["authenticates_by"]
 
 
 def test_removing_a_person_removes_their_password(platform: Platform) -> None:
     from evals.cli import app
     from policies.passwords import PasswordStore
+    from tests.console_fixtures import dataops_env
 
     runner = CliRunner()
-    assert runner.invoke(app, ["users", "remove", "otto"], env=_env(platform.ctx.settings.home)).exit_code == 0
+    assert runner.invoke(app, ["users", "remove", "otto"], env=dataops_env(platform.ctx.settings.home)).exit_code == 0
     assert not PasswordStore(platform.ctx.ledger).has("otto")
 
 
 @pytest.mark.slow
 def test_dataops_console_serves_alone_and_stops_on_sigterm(platform: Platform) -> None:
+    from tests.console_fixtures import dataops_env, free_port, wait_for
+
     port = free_port()
     home = platform.ctx.settings.home
     process = subprocess.Popen(
-        [DATAOPS, "console", "--port", str(port)], env=_env(home), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [DATAOPS, "console", "--port", str(port)],
+        env=dataops_env(home),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz", process)
+        wait_for(f"http://127.0.0.1:{port}/healthz", process)
         assert httpx.get(f"http://127.0.0.1:{port}/api/me", headers=platform.auth("vera"), timeout=10).json()["name"] == "vera"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
@@ -263,9 +249,11 @@ def test_dataops_console_serves_alone_and_stops_on_sigterm(platform: Platform) -
 @pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--console", "--no-console"])
 def test_dataops_serve_serves_the_console_unless_told_not_to(platform: Platform, flag: str) -> None:
+    from tests.console_fixtures import dataops_env, free_port
+
     port = free_port()
     home = platform.ctx.settings.home
-    env = _env(home, DATAOPS_CONSOLE_PORT=str(port), DATAOPS_METRICS_PORT=str(free_port()))
+    env = dataops_env(home, DATAOPS_CONSOLE_PORT=str(port), DATAOPS_METRICS_PORT=str(free_port()))
     done = subprocess.run(
         [DATAOPS, "serve", "--until", "2023-01-01T00:00:00Z", "--no-agent", "--no-metrics", flag],
         env=env,
@@ -292,9 +280,10 @@ def test_help_imports_neither_the_web_stack_nor_argon2(tmp_path: Path) -> None:
 def test_a_new_or_revoked_token_ends_console_sessions(platform: Platform) -> None:
     from agent.console.sessions import SessionStore
     from evals.cli import app
+    from tests.console_fixtures import dataops_env
 
     sessions = SessionStore(platform.ctx.ledger)
     secret, _ = sessions.open("vera", signed_in_by="token")
-    done = CliRunner().invoke(app, ["users", "token", "vera", "--revoke"], env=_env(platform.ctx.settings.home))
+    done = CliRunner().invoke(app, ["users", "token", "vera", "--revoke"], env=dataops_env(platform.ctx.settings.home))
     assert done.exit_code == 0, done.output
     assert sessions.get(secret) is None

@@ -82,7 +82,8 @@ class AgentDecider:
         self._own: Agent | None = None
         self._lock = threading.Lock()
 
-    def _agent(self) -> Agent:
+    def agent(self) -> Agent:
+        """The agent decisions go through; the Chat page talks to the same one."""
         found = self._find()
         if found is not None:
             return found
@@ -95,7 +96,7 @@ class AgentDecider:
             return self._own
 
     def __call__(self, approval_id: str, *, approve: bool, actor: Actor, reason: str) -> Approval:
-        return self._agent().decide(approval_id, approve=approve, user=actor, reason=reason)
+        return self.agent().decide(approval_id, approve=approve, user=actor, reason=reason)
 
     def close(self) -> None:
         if self._own is not None:

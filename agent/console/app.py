@@ -3,7 +3,8 @@
     GET  /healthz                    200, the only answer without sign-in (with /signin and its stylesheet)
     GET  /signin, POST /signin       password or personal-token sign-in; POST /signout
     GET  /  /incidents  /incidents/{id}  /approvals                                     pages (sign-in)
-    GET  /runs  /runs/{id}  /tables  /tables/{name}  /lineage                           (agent/console/explore.py)
+    GET  /runs  /runs/{id}  /tables  /tables/{name}  /lineage  /data                    (agent/console/explore.py)
+    GET  /chat  /chat/{thread}, POST /chat  /chat/{thread}                              (agent/console/chat.py)
     POST /incidents/{id}/{ack|resolve|expected}  /approvals/{id}/{approve|deny}         forms (sign-in + CSRF)
     /api/...                         JSON, `Authorization: Bearer TOKEN` (agent/console/api.py)
 
@@ -59,7 +60,7 @@ def platform_clock(ctx: PlatformContext) -> Callable[[], datetime]:
 
 def create_app(ctx: PlatformContext, *, decider: Decider | None = None, clock: Callable[[], datetime] | None = None) -> FastAPI:
     """The console over `ctx`; `decider` defaults to an agent made on the first decision, `clock` to the saved clock."""
-    from agent.console import api, explore, pages
+    from agent.console import api, chat, explore, pages
 
     app = FastAPI(title="dataops console", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -71,6 +72,7 @@ def create_app(ctx: PlatformContext, *, decider: Decider | None = None, clock: C
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(explore.router)
+    app.include_router(chat.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,23 +1,26 @@
 """The read-only pages of the console: Runs (a timeline per pipeline; one run with its validation report), Tables
-(schema, snapshots with their runs, branches and tags, quarantined rows, a day as of a snapshot) and Lineage (the
-inventory's graph as SVG, each node linking to its table); and their JSON under /api/.
+(schema, snapshots with their runs, branches and tags, quarantined rows, a day as of a snapshot), Lineage (the
+inventory's graph as SVG, each node linking to its table) and Data (the series themselves as SVG charts, the
+defects marked over them); and their JSON under /api/.
 
     GET /api/runs[?pipeline=]          runs newest first
     GET /api/runs/{run_id}             {"run", "validation": {table: [checks]}}
     GET /api/tables/{name}/snapshots   as `dataops history TABLE --json`
+    GET /data, /api/data[?start=&end=] carbon intensity, generation mix and temperature over UTC days, with defects
 """
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from agent.console import lake
+from agent.console import charts, lake, series
 from agent.console.actions import ActionRefused
 from agent.console.answers import error_page
-from agent.console.pages import caller_of, render
+from agent.console.pages import caller_of, parsed, render
 from agent.console.state import console_of
 from config.errors import DataOpsError
 
@@ -86,6 +89,33 @@ def lineage_page(request: Request) -> Response:
     return render(request, "lineage.html", nodes=nodes, edges=edges, width=width, height=height, node_w=lake.NODE_W, node_h=lake.NODE_H)
 
 
+def _picked(request: Request, start: str, end: str) -> series.DayRange:
+    """The range asked for; the week before the platform clock when none is; one end alone spans a week."""
+    if not start and not end:
+        return series.DayRange.before(console_of(request).clock())
+    week = timedelta(days=series.DEFAULT_DAYS - 1)
+    if not end:
+        end = str(_day(start, "start") + week)
+    if not start:
+        start = str(_day(end, "end") - week)
+    return parsed(series.DayRange, {"start": start, "end": end})
+
+
+def _day(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ActionRefused(f"{field}: {value!r} is not a date (YYYY-MM-DD)", status=422, field=field) from None
+
+
+@router.get("/data")
+def data_page(request: Request, start: str = "", end: str = "") -> Response:
+    picked = _picked(request, start, end)
+    data = series.grid_data(console_of(request).ctx, picked)
+    drawn = {"intensity": charts.intensity_chart(data), "mix": charts.mix_chart(data), "temperature": charts.temperature_chart(data)}
+    return render(request, "data.html", data=data, charts=drawn, max_days=series.MAX_DAYS, now=console_of(request).clock())
+
+
 # -- JSON ------------------------------------------------------------------------------------------------------------
 @router.get("/api/runs")
 def runs_api(request: Request, pipeline: str = "") -> list[dict[str, Any]]:
@@ -113,3 +143,8 @@ def snapshots_api(request: Request, name: str) -> dict[str, Any]:
         return {"table": name, "snapshots": history_of(ctx, name)}
     except DataOpsError as exc:
         raise ActionRefused(str(exc), status=404) from None
+
+
+@router.get("/api/data")
+def data_api(request: Request, start: str = "", end: str = "") -> dict[str, Any]:
+    return series.grid_data(console_of(request).ctx, _picked(request, start, end)).model_dump(mode="json")

@@ -8,6 +8,7 @@ then the id (404). Actions answer with a redirect back to the page (303), so a r
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -34,6 +35,7 @@ from policies.people import Role
 
 router = APIRouter()
 _Form = TypeVar("_Form", bound=BaseModel)
+_SIGNIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
 def caller_of(request: Request) -> Caller:
@@ -91,7 +93,10 @@ def signin_page(request: Request, next: str = "/") -> Response:
 
 
 def _signin_form(request: Request, *, next: str, error: str = "", status: int = 200) -> Response:
-    token = secrets.token_urlsafe(32)
+    # The browser's token is kept while it lasts: a second sign-in page (another tab, or a request the browser makes
+    # by itself, such as /favicon.ico sent here while signed out) must not void the form already on screen.
+    kept = request.cookies.get(SIGNIN_COOKIE, "")
+    token = kept if _SIGNIN_TOKEN.fullmatch(kept) else secrets.token_urlsafe(32)
     response = render(request, "signin.html", status, signin_csrf=token, next=next, error=error)
     response.set_cookie(SIGNIN_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request), path="/signin", max_age=3600)
     return response
@@ -205,4 +210,6 @@ async def approval_action(request: Request, approval_id: str, verb: str) -> Resp
     body = parsed(DecisionInput, form)
     console = console_of(request)
     decided = decide_approval(console.ctx, console.decider, approval_id, verb, body, actor=caller_of(request).actor)
+    if form.get("next"):  # decided inline elsewhere (a chat thread): back there
+        return RedirectResponse(_safe_next(form["next"]), status_code=303)
     return RedirectResponse(f"/approvals?done={quote(decided.id)}", status_code=303)

@@ -303,13 +303,19 @@ def read_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN, col
 def read_days_in_parts(
     table: Table, days: Iterable[datetime], *, snapshot_id: int | None, columns: tuple[str, ...] = ("*",)
 ) -> Iterator[pa.Table]:
-    """Rows of `days` in snapshot `snapshot_id`, a data file's batches at a time (memory holds one of them)."""
+    """Rows of `days` in snapshot `snapshot_id`, one data file at a time (memory holds one of them).
+
+    pyiceberg's own batch reader reads every file of the scan at once on its thread pool before yielding the
+    first batch, so a large day would be whole in memory: the files are read one after another here."""
     days = list(days)
     if snapshot_id is None or not days:
         return
-    reader = table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id, selected_fields=columns).to_arrow_batch_reader()
-    for batch in reader:
-        yield pa.Table.from_batches([batch])
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    scan = table.scan(row_filter=days_filter(days), snapshot_id=snapshot_id, selected_fields=columns)
+    reader = ArrowScan(scan.table_metadata, scan.io, scan.projection(), scan.row_filter, scan.case_sensitive)
+    for task in scan.plan_files():
+        yield reader.to_table([task])
 
 
 def count_days(table: Table, days: Iterable[datetime], *, branch: str = MAIN) -> int:

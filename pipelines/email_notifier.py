@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
@@ -45,8 +45,12 @@ from pipelines.incidents import Incident, IncidentRow
 from pipelines.ledger import as_utc
 from pipelines.outbox import Outbox, OutboxMessage, OutboxRow, OutboxWorker, outbox_backoff
 
-if TYPE_CHECKING:
-    from pipelines.service import Service
+
+class _Hosting(Protocol):
+    """What the notifier needs of the service that starts it (`pipelines.service.Service`)."""
+
+    ctx: PlatformContext
+
 
 log = logging.getLogger(__name__)
 HELD = "email-held"
@@ -284,7 +288,7 @@ class EmailNotifier:
         return f"  #{incident.id} [{incident.severity}] {incident.status}: {_cut(incident.title, 120)}  {self.console_url}/incidents/{incident.id}"
 
 
-def email_extension(service: Service) -> EmailNotifier | None:
+def email_extension(service: _Hosting) -> EmailNotifier | None:
     """The notifier alongside `dataops serve` when DATAOPS_SMTP_URL is set (started), else None."""
     if not service.ctx.settings.smtp_url:
         return None

@@ -287,3 +287,48 @@ def test_a_new_or_revoked_token_ends_console_sessions(platform: Platform) -> Non
     done = CliRunner().invoke(app, ["users", "token", "vera", "--revoke"], env=dataops_env(platform.ctx.settings.home))
     assert done.exit_code == 0, done.output
     assert sessions.get(secret) is None
+
+
+@pytest.mark.slow
+def test_the_console_keeps_working_while_slack_and_smtp_are_down(platform: Platform) -> None:
+    """`dataops serve` with Slack and an SMTP server configured, neither of them answering: the console serves
+    its pages and acts on an incident, and the service keeps running."""
+    from tests.console_fixtures import dataops_env, free_port, wait_for
+
+    incident = platform.incident()
+    port, dead = free_port(), free_port()  # nothing listens on `dead`
+    env = dataops_env(
+        platform.ctx.settings.home,
+        DATAOPS_CONSOLE_PORT=str(port),
+        DATAOPS_METRICS_PORT=str(free_port()),
+        DATAOPS_SLACK_BOT_TOKEN="xoxb-test-token",
+        DATAOPS_SLACK_SIGNING_SECRET="test-signing-secret",
+        DATAOPS_SLACK_CHANNEL="C0DATAOPS",
+        DATAOPS_SLACK_API_URL=f"http://127.0.0.1:{dead}/api/",
+        DATAOPS_SLACK_PORT=str(free_port()),
+        DATAOPS_SMTP_URL=f"smtp://127.0.0.1:{dead}",
+        DATAOPS_ALERT_EMAILS="oncall@example.org",
+        DATAOPS_OUTBOX_BACKOFF_S="60",
+    )
+    process = subprocess.Popen(
+        [DATAOPS, "serve", "--speed", "60"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{base}/healthz", process)
+        listed = httpx.get(f"{base}/api/incidents", headers=platform.auth("vera"), timeout=30)
+        assert listed.status_code == 200 and incident.id in [i["id"] for i in listed.json()]
+        resolved = httpx.post(  # resolve: the service's agent may have acknowledged it already
+            f"{base}/api/incidents/{incident.id}/resolve", json={"reason": "fixed upstream"}, headers=platform.auth("otto"), timeout=60
+        )
+        assert resolved.status_code == 200, resolved.text
+        signin = httpx.get(f"{base}/signin", timeout=30)
+        assert signin.status_code == 200 and 'name="csrf"' in signin.text
+        assert process.poll() is None, "the service is still running"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert platform.ctx.incidents.get(incident.id).status == "resolved"

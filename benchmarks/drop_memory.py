@@ -16,6 +16,8 @@ reserve gigabytes they never touch):
              drop folder, bronze, silver with its suite, quarantine
   landing    the same whole pipeline on the --size-mb file: the goal, a 1 GB CSV landing under 500 MB
              (`bronze_peak_rss_mb`: the peak up to the end of the bronze landing, before silver and its suite)
+  bronze     the --size-mb file through the drop folder into bronze only, the run stopped where silver would
+             begin (not in the default plan: `--phases bronze`)
 
 --phases picks some of them (default all, in the order above).
 
@@ -79,7 +81,15 @@ def _baseline(path: str) -> dict[str, Any]:
     return {"rows": len(rows)}
 
 
-def _pipeline(path: str) -> dict[str, Any]:
+class _StopAfterBronze(Exception):
+    """The `bronze` phase ends the run where silver would begin."""
+
+
+def _bronze(path: str) -> dict[str, Any]:
+    return _pipeline(path, bronze_only=True)
+
+
+def _pipeline(path: str, *, bronze_only: bool = False) -> dict[str, Any]:
     from config.settings import load_settings
     from pipelines.context import PlatformContext
     from pipelines.promotion import run_pipeline
@@ -102,10 +112,20 @@ def _pipeline(path: str) -> dict[str, Any]:
     def timed_promote(self: StagedPromotion, groups: list[list[datetime]]) -> None:
         # Peak memory up to here is the fetch and the bronze landing; silver (and Great Expectations) comes next.
         bronze_peak.append(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+        if bronze_only:
+            raise _StopAfterBronze("stopped after the bronze landing (phase bronze)")
         promote(self, groups)
 
     StagedPromotion.promote = timed_promote  # type: ignore[method-assign]
-    result = run_pipeline(ctx, "country_intensity", Window(start=datetime(2023, 1, 1, tzinfo=UTC), end=datetime(2023, 1, 2, tzinfo=UTC)))
+    window = Window(start=datetime(2023, 1, 1, tzinfo=UTC), end=datetime(2023, 1, 2, tzinfo=UTC))
+    try:
+        result = run_pipeline(ctx, "country_intensity", window)
+    except _StopAfterBronze:
+        from pipelines.lakehouse.catalog import load_table
+
+        bronze = load_table(ctx.catalog, "bronze.country_intensity")  # rows from the manifests' record counts
+        landed = sum(task.file.record_count for task in bronze.scan().plan_files())
+        return {"rows": landed, "status": "bronze landed", "silver_rows": 0, "error": None, "bronze_peak_rss_mb": bronze_peak[0]}
     return {
         "rows": result.bronze_new,
         "status": result.status,
@@ -115,7 +135,7 @@ def _pipeline(path: str) -> dict[str, Any]:
     }
 
 
-PHASES = {"read": _read, "baseline": _baseline, "pipeline": _pipeline, "landing": _pipeline}
+PHASES = {"read": _read, "baseline": _baseline, "pipeline": _pipeline, "landing": _pipeline, "bronze": _bronze}
 
 
 def _child(phase: str, path: str, out: Any) -> None:
@@ -173,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size, small = args.size_mb, args.pipeline_mb or args.size_mb / 64
     plan = [("read", size), ("baseline", size / 16), ("baseline", size), ("pipeline", small), ("landing", size)]
+    plan += [("bronze", size)] if args.phases and "bronze" in args.phases else []
     plan = [(phase, mb) for phase, mb in plan if args.phases is None or phase in args.phases]
     with tempfile.TemporaryDirectory(prefix="dataops-drop-memory-") as tmp:
         results = [measure(phase, mb, args.cap_mb, Path(tmp)) for phase, mb in plan]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.chat import answers, queries
-from agent.chat.intents import ACTIONS, Intent, read_intent
+from agent.chat.intents import ACTIONS, HORIZON_HOURS, Intent, read_intent
 from agent.chat.names import Names, names_of
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
 from config.settings import load_settings
@@ -36,6 +36,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "quarantined": ("which rows are quarantined and why", "which rows were quarantined last week and why?"),
     "aggregate": ("an average, minimum or maximum over a period", "average carbon intensity last week"),
     "greenest": ("the greenest hour or window", "greenest 3-hour window yesterday"),
+    "greenest_ahead": ("when to run a job on the cleanest power, from the forecast", "when should I run a 3-hour job tomorrow?"),
     "run_report": ("what a pipeline's last run did", "why did the last generation_mix run fail?"),
     "history": ("a table's snapshot history", "history of silver.carbon_intensity"),
     "lineage": ("a table's lineage", "lineage of silver.weather"),
@@ -134,6 +135,8 @@ class ChatPlan:
         if i.date_problem:
             return f"impossible range: {i.date_problem}; write the earlier day first, e.g. 'from 2023-03-01 to 2023-03-05'. Nothing ran."
         today = self.now.date()
+        if i.kind == "greenest_ahead":
+            return None  # the forecast looks ahead: a later day is the point, and the source's coverage does not apply
         if i.start is not None and i.start > today:
             return (
                 f"{i.start.isoformat()} is after the platform clock ({self.now:%Y-%m-%d %H:%M} UTC): there is no data for it yet; "
@@ -198,9 +201,11 @@ class ChatPlan:
         if i.kind == "aggregate":
             start, end = self.period(7)
             return [self.call(tool.QUERY_LAKE, sql=queries.aggregate(queries.metric_column(i.metric, i.fuel), start, end), limit=1)]
+        if i.kind == "greenest_ahead":
+            return [self.call(tool.FIND_GREENEST_WINDOW, **self.ahead())]
         if i.kind == "greenest":
             start, end = self.period(1)
-            slots = (i.hours or 1) * 60 // 30
+            slots = int((i.hours or 1) * 2)
             return [self.call(tool.QUERY_LAKE, sql=queries.greenest(start, end, slots=slots, slot_minutes=30), limit=1)]
         # why_missing
         if i.day is None:
@@ -213,6 +218,25 @@ class ChatPlan:
             self.call(tool.LIST_INCIDENTS, 2, status="all", table=table, limit=20),
             self.call(tool.REFETCH_AND_DIFF, 3, pipeline=pipeline, day=i.day.isoformat()),
         ]
+
+    def ahead(self) -> dict[str, Any]:
+        """The greenest-ahead call's arguments: a deadline in hours from now, and the earliest start for a later day.
+
+        "in the next 12 hours" is the deadline itself; "tomorrow" starts at tomorrow's midnight and ends at the next;
+        "today" ends at midnight; nothing said: the tool's default (24 hours). A forecast reaches 48 hours, so a
+        later deadline is cut there."""
+        i = self.intent
+        arguments: dict[str, Any] = {"hours": i.hours or 1}
+        if i.within_hours is not None:
+            return arguments | {"within_hours": i.within_hours}
+        if i.start is None or i.end is None:
+            return arguments
+        horizon = timedelta(hours=HORIZON_HOURS)
+        deadline = min(_midnight(i.end), self.now + horizon)
+        arguments["within_hours"] = round(max((deadline - self.now).total_seconds() / 3600, 0.5), 2)
+        if _midnight(i.start) > self.now:
+            arguments["not_before"] = _midnight(i.start).isoformat()
+        return arguments
 
     def action(self) -> list[ProposedCall] | str:
         i = self.intent
@@ -298,6 +322,8 @@ class ChatPlan:
         if i.kind == "greenest":
             start, end = self.period(1)
             return answers.greenest(i, rows[0] if rows else {}, start, end)
+        if i.kind == "greenest_ahead":
+            return answers.greenest_ahead(result)
         assert i.day is not None
         table = i.table or "silver.carbon_intensity"
         by_role = {

@@ -160,7 +160,7 @@ class MonitorSpec(_Spec):
     """A monitor: what it watches and when it speaks. Evaluated after each run and on a timer."""
 
     name: str
-    kind: Literal["freshness", "volume", "schema", "value", "published", "reconcile", "distribution"]
+    kind: Literal["freshness", "volume", "schema", "value", "published", "reconcile", "distribution", "forecast"]
     table: str
     severity: Literal["info", "warning", "critical"] = "warning"
     max_lag_minutes: int | None = Field(default=None, description="freshness: lag of the newest slot that opens an incident")
@@ -222,6 +222,24 @@ class PipelineSpec(_Spec):
     doc: str = ""
 
 
+class ForecastSpec(_Spec):
+    """A forecast pipeline: issues the next hours of one silver series after each run of another pipeline."""
+
+    name: str
+    input: str = Field(description="The silver table whose history the model learns from")
+    column: str = Field(description="The column of `input` forecast, e.g. actual")
+    table: str = Field(description="The gold table issues are published to")
+    quarantine: str = Field(description="Where a malformed issue goes, whole")
+    suite: str
+    after: str = Field(description="The pipeline after each of whose runs a forecast is issued")
+    model: str = Field(default="default", description="A model of pipelines/forecast/models.py, or default (the backtest's choice)")
+    horizon_hours: int = Field(default=48, gt=0)
+    issue_every_minutes: int = Field(default=30, gt=0, description="At most one issue per this many minutes of data time")
+    refit_hours: int = Field(default=24, gt=0, description="Refit the model when its training data is this old")
+    history_days: int = Field(default=120, gt=0, description="Days of history the model is trained on")
+    doc: str = ""
+
+
 class Inventory(_Spec):
     """All declarations, cross-checked."""
 
@@ -231,6 +249,7 @@ class Inventory(_Spec):
     marts: dict[str, MartSpec]
     pipelines: dict[str, PipelineSpec]
     monitors: dict[str, MonitorSpec] = Field(default_factory=dict)
+    forecasts: dict[str, ForecastSpec] = Field(default_factory=dict)
 
     def table(self, name: str) -> TableSpec:
         try:
@@ -252,6 +271,12 @@ class Inventory(_Spec):
 
     def mart(self, name: str) -> MartSpec:
         return self.marts[name]
+
+    def forecast(self, name: str) -> ForecastSpec:
+        try:
+            return self.forecasts[name]
+        except KeyError:
+            raise DefinitionError(f"unknown forecast {name!r}; known: {', '.join(sorted(self.forecasts))}") from None
 
     def pipelines_feeding(self, table: str) -> list[PipelineSpec]:
         """Pipelines whose silver table or marts write `table`."""
@@ -293,6 +318,8 @@ class Inventory(_Spec):
             need_table(f"monitor {monitor.name!r}", monitor.table)
             if monitor.kind in ("reconcile", "distribution"):
                 need_table(f"monitor {monitor.name!r}", monitor.table, "gold")
+            if monitor.kind == "forecast" and not any(f.table == monitor.table for f in self.forecasts.values()):
+                raise ValueError(f"forecast monitor {monitor.name!r}: no forecast writes {monitor.table!r}")
             if monitor.kind == "reconcile" and not any(m.table == monitor.table for m in self.marts.values()):
                 raise ValueError(f"reconcile monitor {monitor.name!r}: no mart writes {monitor.table!r}")
             columns = {c.name for c in self.tables[monitor.table].columns}
@@ -301,6 +328,18 @@ class Inventory(_Spec):
                     raise ValueError(
                         f"monitor {monitor.name!r} names unknown column {column!r} of {monitor.table}; known: {', '.join(sorted(columns))}"
                     )
+        for f in self.forecasts.values():
+            need_table(f"forecast {f.name!r}", f.input, "silver")
+            need_table(f"forecast {f.name!r}", f.table, "gold")
+            need_table(f"forecast {f.name!r}", f.quarantine, "quarantine")
+            if f.column not in {c.name for c in self.tables[f.input].columns}:
+                raise ValueError(f"forecast {f.name!r} names unknown column {f.column!r} of {f.input}")
+            if f.suite not in self.suites:
+                raise ValueError(f"forecast {f.name!r} names unknown suite {f.suite!r}; known: {', '.join(sorted(self.suites))}")
+            if f.after not in self.pipelines:
+                raise ValueError(f"forecast {f.name!r} runs after unknown pipeline {f.after!r}; known: {', '.join(sorted(self.pipelines))}")
+            if f.name in self.pipelines:
+                raise ValueError(f"forecast {f.name!r} has the name of a pipeline; `dataops run {f.name}` must mean one thing")
         for p in self.pipelines.values():
             if p.source not in self.sources:
                 raise ValueError(f"pipeline {p.name!r} names unknown source {p.source!r}; known: {', '.join(sorted(self.sources))}")
@@ -407,6 +446,7 @@ def load_inventory(config_dir: Path) -> Inventory:
     marts = {n: _parse("mart", MartSpec, n, b) for n, b in _section(raw["pipelines"], "marts", files["pipelines"]).items()}
     pipelines = {n: _parse("pipeline", PipelineSpec, n, b) for n, b in _section(raw["pipelines"], "pipelines", files["pipelines"]).items()}
     monitors = {n: _parse("monitor", MonitorSpec, n, b) for n, b in _section(raw["monitors"], "monitors", files["monitors"]).items()}
+    forecasts = {n: _parse("forecast", ForecastSpec, n, b) for n, b in _section(raw["pipelines"], "forecasts", files["pipelines"]).items()}
 
     # Bronze and quarantine tables share one layout per pipeline; declare them here, once.
     for p in pipelines.values():
@@ -417,8 +457,15 @@ def load_inventory(config_dir: Path) -> Inventory:
             if name in tables:
                 raise DefinitionError(f"table {name!r} is derived from pipeline {p.name!r}; remove it from tables.yaml")
             tables[name] = TableSpec(name=name, columns=columns, key=key, doc=f"{name.split('.')[0]} of {p.name}")
+    for f in forecasts.values():
+        if f.quarantine in tables:
+            raise DefinitionError(f"table {f.quarantine!r} is derived from forecast {f.name!r}; remove it from tables.yaml")
+        key = ("record_key", "run_id", "expectation")
+        tables[f.quarantine] = TableSpec(name=f.quarantine, columns=QUARANTINE_COLUMNS, key=key, doc=f"quarantine of {f.name}")
 
     try:
-        return Inventory(sources=sources, tables=tables, suites=suites, marts=marts, pipelines=pipelines, monitors=monitors)
+        return Inventory(
+            sources=sources, tables=tables, suites=suites, marts=marts, pipelines=pipelines, monitors=monitors, forecasts=forecasts
+        )
     except ValidationError as exc:
         raise DefinitionError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None

@@ -240,6 +240,17 @@ class DataopsSettings(BaseSettings):
         ge=0,
         description="Real hours between table-maintenance runs in `dataops serve` (compaction, then snapshot expiry and orphan cleanup); 0 turns it off.",
     )
+    upkeep_green_deadline_hours: float = Field(
+        default=12.0,
+        ge=0,
+        description="`dataops serve` defers due table upkeep to the greenest window of the carbon-intensity forecast ending within this many hours of data time; 0 runs it when due.",
+    )
+    upkeep_green_window_hours: float = Field(
+        default=1.0,
+        gt=0,
+        multiple_of=0.5,
+        description="Length of the window upkeep is deferred to, hours (a multiple of the half-hour slot).",
+    )
     snapshot_retention_hours: float = Field(
         default=168.0, ge=0, description="Snapshots of main older than this (and beyond the newest few) are expired by maintenance."
     )

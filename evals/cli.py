@@ -14,9 +14,10 @@ from agent import cli as agent_cli
 from agent import people_cli
 from agent.console import cli as console_cli
 from evals import eval_cli
-from pipelines import backfill_cli
+from pipelines import backfill_cli, forecast_cli
 from pipelines import cli as pipelines_cli
 from pipelines.error_report import ReportingGroup
+from pipelines.forecast import cli as forecast_commands
 
 __all__ = ["app"]
 
@@ -39,6 +40,7 @@ app.command()(pipelines_cli.status)
 app.command()(pipelines_cli.history)
 app.command()(pipelines_cli.query)
 app.command()(agent_cli.maintain)
+app.command()(forecast_cli.greenest)
 
 # Incidents, monitors and people's judgement.
 app.command()(pipelines_cli.incidents)
@@ -56,6 +58,12 @@ monitors_app = typer.Typer(help="The monitors of the inventory with their active
 monitors_app.callback(invoke_without_command=True)(pipelines_cli.monitors)
 monitors_app.command("unsuppress")(agent_cli.monitors_unsuppress)
 app.add_typer(monitors_app, name="monitors")
+
+# Forecasts.
+forecast_app = typer.Typer(help="Day-ahead carbon-intensity forecasts: `run` issues one now, `show` reads the latest with its accuracy.")
+forecast_app.command("run")(forecast_commands.forecast_run)
+forecast_app.command("show")(forecast_commands.forecast_show)
+app.add_typer(forecast_app, name="forecast")
 
 # The agent, its approvals and its audit.
 app.command()(agent_cli.remediate)

@@ -72,7 +72,12 @@ def main(
 
 
 def run(
-    pipeline: Annotated[str, typer.Argument(help="Pipeline name from config/pipelines.yaml, or 'all'.")] = "all",
+    pipeline: Annotated[
+        str,
+        typer.Argument(
+            help="Pipeline name from config/pipelines.yaml, 'all' (every pipeline), or a forecast (issued once, as `dataops forecast run`)."
+        ),
+    ] = "all",
     start: Annotated[
         str | None, typer.Option(help="Window start (UTC date or instant, inclusive). Default: the pipeline's default_window.")
     ] = None,
@@ -97,6 +102,11 @@ def run(
     from pipelines.sources.base import Window
 
     ctx = open_context()
+    if pipeline in ctx.inventory.forecasts:  # `dataops run forecast`: the forecast pipeline issues once
+        from pipelines.forecast.cli import run_and_print
+
+        run_and_print(ctx, pipeline, as_of=as_of, as_json=as_json)
+        return
     names = list(ctx.inventory.pipelines) if pipeline == "all" else [pipeline]
     with usage_errors():
         specs = [ctx.inventory.pipeline(n) for n in names]

@@ -91,6 +91,45 @@ CARBON_INTENSITY_SLOT = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+FORECAST_ISSUES = Counter(
+    "dataops_forecast_issues",
+    "Forecast runs by outcome: published, quarantined (a malformed issue held back whole), skipped (already issued), "
+    "insufficient_history, failed.",
+    ["forecast", "status"],
+    registry=REGISTRY,
+)
+FORECAST_INTENSITY = Gauge(
+    "dataops_forecast_intensity_gco2_per_kwh",
+    "The latest published forecast issue of GB carbon intensity, gCO2/kWh, at each horizon (hours from the issue to the slot's "
+    "end), by bound: point, lo80, hi80, lo95, hi95.",
+    ["horizon", "bound"],
+    registry=REGISTRY,
+)
+FORECAST_ISSUED_AT = Gauge(
+    "dataops_forecast_issued_timestamp_seconds",
+    "Issue time of the latest published forecast, Unix seconds.",
+    ["forecast"],
+    registry=REGISTRY,
+)
+FORECAST_ABS_ERROR = Gauge(
+    "dataops_forecast_abs_error",
+    "Realised mean absolute error of the published forecasts, gCO2/kWh, by horizon (hours), over the issues of the last "
+    "7 days whose slot at that horizon has been measured.",
+    ["horizon"],
+    registry=REGISTRY,
+)
+FORECAST_COVERAGE = Gauge(
+    "dataops_forecast_interval_coverage",
+    "Share of measured slots (last 7 days of issues, all horizons) inside the forecast's interval, by interval: 80 or 95.",
+    ["interval"],
+    registry=REGISTRY,
+)
+UPKEEP_INTENSITY = Gauge(
+    "dataops_upkeep_intensity_gco2_per_kwh",
+    "GB carbon intensity of the slot the last table upkeep ran in, gCO2/kWh (measured, else forecast); upkeep is deferred "
+    "to the greenest window within DATAOPS_UPKEEP_GREEN_DEADLINE_HOURS.",
+    registry=REGISTRY,
+)
 CLOCK = Gauge("dataops_clock_timestamp_seconds", "The platform clock (simulated under replay), Unix seconds.", registry=REGISTRY)
 SEVERITIES = ("info", "warning", "critical")
 for _severity in SEVERITIES:

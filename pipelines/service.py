@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from config.errors import DataOpsError
@@ -35,6 +36,8 @@ from pipelines.clock import Clock, ReplayClock, WallClock
 from pipelines.context import PlatformContext
 from pipelines.control import PipelineBusyError
 from pipelines.email_notifier import email_extension
+from pipelines.forecast.deferral import Deferral
+from pipelines.forecast.run import ForecastRunResult
 from pipelines.incidents import Incident
 from pipelines.intensity_gauge import observe_intensity
 from pipelines.monitors.checks import evaluate, source_covers
@@ -61,18 +64,12 @@ def _run_job(pipeline: str) -> None:
 
 def _upkeep_job() -> None:
     if _SERVICE is not None and not _SERVICE.stopping.is_set():
-        from pipelines.lakehouse.upkeep import upkeep
+        _SERVICE.upkeep_tick()
 
-        for result in upkeep(_SERVICE.ctx):
-            if result.compaction and result.compaction.days_compacted:
-                log.info("upkeep %s: compacted %s", result.table, ", ".join(result.compaction.days_compacted))
-            if result.expiry and (result.expiry.snapshots_expired or result.expiry.files_deleted):
-                log.info(
-                    "upkeep %s: expired %d snapshots, deleted %d files",
-                    result.table,
-                    result.expiry.snapshots_expired,
-                    result.expiry.files_deleted,
-                )
+
+def _deferred_upkeep_job() -> None:
+    if _SERVICE is not None and not _SERVICE.stopping.is_set():
+        _SERVICE.run_upkeep(_SERVICE.deferral)
 
 
 def _monitor_job() -> None:
@@ -101,6 +98,17 @@ def run_line(result: RunResult, attempts: int = 1) -> str:
     if conflicts:
         line += f" ({', '.join(conflicts)})"
     return line
+
+
+def forecast_line(result: ForecastRunResult) -> str:
+    """A forecast run in one line: forecast 2023-01-03T12:00Z published by gbm (refitted) in 1.20 s: 96 slots."""
+    head = f"{result.forecast} {result.issued_at:%Y-%m-%dT%H:%MZ} {result.status} by {result.model}"
+    if result.refitted:
+        head += " (refitted)"
+    head += f" in {result.duration_s:.2f} s"
+    if result.status == "published":
+        return f"{head}: {result.rows_published} slots"
+    return f"{head}: {result.message}"
 
 
 def _rows(n: int) -> str:
@@ -142,6 +150,9 @@ class Service:
         self._monitor_lock = threading.Lock()
         self.results: list[RunResult] = []
         self.extensions: list[ServiceExtension] = []
+        self._forecasts_due = threading.Event()
+        self.deferral: Deferral | None = None  # the upkeep waiting for its greenest window, if any
+        self._forecast_worker: threading.Thread | None = None
 
     # -- clock -------------------------------------------------------------------------------------
     def _make_clock(self) -> Clock:
@@ -241,6 +252,8 @@ class Service:
                     return
                 if self.run_window(pipeline, day_floor(watermark), now):
                     control.set_watermark(pipeline, now)
+                    if any(f.after == pipeline for f in self.ctx.inventory.forecasts.values()):
+                        self._forecasts_due.set()  # the forecast worker issues at the clock's now, coalescing firings
         except PipelineBusyError as exc:
             log.info("%s", exc)
             return
@@ -256,6 +269,83 @@ class Service:
         with self._monitor_lock:
             findings = evaluate(self.ctx, monitors, now)
             return self.report(findings, now)
+
+    def forecast_tick(self) -> None:
+        """Issue every forecast at the clock's now, then judge their realised accuracy (metrics and monitors)."""
+        from pipelines.forecast.accuracy import observe_accuracy
+        from pipelines.forecast.run import run_forecast
+
+        now = self.clock.now()
+        for name, spec in self.ctx.inventory.forecasts.items():
+            try:
+                result = run_forecast(self.ctx, name, as_of=now)
+            except DataOpsError as exc:
+                RUN_LOG.warning("forecast %s at %s failed: %s", name, now.isoformat(), exc)
+                continue
+            if result.status != "skipped":
+                RUN_LOG.log(logging.WARNING if result.status == "quarantined" else logging.INFO, "%s", forecast_line(result))
+            try:
+                observe_accuracy(self.ctx, name, until=now)
+            except Exception:  # a metric must never stop the forecasts
+                log.warning("could not compute the realised accuracy of %s", name, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.evaluate_monitors([m for m in self.ctx.inventory.monitors.values() if m.table == spec.table], now)
+
+    def upkeep_tick(self) -> None:
+        """Upkeep is due: run it now, or at the greenest window of the forecast within the deadline (a one-off job)."""
+        from pipelines.forecast.deferral import plan_deferral
+
+        s, now = self.ctx.settings, self.clock.now()
+        if s.upkeep_green_deadline_hours > 0 and self.ctx.inventory.forecasts and self.scheduler is not None:
+            deferral = plan_deferral(self.ctx, now=now, hours=s.upkeep_green_window_hours, deadline_hours=s.upkeep_green_deadline_hours)
+            if deferral.deferred:
+                real = self.clock.to_real(deferral.run_at) if isinstance(self.clock, ReplayClock) else deferral.run_at.timestamp()
+                self.deferral = deferral
+                self.scheduler.add_job(
+                    _deferred_upkeep_job,
+                    trigger=DateTrigger(run_date=datetime.fromtimestamp(real, UTC), timezone=UTC),
+                    id="upkeep:deferred",
+                    name="table upkeep at the greenest window",
+                    replace_existing=True,
+                )
+                log.info("upkeep %s", deferral.reason)
+                return
+            self.run_upkeep(deferral)
+            return
+        self.run_upkeep(None)
+
+    def run_upkeep(self, deferral: Deferral | None) -> None:
+        """Compact, expire and clean every table, then record the carbon intensity it ran at."""
+        from pipelines.forecast.deferral import record_upkeep_intensity
+        from pipelines.lakehouse.upkeep import upkeep
+
+        self.deferral = None
+        for result in upkeep(self.ctx):
+            if result.compaction and result.compaction.days_compacted:
+                log.info("upkeep %s: compacted %s", result.table, ", ".join(result.compaction.days_compacted))
+            if result.expiry and (result.expiry.snapshots_expired or result.expiry.files_deleted):
+                log.info(
+                    "upkeep %s: expired %d snapshots, deleted %d files",
+                    result.table,
+                    result.expiry.snapshots_expired,
+                    result.expiry.files_deleted,
+                )
+        try:
+            ran = record_upkeep_intensity(self.ctx, at=self.clock.now(), deferral=deferral)
+        except Exception:  # the record must never fail the upkeep
+            log.warning("could not record the intensity upkeep ran at", exc_info=log.isEnabledFor(logging.DEBUG))
+            return
+        if ran.value is not None:
+            log.info("upkeep ran at %.0f gCO2/kWh (%s)", ran.value, ran.kind)
+
+    def _forecast_loop(self) -> None:
+        while not self.stopping.is_set():
+            if not self._forecasts_due.wait(0.2):
+                continue
+            self._forecasts_due.clear()
+            try:
+                self.forecast_tick()
+            except Exception:  # a bug in a forecast must not stop the pipelines; it is logged with its traceback
+                log.exception("forecast tick failed")
 
     def monitor_tick(self) -> None:
         now = self.clock.now()
@@ -328,6 +418,10 @@ class Service:
                 replace_existing=True,
             )
         self.attach_extensions()
+        if self.ctx.inventory.forecasts:
+            # Forecasts run beside the pipelines, not inside the run that triggers them: a refit takes seconds.
+            self._forecast_worker = threading.Thread(target=self._forecast_loop, name="forecasts", daemon=True)
+            self._forecast_worker.start()
         scheduler.start()
         if s.maintenance_interval_hours <= 0 and scheduler.get_job("upkeep") is not None:
             scheduler.remove_job("upkeep")  # switched off since the job store last saw it
@@ -347,6 +441,8 @@ class Service:
                 self.scheduler.shutdown(wait=True)
             finally:
                 scheduler_log.setLevel(previous)
+        if self._forecast_worker is not None:
+            self._forecast_worker.join()
         for extension in self.extensions:
             try:
                 extension.stop()

@@ -129,6 +129,32 @@ def test_dashboard_shows_carbon_intensity_conflicts_freshness_and_notifiers() ->
     assert {"dataops_freshness_lag_seconds", "dataops_freshness_limit_seconds"} in freshness, "lag and its limit on one panel"
 
 
+def test_dashboard_shows_our_forecast_beside_the_actual_and_its_accuracy() -> None:
+    def targets(panel: dict[str, Any]) -> dict[str, str]:
+        return {t["legendFormat"]: t["expr"] for t in panel["targets"]}
+
+    versus = next(p for p in panels() if "dataops_forecast_intensity_gco2_per_kwh" in str(targets(p)))
+    exprs = targets(versus)
+    assert exprs["actual"] == 'dataops_carbon_intensity_gco2_per_kwh{kind="actual"}'
+    assert exprs["day-ahead forecast"] == 'dataops_forecast_intensity_gco2_per_kwh{horizon="24",bound="point"} offset 24h'
+    fills = {
+        o["matcher"]["options"]: p["value"]
+        for o in versus["fieldConfig"]["overrides"]
+        for p in o["properties"]
+        if p["id"] == "custom.fillBelowTo"
+    }
+    assert fills == {"80 % high": "80 % low"} and {"80 % high", "80 % low"} <= set(exprs), "the 80 % interval as a band"
+    # The gauge's labels as pipelines/forecast/run.py sets them: horizon "24" (hours, %g), bound "point"/"lo80"/"hi80".
+    assert all(re.search(r'horizon="24",bound="(point|lo80|hi80)"', e) for k, e in exprs.items() if k != "actual")
+    accuracy = next(p for p in panels() if "dataops_forecast_abs_error" in str(targets(p)))
+    assert set().union(*(metric_names(e) for e in targets(accuracy).values())) == {
+        "dataops_forecast_abs_error",
+        "dataops_forecast_interval_coverage",
+    }
+    coverage = next(o for o in accuracy["fieldConfig"]["overrides"] if o["matcher"]["options"] == ".* coverage")
+    assert {"id": "unit", "value": "percentunit"} in coverage["properties"], "coverage is a share, on its own axis"
+
+
 def test_incidents_opened_are_annotations_from_prometheus() -> None:
     (incidents,) = annotation_queries()
     assert incidents["datasource"] == DATASOURCE_VARIABLE and incidents["enable"] is True

@@ -45,7 +45,7 @@ REQUIRED = {
 }
 VERBS = {
     "list", "get", "query", "profile", "diff", "refetch", "rerun", "backfill", "quarantine", "release", "rollback", "pause",
-    "resume", "annotate", "resolve", "escalate", "expire", "delete", "search", "current", "validate", "compact",
+    "resume", "annotate", "resolve", "escalate", "expire", "delete", "search", "current", "validate", "compact", "find",
 }  # fmt: skip
 NOUN_FIRST = {"table_history", "table_lineage"}  # read as "the table's history": allowed as they stand
 LAYERS = {"bronze", "silver", "gold", "quarantine", "ops", "source", "memory"}
@@ -79,6 +79,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "resume_pipeline": {"pipeline": "carbon_intensity"},
     "expire_snapshots": {"table": "bronze.carbon_intensity", "dry_run": True},
     "compact_table": {"table": "bronze.carbon_intensity", "min_files": 4},
+    "find_greenest_window": {"hours": 3, "within_hours": 24},
 }
 # What the policy engine sees of each example call that changes something.
 CI = "carbon_intensity"  # the pipeline feeding silver.carbon_intensity, and through it gold.carbon_intensity_hourly

@@ -12,6 +12,7 @@ from typing import Any
 from agent.chat.intents import Intent
 from agent.chat.queries import MetricColumn
 from agent.planner import Turn
+from pipelines.forecast.greenest import GreenestWindow, describe
 from policies.engine import ESCALATE_HINT
 
 _VERDICTS = {"denied": "was refused", "expired": "expired without a decision", "invalid": "could not be used", "error": "failed"}
@@ -112,6 +113,11 @@ def greenest(intent: Intent, row: dict[str, Any], start: date, end: date) -> str
         f"The greenest {hours}-hour window {_period(start, end)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
         f"{_num(row['mean_v'])} gCO2/kWh on average, against {_num(row['period_mean'])} over the whole period ({row['n']} half-hours)."
     )
+
+
+def greenest_ahead(result: dict[str, Any]) -> str:
+    """The greenest window ahead, in the words `dataops greenest` prints."""
+    return describe(GreenestWindow.model_validate(result))
 
 
 def why_missing(table: str, day: date, expected: int | None, contents: list[dict[str, Any]], turns: dict[str, Turn]) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,16 +30,21 @@ if TYPE_CHECKING:
 
 CORPUS = Path(__file__).resolve().parent / "paraphrases.yaml"
 IntentKind = Literal[
-    "incidents", "status", "value_at", "why_missing", "freshness", "quarantined", "aggregate", "greenest", "run_report",
-    "history", "lineage", "help", "rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback",
-    "pause", "resume", "unknown",
+    "incidents", "status", "value_at", "why_missing", "freshness", "quarantined", "aggregate", "greenest", "greenest_ahead",
+    "run_report", "history", "lineage", "help", "rerun", "backfill", "quarantine", "release", "delete", "expire", "compact",
+    "rollback", "pause", "resume", "unknown",
 ]  # fmt: skip
 ACTIONS: frozenset[str] = frozenset(
     {"rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback", "pause", "resume"}
 )
 Metric = Literal["intensity", "forecast", "temperature", "share"]
 Aggregate = Literal["avg", "min", "max"]
-SLOTS = ("table", "pipeline", "start", "end", "at", "snapshot_id", "aggregate", "metric", "hours")
+SLOTS = ("table", "pipeline", "start", "end", "at", "snapshot_id", "aggregate", "metric", "hours", "within_hours")
+# The greenest window in measured data ("greenest hour yesterday") or ahead in the forecast ("when should I run a
+# 3-hour job tomorrow?"): the classifier tells them by wording, the dates decide when they are clear.
+GREENEST = ("greenest", "greenest_ahead")
+FORECAST_TABLE = "gold.carbon_intensity_forecast"
+HORIZON_HOURS = 48  # how far one forecast issue reaches
 
 # Below this confidence, or this close to the runner-up, the planner asks instead of acting. Chosen by
 # 5-fold cross-validation on the train split (benchmarks/chat_intents.py never tunes on the test split).
@@ -68,7 +73,15 @@ class Intent(BaseModel):
     aggregate: Aggregate | None = None
     metric: Metric | None = None
     fuel: str | None = None
-    hours: int | None = Field(default=None, ge=1, le=24, description="Length of the window the greenest question asks about")
+    hours: int | float | None = Field(
+        default=None, ge=0.5, le=HORIZON_HOURS, description="Length of the window a greenest question asks about, a multiple of 0.5"
+    )
+    within_hours: int | float | None = Field(
+        default=None,
+        gt=0,
+        le=HORIZON_HOURS,
+        description="A greenest-ahead window must end this many hours from now ('in the next 12 hours')",
+    )
     unknown_table: str | None = Field(default=None, description="A table name the message used that the inventory lacks")
     unknown_pipeline: str | None = None
     date_problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
@@ -211,11 +224,22 @@ _AGGREGATES: tuple[tuple[Aggregate, re.Pattern[str]], ...] = (
     ("max", re.compile(r"\b(max|maximum|highest|peak|top|most|worst|warmest|hottest|dirtiest)\b|how (high|warm|hot)")),
     ("min", re.compile(r"\b(min|minimum|lowest|least|smallest|best|coldest|coolest|chilliest|cleanest)\b|how (low|cold)")),
 )
-_HOURS = re.compile(r"\b(\d{1,2}|one|two|three|four|five|six|eight|twelve)[\s-]*(?:hours?|hrs?|h)\b(?!\s*(?:ago|old))")
+_NUMBER = r"\d{1,2}(?:\.\d)?|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
+_HOURS = re.compile(
+    rf"\b({_NUMBER})(\s+and\s+a\s+half|\s+1/2)?[\s-]*(?:hours?|hrs?|h)\b(?!\s*(?:ago|old))(\s+and\s+a\s+half)?"
+    r"|\b(\d{2,3}|ninety|thirty|forty[\s-]five)[\s-]*(?:minutes?|mins?|m)\b|\b(half\s+an\s+hour)\b"
+)
+_WITHIN = re.compile(
+    rf"\b(?:(?:in|within|over|during|for)\s+)?(?:the\s+)?(?:next|coming|following)\s+({_NUMBER}|couple\s+of|few)?\s*(hours?|hrs?|h|days?)\b"
+    rf"|\bwithin\s+({_NUMBER})\s*(hours?|hrs?|h|days?)\b"
+)
+_DEADLINE = re.compile(r"\b(?:by|before|until|till|no later than)\s+$")
 _SNAPSHOT = re.compile(
     r"\b(?:snapshot|snap|version)\s*(?:id\s*)?(?:number\s*)?#?(\d+)\b|\bto\s+#?(\d+)\b(?![-/:.]\d)|\b(\d{3,})\b(?![-/:.]\d)"
 )
-_WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "eight": 8, "twelve": 12}
+_WORD_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+_WORD_NUMBERS |= {"nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "couple of": 2, "few": 3}
+_MINUTE_WORDS = {"thirty": 30, "ninety": 90, "forty five": 45, "forty-five": 45}
 _VERBS = {
     "quarantine": ("quarantine", "quarentine", "quarantene"),
     "release": ("release", "relase", "unquarantine"),
@@ -233,12 +257,60 @@ def _metric(text: str) -> tuple[Metric, str | None]:
     return "intensity", None
 
 
-def _hours(text: str) -> int | None:
+def _count(word: str) -> float:
+    word = re.sub(r"\s+", " ", word)
+    return float(word) if word[0].isdigit() else _WORD_NUMBERS[word]
+
+
+def _hours(text: str) -> int | float | None:
+    """The length of the job or window: "3-hour", "two hours", "90 minutes", "2.5h", "an hour and a half"; whole
+    hours as an int. None when absent or not a multiple of half an hour up to the forecast's 48 hours."""
     m = _HOURS.search(text)
     if m is None:
         return None
-    n = int(m[1]) if m[1].isdigit() else _WORD_NUMBERS[m[1]]
-    return n if 1 <= n <= 24 else None
+    if m[5]:
+        hours = 0.5
+    elif m[4]:
+        minutes = m[4].replace("-", " ")
+        hours = (int(minutes) if minutes.isdigit() else _MINUTE_WORDS[minutes]) / 60
+    else:
+        hours = _count(m[1]) + (0.5 if m[2] or m[3] else 0)
+    if not 0.5 <= hours <= HORIZON_HOURS or hours * 2 != int(hours * 2):
+        return None
+    return _whole(hours)
+
+
+def _whole(hours: float) -> int | float:
+    return int(hours) if hours == int(hours) else hours
+
+
+def _within(text: str, now: datetime) -> tuple[int | float | None, str]:
+    """Hours from now by which a window ahead must end ("in the next 12 hours", "within 2 days", "by 18:00"), and the
+    text with that phrase blanked out so its hours are not read as the job's length."""
+    m = _WITHIN.search(text)
+    if m is not None:
+        number, unit = (m[1], m[2]) if m[2] else (m[3], m[4])
+        blanked = text[: m.start()] + " " * (m.end() - m.start()) + text[m.end() :]
+        if not number and unit.endswith("s"):  # "in the coming hours": no length given, the default deadline holds
+            return None, blanked
+        hours = (_count(number) if number else 1.0) * (24 if unit.startswith("d") else 1)
+        return _whole(min(hours, HORIZON_HOURS)), blanked
+    at, where = read_time(text)
+    if at is not None and where is not None and _DEADLINE.search(text[: where[0]]):
+        deadline = now.replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
+        if deadline <= now:
+            deadline += timedelta(days=1)
+        return _whole(round((deadline - now).total_seconds() / 3600, 2)), text
+    return None, text
+
+
+def _ahead_or_past(kind: str, when: When, within: float | None, today: date) -> str:
+    """Between the two greenest kinds, what the dates say: a period after today is ahead, one that ended is past."""
+    if within is not None or (when.start is not None and when.start > today):
+        return "greenest_ahead"
+    if when.end is not None and when.end <= today:
+        return "greenest"
+    return kind
 
 
 def _snapshot(text: str) -> int | None:
@@ -253,12 +325,18 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     """The intent of `text`, with its slots read against the platform clock `now` and the inventory's `names`."""
     model = model or classifier()
     ranked = model.rank(text)
-    (best, p1), (_, p2) = ranked[0], ranked[1]
+    (best, p1), (second, p2) = ranked[0], ranked[1]
+    if best in GREENEST and second in GREENEST:
+        # Greenest either way: whether ahead or past is settled below from the dates, so the pair's confidence counts.
+        p1, p2 = p1 + p2, ranked[2][1]
     closest = tuple(k for k, _ in ranked if k != "unknown")[:2]
     lowered = text.lower()
     kind: str = best
     unsure = p1 < MIN_CONFIDENCE or p1 - p2 < MIN_MARGIN
+    within, lowered = _within(lowered, now) if kind in GREENEST else (None, lowered)
     when = read_when(lowered, now)
+    if kind in GREENEST:
+        kind = _ahead_or_past(kind, when, within, now.date())
     skip = _VERBS.get(kind, ())
     found = names.find(lowered, skip=skip)
     slots: dict[str, Any] = {
@@ -271,18 +349,20 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         "at": when.at,
         "date_problem": when.problem,
     }
-    if kind in ("value_at", "aggregate", "greenest"):
+    if kind in ("value_at", "aggregate", *GREENEST):
         metric, fuel = _metric(lowered)
-        if kind == "greenest":
+        if kind in GREENEST:
             metric, fuel = "intensity", None
         slots |= {"metric": metric, "fuel": fuel}
-        if found.unknown_table is None and (found.table is None or found.layer is None or kind == "greenest"):
+        if kind == "greenest_ahead":
+            slots |= {"table": FORECAST_TABLE, "pipeline": names.owner.get(FORECAST_TABLE), "within_hours": within}
+        elif found.unknown_table is None and (found.table is None or found.layer is None or kind == "greenest"):
             # The metric names the table unless a layer.table was written out.
             slots["table"] = {"temperature": "silver.weather", "share": "silver.generation_mix"}.get(metric, "silver.carbon_intensity")
             slots["pipeline"] = names.owner.get(slots["table"])
     if kind == "aggregate":
         slots["aggregate"] = next((a for a, pattern in _AGGREGATES if pattern.search(lowered)), "avg")
-    if kind == "greenest":
+    if kind in GREENEST:
         slots["hours"] = _hours(lowered) or 1
     if kind == "value_at" and when.at is None:
         slots["at"] = read_time(lowered)[0]

@@ -5,6 +5,9 @@ presentation attributes or classes of console.css, tooltips are SVG `<title>` el
 
     Chart          one plot: axes with ticks, lines, stacked areas, defect bands and marks, a legend
     TimeScale      data time → x;   ValueScale   a value → y (ticks on round numbers)
+
+Our forecast is drawn as its point line over two shaded polygons, the 95 % interval under the 80 % one: on the
+intensity chart where its slots fall in the picked days, and on a chart of its own over the whole issue.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
+from agent.console.forecasts import ForecastView, issue_end, slots_within
 from agent.console.series import INTENSITY, GridData
+from pipelines.forecast.schema import ForecastSlot, IssuedForecast
 
 WIDTH, HEIGHT = 1000.0, 260.0
 LEFT, RIGHT, TOP, BOTTOM = 56.0, 984.0, 14.0, 232.0
@@ -23,6 +28,7 @@ FUEL_COLOURS = {
     "gas": "#f79009", "coal": "#344054", "nuclear": "#7f56d9", "wind": "#12b76a", "solar": "#fdb022",
     "hydro": "#2e90fa", "biomass": "#6b8e23", "imports": "#98a2b3", "other": "#d0d5dd",
 }  # fmt: skip
+ISSUED_COLOUR, INTERVAL_COLOURS = "#1570ef", {80: "#84caff", 95: "#d1e9ff"}
 
 
 class Tick(BaseModel):
@@ -31,7 +37,7 @@ class Tick(BaseModel):
 
 
 class Series(BaseModel):
-    """A line (`d` is an open path) or a filled area (a closed one), with its legend entry."""
+    """A line (`d` is an open path) or a filled area (a closed one), with its legend entry; `css` classes it."""
 
     name: str
     d: str
@@ -90,6 +96,17 @@ class TimeScale:
             Tick(at=self.x(self.start + timedelta(days=d)), label=f"{self.start + timedelta(days=d):%d %b}") for d in range(0, days, step)
         ]
 
+    def hour_ticks(self, every: int = 6) -> list[Tick]:
+        """A tick on each whole `every` hours (UTC) of the span, for a chart of a day or two."""
+        step = timedelta(hours=every)
+        epoch = datetime(1970, 1, 1, tzinfo=self.start.tzinfo)
+        at = epoch + -((epoch - self.start) // step) * step  # the first boundary at or after the start
+        ticks = []
+        while at < self.start + timedelta(seconds=self.span):  # none at the very end: its label would leave the plot
+            ticks.append(Tick(at=self.x(at), label=f"{at:%d %b %H:%M}"))
+            at += step
+        return ticks
+
 
 class ValueScale:
     """`lo`..`hi` widened to round numbers, onto the plot's height."""
@@ -129,10 +146,12 @@ def _frame(data: GridData) -> TimeScale:
     return TimeScale(data.range.since, data.range.until)
 
 
-def intensity_chart(data: GridData) -> Chart:
-    """Actual and forecast carbon intensity, the quarantined days shaded, their slots ticked, incidents marked."""
+def intensity_chart(data: GridData, issue: IssuedForecast | None = None) -> Chart:
+    """Actual and NESO-forecast carbon intensity, our forecast `issue` where its slots fall in the range, the
+    quarantined days shaded, their slots ticked, incidents marked."""
     time = _frame(data)
-    values = [v for p in data.intensity for v in (p.actual, p.forecast) if v is not None]
+    ours = slots_within(issue, data.range.since, data.range.until)
+    values = [v for p in data.intensity for v in (p.actual, p.forecast) if v is not None] + [s.hi95 for s in ours]
     value = ValueScale(0.0, max(values, default=300.0))
     gap = timedelta(minutes=45)
     chart = Chart(
@@ -142,12 +161,19 @@ def intensity_chart(data: GridData) -> Chart:
         y_ticks=value.ticks(),
         lines=[
             Series(
-                name="forecast", d=path([(p.ts, p.forecast) for p in data.intensity], time, value, gap), colour="#98a2b3", css="forecast"
+                name="NESO forecast",
+                d=path([(p.ts, p.forecast) for p in data.intensity], time, value, gap),
+                colour="#98a2b3",
+                css="forecast",
             ),
             Series(name="actual", d=path([(p.ts, p.actual) for p in data.intensity], time, value, gap), colour="#1f6f4a", css="actual"),
         ],
-        empty="" if data.intensity else f"no carbon intensity in {_range_words(data)}",
+        empty="" if data.intensity or ours else f"no carbon intensity in {_range_words(data)}",
     )
+    if issue is not None and ours:
+        areas, line = _issued(issue, ours, time, value)
+        chart.areas.extend(areas)
+        chart.lines.insert(1, line)
     day = timedelta(days=1)
     for q in data.quarantined:
         start = datetime.combine(q.day, datetime.min.time(), tzinfo=data.range.since.tzinfo)
@@ -173,6 +199,57 @@ def intensity_chart(data: GridData) -> Chart:
                 )
             )
     return chart
+
+
+def forecast_chart(view: ForecastView) -> Chart | None:
+    """The latest issue over its whole horizon: its intervals and point, with what was measured (and NESO's forecast)
+    over the same slots so far; None when there is no issue (the page says so instead)."""
+    issue = view.issue
+    if issue is None or not issue.slots:
+        return None
+    time = TimeScale(issue.issued_at, issue_end(issue))
+    measured = view.measured
+    values = [s.hi95 for s in issue.slots] + [v for p in measured for v in (p.actual, p.forecast) if v is not None]
+    value = ValueScale(0.0, max(values))
+    gap = timedelta(minutes=45)
+    areas, line = _issued(issue, list(issue.slots), time, value)
+    return Chart(
+        title="Our forecast, the latest issue",
+        unit="gCO2/kWh",
+        x_ticks=time.hour_ticks(),
+        y_ticks=value.ticks(),
+        areas=areas,
+        lines=[
+            Series(
+                name="NESO forecast", d=path([(p.ts, p.forecast) for p in measured], time, value, gap), colour="#98a2b3", css="forecast"
+            ),
+            line,
+            Series(name="actual", d=path([(p.ts, p.actual) for p in measured], time, value, gap), colour="#1f6f4a", css="actual"),
+        ],
+    )
+
+
+def interval_polygon(slots: list[ForecastSlot], lo: str, hi: str, time: TimeScale, value: ValueScale) -> str:
+    """A closed SVG path along the slots' upper bound `hi` and back along their lower bound `lo`."""
+    upper = [f"{time.x(s.ts)},{value.y(getattr(s, hi))}" for s in slots]
+    lower = [f"{time.x(s.ts)},{value.y(getattr(s, lo))}" for s in reversed(slots)]
+    return f"M{' L'.join(upper)} L{' L'.join(lower)} Z"
+
+
+def _issued(issue: IssuedForecast, slots: list[ForecastSlot], time: TimeScale, value: ValueScale) -> tuple[list[Series], Series]:
+    """The 95 % and 80 % interval polygons (wider first, so the narrower lies on top) and the point line of `slots`."""
+    areas = [
+        Series(
+            name=f"our {interval} % interval",
+            d=interval_polygon(slots, f"lo{interval}", f"hi{interval}", time, value),
+            colour=INTERVAL_COLOURS[interval],
+            css=f"interval i{interval}",
+        )
+        for interval in (95, 80)
+    ]
+    point = path([(s.ts, s.point) for s in slots], time, value, timedelta(minutes=45))
+    label = f"our forecast (issued {issue.issued_at:%Y-%m-%d %H:%M} UTC, {issue.model} {issue.model_version})"
+    return areas, Series(name=label, d=point, colour=ISSUED_COLOUR, css="issued")
 
 
 def mix_chart(data: GridData) -> Chart:

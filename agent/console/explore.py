@@ -7,6 +7,8 @@ defects marked over them); and their JSON under /api/.
     GET /api/runs/{run_id}             {"run", "validation": {table: [checks]}}
     GET /api/tables/{name}/snapshots   as `dataops history TABLE --json`
     GET /data, /api/data[?start=&end=] carbon intensity, generation mix and temperature over UTC days, with defects
+    GET /api/forecast                  our latest forecast issue, the measurements over it, the last week's accuracy
+                                       (the Data page draws it: agent/console/forecasts.py)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from agent.console import charts, lake, series
+from agent.console import charts, forecasts, lake, series
 from agent.console.actions import ActionRefused
 from agent.console.answers import error_page
 from agent.console.pages import caller_of, parsed, render
@@ -110,10 +112,26 @@ def _day(value: str, field: str) -> date:
 
 @router.get("/data")
 def data_page(request: Request, start: str = "", end: str = "") -> Response:
-    picked = _picked(request, start, end)
-    data = series.grid_data(console_of(request).ctx, picked)
-    drawn = {"intensity": charts.intensity_chart(data), "mix": charts.mix_chart(data), "temperature": charts.temperature_chart(data)}
-    return render(request, "data.html", data=data, charts=drawn, max_days=series.MAX_DAYS, now=console_of(request).clock())
+    console = console_of(request)
+    picked, now = _picked(request, start, end), console.clock()
+    data = series.grid_data(console.ctx, picked)
+    forecast = forecasts.forecast_view(console.ctx, now)
+    drawn = {
+        "intensity": charts.intensity_chart(data, forecasts.issue_over(console.ctx, picked, forecast)),
+        "forecast": charts.forecast_chart(forecast),
+        "mix": charts.mix_chart(data),
+        "temperature": charts.temperature_chart(data),
+    }
+    return render(
+        request,
+        "data.html",
+        data=data,
+        forecast=forecast,
+        forecast_days=forecasts.ACCURACY_DAYS,
+        charts=drawn,
+        max_days=series.MAX_DAYS,
+        now=now,
+    )
 
 
 # -- JSON ------------------------------------------------------------------------------------------------------------
@@ -148,3 +166,9 @@ def snapshots_api(request: Request, name: str) -> dict[str, Any]:
 @router.get("/api/data")
 def data_api(request: Request, start: str = "", end: str = "") -> dict[str, Any]:
     return series.grid_data(console_of(request).ctx, _picked(request, start, end)).model_dump(mode="json")
+
+
+@router.get("/api/forecast")
+def forecast_api(request: Request) -> dict[str, Any]:
+    console = console_of(request)
+    return forecasts.forecast_view(console.ctx, console.clock()).model_dump(mode="json")

@@ -88,10 +88,7 @@ class GridData(BaseModel):
 def grid_data(ctx: PlatformContext, picked: DayRange) -> GridData:
     """The three series and the defects over `picked`, each read once."""
     problems: list[str] = []
-    intensity = [
-        IntensityPoint(ts=r["ts"], forecast=r.get("forecast"), actual=r.get("actual"))
-        for r in _rows(ctx, INTENSITY, picked, ("ts", "forecast", "actual"), problems)
-    ]
+    intensity = intensity_points(ctx, picked, problems)
     mix: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for r in _rows(ctx, MIX, picked, ("ts", "fuel", "perc"), problems):
         if r.get("perc") is not None:
@@ -110,6 +107,14 @@ def grid_data(ctx: PlatformContext, picked: DayRange) -> GridData:
         incidents=_incidents(ctx, picked),
         problems=problems,
     )
+
+
+def intensity_points(ctx: PlatformContext, picked: DayRange, problems: list[str]) -> list[IntensityPoint]:
+    """Actual and NESO-forecast carbon intensity over `picked`, oldest first; a read failure goes to `problems`."""
+    return [
+        IntensityPoint(ts=r["ts"], forecast=r.get("forecast"), actual=r.get("actual"))
+        for r in _rows(ctx, INTENSITY, picked, ("ts", "forecast", "actual"), problems)
+    ]
 
 
 def _rows(

@@ -248,6 +248,14 @@ def append(table: Table, data: pa.Table, *, properties: dict[str, str]) -> int |
     return branch_head(table, MAIN)
 
 
+def append_to_branch(table: Table, data: pa.Table, *, branch: str, properties: dict[str, str]) -> int | None:
+    """Append `data` to `branch` (rows that replace nothing, e.g. a new forecast issue); returns the branch head."""
+    data = data.cast(table.schema().as_arrow())
+    with_commit_retry(lambda: table.append(data, snapshot_properties=properties, branch=branch), table=table, what=f"append to {branch}")
+    table.refresh()
+    return branch_head(table, branch)
+
+
 def write_files(table: Table, data: pa.Table) -> list[DataFile]:
     """Write `data` as Parquet data files of `table`, split by its partitions, not yet in any snapshot.
 

@@ -291,6 +291,7 @@ Check = Callable[[PlatformContext, MonitorSpec, datetime], list[Finding]]
 
 def _checks() -> dict[str, Check]:
     from pipelines.monitors.distribution import check_distribution
+    from pipelines.monitors.forecast_accuracy import check_forecast
     from pipelines.monitors.publish_audit import audit_published
     from pipelines.monitors.reconcile import check_reconcile
     from pipelines.monitors.value import check_value
@@ -303,6 +304,7 @@ def _checks() -> dict[str, Check]:
         "published": lambda ctx, spec, now: audit_published(ctx, spec.table, now, days=spec.history_days),
         "reconcile": check_reconcile,
         "distribution": check_distribution,
+        "forecast": check_forecast,
     }
 
 

@@ -152,6 +152,7 @@ class Service:
         self.extensions: list[ServiceExtension] = []
         self._forecasts_due = threading.Event()
         self.deferral: Deferral | None = None  # the upkeep waiting for its greenest window, if any
+        self._forecast_status: dict[str, str] = {}
         self._forecast_worker: threading.Thread | None = None
 
     # -- clock -------------------------------------------------------------------------------------
@@ -282,8 +283,11 @@ class Service:
             except DataOpsError as exc:
                 RUN_LOG.warning("forecast %s at %s failed: %s", name, now.isoformat(), exc)
                 continue
-            if result.status != "skipped":
+            warming = result.status == "insufficient_history"
+            if result.status != "skipped" and not (warming and self._forecast_status.get(name) == result.status):
+                # while history builds up, one line says so, not one per carbon run
                 RUN_LOG.log(logging.WARNING if result.status == "quarantined" else logging.INFO, "%s", forecast_line(result))
+            self._forecast_status[name] = result.status
             try:
                 observe_accuracy(self.ctx, name, until=now)
             except Exception:  # a metric must never stop the forecasts
@@ -419,6 +423,10 @@ class Service:
             )
         self.attach_extensions()
         if self.ctx.inventory.forecasts:
+            # Import the models (scikit-learn) here, in one thread: two threads importing it at once can meet
+            # Python's import-lock deadlock detection (seen: narwhals under scikit-learn, a monitor and the worker).
+            import pipelines.forecast.models  # noqa: F401
+
             # Forecasts run beside the pipelines, not inside the run that triggers them: a refit takes seconds.
             self._forecast_worker = threading.Thread(target=self._forecast_loop, name="forecasts", daemon=True)
             self._forecast_worker.start()

@@ -21,7 +21,7 @@ from tests.test_forecast_run import seed_silver
 ISSUED = utc(2023, 1, 20, 12)
 
 
-def write_issue(ctx: PlatformContext, issued_at: datetime, points: list[float]) -> None:
+def write_issue(ctx: PlatformContext, issued_at: datetime, points: list[float], *, perfect_prognosis: bool = False) -> None:
     n = len(points)
     stamps = [issued_at + timedelta(minutes=30 * k) for k in range(n)]
     data = pa.table(
@@ -36,7 +36,7 @@ def write_issue(ctx: PlatformContext, issued_at: datetime, points: list[float]) 
             "hi95": [p + 40 for p in points],
             "model": ["test"] * n,
             "model_version": ["1"] * n,
-            "perfect_prognosis": [False] * n,
+            "perfect_prognosis": [perfect_prognosis] * n,
             "run_id": ["seed"] * n,
         }
     )
@@ -94,3 +94,14 @@ def test_the_intensity_upkeep_ran_at_is_recorded(ctx: PlatformContext) -> None:
         assert row is not None
         assert row.state["intensity_gco2_per_kwh"] == 100 and row.state["intensity_kind"] == "forecast"
         assert row.state["due_at"] == ISSUED.isoformat() and "deferred to" in row.state["reason"]
+
+
+def test_perfect_prognosis_issues_are_never_the_latest_forecast(ctx: PlatformContext) -> None:
+    """An issue made with observed weather is for comparison only: greenest windows and deferrals never plan on it."""
+    from pipelines.forecast.store import latest_issue
+
+    write_issue(ctx, ISSUED, dip_at(5))
+    later = ISSUED + timedelta(hours=1)
+    write_issue(ctx, later, dip_at(2), perfect_prognosis=True)
+    assert latest_issue(ctx).issued_at == ISSUED  # type: ignore[union-attr]
+    assert latest_issue(ctx, perfect_prognosis=True).issued_at == later  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from agent import cli as agent_cli
 from agent import people_cli
 from agent.console import cli as console_cli
 from evals import eval_cli
-from pipelines import backfill_cli, forecast_cli
+from pipelines import backfill_cli
 from pipelines import cli as pipelines_cli
 from pipelines.error_report import ReportingGroup
 from pipelines.forecast import cli as forecast_commands
@@ -40,7 +40,7 @@ app.command()(pipelines_cli.status)
 app.command()(pipelines_cli.history)
 app.command()(pipelines_cli.query)
 app.command()(agent_cli.maintain)
-app.command()(forecast_cli.greenest)
+app.command()(forecast_commands.greenest)
 
 # Incidents, monitors and people's judgement.
 app.command()(pipelines_cli.incidents)

@@ -307,6 +307,18 @@ def _forecast_glitch(_ctx: PlatformContext, incident: Incident, _now: datetime) 
     )
 
 
+def _forecast_degraded(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
+    return Diagnosis(
+        cause="unknown",
+        confidence=0.4,
+        summary=(
+            "our own day-ahead forecast was much worse than its usual band once measured; what was published is a record, "
+            "not a defect: a person should look for a stale or defective input before the issue day, or a regime the model never saw"
+        ),
+        evidence=[incident.title],
+    )
+
+
 def _unknown(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
     return Diagnosis(
         cause="unknown", confidence=0.3, summary=f"no rule names the cause of {incident.kind} incidents", evidence=[incident.title]
@@ -323,4 +335,5 @@ _RULES: dict[str, Callable[[PlatformContext, Incident, datetime], Diagnosis]] = 
     "bad_publish": _bad_publish,
     "value_anomaly": _value_anomaly,
     "forecast_glitch": _forecast_glitch,
+    "forecast_degraded": _forecast_degraded,
 }

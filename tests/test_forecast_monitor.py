@@ -79,3 +79,24 @@ def test_the_score_is_one_sided() -> None:
     history = np.array([10.0, 11, 9, 12, 10, 11, 9, 10])
     assert day_score(history, 5.0)[0] < 0.5  # better than usual is no alarm
     assert day_score(history, 30.0)[0] > 3 > day_score(history, 12.0)[0]
+
+
+def test_the_agent_escalates_a_degraded_forecast_with_the_evidence(ctx: PlatformContext) -> None:
+    """The forecast monitor's incident reaches the runbook planner, which records it and tells a person."""
+    from agent.report import ConsoleReporter
+    from agent.runtime import Agent
+
+    seed_silver(ctx, utc(2023, 1, 1), utc(2023, 2, 12))
+    write_issues(ctx, utc(2023, 1, 1), 40, degraded=DEGRADED)
+    now = utc(2023, 2, 11)
+    (finding,) = check_forecast(ctx, ctx.inventory.monitors["forecast_accuracy"], now)
+    incident, opened = ctx.incidents.report(finding, now=now)
+    assert opened
+    lines: list[str] = []
+    agent = Agent(ctx, clock=lambda: now, reporter=ConsoleReporter(lines.append))
+    try:
+        outcome = agent.handle_incident(incident.id)
+    finally:
+        agent.close()
+    assert outcome.outcome == "escalated"
+    assert "2023-02-03" in outcome.message and "check silver.carbon_intensity" in outcome.message

@@ -173,6 +173,13 @@ class MonitorSpec(_Spec):
     reference: str | None = Field(
         default=None, description="value, forecast_error: DuckDB expression of the forecast itself, to tell a glitch of one slot"
     )
+    forecast: str | None = Field(
+        default=None,
+        description=(
+            "value: a forecast of pipelines.yaml whose point, from the latest issue made at or before each slot, "
+            "`expression` and `reference` may use as the column our_forecast"
+        ),
+    )
     budget: FalseAlarmBudget = Field(
         default_factory=FalseAlarmBudget, description="value/distribution: false alarms allowed on clean data; sets the threshold"
     )
@@ -318,6 +325,10 @@ class Inventory(_Spec):
             need_table(f"monitor {monitor.name!r}", monitor.table)
             if monitor.kind in ("reconcile", "distribution"):
                 need_table(f"monitor {monitor.name!r}", monitor.table, "gold")
+            if monitor.forecast is not None and monitor.forecast not in self.forecasts:
+                raise ValueError(
+                    f"monitor {monitor.name!r} names unknown forecast {monitor.forecast!r}; known: {', '.join(sorted(self.forecasts))}"
+                )
             if monitor.kind == "forecast" and not any(f.table == monitor.table for f in self.forecasts.values()):
                 raise ValueError(f"forecast monitor {monitor.name!r}: no forecast writes {monitor.table!r}")
             if monitor.kind == "reconcile" and not any(m.table == monitor.table for m in self.marts.values()):

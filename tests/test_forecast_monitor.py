@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from pipelines import metrics
 from pipelines.context import PlatformContext
@@ -100,3 +102,57 @@ def test_the_agent_escalates_a_degraded_forecast_with_the_evidence(ctx: Platform
         agent.close()
     assert outcome.outcome == "escalated"
     assert "2023-02-03" in outcome.message and "check silver.carbon_intensity" in outcome.message
+
+
+def test_value_monitors_can_score_the_actual_against_our_forecast(ctx: PlatformContext) -> None:
+    """`forecast:` on a value monitor offers our forecast as a column: each slot's point from the latest issue made at
+    or before it, so the monitor scores the actual against what was expected when it happened."""
+    from config.inventory import FalseAlarmBudget, MonitorSpec
+    from pipelines.monitors.value import check_value, read_series
+
+    seed_silver(ctx, utc(2023, 1, 1), utc(2023, 2, 12))
+    write_issues(ctx, utc(2023, 1, 1), 40)
+    spec = MonitorSpec(
+        name="actual_vs_our_forecast",
+        kind="value",
+        table="silver.carbon_intensity",
+        expression="actual - our_forecast",
+        reference="our_forecast",
+        forecast="forecast",
+        model="seasonal",
+        budget=FalseAlarmBudget(incidents=1, per_days=90),
+    )
+    frame = read_series(ctx, spec, utc(2023, 1, 2), utc(2023, 1, 3))
+    issues = load_table(ctx.catalog, "gold.carbon_intensity_forecast").scan().to_arrow().to_pylist()
+    actual = {r["ts"]: r["actual"] for r in load_table(ctx.catalog, "silver.carbon_intensity").scan().to_arrow().to_pylist()}
+    for ts, x, ref in zip(frame.ts.to_pydatetime(), frame.x, frame.ref, strict=True):  # type: ignore[arg-type]
+        made = [r for r in issues if r["ts"] == ts and r["issued_at"] <= ts]
+        latest = max(made, key=lambda r: r["issued_at"])
+        assert latest["issued_at"] == utc(2023, 1, 2)  # the 1 January issue also covers the day; the newer one wins
+        assert ref == latest["point"] and x == actual[ts] - latest["point"]
+    table = load_table(ctx.catalog, "silver.carbon_intensity")
+    rows = table.scan().to_arrow()
+    spike_at = utc(2023, 2, 5, 12)
+    values = [
+        a + 400 if ts == spike_at else a for ts, a in zip(rows.column("ts").to_pylist(), rows.column("actual").to_pylist(), strict=True)
+    ]
+    table.overwrite(rows.set_column(rows.schema.get_field_index("actual"), "actual", pa.array(values, pa.float64())))
+    findings = check_value(ctx, spec, utc(2023, 2, 10))
+    assert spike_at.isoformat() in [f.evidence["start"] for f in findings]
+
+
+def test_a_monitor_naming_an_unknown_forecast_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    from config.errors import DefinitionError
+    from config.inventory import load_inventory
+    from tests.conftest import REPO
+
+    shutil.copytree(REPO / "config", tmp_path / "config", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    monitors = tmp_path / "config" / "monitors.yaml"
+    monitors.write_text(
+        monitors.read_text()
+        + "  bad:\n    kind: value\n    table: silver.carbon_intensity\n    expression: actual\n    forecast: tomorrow\n"
+    )
+    with pytest.raises(DefinitionError, match="monitor 'bad' names unknown forecast 'tomorrow'; known: forecast"):
+        load_inventory(tmp_path / "config")

@@ -7,8 +7,9 @@ All models are scored on the same issues and slots, so the baselines are measure
 
 Scores per model and issue hour: MAE and MAPE at horizons 1, 6, 24 and 48 h (a horizon is the end of a slot:
 "24h" is the slot ending 24 h after the issue), the day-ahead mean over horizons 0.5-24 h, and the share of
-actuals inside the 80 and 95 % intervals. Slots without an actual are skipped; actuals of 0 in the CSV (eight
-slots, recording faults: GB intensity was never zero in 2023) count as missing, for fitting and scoring.
+actuals inside the 80 and 95 % intervals. Slots without an actual are skipped (5 in the CSV);
+actuals of 0 (5 slots, recording faults: GB intensity was never zero in 2023) count as missing too, for fitting
+and scoring.
 
 NESO's own `forecast` column is scored on the same slots as a reference only: it is their shortest-horizon
 forecast, made about an hour ahead, not a day-ahead forecast.

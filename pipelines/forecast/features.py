@@ -13,6 +13,8 @@ The baselines are defined here because the GBM uses them as features too:
 - seasonal naive: the mean of the same time of day over the 7 latest days before the issue (missing ones skipped).
 
 Calendar features use Europe/London local time as well as UTC, since demand follows the clock people live by.
+`level_shift` (the last slot minus the same slot a day earlier) says how today differs from the day persistence
+repeats; the GBM's base carries it into the first hours (models._base).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "min_24h",
     "max_24h",
     "mean_7d",
+    "level_shift",
 )
 TEMPERATURE_FEATURES: tuple[str, ...] = ("temperature", "temperature_change_24h")
 
@@ -198,6 +201,7 @@ def feature_matrix(grid: SlotGrid, origins: np.ndarray, temperature: np.ndarray 
             np.repeat(np.nanmin(day24, axis=1), HORIZON_SLOTS),
             np.repeat(np.nanmax(day24, axis=1), HORIZON_SLOTS),
             np.repeat(_nanmean(_window(grid, origins, WEEK_SLOTS), axis=1), HORIZON_SLOTS),
+            np.repeat(grid.values[origins - 1] - grid.values[origins - 1 - DAY_SLOTS], HORIZON_SLOTS),
         ]
     if temperature is not None:
         at_target = temperature[target]

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from config.inventory import MonitorSpec
 from pipelines import metrics
@@ -42,7 +43,11 @@ def read_series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: d
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("t", data)
+        if spec.forecast is None:
+            con.register("t", data)
+        else:
+            con.register("t_raw", data)
+            _with_our_forecast(ctx, con, spec.forecast, start, end)
         where = f"AND ({spec.where})" if spec.where else ""
         ref = f"({spec.reference})" if spec.reference else "NULL"
         rows = con.execute(
@@ -56,6 +61,31 @@ def read_series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: d
     values = np.array([float(r[1]) for r in rows], dtype=float)
     reference = np.array([np.nan if r[2] is None else float(r[2]) for r in rows], dtype=float) if spec.reference else None
     return SeriesFrame(ts=ts, x=values, ref=reference)
+
+
+def _with_our_forecast(ctx: PlatformContext, con: duckdb.DuckDBPyConnection, name: str, start: datetime, end: datetime) -> None:
+    """View `t`: the table's rows (`t_raw`) plus `our_forecast`, each slot's point from the latest issue made at or before the slot
+    (what was known when it happened; an actual far from a good forecast is stronger evidence than a deviation from a
+    seasonal baseline). Slots no issue covers get null."""
+    spec = ctx.inventory.forecast(name)
+    table = load_table(ctx.catalog, spec.table)
+    lead = timedelta(hours=spec.horizon_hours)
+    if table.current_snapshot() is None:
+        issues = pa.table(
+            {
+                "issued_at": pa.array([], pa.timestamp("us", tz="UTC")),
+                "ts": pa.array([], pa.timestamp("us", tz="UTC")),
+                "point": pa.array([], pa.float64()),
+            }
+        )
+    else:
+        row_filter = f"issued_at >= '{(start - lead).isoformat()}' AND issued_at < '{end.isoformat()}'"
+        issues = table.scan(row_filter=row_filter, selected_fields=("issued_at", "ts", "point")).to_arrow()
+    con.register("issues", issues)
+    con.execute(
+        "CREATE TEMP VIEW t AS SELECT t_raw.*, f.point AS our_forecast FROM t_raw "
+        "ASOF LEFT JOIN issues f ON t_raw.ts = f.ts AND t_raw.ts >= f.issued_at"
+    )
 
 
 def score_points(

@@ -240,7 +240,6 @@ class ForecastSpec(_Spec):
     suite: str
     after: str = Field(description="The pipeline after each of whose runs a forecast is issued")
     model: str = Field(default="default", description="A model of pipelines/forecast/models.py, or default (the backtest's choice)")
-    horizon_hours: int = Field(default=48, gt=0)
     issue_every_minutes: int = Field(default=30, gt=0, description="At most one issue per this many minutes of data time")
     refit_hours: int = Field(default=24, gt=0, description="Refit the model when its training data is this old")
     history_days: int = Field(default=120, gt=0, description="Days of history the model is trained on")

@@ -158,3 +158,28 @@ def test_the_service_issues_after_the_carbon_pipeline(ctx: PlatformContext) -> N
     issue = latest_issue(ctx)
     assert issue is not None and issue.issued_at == utc(2023, 1, 31, 12)
     assert datetime.now(UTC) - issue.issued_at > timedelta(days=365)
+
+
+def test_a_forecast_run_killed_before_its_publish_leaves_main_valid_and_its_branch_is_dropped(
+    ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed between staging and publishing: main never shows the issue, the next run publishes it, and the
+    branch the dead run left is dropped once its retention passed."""
+    seed_silver(ctx, utc(2023, 1, 1), utc(2023, 2, 1))
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt  # stands for SIGKILL: nothing after it runs
+
+    monkeypatch.setattr("pipelines.lakehouse.wap.publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_forecast(ctx, as_of=utc(2023, 1, 25, 6), model=FAST)
+    monkeypatch.undo()
+    table = load_table(ctx.catalog, "gold.carbon_intensity_forecast")
+    (left,) = [r for r in table.metadata.refs if r.startswith("audit-")]
+    assert published_rows(ctx).num_rows == 0 and latest_issue(ctx) is None
+
+    assert forecast_run.drop_abandoned_branches(ctx, table) == []  # younger than the retention: it may be live
+    result = run_forecast(ctx, as_of=utc(2023, 1, 25, 6), model=FAST)
+    assert result.status == "published" and published_rows(ctx).num_rows == 96
+    later = datetime.now(UTC) + timedelta(hours=ctx.settings.audit_branch_retention_hours + 1)
+    assert forecast_run.drop_abandoned_branches(ctx, load_table(ctx.catalog, "gold.carbon_intensity_forecast"), now=later) == [left]

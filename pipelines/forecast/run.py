@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
@@ -29,7 +30,7 @@ from config.errors import PipelineError, PublishConflictError
 from config.inventory import ForecastSpec
 from pipelines import metrics
 from pipelines.context import PlatformContext
-from pipelines.forecast.schema import SLOT, IssuedForecast
+from pipelines.forecast.schema import HORIZON_SLOTS, SLOT, IssuedForecast
 from pipelines.quarantine import original_json, quarantine_row, row_key
 from pipelines.run_result import new_run_id
 
@@ -110,6 +111,7 @@ def run_forecast(
     rows = issue_rows(issue, run_id=run_id)
 
     table = load_table(ctx.catalog, spec.table)
+    drop_abandoned_branches(ctx, table)
     branch = wap.audit_branch_name(run_id)
     properties = {"run_id": run_id, "dataops.layer": "gold", "dataops.issued_at": issued_at.isoformat(), "dataops.model": model_name}
     audited = _stage(table, branch, rows, issued_at, run_id=run_id, properties=properties)
@@ -118,7 +120,7 @@ def run_forecast(
 
     outcome = validate(suite, audited, as_of=issued_at)
     ctx.ledger.record_validation(run_id, spec.table, suite.name, outcome.outcomes)
-    failed = sorted({*outcome.table_failures, *(n for names in outcome.failing_rows.values() for n in names), *_held(outcome)})
+    failed = sorted({*outcome.table_failures, *chain(*outcome.failing_rows.values()), *chain(*outcome.held_days.values())})
     if failed:
         wap.drop_branch(table, branch)
         result.failed_checks = failed
@@ -145,9 +147,24 @@ def run_forecast(
     return done("published")
 
 
-def _held(outcome: object) -> list[str]:
-    held = getattr(outcome, "held_days", {})
-    return [n for names in held.values() for n in names]
+def drop_abandoned_branches(ctx: PlatformContext, table: object, *, now: datetime | None = None) -> list[str]:
+    """Drop the audit branches of forecast runs killed before they published or quarantined (a run that ends drops
+    its own), once their head is DATAOPS_AUDIT_BRANCH_RETENTION_HOURS old: forecast runs take seconds, and a branch
+    left behind would keep its snapshots from expiry for ever."""
+    from pyiceberg.table import Table
+
+    from pipelines.lakehouse import wap
+
+    assert isinstance(table, Table)
+    cutoff = (now or datetime.now(UTC)) - timedelta(hours=ctx.settings.audit_branch_retention_hours)
+    dropped = []
+    for name in wap.audit_branches(table):
+        head = table.metadata.snapshot_by_id(table.metadata.refs[name].snapshot_id)
+        if head is None or datetime.fromtimestamp(head.timestamp_ms / 1000, UTC) < cutoff:
+            wap.drop_branch(table, name)
+            dropped.append(name)
+            log.info("dropped %s of %s: its forecast run never finished", name, wap.table_name(table))
+    return dropped
 
 
 def _fitted_model(
@@ -199,7 +216,7 @@ def read_temperature(ctx: PlatformContext, issued_at: datetime, spec: ForecastSp
     from pipelines.lakehouse.catalog import load_table
 
     first = (issued_at - timedelta(days=spec.history_days)).replace(hour=0, minute=0, second=0, microsecond=0)
-    last = issued_at + timedelta(hours=spec.horizon_hours)
+    last = issued_at + HORIZON_SLOTS * SLOT
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     data = wap.read_days(load_table(ctx.catalog, "silver.weather"), days, columns=("ts", "temperature_c"))
     return _series(data, "temperature_c", before=None)

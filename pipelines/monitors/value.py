@@ -22,6 +22,7 @@ import pyarrow as pa
 from config.inventory import MonitorSpec
 from pipelines import metrics
 from pipelines.context import PlatformContext
+from pipelines.forecast.schema import HORIZON_SLOTS, SLOT
 from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
@@ -69,7 +70,7 @@ def _with_our_forecast(ctx: PlatformContext, con: duckdb.DuckDBPyConnection, nam
     seasonal baseline). Slots no issue covers get null."""
     spec = ctx.inventory.forecast(name)
     table = load_table(ctx.catalog, spec.table)
-    lead = timedelta(hours=spec.horizon_hours)
+    lead = HORIZON_SLOTS * SLOT  # the oldest issue that can cover a slot of the window
     if table.current_snapshot() is None:
         issues = pa.table(
             {

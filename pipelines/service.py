@@ -7,7 +7,10 @@ are retried with the platform's one backoff rule (pipelines/retry.py: `run_max_a
 `run_backoff_s` doubling, a source's Retry-After honoured), validation failures never (they are data, not luck). Findings from
 runs and monitors become incidents. Each run marks the days it changed in its marts, and the last window of a firing
 refreshes them, coalesced with what the marts' other inputs marked (pipelines/mart_refresh.py), so two pipelines
-feeding one mart never race for it. The log says one line per run (`run_line`); conflicts that heal themselves
+feeding one mart never race for it. After each successful firing of a forecast's `after` pipeline, a worker thread
+issues the forecasts at the clock's now (coalesced; a refit takes seconds, so it never runs inside the pipeline's job),
+and due upkeep waits for the greenest window of the forecast within DATAOPS_UPKEEP_GREEN_DEADLINE_HOURS
+(pipelines/forecast/deferral.py). The log says one line per run (`run_line`, `forecast_line`); conflicts that heal themselves
 say one INFO line, and tracebacks are for bugs (or --verbose). SIGTERM waits for the running job to end: write-audit-publish means
 an interrupted run leaves `main` valid anyway, but a clean stop leaves nothing to recover.
 """

@@ -219,7 +219,7 @@ def test_rollback_refuses_snapshots_outside_mains_history(lake: PlatformContext)
 
 
 def test_bronze_quarantine_and_unknown_tables_are_refused(ctx: PlatformContext) -> None:
-    known = "gold.carbon_intensity_hourly, gold.generation_share_daily, gold.intensity_vs_temperature_daily, silver.carbon_intensity"
+    known = "gold.carbon_intensity_forecast, gold.carbon_intensity_hourly, gold.generation_share_daily, gold.intensity_vs_temperature_daily, silver.carbon_intensity"
     with pytest.raises(ToolError, match=re.escape(f"unknown table 'silver.carbon'; known silver and gold tables: {known}")):
         call(ctx, "quarantine_partition", {"table": "silver.carbon", "day": "2023-01-25", "reason": "x"})
     with pytest.raises(ToolError, match=r"bronze\.carbon_intensity is a bronze table: raw records as received"):

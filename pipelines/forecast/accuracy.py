@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from config.inventory import ForecastSpec
 from pipelines import metrics
 from pipelines.context import PlatformContext
+from pipelines.sources.base import Window
 
 REPORTED_HORIZONS = (1.0, 6.0, 24.0, 48.0)
 DAY_AHEAD_H = 24.0
@@ -57,8 +58,7 @@ def measured_slots(ctx: PlatformContext, spec: ForecastSpec, *, since: datetime,
     issued = table.scan(row_filter=row_filter, selected_fields=tuple(columns[:8])).to_pandas()
     if issued.empty:
         return pd.DataFrame(columns=columns)
-    first = pd.Timestamp(issued["ts"].min()).floor("D").to_pydatetime()
-    days = [first + timedelta(days=i) for i in range((until - first).days + 1)]
+    days = Window(start=pd.Timestamp(issued["ts"].min()).to_pydatetime(), end=until).days()
     actual = wap.read_days(load_table(ctx.catalog, spec.input), days, columns=("ts", spec.column)).to_pandas()
     actual = actual.rename(columns={spec.column: "actual"}).dropna().drop_duplicates("ts", keep="last")
     joined = issued.merge(actual, on="ts", how="inner")

@@ -33,8 +33,11 @@ from pipelines.context import PlatformContext
 from pipelines.forecast.schema import HORIZON_SLOTS, SLOT, IssuedForecast
 from pipelines.quarantine import original_json, quarantine_row, row_key
 from pipelines.run_result import new_run_id
+from pipelines.sources.base import Window
 
 if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
     from pipelines.forecast.models import FittedForecaster
 
 log = logging.getLogger(__name__)
@@ -147,15 +150,12 @@ def run_forecast(
     return done("published")
 
 
-def drop_abandoned_branches(ctx: PlatformContext, table: object, *, now: datetime | None = None) -> list[str]:
+def drop_abandoned_branches(ctx: PlatformContext, table: Table, *, now: datetime | None = None) -> list[str]:
     """Drop the audit branches of forecast runs killed before they published or quarantined (a run that ends drops
     its own), once their head is DATAOPS_AUDIT_BRANCH_RETENTION_HOURS old: forecast runs take seconds, and a branch
     left behind would keep its snapshots from expiry for ever."""
-    from pyiceberg.table import Table
-
     from pipelines.lakehouse import wap
 
-    assert isinstance(table, Table)
     cutoff = (now or datetime.now(UTC)) - timedelta(hours=ctx.settings.audit_branch_retention_hours)
     dropped = []
     for name in wap.audit_branches(table):
@@ -190,8 +190,7 @@ def read_history(ctx: PlatformContext, spec: ForecastSpec, issued_at: datetime) 
     from pipelines.lakehouse import wap
     from pipelines.lakehouse.catalog import load_table
 
-    first = (issued_at - timedelta(days=spec.history_days)).replace(hour=0, minute=0, second=0, microsecond=0)
-    days = [first + timedelta(days=i) for i in range((issued_at - first).days + 1)]
+    days = Window(start=issued_at - timedelta(days=spec.history_days), end=issued_at).days()
     data = wap.read_days(load_table(ctx.catalog, spec.input), days, columns=("ts", spec.column))
     return _series(data, spec.column, before=issued_at)
 
@@ -215,9 +214,7 @@ def read_temperature(ctx: PlatformContext, issued_at: datetime, spec: ForecastSp
     from pipelines.lakehouse import wap
     from pipelines.lakehouse.catalog import load_table
 
-    first = (issued_at - timedelta(days=spec.history_days)).replace(hour=0, minute=0, second=0, microsecond=0)
-    last = issued_at + HORIZON_SLOTS * SLOT
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    days = Window(start=issued_at - timedelta(days=spec.history_days), end=issued_at + HORIZON_SLOTS * SLOT).days()
     data = wap.read_days(load_table(ctx.catalog, "silver.weather"), days, columns=("ts", "temperature_c"))
     return _series(data, "temperature_c", before=None)
 
@@ -249,14 +246,12 @@ def issue_rows(issue: IssuedForecast, *, run_id: str) -> pa.Table:
     )
 
 
-def _stage(table: object, branch: str, rows: pa.Table, issued_at: datetime, *, run_id: str, properties: dict[str, str]) -> pa.Table:
+def _stage(table: Table, branch: str, rows: pa.Table, issued_at: datetime, *, run_id: str, properties: dict[str, str]) -> pa.Table:
     """Open `branch` at main, append the issue, and return what the branch holds for it (which the suite audits)."""
     from pyiceberg.expressions import EqualTo
-    from pyiceberg.table import Table
 
     from pipelines.lakehouse import wap
 
-    assert isinstance(table, Table)
     wap.open_audit_branch(table, branch, run_id=run_id)
     wap.append_to_branch(table, rows, branch=branch, properties=properties)
     head = wap.branch_head(table, branch)

@@ -35,7 +35,7 @@ def attach_agent(service: Service) -> ServiceExtension | None:
 _AS_HELP = "Only confirms who decides: refused unless it names the person of DATAOPS_TOKEN (or of your OS login)."
 
 
-def _agent(*, as_json: bool = False, planner: Any = None) -> Any:
+def agent_for_cli(*, as_json: bool = False, planner: Any = None) -> Any:
     """The agent, reporting on stdout, or on stderr when stdout carries JSON; `planner` replaces the configured one."""
     from agent.report import ConsoleReporter
     from agent.runtime import Agent, make_planner
@@ -50,7 +50,7 @@ def _agent(*, as_json: bool = False, planner: Any = None) -> Any:
 
 
 def _decide(approval_id: str, approve: bool, as_user: str | None, reason: str, as_json: bool) -> None:
-    agent = _agent(as_json=as_json)
+    agent = agent_for_cli(as_json=as_json)
     try:
         actor = cli_actor(agent.ctx, as_user)
         approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=actor, reason=_attributed(reason, actor))
@@ -268,7 +268,7 @@ def remediate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Hand one incident to the agent now (what `dataops serve` does for every new incident)."""
-    agent = _agent(as_json=as_json)
+    agent = agent_for_cli(as_json=as_json)
     try:
         with usage_errors():
             outcome = agent.handle_incident(incident_id)
@@ -298,7 +298,7 @@ def chat(
     """
     import secrets
 
-    agent = _agent(planner=_WatchedPlanner)
+    agent = agent_for_cli(planner=_WatchedPlanner)
     watch: _WatchedPlanner = agent.runtime.planner
     user = cli_asker(agent.ctx, as_user)  # the requester of any approval this conversation asks for
     thread_id = f"chat-{thread or secrets.token_hex(4)}"

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from agent.state import AgentState, ReviewedCall, Runtime, TurnRecord, dump, load, planned_step
 from agent.verify import verify
-from config.errors import ToolError
+from config.errors import DataOpsError, ToolError
 from pipelines.incidents import IncidentError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,29 @@ def execute_call(rt: Runtime, state: AgentState, item: ReviewedCall) -> TurnReco
         rt.audit.failed(call.id, error=message, duration_ms=_since(started))
         return _turn(state, item, "error", message)
     rt.audit.succeeded(call.id, result=result, duration_ms=_since(started))
+    if spec.defers_to_green_window:
+        _record_green_run(rt, state, call.id)
     return _turn(state, item, "ok", "", result)
+
+
+def _record_green_run(rt: Runtime, state: AgentState, call_id: str) -> None:
+    """A deferred call ran: keep (and say) the intensity of the slot it ran in, beside what waiting was meant to save."""
+    deferral = rt.deferrals.for_call(call_id)
+    if deferral is None:
+        return
+    from pipelines.forecast.deferral import intensity_at
+
+    at = rt.clock()
+    try:
+        ran = intensity_at(rt.ctx, at)
+    except DataOpsError as exc:  # the record is a report; its failure must not undo the call
+        log.warning("could not read the intensity %s ran at: %s", call_id, exc)
+        return
+    rt.deferrals.ran(call_id, at=at, intensity=ran.value, kind=ran.kind)
+    shown = f"{ran.value:g} gCO2/kWh ({ran.kind})" if ran.value is not None else "an unknown intensity"
+    hoped = f"; the forecast expected {deferral.expected_intensity:g}" if deferral.expected_intensity is not None else ""
+    when_due = f", {deferral.now_intensity:g} when it was due" if deferral.now_intensity is not None else ""
+    rt.reporter.step(state["thread_id"], f"{deferral.tool} ran at {at:%Y-%m-%dT%H:%MZ} at {shown}{hoped}{when_due}")
 
 
 def wrote_data(turn: TurnRecord, item: ReviewedCall) -> bool:

@@ -6,7 +6,10 @@
         │ allow                                  │ needs approval
         ▼                                        ▼
     executable                     await_approval ─approved─► executable
-                                         └─refused or expired─► ended
+        │                                └─refused or expired─► ended
+        ▼
+    await_green_window (a large backfill of an incident thread, with a forecast saying later is cleaner)
+        ─► waits until the platform clock reaches the greenest window, or a person releases it ─► executable
 
 The review node is the one a resume re-runs (`interrupt()` restarts the node), so everything here is
 keyed by the call id: a recorded decision stands, an approval request is made once, and nothing runs a
@@ -49,7 +52,9 @@ def review_call(rt: Runtime, state: AgentState, call: ProposedCall, *, tokens: i
     if isinstance(decision, Deny):
         return _ended(state, reviewed, status="denied", message=decision.message)
     if isinstance(decision, NeedsApproval):
-        return await_approval(rt, state, reviewed, decision)
+        reviewed = await_approval(rt, state, reviewed, decision)
+    if reviewed.executable and spec.defers_to_green_window:
+        await_green_window(rt, state, reviewed)
     return reviewed
 
 
@@ -146,6 +151,42 @@ def await_approval(rt: Runtime, state: AgentState, reviewed: ReviewedCall, decis
     why = f": {approval.decision_reason}" if approval.decision_reason else ""
     message = f"{approval.id} {approval.status} by {approval.decided_by}{why}"
     return _ended(state, reviewed, status="expired" if approval.status == "expired" else "denied", message=message)
+
+
+def await_green_window(rt: Runtime, state: AgentState, reviewed: ReviewedCall) -> None:
+    """Defer a large backfill of an incident thread to the greenest window of the forecast within the deadline
+    (DATAOPS_BACKFILL_GREEN_*), recorded once per call, and pause the thread until the clock gets there or a
+    person releases it. A chat request runs at once: a person asked for it now."""
+    settings, call, thread = rt.ctx.settings, reviewed.call, state["thread_id"]
+    if state.get("mode") == "chat" or settings.backfill_green_deadline_hours <= 0:
+        return
+    if (reviewed.target.span_days or 0) < settings.backfill_green_min_days or not rt.ctx.inventory.forecasts:
+        return
+    deferral = rt.deferrals.for_call(call.id)
+    if deferral is None:
+        from pipelines.forecast.deferral import plan_deferral
+
+        plan = plan_deferral(
+            rt.ctx, now=rt.clock(), hours=settings.backfill_green_window_hours, deadline_hours=settings.backfill_green_deadline_hours
+        )
+        if not plan.deferred:
+            rt.reporter.step(thread, f"{call.name} runs now: {plan.reason}")
+            return
+        deferral, created = rt.deferrals.defer(
+            call_id=call.id, thread_id=thread, incident_id=state.get("incident_id"), tool=call.name, arguments=call.arguments or {},
+            due_at=plan.due_at, run_at=plan.run_at, wake_at=datetime.now(UTC) + timedelta(seconds=rt.real_seconds(plan.run_at - plan.due_at)),
+            expected_intensity=plan.expected_intensity, now_intensity=plan.now_intensity,
+            reason=plan.reason,
+        )  # fmt: skip
+        if created:
+            rt.reporter.step(
+                thread,
+                f"{call.name} {plan.reason}. To run it now: dataops deferred release {call.id} --reason TEXT",
+            )
+    while not deferral.due(rt.clock()) and deferral.status != "resumed":
+        # As for approvals: a resume value may be meant for another wait of this step; the ops database and the clock decide.
+        interrupt({"deferred_call": call.id, "run_at": deferral.run_at.isoformat(), "tool": call.name, "thread_id": thread})
+        deferral = rt.deferrals.get(call.id)
 
 
 def _recorded(rt: Runtime, state: AgentState, previous: AuditEntry | None, spec: ToolSpec[Any, Any]) -> Decision | None:

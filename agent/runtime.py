@@ -14,13 +14,13 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agent.graph import build_graph
 from agent.planner import Planner
@@ -32,6 +32,7 @@ from memory.store import IncidentMemory, MemoryRecord
 from pipelines.context import PlatformContext
 from policies.approvals import Approval, ApprovalStore
 from policies.audit import AuditLog
+from policies.deferrals import DeferralStore, DeferredCall
 from policies.people import Actor, Channel, People
 from tools.registry import REGISTRY
 
@@ -44,6 +45,7 @@ class ThreadOutcome(BaseModel):
     outcome: str | None = None
     message: str = ""
     approval_id: str | None = None
+    deferred_call: str | None = Field(default=None, description="The call the thread waits to run at the greenest window")
     steps: int = 0
     tokens: int = 0
 
@@ -83,6 +85,7 @@ class Agent:
         planner: Planner | None = None,
         reporter: Reporter | None = None,
         clock: Callable[[], datetime] | None = None,
+        real_seconds: Callable[[timedelta], float] | None = None,
     ) -> None:
         self.ctx = ctx
         self.people = People.load(ctx.settings, ctx.ledger)
@@ -93,7 +96,8 @@ class Agent:
         self._memory: IncidentMemory | None = None
         self.runtime = Runtime(
             ctx=ctx, planner=planner or make_planner(ctx), policy=self.policy, tools=REGISTRY, approvals=self.approvals, audit=self.audit,
-            reporter=self.reporter, memory=self.memory, clock=clock or (lambda: datetime.now(UTC)), max_steps=ctx.settings.agent_max_steps,
+            reporter=self.reporter, memory=self.memory, deferrals=DeferralStore(ctx.ledger), clock=clock or (lambda: datetime.now(UTC)), max_steps=ctx.settings.agent_max_steps,
+            real_seconds=real_seconds or (lambda span: span.total_seconds()),
         )  # fmt: skip
         self._conn = sqlite3.connect(str(ctx.settings.home / "checkpoints.db"), check_same_thread=False)
         saver = SqliteSaver(self._conn)
@@ -144,7 +148,10 @@ class Agent:
         steps, tokens = int(result.get("step") or 0), int(result.get("tokens") or 0)
         if interrupts:
             value = interrupts[0].value if hasattr(interrupts[0], "value") else {}
-            return ThreadOutcome(thread_id=thread_id, status="waiting", approval_id=value.get("approval_id"), steps=steps, tokens=tokens)
+            return ThreadOutcome(
+                thread_id=thread_id, status="waiting", approval_id=value.get("approval_id"), deferred_call=value.get("deferred_call"),
+                steps=steps, tokens=tokens,
+            )  # fmt: skip
         return ThreadOutcome(
             thread_id=thread_id,
             status="done",
@@ -154,12 +161,19 @@ class Agent:
             tokens=tokens,
         )
 
-    def _waiting_on(self, thread_id: str) -> list[str]:
-        """Approval ids the thread's interrupts wait on, whatever their status in the ops database."""
+    def _waiting_on(self, thread_id: str, key: str = "approval_id") -> list[str]:
+        """What the thread's interrupts wait on (approval ids, or with key="deferred_call" deferred call ids), whatever
+        their status in the ops database."""
         state = self.graph.get_state(self._config(thread_id))
-        return [
-            i.value["approval_id"] for t in state.tasks for i in t.interrupts if isinstance(i.value, dict) and i.value.get("approval_id")
-        ]
+        return [i.value[key] for t in state.tasks for i in t.interrupts if isinstance(i.value, dict) and i.value.get(key)]
+
+    def pending_deferral(self, thread_id: str) -> DeferredCall | None:
+        """The call the thread waits to run at the greenest window, if any."""
+        for call_id in self._waiting_on(thread_id, "deferred_call"):
+            deferral = self.runtime.deferrals.for_call(call_id)
+            if deferral is not None and deferral.status != "resumed":
+                return deferral
+        return None
 
     def pending_approval(self, thread_id: str) -> Approval | None:
         """The undecided request the thread waits on, if any."""
@@ -195,6 +209,9 @@ class Agent:
         pending = self.pending_approval(thread_id)
         if pending is not None:
             return ThreadOutcome(thread_id=thread_id, status="waiting", approval_id=pending.id)
+        deferred = self.pending_deferral(thread_id)
+        if deferred is not None:
+            return ThreadOutcome(thread_id=thread_id, status="waiting", deferred_call=deferred.call_id)
         if self._stranded(thread_id):
             return self._continue(thread_id)
         if self.thread_finished(thread_id):
@@ -257,7 +274,35 @@ class Agent:
                 outcome = self._run(approval.thread_id, Command(resume={"approval_id": approval.id, "status": approval.status}))
                 self.approvals.mark_resumed(approval.id)
             outcomes.append(outcome)
+        return outcomes + self.resume_due()
+
+    def resume_due(self) -> list[ThreadOutcome]:
+        """Resume every thread whose deferred call may run now: its greenest window came, or a person released it."""
+        deferrals = self.runtime.deferrals
+        outcomes = []
+        for deferral in deferrals.due(self.runtime.clock()):
+            if not deferrals.claim(deferral.call_id):
+                continue  # another process is resuming it
+            with self._lock:
+                if deferral.call_id not in self._waiting_on(deferral.thread_id, "deferred_call"):
+                    deferrals.mark_resumed(deferral.call_id)  # resumed elsewhere, or the thread moved on
+                    continue
+                outcome = self._run(deferral.thread_id, Command(resume={"deferred_call": deferral.call_id}))
+                deferrals.mark_resumed(deferral.call_id)
+            outcomes.append(outcome)
         return outcomes
+
+    def release(self, call_id: str, *, user: str | Actor, reason: str = "", channel: Channel = "api") -> DeferredCall:
+        """Let a deferred call run now (operators and approvers), then resume its thread."""
+        actor = user if isinstance(user, Actor) else self.refresh_people().actor(user, channel=channel)
+        if not actor.may("operator"):
+            raise ApprovalError(
+                f"{actor.id} may not release {call_id}: operators and approvers may (role {actor.role or 'none'} in config/people.yaml)"
+            )
+        released = self.runtime.deferrals.release(call_id, by=actor.id, reason=reason)
+        self.reporter.step(released.thread_id, f"{released.tool} released by {actor.id} to run now{f': {reason}' if reason else ''}")
+        self.resume_due()
+        return self.runtime.deferrals.get(call_id)
 
     def decide_or_explain(self, approval_id: str, *, approve: bool, user: str | Actor, reason: str = "") -> tuple[Approval | None, str]:
         try:

@@ -52,7 +52,7 @@ class AgentExtension:
         email = next((e for e in service.extensions if isinstance(e, EmailNotifier)), None)
         if email is not None:  # started by the service when DATAOPS_SMTP_URL is set
             console = Reporters(console, EmailReporter(email, ApprovalStore(ctx.ledger)))
-        self.agent = Agent(ctx, reporter=console, clock=lambda: service.clock.now())
+        self.agent = Agent(ctx, reporter=console, clock=lambda: service.clock.now(), real_seconds=service.clock.real_seconds)
         if self.slack_reporter is not None:
             from agent.slack.app import SlackApp
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +24,7 @@ from pipelines.context import PlatformContext
 from pipelines.retry import RetryBudget
 from policies.approvals import ApprovalStore
 from policies.audit import AuditLog
+from policies.deferrals import DeferralStore
 from policies.model import PolicySpec
 from tools.base import Effect, Target, ToolContext, ToolSpec
 
@@ -108,7 +109,10 @@ class Runtime:
     audit: AuditLog
     reporter: Reporter
     memory: Callable[[], IncidentMemory]
+    deferrals: DeferralStore
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Real seconds that pass while the clock advances by a span (the wall clock's own; a replay's is shorter).
+    real_seconds: Callable[[timedelta], float] = field(default=lambda span: span.total_seconds())
     max_steps: int = 12
 
     def tool_context(self, state: AgentState, call_id: str) -> ToolContext:

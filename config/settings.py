@@ -251,6 +251,20 @@ class DataopsSettings(BaseSettings):
         multiple_of=0.5,
         description="Length of the window upkeep is deferred to, hours (a multiple of the half-hour slot).",
     )
+    backfill_green_deadline_hours: float = Field(
+        default=6.0,
+        ge=0,
+        description="The agent defers a large backfill of an incident, once allowed or approved, to the greenest window of the carbon-intensity forecast ending within this many hours of data time; 0 runs it at once.",
+    )
+    backfill_green_min_days: float = Field(
+        default=8.0, gt=0, description="Backfills of at least this many days are deferred to the greenest window; shorter ones run at once."
+    )
+    backfill_green_window_hours: float = Field(
+        default=1.0,
+        gt=0,
+        multiple_of=0.5,
+        description="Length of the window a deferred backfill is expected to take, hours (a multiple of the half-hour slot).",
+    )
     snapshot_retention_hours: float = Field(
         default=168.0, ge=0, description="Snapshots of main older than this (and beyond the newest few) are expired by maintenance."
     )

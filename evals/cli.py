@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from agent import cli as agent_cli
-from agent import people_cli
+from agent import deferred_cli, people_cli
 from agent.console import cli as console_cli
 from evals import eval_cli
 from pipelines import backfill_cli
@@ -72,6 +72,10 @@ app.command()(agent_cli.approvals)
 app.command()(agent_cli.approve)
 app.command()(agent_cli.deny)
 app.command()(agent_cli.audit)
+deferred_app = typer.Typer(help=deferred_cli.DEFERRED_HELP, no_args_is_help=True)
+deferred_app.command("list")(deferred_cli.deferred_list)
+deferred_app.command("release")(deferred_cli.deferred_release)
+app.add_typer(deferred_app, name="deferred")
 app.command()(agent_cli.demo)
 
 # The operator console (also served by `dataops serve`).

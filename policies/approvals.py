@@ -224,7 +224,7 @@ class ApprovalStore:
             if row is None or row.resumed_at is not None or row.status == "pending":
                 return False
             holder, since = row.claimed_by, as_utc(row.claimed_at)
-            if holder and holder != me and not _claim_dead(holder) and since is not None and now - since < stale_after:
+            if holder and holder != me and not claim_dead(holder) and since is not None and now - since < stale_after:
                 return False
             changed = s.execute(
                 update(ApprovalRow)
@@ -249,7 +249,8 @@ def _same_claim(holder: str | None) -> Any:
     return ApprovalRow.claimed_by.is_(None) if holder is None else ApprovalRow.claimed_by == holder
 
 
-def _claim_dead(holder: str) -> bool:
+def claim_dead(holder: str) -> bool:
+    """The process named `host:pid` holding a claim is gone (only decidable on this host)."""
     host, _, pid = holder.rpartition(":")
     return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 

@@ -86,6 +86,8 @@ class ToolSpec(Generic[In, R]):
     - `settles_incident`: changes an incident's status or notes: bookkeeping, not a change to data.
     - `needs_verification`: allowed only after a verification in the same thread showed the problem gone.
     - `restores_snapshot`: moves a table back to an earlier snapshot, discarding what was published since.
+    - `defers_to_green_window`: heavy work the agent may run later, at the greenest window of the carbon-intensity
+      forecast (DATAOPS_BACKFILL_GREEN_*), once the policy allowed or a person approved it.
     """
 
     name: str
@@ -100,6 +102,7 @@ class ToolSpec(Generic[In, R]):
     settles_incident: bool = False
     needs_verification: bool = False
     restores_snapshot: bool = False
+    defers_to_green_window: bool = False
 
     def __post_init__(self) -> None:
         # A trait that contradicts the effect would let a policy rule or the verification trust the wrong tool.
@@ -108,6 +111,7 @@ class ToolSpec(Generic[In, R]):
             "settles_incident": self.settles_incident,
             "needs_verification": self.needs_verification,
             "restores_snapshot": self.restores_snapshot,
+            "defers_to_green_window": self.defers_to_green_window,
         }
         if self.reads_only and any(changes.values()):
             wrong = ", ".join(name for name, on in changes.items() if on)

@@ -280,5 +280,6 @@ TOOLS: list[ToolSpec[Any, Any]] = [
         run=backfill_range,
         target=_window_target,
         runs_pipeline=True,
+        defers_to_green_window=True,
     ),
 ]

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from config.inventory import MonitorSpec
-from pipelines import metrics
+from pipelines import duck, metrics
 from pipelines.context import PlatformContext
 from pipelines.forecast.schema import HORIZON_SLOTS, SLOT
 from pipelines.incidents import Finding
@@ -41,9 +41,7 @@ def read_series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: d
     first = start.replace(hour=0, minute=0, second=0, microsecond=0)
     days = [first + timedelta(days=i) for i in range((end - first).days + 1)]
     data = wap.read_days(load_table(ctx.catalog, spec.table), days)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    with duck.cursor() as con:
         if spec.forecast is None:
             con.register("t", data)
         else:
@@ -56,8 +54,6 @@ def read_series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: d
             f"WHERE ts >= ? AND ts < ? {where} AND isfinite(({spec.expression})::DOUBLE) ORDER BY ts",
             [start, end],
         ).fetchall()
-    finally:
-        con.close()
     ts = pd.DatetimeIndex([r[0] for r in rows], tz="UTC") if rows else pd.DatetimeIndex([], tz="UTC")
     values = np.array([float(r[1]) for r in rows], dtype=float)
     reference = np.array([np.nan if r[2] is None else float(r[2]) for r in rows], dtype=float) if spec.reference else None

@@ -5,18 +5,16 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-import duckdb
 import pyarrow as pa
 
 from config.inventory import MartSpec, TableSpec
+from pipelines import duck
 from pipelines.lakehouse.catalog import arrow_schema
 
 
 def compute_mart(mart: MartSpec, target: TableSpec, inputs: dict[str, pa.Table], *, days: list[datetime]) -> pa.Table:
     """Rows of the mart for `days`; `inputs` maps each silver table name to its rows of those days."""
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    with duck.cursor() as con:
         sql = mart.sql
         for name, data in inputs.items():
             alias = name.replace(".", "__")
@@ -24,8 +22,6 @@ def compute_mart(mart: MartSpec, target: TableSpec, inputs: dict[str, pa.Table],
             sql = re.sub(rf"\b{re.escape(name)}\b", alias, sql)
         lineage = " , ".join(f"(SELECT max(run_id) FROM {name.replace('.', '__')})" for name in inputs)
         result = con.sql(f"SELECT m.*, greatest({lineage}) AS run_id FROM ({sql}) AS m").to_arrow_table()
-    finally:
-        con.close()
     schema = arrow_schema(target)
     day_set = {d.date() for d in days}
     columns = {field.name: result.column(field.name) if field.name in result.column_names else None for field in schema}

@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from config.inventory import ExpectationSpec, SuiteSpec
+from pipelines import duck
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 log = logging.getLogger(__name__)
@@ -85,18 +85,13 @@ def _expectation(spec: ExpectationSpec) -> Any:
 def with_derived(suite: SuiteSpec, data: pa.Table, *, as_of: datetime) -> pd.DataFrame:
     """The batch as pandas with `_row` and every derived column of the suite."""
     data = data.append_column(ROW, pa.array(range(data.num_rows), type=pa.int64()))
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    with duck.cursor() as con:
         con.register("batch", data)
         query = "SELECT * FROM batch"
         for name, expression in suite.derived.items():
             rendered = expression.replace("{as_of}", as_of.astimezone(UTC).isoformat())
             query = f"SELECT *, ({rendered}) AS {name} FROM ({query})"
-        frame = con.execute(f"{query} ORDER BY {ROW}").df()
-    finally:
-        con.close()
-    return frame
+        return con.execute(f"{query} ORDER BY {ROW}").df()
 
 
 def _jsonable(value: Any) -> Any:

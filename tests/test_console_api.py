@@ -16,7 +16,7 @@ from policies.approvals import ApprovalStore
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-    from tests.console_fixtures import Platform
+    from tests.console_fixtures import Browser, Platform
 
 pytest_plugins = ["tests.console_fixtures"]
 
@@ -34,6 +34,7 @@ PROTECTED = [
     ("GET", "/api/approvals"),
     ("GET", "/api/approvals/A-000000"),
     ("POST", "/api/approvals/A-000000/approve"),
+    ("GET", "/api/deferred"),
     ("GET", "/api/no-such-thing"),
 ]
 NOT_A_TOKEN = [None, "Bearer dop_00000000_notarealtokennotarealtoken", "Basic dmVyYTp4", "Bearer ", "dop_abc"]
@@ -166,6 +167,31 @@ def test_approvals_are_listed_as_the_cli_prints_them(client: TestClient, platfor
     assert listed == [approval.model_dump(mode="json")]
     assert client.get("/api/approvals?status=denied", headers=platform.auth("vera")).json() == []
     assert client.get(f"/api/approvals/{approval.id}", headers=platform.auth("vera")).json()["rule"] == "destructive-needs-approval"
+
+
+def test_deferred_backfills_are_listed_in_the_api_and_on_the_approvals_page(
+    client: TestClient, platform: Platform, browser: Browser
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from policies.deferrals import DeferralStore
+
+    due = datetime(2023, 1, 28, tzinfo=UTC)
+    deferral, _ = DeferralStore(platform.ctx.ledger).defer(
+        call_id="call-green", thread_id="incident-1", incident_id=1, tool="backfill_range",
+        arguments={"pipeline": "carbon_intensity", "start": "2023-01-10", "end": "2023-01-19"}, due_at=due,
+        run_at=due + timedelta(hours=3), wake_at=datetime.now(UTC) + timedelta(hours=3), expected_intensity=100.0,
+        now_intensity=300.0, reason="deferred to 2023-01-28T03:00Z, the cleanest 1 h within 6 h",
+    )  # fmt: skip
+    listed = client.get("/api/deferred", headers=platform.auth("vera"))
+    assert listed.status_code == 200 and listed.json() == [deferral.model_dump(mode="json")]
+    assert client.get("/api/deferred?status=resumed", headers=platform.auth("vera")).json() == []
+    bad = client.get("/api/deferred?status=later", headers=platform.auth("vera"))
+    assert bad.status_code == 422 and "valid: waiting, released, resumed" in bad.json()["detail"]
+    browser.sign_in("vera")
+    page = client.get("/approvals")
+    assert page.status_code == 200
+    assert "Waiting for the greenest window" in page.text and "call-green" in page.text and "the cleanest 1 h within 6 h" in page.text
 
 
 @pytest.mark.parametrize("who", ["vera", "otto"])

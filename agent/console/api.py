@@ -7,6 +7,7 @@
     GET  /api/approvals[?status=]                         as `dataops approvals --json`
     GET  /api/approvals/{id}
     POST /api/approvals/{id}/{approve|deny}               {"reason"} -> as `dataops approve --json`
+    GET  /api/deferred[?status=]                          as `dataops deferred list --json`
     POST /api/alerts                                      Alertmanager's webhook (operator): {"incidents": [ids]}
 
 401 without a valid token, 403 when the person's role (or the request's approvers) does not allow it, 404 for
@@ -23,7 +24,7 @@ from fastapi.exceptions import HTTPException
 from agent.console.actions import ActionRefused, DecisionInput, JudgementInput, decide_approval, judge_incident
 from agent.console.auth import Caller
 from agent.console.state import console_of
-from agent.console.views import approvals, incidents
+from agent.console.views import approvals, deferred, incidents
 from config.errors import ApprovalError
 from pipelines.incidents import IncidentError
 from policies.approvals import ApprovalStore
@@ -32,6 +33,7 @@ from policies.people import Actor, Role
 router = APIRouter(prefix="/api")
 INCIDENT_STATUSES = ("open", "acknowledged", "remediating", "resolved", "escalated", "unresolved", "all")
 APPROVAL_STATUSES = ("pending", "approved", "denied", "expired")
+DEFERRAL_STATUSES = ("waiting", "released", "resumed")
 
 
 def bearer(request: Request) -> Actor:
@@ -87,6 +89,13 @@ def list_approvals(request: Request, actor: Reader, status: str | None = None) -
     if status is not None and status not in APPROVAL_STATUSES:
         raise ActionRefused(f"status: {status!r} is not a status; valid: {', '.join(APPROVAL_STATUSES)}", status=422, field="status")
     return [a.model_dump(mode="json") for a in approvals(console_of(request).ctx, status=status)]
+
+
+@router.get("/deferred")
+def list_deferred(request: Request, actor: Reader, status: str | None = None) -> list[dict[str, Any]]:
+    if status is not None and status not in DEFERRAL_STATUSES:
+        raise ActionRefused(f"status: {status!r} is not a status; valid: {', '.join(DEFERRAL_STATUSES)}", status=422, field="status")
+    return [d.model_dump(mode="json") for d in deferred(console_of(request).ctx, status=status)]
 
 
 @router.get("/approvals/{approval_id}")

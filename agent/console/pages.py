@@ -201,6 +201,7 @@ def approvals_page(request: Request, status: str = "", done: str = "") -> Respon
         done=done,
         decidable={a.id for a in found if may_decide(a, actor)},
         call_text=views.call_text,
+        waiting=views.deferred(console.ctx, status="waiting"),
     )
 
 

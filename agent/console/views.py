@@ -18,6 +18,7 @@ from pipelines.incidents import Incident
 from pipelines.ledger import as_utc
 from policies.approvals import Approval, ApprovalStore
 from policies.audit import AuditEntry, AuditLog, DiagnosisEntry
+from policies.deferrals import DeferralStore, DeferredCall
 
 SEVERITIES = ("critical", "warning", "info")
 STATUSES = ("open", "acknowledged", "remediating", "escalated", "resolved")
@@ -137,6 +138,11 @@ def approvals(ctx: PlatformContext, *, status: str | None = None) -> list[Approv
     store = ApprovalStore(ctx.ledger)
     store.expire_due()
     return store.list(status=status or None)
+
+
+def deferred(ctx: PlatformContext, *, status: str | None = None) -> list[DeferredCall]:
+    """The agent's calls deferred to the greenest window, newest first (as `dataops deferred list`)."""
+    return DeferralStore(ctx.ledger).list(status=status or None)
 
 
 class IncidentDetail(BaseModel):

@@ -101,3 +101,33 @@ def test_temperatures_stay_physical_and_smooth() -> None:
     )
     outcome = validate(INVENTORY.suite("weather"), table, as_of=utc(2023, 3, 1, 5))
     assert set(outcome.failing_rows[2]) == {"temperature_physical", "temperature_changes_smoothly"}
+
+
+def _complete_only(batch, gx_suite):  # type: ignore[no-untyped-def]
+    from pipelines.validation.suite import ROW
+
+    return batch.validate(gx_suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW]})
+
+
+def _dst_day_with_strays() -> pa.Table:
+    day = utc(2023, 3, 26)
+    return pa.concat_tables([intensity_day(day), intensity_day(day + timedelta(minutes=15), slots=2)])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: intensity_day(utc(2023, 3, 1)),  # clean: the counts-only pass is the whole answer
+        lambda: intensity_day(utc(2023, 3, 1), actual=300.0, index="low"),  # every row fails
+        lambda: intensity_day(utc(2023, 3, 1), slots=46),  # a partition check fails
+        _dst_day_with_strays,
+    ],
+)
+def test_the_counts_only_first_pass_gives_the_same_outcome_as_complete_results(make, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Validation asks GX for counts first and for every unexpected row only when some row was unexpected: the
+    outcome (successes, counts, observed values, samples, failing rows, held days) is the same as asking for all."""
+    from pipelines.validation import suite as module
+
+    fast = check(make())
+    monkeypatch.setattr(module, "_clean_or_complete", _complete_only)
+    assert fast == check(make())

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from config.inventory import Inventory, load_inventory
 from config.settings import DataopsSettings, load_settings
 from pipelines.fault_injection import SourceFaults
-from pipelines.ledger import Ledger
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from pipelines.control import PipelineControl
     from pipelines.incidents import IncidentStore
+    from pipelines.ledger import Ledger
 
 
 @dataclass(kw_only=True)
@@ -44,10 +44,12 @@ class PlatformContext:
 
     @cached_property
     def ledger(self) -> Ledger:
+        """The ops database, opened (with SQLAlchemy imported) on first use: `dataops query` never pays for it."""
         # Import the modules whose tables share the ledger's metadata, so create_all makes them all.
         import pipelines.control
         import pipelines.incidents
         import pipelines.monitors.tables  # noqa: F401
+        from pipelines.ledger import Ledger
 
         return Ledger(self.settings.ops_db)
 

@@ -6,34 +6,36 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.compute as pc
-
-from pipelines.context import PlatformContext
-from pipelines.lakehouse import wap
-from pipelines.lakehouse.catalog import load_table
+from pipelines.lakehouse import current
 
 if TYPE_CHECKING:
+    from pipelines.context import PlatformContext
     from pipelines.run_result import RunResult
 
 
 def lake_status(ctx: PlatformContext) -> dict[str, Any]:
     quality = ctx.ledger.latest_quality()
+    # The catalog's current metadata, read as pyiceberg reads it but without loading pyiceberg (pipelines/lakehouse/current.py);
+    # None where only pyiceberg's catalog gives the same answer (it also creates tables and layers still missing).
+    metadata = current.read_metadata(ctx.settings, ctx.inventory)
     tables = []
     for name in sorted(ctx.inventory.tables):
-        table = load_table(ctx.catalog, name)
-        snapshot = table.current_snapshot()
-        summary = snapshot.summary if snapshot is not None else None
-        tables.append(
-            {
-                "table": name,
+        if metadata is not None:
+            entry = _table_status(metadata[name])
+        else:
+            from pipelines.lakehouse.catalog import load_table
+
+            table = load_table(ctx.catalog, name)
+            snapshot = table.current_snapshot()
+            summary = snapshot.summary if snapshot is not None else None
+            entry = {
                 "rows": int(summary.get("total-records") or 0) if summary is not None else 0,
                 "snapshots": len(table.metadata.snapshots),
                 "current_snapshot_id": snapshot.snapshot_id if snapshot else None,
                 "last_run_id": (summary.additional_properties.get("run_id") if summary is not None else None),
-                "audit_branches": wap.audit_branches(table),
-                "quality_score": quality.get(name),
+                "audit_branches": current.audit_branches(table.metadata.refs),
             }
-        )
+        tables.append({"table": name, **entry, "quality_score": quality.get(name)})
     pipelines = []
     for name in ctx.inventory.pipelines:
         runs = ctx.ledger.runs(pipeline=name, limit=1)
@@ -55,7 +57,22 @@ def lake_status(ctx: PlatformContext) -> dict[str, Any]:
     return {"home": str(ctx.settings.home), "tables": tables, "pipelines": pipelines}
 
 
+def _table_status(metadata: current.TableMetadata) -> dict[str, Any]:
+    """`lake_status`'s figures of one table from its metadata JSON: the values pyiceberg's model of it gives."""
+    snapshot = current.current_snapshot(metadata)
+    summary = snapshot.get("summary") if snapshot is not None else None
+    return {
+        "rows": int(summary.get("total-records") or 0) if summary is not None else 0,
+        "snapshots": len(metadata.get("snapshots") or []),
+        "current_snapshot_id": snapshot["snapshot-id"] if snapshot is not None else None,
+        "last_run_id": summary.get("run_id") if summary is not None else None,
+        "audit_branches": current.audit_branches(metadata.get("refs") or {}),
+    }
+
+
 def history_of(ctx: PlatformContext, name: str) -> list[dict[str, Any]]:
+    from pipelines.lakehouse.catalog import load_table
+
     ctx.inventory.table(name)  # a clear error for an unknown table
     table = load_table(ctx.catalog, name)
     refs = defaultdict(list)
@@ -83,6 +100,11 @@ def history_of(ctx: PlatformContext, name: str) -> list[dict[str, Any]]:
 
 def quarantine_summary(ctx: PlatformContext, results: list[RunResult]) -> list[dict[str, Any]]:
     """Quarantined rows written by these runs, grouped by target table, check and scope."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.lakehouse.catalog import load_table
+
     run_ids = {r.run_id for r in results}
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     for quarantine in sorted({ctx.inventory.pipeline(r.pipeline).quarantine for r in results}):
@@ -90,7 +112,7 @@ def quarantine_summary(ctx: PlatformContext, results: list[RunResult]) -> list[d
         if table.current_snapshot() is None:
             continue
         data = table.scan(selected_fields=("target_table", "expectation", "scope", "reason", "run_id", "ts")).to_arrow()
-        data = data.filter(pc.is_in(data.column("run_id"), value_set=__import__("pyarrow").array(sorted(run_ids))))
+        data = data.filter(pc.is_in(data.column("run_id"), value_set=pa.array(sorted(run_ids))))
         for row in data.to_pylist():
             key = (row["target_table"], row["expectation"], row["scope"])
             g = groups.setdefault(

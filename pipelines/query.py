@@ -1,8 +1,13 @@
 """Read-only SQL over the lake with DuckDB; tables are addressed as `silver.carbon_intensity`.
 
-Only a single SELECT (or WITH ... SELECT, or EXPLAIN of one) is accepted. The referenced tables are scanned
-with pyiceberg into Arrow and exposed as views; then DuckDB's external access is switched off and the
-configuration locked, so the statement cannot read or write files, attach databases or change settings.
+Only a single SELECT (or WITH ... SELECT, or EXPLAIN of one) is accepted. Each referenced table is exposed as a
+view of its current snapshot: over the snapshot's Parquet data files when they are on the local disk and a
+plain read of them is the whole scan (one schema, no delete files), else over pyiceberg's scan of it into
+Arrow. Then DuckDB's external access is switched off, except for exactly those data files, and the
+configuration locked, so the statement cannot read or write any other file, attach databases or change settings.
+
+The current snapshot and its files come from the catalog's metadata without pyiceberg where that is the same
+read (pipelines/lakehouse/current.py), so `dataops query` does not pay for pyiceberg's and pyarrow's imports.
 
 Every statement is bounded: DuckDB's `memory_limit` is set to DATAOPS_QUERY_MEMORY_LIMIT, and a watchdog thread
 interrupts the connection once DATAOPS_QUERY_TIMEOUT_S has passed (and keeps interrupting until the statement
@@ -14,18 +19,21 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any
-from urllib.parse import unquote
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.dataset as ds
 from pydantic import BaseModel
-from pyiceberg.table import Table
 
 from config.errors import QueryError, QueryLimitError, QueryRefusedError
-from pipelines.context import PlatformContext
-from pipelines.lakehouse.catalog import load_table
+from pipelines.lakehouse import current
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.table import Table
+
+    from pipelines.context import PlatformContext
 
 _ALLOWED = {"SELECT", "EXPLAIN"}
 
@@ -57,13 +65,85 @@ def referenced_tables(ctx: PlatformContext, sql: str) -> list[str]:
     return names
 
 
+# DuckDB's type of each Iceberg primitive, as it reads both the Parquet column and pyiceberg's Arrow type for it.
+_DUCKDB_TYPES = {
+    "boolean": "BOOLEAN",
+    "int": "INTEGER",
+    "long": "BIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMP WITH TIME ZONE",
+    "string": "VARCHAR",
+}
+_GLOB = re.compile(r"[*?\[\]{}]")  # DuckDB would expand these in a file name
+
+
+@dataclass(frozen=True)
+class _Files:
+    """A table's current rows as a plain read of local Parquet files: the columns (name, DuckDB type) and the files."""
+
+    columns: list[tuple[str, str]]
+    paths: list[str]
+
+    def view_sql(self, name: str) -> str:
+        if not self.paths:  # no data file: the table's columns, no row
+            empty = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in self.columns)
+            return f"CREATE VIEW {name} AS SELECT {empty} WHERE false"
+        select = ", ".join(f"CAST({_quote(c)} AS {t}) AS {_quote(c)}" for c, t in self.columns)
+        files = ", ".join(_literal(p) for p in self.paths)
+        return f"CREATE VIEW {name} AS SELECT {select} FROM read_parquet([{files}], hive_partitioning = false)"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _plain_read(columns: Sequence[tuple[str, Any]], locations: Sequence[str] | None) -> _Files | None:
+    """The files as local paths, read as the table's columns; None unless that is a plain read of the table."""
+    if locations is None or any(not isinstance(t, str) or t not in _DUCKDB_TYPES for _, t in columns):
+        return None
+    if not all(location.startswith("file://") for location in locations):
+        return None
+    paths = [current.local_path(location) or "" for location in locations]  # where pyiceberg's FileIO reads them
+    if any(not p.startswith("/") or _GLOB.search(p) for p in paths):
+        return None
+    return _Files(columns=[(c, _DUCKDB_TYPES[t]) for c, t in columns], paths=paths)
+
+
+def _current_files(metadata: current.TableMetadata) -> _Files | None:
+    """The current rows of a table from its metadata JSON (read without pyiceberg), as a plain read of its files, or None."""
+    schema = current.current_schema(metadata)
+    if schema is None:
+        return None
+    return _plain_read([(f["name"], f["type"]) for f in schema.get("fields", [])], current.current_data_files(metadata))
+
+
+def _pyiceberg_files(table: Table) -> _Files | None:
+    """The same from pyiceberg's table and plan, or None: local tables with one schema and no delete files only."""
+    if len(table.metadata.schemas) != 1:
+        return None
+    columns = [(f.name, str(f.field_type)) for f in table.schema().fields]
+    if table.current_snapshot() is None:
+        return _plain_read(columns, [])
+    tasks = list(table.scan().plan_files())
+    if any(t.delete_files or t.file.file_format.name != "PARQUET" for t in tasks):
+        return None
+    return _plain_read(columns, [t.file.file_path for t in tasks])
+
+
 _SCANS: dict[tuple[str, str, int], pa.Table] = {}
 _SCAN_CACHE_SIZE = 16
 
 
-def _scan(ctx: PlatformContext, name: str) -> pa.Table:
-    """The table's current rows; cached per snapshot, since a snapshot never changes."""
-    table = load_table(ctx.catalog, name)
+def _scan(ctx: PlatformContext, table: Table, name: str) -> pa.Table:
+    """The table's current rows through pyiceberg's scan (which resolves fields by id and applies deletes); cached per
+    snapshot, since a snapshot never changes. For the tables a plain read of their files cannot give."""
     snapshot = table.current_snapshot()
     if snapshot is None:
         return table.schema().as_arrow().empty_table()
@@ -71,22 +151,31 @@ def _scan(ctx: PlatformContext, name: str) -> pa.Table:
     if key not in _SCANS:
         if len(_SCANS) >= _SCAN_CACHE_SIZE:
             _SCANS.pop(next(iter(_SCANS)))
-        _SCANS[key] = _read_current(table).combine_chunks()  # one file per day leaves thousands of chunks
+        _SCANS[key] = table.scan().to_arrow().combine_chunks()  # one file per day leaves thousands of chunks
     return _SCANS[key]
 
 
-def _read_current(table: Table) -> pa.Table:
-    """All rows of main. Local tables with one schema and no delete files are read in one multi-threaded
-    Arrow dataset pass over the planned files (about 5x faster than pyiceberg's per-file reads with a file
-    per day); anything else goes through pyiceberg's scan, which resolves fields by id and applies deletes."""
-    scan = table.scan()
-    tasks = list(scan.plan_files())
-    local = all(t.file.file_path.startswith("file://") and not t.delete_files for t in tasks)
-    if not tasks or not local or len(table.metadata.schemas) != 1:
-        return scan.to_arrow()
-    schema = table.schema().as_arrow()
-    paths = [unquote(t.file.file_path.removeprefix("file://")) for t in tasks]
-    return ds.dataset(paths, format="parquet").to_table().select(schema.names).cast(schema)
+def _expose(con: duckdb.DuckDBPyConnection, ctx: PlatformContext, tables: list[str]) -> list[str]:
+    """Create a view of each table's current rows on `con`; returns the data files the views read."""
+    metadata = current.read_metadata(ctx.settings, ctx.inventory, tables) if tables else None
+    allowed: list[str] = []
+    for name in tables:
+        files = _current_files(metadata[name]) if metadata is not None else None
+        table = None
+        if files is None:
+            from pipelines.lakehouse.catalog import load_table
+
+            table = load_table(ctx.catalog, name)
+            files = _pyiceberg_files(table)
+        if files is not None:
+            con.execute(files.view_sql(name))
+            allowed.extend(files.paths)
+            continue
+        assert table is not None
+        alias = "__" + name.replace(".", "__")
+        con.register(alias, _scan(ctx, table, name))
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {alias}")
+    return allowed
 
 
 class _Watchdog:
@@ -144,11 +233,9 @@ def run_query(
         con.execute("SET TimeZone = 'UTC'")
         for namespace in sorted({t.split(".")[0] for t in tables}):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {namespace}")
-        for name in tables:
-            data = _scan(ctx, name)
-            alias = "__" + name.replace(".", "__")
-            con.register(alias, data)
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM {alias}")
+        allowed = _expose(con, ctx, tables)
+        if allowed:  # the views' own files, and nothing else
+            con.execute("SET allowed_paths = ?", [allowed])
         con.execute("SET enable_external_access = false")
         con.execute("SET memory_limit = ?", [memory_limit])
         if threads is not None:  # a caller that must stay responsive (the agent) also bounds threads

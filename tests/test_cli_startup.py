@@ -75,10 +75,29 @@ def test_lake_commands_do_not_load_the_agent_or_great_expectations(tmp_path: Pat
     for argv in (["status"], ["query", "select 1 as one"]):
         modules, done = loaded_by(argv, tmp_path)
         assert "Traceback" not in done.stderr, done.stderr
-        assert "pyiceberg" in modules  # it did reach the lake
+        assert done.returncode == 0, done.stderr
+        if argv == ["status"]:
+            assert "pyiceberg" in modules  # it did reach the lake: on an empty home, opening the catalog creates the tables
+        else:
+            assert "one" in done.stdout  # a statement that names no table reads none (and imports no pyiceberg)
         assert not modules & {"great_expectations", "sklearn", *AGENT}, (
             f"`dataops {' '.join(argv)}` imported {sorted(modules & {'great_expectations', 'sklearn', *AGENT})}"
         )
+
+
+def test_status_and_query_on_an_existing_lake_load_neither_pyiceberg_nor_pyarrow(tmp_path: Path) -> None:
+    """Once the tables exist, `status` and `query` read the catalog and the data files without pyiceberg, pyarrow or
+    pandas (pipelines/lakehouse/current.py); the first command on an empty home creates the tables through pyiceberg."""
+    modules, done = loaded_by(["status"], tmp_path)
+    assert "pyiceberg" in modules and "Traceback" not in done.stderr, done.stderr
+    for argv in (["status", "--json"], ["query", "select count(*) as slots from silver.carbon_intensity", "--json"]):
+        modules, done = loaded_by(argv, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert not modules & {"pyiceberg", "pyarrow", "pandas", "sklearn", "great_expectations", *AGENT}, (
+            f"`dataops {' '.join(argv)}` imported {sorted(modules & {'pyiceberg', 'pyarrow', 'pandas', 'sklearn', *AGENT})}"
+        )
+    assert json.loads(done.stdout)["rows"] == [[0]]
+    assert "sqlalchemy" not in modules, "`query` does not open the ops database"
 
 
 def test_one_module_assembles_every_command() -> None:

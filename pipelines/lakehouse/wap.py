@@ -37,12 +37,13 @@ from pyiceberg.table.metadata import TableMetadata
 from tenacity import RetryCallState
 
 from config.errors import LakehouseError, PublishConflictError
+from pipelines.lakehouse.current import AUDIT_PREFIX
+from pipelines.lakehouse.current import audit_branches as _audit_branch_names
 from pipelines.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAIN = "main"
-AUDIT_PREFIX = "audit-"
 
 
 @dataclass
@@ -392,4 +393,4 @@ def drop_branch(table: Table, branch: str) -> None:
 
 
 def audit_branches(table: Table) -> list[str]:
-    return sorted(name for name in table.metadata.refs if name.startswith(AUDIT_PREFIX))
+    return _audit_branch_names(table.metadata.refs)

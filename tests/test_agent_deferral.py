@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +216,24 @@ def test_dataops_deferred_lists_and_releases_as_the_authenticated_person(home: P
     assert f"{deferral.call_id} released by otto; the agent has resumed (resumed)" in released.stdout
     row = DeferralStore(PlatformContext.open(load_settings(home=home)).ledger).get(deferral.call_id)
     assert (row.status, row.released_by, row.released_reason, row.ran_at is not None) == ("resumed", "otto", "needed now", True)
+
+
+def test_on_a_replay_the_wait_is_the_replay_s_real_time(home: Path, nulls_incident: int) -> None:
+    """The service hands the agent its clock's real_seconds: three data hours at 3600x wait three real seconds."""
+    from pipelines.clock import ReplayClock
+
+    _with_forecast(home)
+    replay = ReplayClock(start=NOW, speed=3600.0)
+    ctx = PlatformContext.open(load_settings(home=home))
+    agent = Agent(
+        ctx, planner=ScriptedPlanner([("a", "backfill_range", NINE_DAYS)]), reporter=ConsoleReporter(list[str]().append),
+        clock=lambda: NOW, real_seconds=replay.real_seconds,
+    )  # fmt: skip
+    try:
+        before = datetime.now(UTC)
+        deferral = agent.pending_deferral(_approve_backfill(agent, nulls_incident))
+        assert deferral is not None and deferral.run_at == NOW + timedelta(hours=3)
+        assert timedelta(seconds=3) <= deferral.wake_at - before <= timedelta(seconds=3) + (datetime.now(UTC) - before)
+        assert agent.resume_decided() == [], "the platform clock of this agent stands still: not yet"
+    finally:
+        agent.close()

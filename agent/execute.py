@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from agent.state import AgentState, ReviewedCall, Runtime, TurnRecord, dump, load, planned_step
 from agent.verify import verify
-from config.errors import DataOpsError, ToolError
+from config.errors import ToolError
 from pipelines.incidents import IncidentError
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def _record_green_run(rt: Runtime, state: AgentState, call_id: str) -> None:
     at = rt.clock()
     try:
         ran = intensity_at(rt.ctx, at)
-    except DataOpsError as exc:  # the record is a report; its failure must not undo the call
-        log.warning("could not read the intensity %s ran at: %s", call_id, exc)
+    except Exception as exc:  # the record is a report: its failure must not fail (or repeat) the call that ran
+        log.warning("could not read the intensity %s ran at: %s: %s", call_id, type(exc).__name__, exc)
         return
     rt.deferrals.ran(call_id, at=at, intensity=ran.value, kind=ran.kind)
     shown = f"{ran.value:g} gCO2/kWh ({ran.kind})" if ran.value is not None else "an unknown intensity"

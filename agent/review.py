@@ -18,6 +18,7 @@ tool. Execution is a separate node (agent/execute.py).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -32,6 +33,8 @@ from policies.audit import AuditEntry
 from policies.engine import decide
 from policies.model import Allow, Decision, Deny, NeedsApproval, PolicyRequest
 from tools.base import Target, ToolSpec
+
+log = logging.getLogger(__name__)
 
 
 def review_calls(rt: Runtime, state: AgentState) -> list[ReviewedCall]:
@@ -166,9 +169,14 @@ def await_green_window(rt: Runtime, state: AgentState, reviewed: ReviewedCall) -
     if deferral is None:
         from pipelines.forecast.deferral import plan_deferral
 
-        plan = plan_deferral(
-            rt.ctx, now=rt.clock(), hours=settings.backfill_green_window_hours, deadline_hours=settings.backfill_green_deadline_hours
-        )
+        try:
+            plan = plan_deferral(
+                rt.ctx, now=rt.clock(), hours=settings.backfill_green_window_hours, deadline_hours=settings.backfill_green_deadline_hours
+            )
+        except Exception as exc:  # deferral saves carbon; it must never hold back a fix
+            log.warning("could not plan a green window for %s, running it now: %s: %s", call.id, type(exc).__name__, exc)
+            rt.reporter.step(thread, f"{call.name} runs now: the forecast could not be read ({type(exc).__name__})")
+            return
         if not plan.deferred:
             rt.reporter.step(thread, f"{call.name} runs now: {plan.reason}")
             return

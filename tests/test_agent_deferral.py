@@ -237,3 +237,22 @@ def test_on_a_replay_the_wait_is_the_replay_s_real_time(home: Path, nulls_incide
         assert agent.resume_decided() == [], "the platform clock of this agent stands still: not yet"
     finally:
         agent.close()
+
+
+def test_a_forecast_that_cannot_be_read_never_holds_a_fix_back(home: Path, nulls_incident: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.forecast.deferral as deferral_module
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("the forecast table's metadata file is gone")
+
+    _with_forecast(home)
+    monkeypatch.setattr(deferral_module, "plan_deferral", broken)
+    clock, lines = Clock(NOW), list[str]()
+    agent = _agent(home, clock, lines, [("a", "backfill_range", NINE_DAYS)])
+    try:
+        runs = _runs(agent)
+        thread = _approve_backfill(agent, nulls_incident)
+        assert agent.pending_deferral(thread) is None and _runs(agent) > runs
+        assert any("backfill_range runs now: the forecast could not be read (OSError)" in line for line in lines)
+    finally:
+        agent.close()

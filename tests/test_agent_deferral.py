@@ -121,17 +121,22 @@ def test_a_person_releases_a_deferred_backfill_to_run_now(home: Path, nulls_inci
         agent.close()
 
 
-def test_without_a_forecast_the_backfill_runs_at_once_and_says_why(home: Path, nulls_incident: int) -> None:
+def _runs_at_once_saying(home: Path, incident: int, says: str) -> None:
+    """The approved nine-day backfill ran at once, nothing was deferred, and the thread said why."""
     clock, lines = Clock(NOW), list[str]()
     agent = _agent(home, clock, lines, [("a", "backfill_range", NINE_DAYS)])
     try:
         runs = _runs(agent)
-        thread = _approve_backfill(agent, nulls_incident)
+        thread = _approve_backfill(agent, incident)
         assert agent.pending_deferral(thread) is None and _runs(agent) > runs
-        assert any("backfill_range runs now: running when due: no forecast has been published yet" in line for line in lines)
+        assert any(f"backfill_range runs now: {says}" in line for line in lines)
         assert agent.runtime.deferrals.list() == []
     finally:
         agent.close()
+
+
+def test_without_a_forecast_the_backfill_runs_at_once_and_says_why(home: Path, nulls_incident: int) -> None:
+    _runs_at_once_saying(home, nulls_incident, "running when due: no forecast has been published yet")
 
 
 def test_short_backfills_and_chat_requests_run_at_once(home: Path, nulls_incident: int) -> None:
@@ -247,12 +252,4 @@ def test_a_forecast_that_cannot_be_read_never_holds_a_fix_back(home: Path, nulls
 
     _with_forecast(home)
     monkeypatch.setattr(deferral_module, "plan_deferral", broken)
-    clock, lines = Clock(NOW), list[str]()
-    agent = _agent(home, clock, lines, [("a", "backfill_range", NINE_DAYS)])
-    try:
-        runs = _runs(agent)
-        thread = _approve_backfill(agent, nulls_incident)
-        assert agent.pending_deferral(thread) is None and _runs(agent) > runs
-        assert any("backfill_range runs now: the forecast could not be read (OSError)" in line for line in lines)
-    finally:
-        agent.close()
+    _runs_at_once_saying(home, nulls_incident, "the forecast could not be read (OSError)")

@@ -1,7 +1,8 @@
 """Benchmark: a backfill on the local executor against the same backfill on Ray, in one run.
 
     python benchmarks/backfill.py [--start 2023-01-01] [--end 2024-01-01] [--pipeline carbon_intensity]
-                                  [--cpus N] [--partition-days 1] [--executors local,ray] [--json]
+                                  [--cpus N] [--partition-days 1] [--max-partitions-per-run 7] [--unpacked]
+                                  [--executors local,ray] [--json]
 
 Each executor backfills the range into its own fresh platform home (SQLite catalog, local warehouse, as
 the embedded default) from the bundled replay data, through `pipelines.backfill.run_backfill`, the call
@@ -13,7 +14,11 @@ It also reports how a commit's cost moves with the table's history: on the local
 after another into the same tables) the mean duration of partitions 101-120 against partitions 1-20
 (`late_vs_early_partition_ratio`; 1.0 means a commit costs the same however much history the table has)
 and the local executor's time for the range (`year_day_partitions_s` for the default year of day
-partitions). `--executors local` skips Ray.
+partitions). Partitions are packed as `dataops backfill` packs them, up to `--max-partitions-per-run`
+(default: the command's, 7) consecutive partitions per run; `--unpacked` also backfills the range on the
+local executor one run per partition (`local-unpacked`, `year_day_partitions_unpacked_s`), and the
+tables and every partition's outcome (status, rows, held days) must then match that too
+(`identical_outcomes`). `--executors local` skips Ray.
 Nothing is written outside the temporary homes, which are removed afterwards.
 """
 
@@ -28,13 +33,14 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from config.settings import load_settings  # noqa: E402
 from pipelines.backfill import BackfillReport, ExecutorName, run_backfill  # noqa: E402
+from pipelines.backfill_cli import DEFAULT_MAX_PARTITIONS_PER_RUN  # noqa: E402
 from pipelines.context import PlatformContext  # noqa: E402
 from pipelines.lakehouse.catalog import load_table  # noqa: E402
 
@@ -58,7 +64,8 @@ def table_digest(ctx: PlatformContext, name: str) -> tuple[int, str]:
 
 
 def late_vs_early(report: BackfillReport) -> float | None:
-    """Mean duration of partitions 101-120 over partitions 1-20, in range order; None below 120 partitions."""
+    """Mean duration of partitions 101-120 over partitions 1-20, in range order; None below 120 partitions.
+    A packed partition's duration is its run's, so packed, this compares the runs that covered them."""
     durations = [o.duration_s for o in sorted(report.outcomes, key=lambda o: o.start)]
     if len(durations) < 120:
         return None
@@ -66,8 +73,15 @@ def late_vs_early(report: BackfillReport) -> float | None:
     return round((sum(late) / len(late)) / (sum(early) / len(early)), 2)
 
 
-def run_one(executor: ExecutorName, args: argparse.Namespace, root: Path) -> tuple[BackfillReport, dict[str, tuple[int, str]]]:
-    settings = load_settings(home=root / executor)
+def per_partition(report: BackfillReport) -> list[tuple[str, str, int, int, list[str]]]:
+    """What the report says of each partition, packed or not: status, rows published and quarantined, held days."""
+    return [(o.start.isoformat(), o.status, o.rows_out, o.rows_quarantined, o.held_days) for o in report.outcomes]
+
+
+def run_one(
+    label: str, executor: ExecutorName, args: argparse.Namespace, root: Path, *, max_partitions_per_run: int
+) -> tuple[BackfillReport, dict[str, tuple[int, str]]]:
+    settings = load_settings(home=root / label)
     ctx = PlatformContext.open(settings)
     start, end = (datetime.fromisoformat(v).replace(tzinfo=UTC) for v in (args.start, args.end))
     done = 0
@@ -76,11 +90,11 @@ def run_one(executor: ExecutorName, args: argparse.Namespace, root: Path) -> tup
         nonlocal done
         done += 1
         if done % 30 == 0 or done == total:
-            print(f"  {executor}: {done}/{total} partitions", file=sys.stderr, flush=True)
+            print(f"  {label}: {done}/{total} partitions", file=sys.stderr, flush=True)
 
     report = run_backfill(
         ctx, args.pipeline, start, end, executor=executor, as_of=end, partition_days=args.partition_days,
-        cpus=args.cpus if executor == "ray" else None, on_partition=progress,
+        max_partitions_per_run=max_partitions_per_run, cpus=args.cpus if executor == "ray" else None, on_partition=progress,
     )  # fmt: skip
     spec = ctx.inventory.pipeline(args.pipeline)
     tables = [spec.silver, spec.quarantine, *(ctx.inventory.mart(m).table for m in spec.marts)]
@@ -94,20 +108,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", default="carbon_intensity", help="pipeline to backfill (default carbon_intensity)")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: every core)")
     parser.add_argument("--partition-days", type=int, default=1, help="days per partition, both executors (default 1)")
+    parser.add_argument(
+        "--max-partitions-per-run",
+        type=int,
+        default=DEFAULT_MAX_PARTITIONS_PER_RUN,
+        help=f"consecutive partitions packed into one run, both executors (default {DEFAULT_MAX_PARTITIONS_PER_RUN}, as dataops backfill)",
+    )
+    parser.add_argument(
+        "--unpacked", action="store_true", help="also backfill on the local executor one run per partition, and compare its tables"
+    )
     parser.add_argument("--executors", default="local,ray", help="comma-separated: local, ray or both (default both)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     args = parser.parse_args(argv)
     chosen = [e.strip() for e in args.executors.split(",") if e.strip()]
     if not chosen or any(e not in ("local", "ray") for e in chosen):
         parser.error(f"--executors {args.executors!r}: name local, ray or both")
+    if args.max_partitions_per_run < 1:
+        parser.error("--max-partitions-per-run: at least 1")
+    plans: list[tuple[str, ExecutorName, int]] = [(e, cast(ExecutorName, e), args.max_partitions_per_run) for e in chosen]
+    if args.unpacked:
+        plans.append(("local-unpacked", "local", 1))
     for key in [k for k in os.environ if k.startswith("DATAOPS_")]:
         del os.environ[key]  # the embedded default, whatever this shell points at
     root = Path(tempfile.mkdtemp(prefix="dataops-bench-backfill-"))
     try:
-        results = {executor: run_one(executor, args, root) for executor in chosen}  # type: ignore[arg-type]
+        results = {label: run_one(label, executor, args, root, max_partitions_per_run=n) for label, executor, n in plans}
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    first = results[chosen[0]][0]
+    first_label = plans[0][0]
+    first = results[first_label][0]
     summary: dict[str, Any] = {
         "pipeline": args.pipeline,
         "range": f"{args.start}..{args.end}",
@@ -117,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             name: {
                 "seconds": report.duration_s,
                 "workers": report.workers,
+                "max_partitions_per_run": report.max_partitions_per_run,
+                "runs": report.runs,
                 "partitions_per_s": round(report.partitions / report.duration_s, 2),
                 "succeeded": report.succeeded,
                 "quarantined": report.quarantined,
@@ -130,38 +161,54 @@ def main(argv: list[str] | None = None) -> int:
             for name, (report, _tables) in results.items()
         },
         "tables": {
-            name: {"rows": rows, **{e: results[e][1][name][1] for e in results}} for name, (rows, _) in results[chosen[0]][1].items()
+            name: {"rows": rows, **{e: results[e][1][name][1] for e in results}} for name, (rows, _) in results[first_label][1].items()
         },
     }
     if "local" in results:
         local = results["local"][0]
         summary["year_day_partitions_s"] = local.duration_s if args.partition_days == 1 else None
-        summary["late_vs_early_partition_ratio"] = late_vs_early(local)
-    if len(results) == 2:
+        summary["max_partitions_per_run"] = local.max_partitions_per_run
+    if "local-unpacked" in results:
+        summary["year_day_partitions_unpacked_s"] = results["local-unpacked"][0].duration_s if args.partition_days == 1 else None
+        if "local" in results:
+            summary["speedup_packed_over_unpacked"] = round(results["local-unpacked"][0].duration_s / results["local"][0].duration_s, 2)
+    timed = results.get("local-unpacked", results.get("local"))
+    if timed is not None:
+        summary["late_vs_early_partition_ratio"] = late_vs_early(timed[0])
+    if "local" in results and "ray" in results:
         summary["speedup_ray_over_local"] = round(results["local"][0].duration_s / results["ray"][0].duration_s, 2)
-        summary["identical_tables"] = results["local"][1] == results["ray"][1]
+    if len(results) > 1:
+        summary["identical_tables"] = all(tables == results[first_label][1] for _, tables in results.values())
+        summary["identical_outcomes"] = all(per_partition(report) == per_partition(first) for report, _ in results.values())
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"backfill of {args.pipeline} {summary['range']}: {summary['partitions']} partitions, {summary['cpus']} cores")
         print(
-            f"{'executor':<8} {'seconds':>8} {'workers':>7} {'part/s':>7} {'commit retries':>14} {'re-plans':>8} {'task retries':>12} {'failed':>6}"
+            f"{'executor':<14} {'seconds':>8} {'workers':>7} {'runs':>5} {'part/s':>7} {'commit retries':>14} {'re-plans':>8} "
+            f"{'task retries':>12} {'failed':>6}"
         )
         for name, e in summary["executors"].items():
             print(
-                f"{name:<8} {e['seconds']:>8.1f} {e['workers']:>7} {e['partitions_per_s']:>7.2f} {e['commit_retries']:>14} "
+                f"{name:<14} {e['seconds']:>8.1f} {e['workers']:>7} {e['runs']:>5} {e['partitions_per_s']:>7.2f} {e['commit_retries']:>14} "
                 f"{e['replans']:>8} {e['task_retries']:>12} {e['failed']:>6}"
             )
         if "late_vs_early_partition_ratio" in summary:
             ratio = summary["late_vs_early_partition_ratio"]
             print(f"local: partitions 101-120 take {ratio}x partitions 1-20" if ratio is not None else "local: fewer than 120 partitions")
-        if len(results) == 2:
+        if "speedup_packed_over_unpacked" in summary:
+            print(
+                f"speed-up of up to {summary['max_partitions_per_run']} partitions a run over one: {summary['speedup_packed_over_unpacked']}x"
+            )
+        if "speedup_ray_over_local" in summary:
             print(f"speed-up of ray over local: {summary['speedup_ray_over_local']}x")
+        if "identical_tables" in summary:
             print(f"identical silver, gold and quarantine contents: {'yes' if summary['identical_tables'] else 'NO'}")
+            print(f"identical outcome of every partition: {'yes' if summary['identical_outcomes'] else 'NO'}")
         for name, t in summary["tables"].items():
             print(f"  {name}: {t['rows']} rows, " + ", ".join(f"{e} {t[e]}" for e in results))
     failed = any(report.failed for report, _ in results.values())
-    return 0 if summary.get("identical_tables", True) and not failed else 1
+    return 0 if summary.get("identical_tables", True) and summary.get("identical_outcomes", True) and not failed else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""One partition of a backfill, whichever executor runs it: the executors, the local runner, the partition run
-itself and what shared storage remote workers need. `pipelines/backfill.py` plans and retries partitions;
-`pipelines/ray_executor.py` runs them as Ray tasks; both use this.
+"""One run of a backfill, whichever executor runs it: the executors, the local runner, the run itself and what
+shared storage remote workers need. A run covers one partition's window, or the joint window of a pack of
+consecutive partitions: runners only see windows. `pipelines/backfill.py` plans, packs, tells apart and
+retries partitions; `pipelines/ray_executor.py` runs the runs as Ray tasks; both use this.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ EXECUTORS: tuple[ExecutorName, ...] = ("local", "ray")
 
 
 class PartitionRunner(Protocol):
-    """Runs partitions and yields each one's result as it completes, in any order."""
+    """Runs windows (a partition, or a pack's joint window) and yields each one's result as it completes, in any order."""
 
     name: ExecutorName
     cluster: str | None
@@ -34,7 +35,7 @@ class PartitionRunner(Protocol):
 
 
 class LocalRunner:
-    """Partitions one after another, in this process."""
+    """Runs one after another, in this process."""
 
     name: ExecutorName = "local"
     cluster: str | None = None
@@ -52,8 +53,8 @@ class LocalRunner:
 
 
 def run_partition(ctx: PlatformContext, pipeline: str, window: Window, *, as_of: datetime, attempt: int) -> RunResult:
-    """One partition: the pipeline's run over `window`. A bug's exception becomes a failed result (the ledger has it too),
-    so one bad partition does not stop the others."""
+    """One run: the pipeline's run over `window` (a partition or a pack). A bug's exception becomes a failed result (the
+    ledger has it too), so one bad run does not stop the others."""
     try:
         return run_pipeline(ctx, pipeline, window, as_of=as_of, attempt=attempt)
     except Exception as exc:

@@ -44,7 +44,7 @@ from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
 from pipelines.plan import BRONZE_PLAN_COLUMNS, PUBLISH_ATTEMPTS, Plan, StalePlan, changed_input, span
 from pipelines.quarantine import original_json, quarantine_row, row_key
-from pipelines.run_result import QuarantineGroup, RunResult, TableOutcome, new_run_id
+from pipelines.run_result import DayRows, QuarantineGroup, RunResult, TableOutcome, new_run_id
 from pipelines.sources.base import FetchResult, RecordProblem, SourceRecord, Window, canonical_json, dedupe_records, find_conflicts
 from pipelines.sources.drop_manifest import DropManifest
 from pipelines.sources.file_drop import FileDropSource
@@ -96,6 +96,8 @@ class _Run:
         self.partial: dict[datetime, list[str]] = {}
         self.table_held = False
         self.now = datetime.now(UTC)
+        self.published_by_day: dict[str, int] | None = None  # silver rows published, by day (`RunResult.rows_by_day`)
+        self.quarantined_by_day: dict[str, int] = {}  # rows newly quarantined, by day
 
     # -- helpers ---------------------------------------------------------------------------------
     def props(self, layer: str, plan: Plan | None = None) -> dict[str, str]:
@@ -306,6 +308,8 @@ class _Run:
             wap.drop_branch(table, branch)
         outcome_table.rows_written = clean_table.num_rows
         outcome_table.snapshot_id = snapshot
+        if target.layer == "silver":
+            self.published_by_day = _count_by_day(clean_table)
         outcome_table.held_days = sorted(d.date().isoformat() for d in held_days)
         if target.layer == "silver":
             self.result.extents = self._extents(audited, held_here)
@@ -447,6 +451,9 @@ class _Run:
             if m not in seen and m not in batch_seen:
                 batch_seen.add(m)
                 fresh.append(q)
+        for q in fresh:
+            day = (q["ts"] or self.window.start).date().isoformat()  # the day `days` above files it under
+            self.quarantined_by_day[day] = self.quarantined_by_day.get(day, 0) + 1
         groups: dict[tuple[str, str, str], QuarantineGroup] = {}
         for q in fresh:
             g = groups.setdefault(
@@ -569,6 +576,11 @@ class _Run:
             DropManifest(self.ctx.ledger).record(fetched.files, run_id=self.run_id)
         self.result.held_days = sorted(d.date().isoformat() for d in self.held)
         self.result.status = "quarantined" if (self.held or self.table_held) else "succeeded"
+        if self.published_by_day is not None and not self.table_held:  # staged files and whole-window holds: no split
+            published, quarantined = self.published_by_day, self.quarantined_by_day
+            self.result.rows_by_day = {
+                d: DayRows(rows_out=published.get(d, 0), rows_quarantined=quarantined.get(d, 0)) for d in sorted({*published, *quarantined})
+            }
         return self.result
 
     # False: the run only marks its marts' days, and its caller refreshes them later, coalesced (the service's catch-up).
@@ -703,6 +715,14 @@ def run_pipeline(
     outcome: openlineage.EventType = "FAIL" if result.status == "failed" else "COMPLETE"
     openlineage.emit_run_event(ctx, spec, outcome, run_id=run_id, window=window, as_of=as_of, result=result)
     return result
+
+
+def _count_by_day(rows: pa.Table) -> dict[str, int]:
+    """Rows per UTC day of their `ts`."""
+    if not rows.num_rows:
+        return {}
+    counts = pc.value_counts(pc.floor_temporal(rows.column("ts"), unit="day")).to_pylist()
+    return {c["values"].astimezone(UTC).date().isoformat(): c["counts"] for c in counts}
 
 
 def day_floor(ts: datetime) -> datetime:

@@ -1,4 +1,5 @@
-"""The Ray executor of backfills: one Ray task per partition, each the pipeline's own run.
+"""The Ray executor of backfills: one Ray task per run (a partition, or a pack of consecutive partitions, see
+`pipelines/backfill.py`), each the pipeline's own run over its window.
 
 Ray is an optional extra (`pip install -e '.[ray]'`; `make install` installs it). Without an address a local
 Ray cluster is started with every core (or `cpus`) and shut down afterwards. With one (the `ray_address`
@@ -46,7 +47,7 @@ def _worker_context(settings_json: str) -> PlatformContext:
 
 
 def partition_task(settings_json: str, pipeline: str, start: str, end: str, as_of: str, attempt: int) -> str:
-    """Body of one Ray task: run one partition in the worker and return its RunResult as JSON."""
+    """Body of one Ray task: run one window (a partition or a pack) in the worker and return its RunResult as JSON."""
     ctx = _worker_context(settings_json)
     window = Window(start=datetime.fromisoformat(start), end=datetime.fromisoformat(end))
     return run_partition(ctx, pipeline, window, as_of=datetime.fromisoformat(as_of), attempt=attempt).model_dump_json()
@@ -63,7 +64,7 @@ def _import_ray() -> Any:
 
 
 class RayRunner:
-    """Partitions as Ray tasks, yielded as they complete."""
+    """Runs as Ray tasks, yielded as they complete."""
 
     name: ExecutorName = "ray"
     cluster: str | None

@@ -34,6 +34,13 @@ class QuarantineGroup(BaseModel):
     sample: list[str] = Field(default_factory=list, description="record keys and reasons of a few held rows")
 
 
+class DayRows(BaseModel):
+    """One UTC day's part of a run's `rows_out` and `rows_quarantined`."""
+
+    rows_out: int = 0
+    rows_quarantined: int = 0
+
+
 class RunResult(BaseModel):
     """What a run did, as the CLI prints it and the ledger keeps it."""
 
@@ -49,6 +56,12 @@ class RunResult(BaseModel):
     rows_out: int = 0
     rows_quarantined: int = 0
     held_days: list[str] = Field(default_factory=list)
+    rows_by_day: dict[str, DayRows] | None = Field(
+        default=None,
+        description="rows_out and rows_quarantined by the UTC day (YYYY-MM-DD) of each row, a quarantine row without a time "
+        "under the window's first day; None when the run cannot tell its days apart (it held back the whole window, or "
+        "promoted staged files) or did not finish",
+    )
     extents: list[DayExtent] = Field(
         default_factory=list, description="silver days held back or published partial, with the slots they have and lack"
     )

@@ -8,6 +8,9 @@ system reads no AWS_ENDPOINT_URL, so the endpoint must travel as a FileIO proper
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
+from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -16,7 +19,8 @@ from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io import S3_ACCESS_KEY_ID, S3_ENDPOINT, S3_FORCE_VIRTUAL_ADDRESSING, S3_REGION, S3_SECRET_ACCESS_KEY
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import CommitTableResponse, Table
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 from pyiceberg.types import (
     BooleanType,
@@ -57,7 +61,56 @@ def open_catalog(settings: DataopsSettings) -> Catalog:
     properties = file_io_properties(settings)
     if settings.catalog_type == "rest":
         return _open_rest_catalog(settings, properties)
-    return SqlCatalog(settings.catalog_name, uri=settings.catalog_url, warehouse=settings.warehouse_location, **properties)
+    return ParsedOnceSqlCatalog(settings.catalog_name, uri=settings.catalog_url, warehouse=settings.warehouse_location, **properties)
+
+
+class ParsedOnceSqlCatalog(SqlCatalog):
+    """pyiceberg's SQL catalog, parsing each metadata file once.
+
+    A metadata file never changes once written: every commit writes a new one and swaps the catalog row to it
+    (guarded by the old location, so a concurrent writer fails and retries). pyiceberg re-reads and parses the
+    current file on every load, refresh and commit check, at a cost that grows with the table's history (the
+    file lists every snapshot): about 45 times per one-day run. Here the parsed metadata is kept per location
+    (the last `PARSED_MAX` of them) and reused whenever the row still names that location; a commit's own
+    result is remembered too. The catalog row is still read every time, so a load never misses a commit, and
+    pyiceberg's metadata models are frozen (every update builds new ones; see metadata_cache.py), so sharing
+    a parsed value between tables and threads is safe.
+    """
+
+    PARSED_MAX = 64
+
+    def __init__(self, name: str, **properties: Any) -> None:
+        super().__init__(name, **properties)
+        self._parsed: OrderedDict[str, TableMetadata] = OrderedDict()
+        self._parsed_lock = threading.Lock()
+
+    def _remember(self, location: str, metadata: TableMetadata) -> None:
+        with self._parsed_lock:
+            self._parsed[location] = metadata
+            self._parsed.move_to_end(location)
+            while len(self._parsed) > self.PARSED_MAX:
+                self._parsed.popitem(last=False)
+
+    def _convert_orm_to_iceberg(self, orm_table: Any) -> Table:
+        location = orm_table.metadata_location
+        with self._parsed_lock:
+            metadata = self._parsed.get(location) if location else None
+        if metadata is None or not orm_table.table_namespace or not orm_table.table_name:
+            table = super()._convert_orm_to_iceberg(orm_table)  # reads the file; raises for a broken row
+            self._remember(table.metadata_location, table.metadata)
+            return table
+        return Table(
+            identifier=(*Catalog.identifier_to_tuple(orm_table.table_namespace), orm_table.table_name),
+            metadata=metadata,
+            metadata_location=location,
+            io=self._load_file_io(metadata.properties, location),
+            catalog=self,
+        )
+
+    def commit_table(self, table: Table, requirements: Any, updates: Any) -> CommitTableResponse:
+        response = super().commit_table(table, requirements, updates)
+        self._remember(response.metadata_location, response.metadata)
+        return response
 
 
 def file_io_properties(settings: DataopsSettings) -> dict[str, str]:

@@ -107,3 +107,37 @@ def test_a_new_update_is_seen_at_once(table: Table) -> None:
     txn.set_properties({"k": "v"})
     assert txn.table_metadata.properties["k"] == "v"
     assert txn.table_metadata is not first
+
+
+def _comparable(metadata: Any) -> dict[str, Any]:
+    """The metadata without the instants pyiceberg reads off the clock while computing it (two computations of the
+    same commit may fall in different milliseconds): the update time and the snapshot log's entry times."""
+    dumped = metadata.model_dump(by_alias=False)
+    dumped.pop("last_updated_ms")
+    dumped["snapshot_log"] = [entry["snapshot_id"] for entry in dumped["snapshot_log"]]
+    return dict(dumped)
+
+
+def test_every_commit_computes_what_pyiceberg_computes_without_the_deep_copy(table: Table, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalog's commit uses `shared_update`: its result equals pyiceberg's own (deep-copied) one for every commit
+    the platform's kinds of update make, and shares the unchanged parts with the base instead of copying them."""
+    import pyiceberg.catalog
+
+    metadata_cache.install()
+    assert pyiceberg.catalog.update_table_metadata is metadata_cache.shared_update  # type: ignore[attr-defined]
+    compared: list[tuple[bool, bool]] = []
+
+    def spy(base_metadata: Any, updates: Any, enforce_validation: bool = False, metadata_location: str | None = None) -> Any:
+        base = base_metadata
+        ours = metadata_cache.shared_update(base, updates, enforce_validation, metadata_location)
+        theirs = update_table_metadata(base, updates, enforce_validation, metadata_location)
+        same = _comparable(ours) == _comparable(theirs)
+        # pyiceberg's result copies every snapshot; ours keeps the base's objects where nothing changed them.
+        shared = not base.snapshots or ours.snapshots[0] is base.snapshots[0]
+        compared.append((same, shared))
+        return ours
+
+    monkeypatch.setattr(pyiceberg.catalog, "update_table_metadata", spy)
+    operate(table, [])
+    assert len(compared) == 5 and all(same for same, _ in compared), compared  # the five commits of `operate`
+    assert all(shared for _, shared in compared), compared

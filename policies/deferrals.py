@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, or_, select, update
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import ApprovalError
@@ -157,22 +157,14 @@ class DeferralStore:
         return current
 
     def due(self, now: datetime, wall_now: datetime | None = None) -> builtins.list[DeferredCall]:
-        """Deferrals whose thread should run on now: the window came (platform clock `now`, and the wall clock), or a
-        person released them; oldest first."""
-        wall_now = wall_now or datetime.now(UTC)
+        """Deferrals whose thread should run on now (`DeferredCall.due`, the one rule), oldest window first."""
         with self._ledger.session() as s:
             rows = s.scalars(
                 select(DeferralRow)
-                .where(
-                    DeferralRow.resumed_at.is_(None),
-                    or_(
-                        DeferralRow.status == "released",
-                        (DeferralRow.status == "waiting") & (DeferralRow.run_at <= now) & (DeferralRow.wake_at <= wall_now),
-                    ),
-                )
+                .where(DeferralRow.resumed_at.is_(None), DeferralRow.status.in_(("waiting", "released")))
                 .order_by(DeferralRow.run_at)
             )
-            return [DeferredCall.of(r) for r in rows]
+            return [d for d in map(DeferredCall.of, rows) if d.due(now, wall_now)]
 
     def claim(self, call_id: str, *, stale_after: timedelta = timedelta(minutes=30)) -> bool:
         """Take the right to resume the call's thread: one process does, even when several try (as for approvals)."""

@@ -40,7 +40,7 @@ class AgentExtension:
             from agent.slack.app import check_settings, web_client
             from agent.slack.reporter import SlackReporter
             from agent.slack.store import SlackStore
-            from pipelines.outbox import outbox_backoff
+            from pipelines.outbox_backoff import outbox_backoff
 
             check_settings(ctx.settings)
             assert ctx.settings.slack_channel is not None

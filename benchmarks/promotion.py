@@ -51,10 +51,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from config.settings import load_settings
-from pipelines import promotion
+from pipelines import promotion, table_promotion
+from pipelines.bronze_landing import BronzeLanding
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
+from pipelines.quarantine_writer import QuarantineWriter
 from pipelines.sources import replay
 from pipelines.sources.base import FetchResult, SourceRecord, Window
 from pipelines.validation.suite import gx_context
@@ -157,7 +159,8 @@ class Stopwatch:
 
 
 def instrument(watch: Stopwatch) -> Callable[[], None]:
-    """Time the lakehouse, conform, validate and mart calls the run makes; returns the undo."""
+    """Time the steps the run hands to other classes (bronze landing, each table's write-audit-publish, the
+    quarantine write) and the lakehouse, conform, validate and mart calls made within them; returns the undo."""
     patched: list[tuple[Any, str, Any]] = []
 
     def wrap(owner: Any, attr: str, label: str, *, keep: bool = False) -> None:
@@ -177,8 +180,19 @@ def instrument(watch: Stopwatch) -> Callable[[], None]:
     for name in ("append", "open_audit_branch", "overwrite_days", "read_days", "publish"):
         wrap(wap, name, f"wap.{name}")
     wrap(promotion, "conform", "conform (JSON payloads -> silver rows)", keep=True)
-    wrap(promotion, "validate", "validate (DuckDB derived columns + Great Expectations)")
+    wrap(table_promotion, "validate", "validate (DuckDB derived columns + Great Expectations)")
     wrap(promotion, "compute_mart", "compute_mart (DuckDB)")
+    wrap(BronzeLanding, "land", "bronze landing")
+    wrap(QuarantineWriter, "write", "quarantine write")
+    promote = table_promotion.TablePromotion.promote
+
+    @functools.wraps(promote)
+    def timed_promote(self: table_promotion.TablePromotion, target_name: str, *args: Any, **kwargs: Any) -> None:
+        with watch.step(f"{target_name.split('.')[0]} write-audit-publish"):
+            promote(self, target_name, *args, **kwargs)
+
+    patched.append((table_promotion.TablePromotion, "promote", promote))
+    table_promotion.TablePromotion.promote = timed_promote  # type: ignore[method-assign]
 
     def undo() -> None:
         for owner, attr, original in reversed(patched):
@@ -196,21 +210,9 @@ class TimedRun(promotion._Run):
         with self.watch.step("fetch: dedupe records (payload hashes)"):
             return super().fetch()
 
-    def land_bronze(self, fetched: FetchResult) -> list[datetime]:
-        with self.watch.step("bronze landing"):
-            return super().land_bronze(fetched)
-
-    def promote(self, target_name: str, *args: Any, **kwargs: Any) -> None:
-        with self.watch.step(f"{target_name.split('.')[0]} write-audit-publish"):
-            super().promote(target_name, *args, **kwargs)
-
     def refresh_mart(self, mart_name: str, days: list[datetime]) -> None:
         with self.watch.step("gold mart (read silver, compute, write-audit-publish)"):
             super().refresh_mart(mart_name, days)
-
-    def write_quarantine(self) -> int:
-        with self.watch.step("quarantine write"):
-            return super().write_quarantine()
 
 
 METADATA_ONLY = {"wap.open_audit_branch", "wap.publish"}  # commits that move refs; no rows pass through

@@ -1,7 +1,7 @@
 """`dataops`, assembled: every command group of every layer, named here and nowhere else. The installed entry point.
 
-Each layer keeps its commands as plain functions (pipelines/cli.py, pipelines/backfill_cli.py, agent/cli.py,
-agent/people_cli.py, evals/eval_cli.py) whose modules import only typer, rich and the standard library;
+Each layer keeps its commands as plain functions (pipelines/cli.py, pipelines/backfill_cli.py,
+pipelines/incident_cli.py, agent/cli.py, agent/people_cli.py, agent/deferred_cli.py, evals/eval_cli.py) whose modules import only typer, rich and the standard library;
 a command imports the heavy libraries it needs when it runs. So `dataops --help` and `dataops --version`
 cost a fraction of a second, and `status` or `query` pay for the lake, never for the agent.
 """
@@ -14,7 +14,7 @@ from agent import cli as agent_cli
 from agent import deferred_cli, people_cli
 from agent.console import cli as console_cli
 from evals import eval_cli
-from pipelines import backfill_cli
+from pipelines import backfill_cli, incident_cli
 from pipelines import cli as pipelines_cli
 from pipelines.error_report import ReportingGroup
 from pipelines.forecast import cli as forecast_commands
@@ -43,19 +43,19 @@ app.command()(agent_cli.maintain)
 app.command()(forecast_commands.greenest)
 
 # Incidents, monitors and people's judgement.
-app.command()(pipelines_cli.incidents)
+app.command()(incident_cli.incidents)
 incident_app = typer.Typer(
-    cls=pipelines_cli.IncidentGroup,
+    cls=incident_cli.IncidentGroup,
     help="One incident: `show` it (also `dataops incident ID`), or record a person's judgement: `ack`, `resolve`, `expected`.",
     no_args_is_help=True,
 )
-incident_app.command("show")(pipelines_cli.incident_show)
+incident_app.command("show")(incident_cli.incident_show)
 incident_app.command("ack")(agent_cli.incident_ack)
 incident_app.command("resolve")(agent_cli.incident_resolve)
 incident_app.command("expected")(agent_cli.incident_expected)
 app.add_typer(incident_app, name="incident")
 monitors_app = typer.Typer(help="The monitors of the inventory with their active suppressions; `unsuppress ID` lifts one.")
-monitors_app.callback(invoke_without_command=True)(pipelines_cli.monitors)
+monitors_app.callback(invoke_without_command=True)(incident_cli.monitors)
 monitors_app.command("unsuppress")(agent_cli.monitors_unsuppress)
 app.add_typer(monitors_app, name="monitors")
 

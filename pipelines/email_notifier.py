@@ -43,7 +43,9 @@ from pipelines.context import PlatformContext
 from pipelines.email_delivery import CHANNEL, EmailKind, EmailPayload, SmtpDelivery
 from pipelines.incidents import Incident, IncidentRow
 from pipelines.ledger import as_utc
-from pipelines.outbox import Outbox, OutboxMessage, OutboxRow, OutboxWorker, outbox_backoff
+from pipelines.outbox import Outbox, OutboxMessage, OutboxRow
+from pipelines.outbox_backoff import outbox_backoff
+from pipelines.outbox_worker import OutboxWorker
 
 
 class _Hosting(Protocol):
@@ -102,7 +104,7 @@ class EmailNotifier:
         if self.worker is None:
             a = self.delivery.address
             log.info("email: via %s:%d (%s) to %d address(es)", a.host, a.port, a.security, len(self.everyone()))
-            self.worker = self.outbox.worker(CHANNEL, self.delivery.send, backoff=self.backoff).start()
+            self.worker = OutboxWorker(self.outbox, CHANNEL, self.delivery.send, backoff=self.backoff).start()
         return self
 
     def stop(self) -> None:

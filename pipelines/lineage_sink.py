@@ -36,7 +36,9 @@ from filelock import FileLock
 
 from config.settings import DataopsSettings
 from pipelines.ledger import Ledger
-from pipelines.outbox import DeliveryError, DrainResult, Outbox, OutboxMessage, OutboxWorker, outbox_backoff
+from pipelines.outbox import DeliveryError, DrainResult, Outbox, OutboxMessage
+from pipelines.outbox_backoff import outbox_backoff
+from pipelines.outbox_worker import OutboxWorker
 from pipelines.retry import Backoff, retrying
 from pipelines.sources.http import retry_after_seconds
 
@@ -204,7 +206,7 @@ class _HttpDelivery:
     def _wake(self) -> None:
         with self._lock:
             if self._worker is None:
-                self._worker = self.outbox.worker(CHANNEL, self.send, backoff=self.backoff).start()
+                self._worker = OutboxWorker(self.outbox, CHANNEL, self.send, backoff=self.backoff).start()
             self._worker.kick()
 
     def stop(self) -> None:

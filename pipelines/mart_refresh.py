@@ -2,7 +2,7 @@
 
     an input run publishes silver ──► marks (mart, day) in the ops database (`mart_pending`)
     a refresh: the mart's lock ──► its inputs' table locks ──► claim every marked day ──► recompute, audit and
-        publish them (write-audit-publish, pipelines/promotion.py) ──► clear exactly the marks it claimed
+        publish them (write-audit-publish, pipelines/table_promotion.py) ──► clear exactly the marks it claimed
 
 Why. `gold.intensity_vs_temperature_daily` reads carbon intensity and weather. When each input run refreshed it
 for its own days, two runs computed it at once and the later publish found the days, or an input, changed under

@@ -25,7 +25,7 @@ The API other modules rely on (keep it stable):
         it raises `DeliveryError` (or anything else, taken as transient with an unknown outcome).
         `reconcile(message) -> dict | None` is asked before re-sending a message whose earlier attempt may
         have arrived: the answer if it did, None if it did not; it raises `DeliveryError` if it cannot tell.
-    outbox.worker(channel, send, *, reconcile=None, backoff=None) -> OutboxWorker
+    OutboxWorker(outbox, channel, send, *, reconcile=None, backoff=None)   (pipelines/outbox_worker.py)
         A daemon thread that drains the channel whenever `kick()`ed and when the next retry is due.
 
 Exactly once: a message is claimed (`sending`, committed) before `send`, and marked `sent` after it. A
@@ -62,23 +62,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from config.errors import DataOpsError
-from config.settings import DataopsSettings
 from pipelines import metrics
 from pipelines.ledger import Base, Ledger, ensure_tables
+from pipelines.outbox_backoff import DEFAULT_BACKOFF
 from pipelines.retry import Backoff
 
 log = logging.getLogger(__name__)
 Status = Literal["pending", "sending", "sent", "failed"]
 WAITING: tuple[Status, ...] = ("pending", "sending")
-DEFAULT_BACKOFF = Backoff(first_s=2.0, factor=2.0, max_wait_s=300.0, jitter=0.2)
-LONGEST_WAIT_S = 300.0
 LEASE = timedelta(minutes=10)  # a claim older than this is taken over: far longer than any send may take
-
-
-def outbox_backoff(settings: DataopsSettings) -> Backoff:
-    """The outbox's waits between attempts: `outbox_backoff_s` doubling, with jitter, at most 5 minutes (or `outbox_backoff_s`)."""
-    first = settings.outbox_backoff_s
-    return Backoff(first_s=first, factor=2.0, max_wait_s=max(LONGEST_WAIT_S, first), jitter=0.2)
 
 
 class DeliveryError(DataOpsError):
@@ -374,54 +366,3 @@ class Outbox:
             metrics.OUTBOX_PENDING.labels(channel).set(self.pending(channel))
         except SQLAlchemyError:
             log.debug("outbox gauge of %s not updated", channel, exc_info=True)
-
-    def worker(self, channel: str, send: Send, *, reconcile: Reconcile | None = None, backoff: Backoff | None = None) -> OutboxWorker:
-        return OutboxWorker(self, channel, send, reconcile=reconcile, backoff=backoff)
-
-
-class OutboxWorker:
-    """Drains one channel on a daemon thread: when kicked (something was queued) and when a retry is due."""
-
-    def __init__(
-        self, outbox: Outbox, channel: str, send: Send, *, reconcile: Reconcile | None = None, backoff: Backoff | None = None,
-        idle_s: float = 30.0,
-    ) -> None:  # fmt: skip
-        self.outbox = outbox
-        self.channel = channel
-        self.send = send
-        self.reconcile = reconcile
-        self.backoff = backoff or DEFAULT_BACKOFF
-        self.idle_s = idle_s
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"outbox-{channel}", daemon=True)
-
-    def start(self) -> OutboxWorker:
-        self._thread.start()
-        return self
-
-    def kick(self) -> None:
-        """Something was queued: drain now rather than at the next retry."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the message in flight; what is still queued waits in the database for the next start."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def drain(self, *, block: bool = True) -> DrainResult:
-        return self.outbox.drain(self.channel, self.send, reconcile=self.reconcile, backoff=self.backoff, block=block)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            wait = self.idle_s
-            try:
-                result = self.drain()
-                if result.next_attempt_at is not None:
-                    wait = min(wait, max(0.05, (result.next_attempt_at - datetime.now(UTC)).total_seconds()))
-            except Exception:  # the ops database itself failing: try again later, never end the thread
-                log.exception("outbox %s: draining failed; trying again in %.0f s", self.channel, wait)
-            self._wake.wait(wait)

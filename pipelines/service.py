@@ -1,8 +1,9 @@
 """`dataops serve`: the scheduler, the replay clock, metrics, monitors and incidents in one process.
 
-APScheduler 3 with a persistent SQLAlchemy job store in the ops database runs one job per scheduled
-pipeline and a monitor timer. A job runs the pipeline from its watermark to the clock's now, never two at
-once (max_instances=1 plus a cross-process file lock), coalescing missed fire times; transient failures
+APScheduler 3 with a persistent SQLAlchemy job store in the ops database (pipelines/service_scheduler.py) runs one
+job per scheduled pipeline and a monitor timer; the replay clock is saved there too (pipelines/service_clock.py).
+A job runs the pipeline from its watermark to the clock's now, never two at once (max_instances=1 plus a
+cross-process file lock), coalescing missed fire times; transient failures
 are retried with the platform's one backoff rule (pipelines/retry.py: `run_max_attempts`, waits from
 `run_backoff_s` doubling, a source's Retry-After honoured), validation failures never (they are data, not luck). Findings from
 runs and monitors become incidents. Each run marks the days it changed in its marts, and the last window of a firing
@@ -10,7 +11,7 @@ refreshes them, coalesced with what the marts' other inputs marked (pipelines/ma
 feeding one mart never race for it. After each successful firing of a forecast's `after` pipeline, a worker thread
 issues the forecasts at the clock's now (coalesced; a refit takes seconds, so it never runs inside the pipeline's job),
 and due upkeep waits for the greenest window of the forecast within DATAOPS_UPKEEP_GREEN_DEADLINE_HOURS
-(pipelines/forecast/deferral.py). The log says one line per run (`run_line`, `forecast_line`); conflicts that heal themselves
+(pipelines/forecast/deferral.py). The log says one line per run (pipelines/run_log.py); conflicts that heal themselves
 say one INFO line, and tracebacks are for bugs (or --verbose). SIGTERM waits for the running job to end: write-audit-publish means
 an interrupted run leaves `main` valid anyway, but a clean stop leaves nothing to recover.
 """
@@ -26,35 +27,30 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from config.errors import DataOpsError
 from config.inventory import MonitorSpec
 from pipelines import metrics
-from pipelines.clock import Clock, ReplayClock, WallClock
+from pipelines.clock import Clock, ReplayClock
 from pipelines.context import PlatformContext
 from pipelines.control import PipelineBusyError
 from pipelines.email_notifier import email_extension
 from pipelines.forecast.deferral import Deferral
-from pipelines.forecast.run import ForecastRunResult
 from pipelines.incidents import Incident
 from pipelines.intensity_gauge import observe_intensity
 from pipelines.monitors.checks import evaluate, source_covers
 from pipelines.monitors.findings import findings_from_run
-from pipelines.monitors.state import CLOCK_STATE, MonitorStateRow
 from pipelines.promotion import day_floor, run_pipeline, split_windows
 from pipelines.retry import retry, run_failure, scheduler_budget
+from pipelines.run_log import RUN_LOG, forecast_line, run_line
 from pipelines.run_result import RunResult
-from pipelines.scheduling import ReplayTrigger, declared_trigger
+from pipelines.service_clock import save_clock, service_clock
+from pipelines.service_scheduler import build_scheduler, shut_down
 from pipelines.sources.base import Window
 
 log = logging.getLogger(__name__)
-# One line per run (`run_line`): the service's own voice, shown at INFO whatever the root level (see `serve_forever`).
-RUN_LOG = logging.getLogger(f"{__name__}.runs")
 _SERVICE: Service | None = None
 IncidentHook = Callable[[Incident, bool], None]
 
@@ -78,44 +74,6 @@ def _deferred_upkeep_job() -> None:
 def _monitor_job() -> None:
     if _SERVICE is not None:
         _SERVICE.monitor_tick()
-
-
-def run_line(result: RunResult, attempts: int = 1) -> str:
-    """A run in one line: pipeline, window, outcome, duration, rows published and quarantined, held days, marts.
-
-    carbon_intensity 2023-01-03..2023-01-04 succeeded in 0.84 s: 26 rows published, 0 quarantined, no day held;
-    gold.carbon_intensity_hourly 13 rows
-    """
-    window = f"{result.window_start.date()}..{result.window_end.date()}"
-    head = f"{result.pipeline} {window} {result.status} in {result.duration_s:.2f} s"
-    if attempts > 1:
-        head += f" (attempt {attempts})"
-    if result.status == "failed":
-        return f"{head}: {result.error}"
-    held = f"held {', '.join(result.held_days)}" if result.held_days else "no day held"
-    line = f"{head}: {_rows(result.rows_out)} published, {result.rows_quarantined} quarantined, {held}"
-    marts = [f"{t.table} {_rows(t.rows_written)}" for t in result.tables if t.table.startswith("gold.")]
-    if marts:
-        line += "; " + ", ".join(marts)
-    conflicts = [f"{n} {what}" for n, what in ((result.commit_retries, "commit retries"), (result.replans, "re-plans")) if n]
-    if conflicts:
-        line += f" ({', '.join(conflicts)})"
-    return line
-
-
-def forecast_line(result: ForecastRunResult) -> str:
-    """A forecast run in one line: forecast 2023-01-03T12:00Z published by gbm (refitted) in 1.20 s: 96 slots."""
-    head = f"{result.forecast} {result.issued_at:%Y-%m-%dT%H:%MZ} {result.status} by {result.model}"
-    if result.refitted:
-        head += " (refitted)"
-    head += f" in {result.duration_s:.2f} s"
-    if result.status == "published":
-        return f"{head}: {result.rows_published} slots"
-    return f"{head}: {result.message}"
-
-
-def _rows(n: int) -> str:
-    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 class ServiceExtension(Protocol):
@@ -145,7 +103,7 @@ class Service:
     ) -> None:
         self.ctx = ctx
         self.extension_factories = tuple(extensions)
-        self.clock = clock or self._make_clock()
+        self.clock = clock or service_clock(ctx)
         self.on_incident = on_incident
         self.sleep = sleep
         self.stopping = threading.Event()
@@ -157,28 +115,6 @@ class Service:
         self.deferral: Deferral | None = None  # the upkeep waiting for its greenest window, if any
         self._forecast_status: dict[str, str] = {}
         self._forecast_worker: threading.Thread | None = None
-
-    # -- clock -------------------------------------------------------------------------------------
-    def _make_clock(self) -> Clock:
-        s = self.ctx.settings
-        if s.source_mode != "replay":
-            return WallClock()
-        start = s.replay_start
-        with self.ctx.ledger.session() as session:
-            saved = session.get(MonitorStateRow, CLOCK_STATE)
-            resumed = saved.state.get("now") if saved and saved.state.get("start") == start.isoformat() else None
-        if resumed:
-            start = datetime.fromisoformat(resumed)
-            log.info("replay clock resumes at %s", start.isoformat())
-        return ReplayClock(start=start, speed=s.replay_speed)
-
-    def _save_clock(self) -> None:
-        if not isinstance(self.clock, ReplayClock):
-            return
-        with self.ctx.ledger.session() as session, session.begin():
-            row = session.get(MonitorStateRow, CLOCK_STATE) or MonitorStateRow(name=CLOCK_STATE)
-            row.state = {"start": self.ctx.settings.replay_start.isoformat(), "now": self.clock.now().isoformat()}
-            session.add(row)
 
     # -- work ----------------------------------------------------------------------------------------
     def report(self, findings: list[Any], now: datetime) -> list[Incident]:
@@ -358,7 +294,7 @@ class Service:
         now = self.clock.now()
         metrics.CLOCK.set(now.timestamp())
         self.evaluate_monitors([m for m in self.ctx.inventory.monitors.values() if m.kind == "freshness"], now)
-        self._save_clock()
+        save_clock(self.ctx, self.clock)
         for extension in self.extensions:
             try:
                 extension.tick()
@@ -396,34 +332,8 @@ class Service:
             # imports are hours of simulated time).
             self.clock = ReplayClock(start=self.clock.start, speed=self.clock.speed)
         s = self.ctx.settings
-        scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=s.ops_db, tablename="scheduler_jobs")},
-            executors={"default": ThreadPoolExecutor(max_workers=4)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_s},
-            timezone=UTC,
-        )
-        for name, spec in self.ctx.inventory.pipelines.items():
-            trigger = declared_trigger(spec.schedule, start=s.replay_start if isinstance(self.clock, ReplayClock) else None)
-            if trigger is None:
-                continue
-            if isinstance(self.clock, ReplayClock):
-                trigger = ReplayTrigger(trigger, start=self.clock.start, speed=self.clock.speed, origin=self.clock.origin)
-            scheduler.add_job(_run_job, trigger=trigger, args=[name], id=f"pipeline:{name}", name=f"run {name}", replace_existing=True)
-        scheduler.add_job(
-            _monitor_job,
-            trigger=IntervalTrigger(seconds=s.monitor_interval_s, timezone=UTC),
-            id="monitors",
-            name="monitors",
-            replace_existing=True,
-        )
-        if s.maintenance_interval_hours > 0:
-            scheduler.add_job(
-                _upkeep_job,
-                trigger=IntervalTrigger(hours=s.maintenance_interval_hours, timezone=UTC),
-                id="upkeep",
-                name="table upkeep",
-                replace_existing=True,
-            )
+        # The job targets are this module's functions: the job store keeps a reference to each, not a closure.
+        scheduler = build_scheduler(self.ctx, self.clock, run_job=_run_job, monitor_job=_monitor_job, upkeep_job=_upkeep_job)
         self.attach_extensions()
         if self.ctx.inventory.forecasts:
             # Import the models (scikit-learn) here, in one thread: two threads importing it at once can meet
@@ -442,16 +352,7 @@ class Service:
     def stop(self) -> None:
         self.stopping.set()
         if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.pause()  # no new submissions while the running jobs finish
-            # APScheduler 3 can race its own executor shutdown and log "cannot schedule new futures after
-            # shutdown" for a firing that would not have run anyway; keep that out of the user's terminal.
-            scheduler_log = logging.getLogger("apscheduler.scheduler")
-            previous = scheduler_log.level
-            scheduler_log.setLevel(logging.CRITICAL)
-            try:
-                self.scheduler.shutdown(wait=True)
-            finally:
-                scheduler_log.setLevel(previous)
+            shut_down(self.scheduler)
         if self._forecast_worker is not None:
             self._forecast_worker.join()
         for extension in self.extensions:
@@ -459,7 +360,7 @@ class Service:
                 extension.stop()
             except Exception:  # the clock is saved whatever an extension does on its way out
                 log.exception("extension %s failed to stop", type(extension).__name__)
-        self._save_clock()
+        save_clock(self.ctx, self.clock)
 
     def serve_forever(self, *, until: datetime | None = None, poll_s: float = 0.2) -> None:
         """Run until SIGTERM/SIGINT or until the clock passes `until`."""

@@ -1,6 +1,6 @@
 """Ask the source about every day of an incident's extent: which days a backfill would fill, which it still lacks.
 
-One comparison per UTC day (`pipelines.diagnosis.refetch_and_diff`); the days a backfill can complete are
+One comparison per UTC day (`pipelines.refetch.refetch_and_diff`); the days a backfill can complete are
 grouped into contiguous ranges, so the agent backfills each range once (one policy decision, one approval
 when the policy asks for one) instead of a day at a time. Nothing is written.
 """
@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from config.errors import LakehouseError
 from pipelines.context import PlatformContext
-from pipelines.diagnosis import SourceComparison, refetch_and_diff
+from pipelines.refetch import SourceComparison, refetch_and_diff
 
 MAX_DAYS = 31
 

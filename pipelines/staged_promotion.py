@@ -11,7 +11,7 @@ revision), so working a day a part at a time gives what working it whole gives.
 
 Silver sees nothing of a file until all of it passed. A run that dies part-way leaves bronze holding some units
 and main untouched; the file is not in the drop manifest, so the next run reads it again, lands only what bronze
-lacks, quarantines nothing twice (`write_quarantine` skips rows already held) and recomputes silver from bronze.
+lacks, quarantines nothing twice (`QuarantineWriter.write` skips rows already held) and recomputes silver from bronze.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from config.errors import PipelineError
 from config.settings import DataopsSettings
-from pipelines import backfill, faults, promotion
+from pipelines import backfill, faults
 from pipelines.backfill import BackfillReport, PartitionOutcome, packing_refusal, plan_packs, run_backfill
+from pipelines.bronze_landing import BronzeLanding
 from pipelines.context import PlatformContext
 from pipelines.run_result import DayRows, RunResult
 from pipelines.sources.base import Window
@@ -27,14 +28,14 @@ def per_day(report: BackfillReport) -> list[tuple[str, str, str, int, int, list[
 
 def fail_on(monkeypatch: pytest.MonkeyPatch, bad_day: datetime) -> None:
     """Every run whose silver plan covers `bad_day` fails for good, as a bug in that day's data would make it."""
-    real_plan = promotion._Run.plan_silver
+    real_plan = BronzeLanding.plan_silver
 
     def plan_silver(self: Any, days: list[datetime]) -> Any:
         if bad_day in days:
             raise PipelineError(f"cannot plan {bad_day.date()}")
         return real_plan(self, days)
 
-    monkeypatch.setattr(promotion._Run, "plan_silver", plan_silver)
+    monkeypatch.setattr(BronzeLanding, "plan_silver", plan_silver)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from config.settings import DataopsSettings
-from pipelines import metrics, promotion
+from pipelines import metrics, promotion, table_promotion
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
@@ -41,7 +41,7 @@ def overwrite_main(ctx: PlatformContext, name: str, data: pa.Table, day: datetim
 
 
 def hook_validation(monkeypatch: pytest.MonkeyPatch, suite: str, before_return: Callable[[], None]) -> None:
-    real = promotion.validate
+    real = table_promotion.validate
 
     def validate(s: Any, rows: pa.Table, *, as_of: datetime) -> SuiteOutcome:
         outcome = real(s, rows, as_of=as_of)
@@ -49,7 +49,7 @@ def hook_validation(monkeypatch: pytest.MonkeyPatch, suite: str, before_return: 
             before_return()
         return outcome
 
-    monkeypatch.setattr(promotion, "validate", validate)
+    monkeypatch.setattr(table_promotion, "validate", validate)
 
 
 def test_runs_on_disjoint_days_both_publish_by_re_committing(settings: DataopsSettings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -131,3 +131,11 @@ def test_no_import_circles_in_a_layer() -> None:
         graph = {name: {m for m in _module_imports(path, package) if m in modules and m != name} for name, path in modules.items()}
         circles = _circles(graph)
         assert not circles, f"{package}/ has import circles: {circles}"
+
+
+def test_pipeline_modules_stay_small() -> None:
+    """STYLE.md: small modules, one concept each, under ~400 lines. Issue 15 split the pipelines/ modules that had
+    grown past it (promotion, remediation, diagnosis, service, outbox, cli, the value models); this keeps them so."""
+    limit = 400
+    long = {str(p.relative_to(REPO)): n for p in (REPO / "pipelines").rglob("*.py") if (n := len(p.read_text().splitlines())) > limit}
+    assert not long, f"modules over {limit} lines (split them by concept): {long}"

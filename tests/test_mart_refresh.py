@@ -25,15 +25,17 @@ import pytest
 from config.errors import PublishConflictError
 from config.inventory import MonitorSpec
 from config.settings import DataopsSettings
-from pipelines import mart_refresh, promotion
+from pipelines import mart_refresh, promotion, table_promotion
 from pipelines.clock import SteppedClock
 from pipelines.context import PlatformContext
 from pipelines.control import PipelineControl
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.reconcile import check_reconcile, compare
-from pipelines.promotion import INPUTS_PROPERTY, RunResult, TableOutcome, run_pipeline
-from pipelines.service import RUN_LOG, Service, run_line
+from pipelines.promotion import INPUTS_PROPERTY, RunResult, run_pipeline
+from pipelines.run_log import RUN_LOG, run_line
+from pipelines.run_result import TableOutcome
+from pipelines.service import Service
 from pipelines.validation.suite import SuiteOutcome
 from tests.conftest import REPO, utc, window
 
@@ -204,7 +206,7 @@ def test_a_conflict_that_heals_itself_is_one_info_line_without_traceback(
     ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Another writer publishes over the day this run has just audited: the run plans again and publishes.
-    real = promotion.validate
+    real = table_promotion.validate
     intruded: list[bool] = []
 
     def validate(suite: Any, rows: pa.Table, *, as_of: datetime) -> SuiteOutcome:
@@ -217,7 +219,7 @@ def test_a_conflict_that_heals_itself_is_one_info_line_without_traceback(
             wap.publish(table, "audit-intruder")
         return outcome
 
-    monkeypatch.setattr(promotion, "validate", validate)
+    monkeypatch.setattr(table_promotion, "validate", validate)
     with caplog.at_level(logging.INFO):
         result = run_pipeline(ctx, "carbon_intensity", window((2023, 3, 1), (2023, 3, 2)), as_of=AS_OF)
     assert result.status == "succeeded" and result.replans == 1
@@ -234,7 +236,7 @@ def test_a_run_failing_on_a_conflict_logs_one_line_and_no_traceback(
     def conflict(*_args: Any, **_kwargs: Any) -> None:
         raise PublishConflictError("silver.carbon_intensity: main moved while publishing audit-x")
 
-    monkeypatch.setattr(promotion._Run, "promote", conflict)
+    monkeypatch.setattr(table_promotion.TablePromotion, "promote", conflict)
     with caplog.at_level(logging.INFO):
         result = run_pipeline(ctx, "carbon_intensity", window((2023, 3, 1), (2023, 3, 2)), as_of=AS_OF)
     assert (result.status, result.error_kind) == ("failed", "transient")

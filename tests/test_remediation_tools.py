@@ -11,7 +11,7 @@ import pytest
 from pyiceberg.table.snapshots import Snapshot
 
 from config.errors import ToolError
-from pipelines import remediation
+from pipelines import release, remediation
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import load_table
 from pipelines.promotion import run_pipeline
@@ -142,25 +142,25 @@ def test_a_crash_between_the_two_commits_loses_nothing_and_a_rerun_completes(
     lake: PlatformContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = rows(lake, SILVER)
-    real_publish, real_clear = remediation._publish_day, remediation._clear
+    real_publish, real_clear = remediation.publish_day, release._clear
 
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise OSError("killed")
 
-    monkeypatch.setattr(remediation, "_publish_day", crash)
+    monkeypatch.setattr(remediation, "publish_day", crash)
     with pytest.raises(OSError):
         call(lake, "quarantine_partition", {"table": SILVER, "day": "2023-01-25", "reason": "bad day"})
     assert rows(lake, SILVER) == before and len(held(lake, manual=True)) == 48, "in both places, never in neither"
-    monkeypatch.setattr(remediation, "_publish_day", real_publish)
+    monkeypatch.setattr(remediation, "publish_day", real_publish)
     done = call(lake, "quarantine_partition", {"table": SILVER, "day": "2023-01-25", "reason": "bad day"})
     assert done.changed and done.rows_already_held == 48
     assert rows(lake, SILVER, day="2023-01-25") == [] and len(held(lake, manual=True)) == 48
 
-    monkeypatch.setattr(remediation, "_clear", crash)
+    monkeypatch.setattr(release, "_clear", crash)
     with pytest.raises(OSError):
         call(lake, "release_partition", {"table": SILVER, "day": "2023-01-25"}, call_id="call-2")
     assert rows(lake, SILVER) == before and len(held(lake, manual=True)) == 48
-    monkeypatch.setattr(remediation, "_clear", real_clear)
+    monkeypatch.setattr(release, "_clear", real_clear)
     finished = call(lake, "release_partition", {"table": SILVER, "day": "2023-01-25"}, call_id="call-2")
     assert finished.changed and finished.rows_released == 0 and finished.rows_cleared == 48
     assert rows(lake, SILVER) == before, "no row twice in the table"

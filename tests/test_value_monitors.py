@@ -14,7 +14,7 @@ from config.errors import DefinitionError
 from config.inventory import FalseAlarmBudget, MonitorSpec, load_inventory
 from pipelines.context import PlatformContext
 from pipelines.monitors.calibration import calibrate
-from pipelines.monitors.models import SeriesFrame, tail_probability
+from pipelines.monitors.residuals import SeriesFrame, tail_probability
 from pipelines.monitors.state import load_state
 from pipelines.monitors.value import check_value, score_points
 from pipelines.promotion import run_pipeline
@@ -185,7 +185,7 @@ def test_a_malformed_monitors_file_is_refused_with_the_key_named(tmp_path: Path)
 
 
 def test_dataops_monitors_shows_warming_up_then_the_calibrated_threshold(ctx: PlatformContext) -> None:
-    from pipelines.cli import monitors_report
+    from pipelines.incident_cli import monitors_report
 
     run_pipeline(ctx, "carbon_intensity", window((2023, 1, 1), (2023, 1, 8)))
     spec = ctx.inventory.monitors["forecast_error"]

@@ -73,7 +73,8 @@ def test_overwrite_touches_only_the_named_days(ctx: PlatformContext) -> None:
 def test_kept_audit_branches_are_cleaned_after_retention(ctx: PlatformContext) -> None:
     from datetime import timedelta
 
-    from pipelines.promotion import clean_audit_branches, run_pipeline
+    from pipelines.audit_retention import clean_audit_branches
+    from pipelines.promotion import run_pipeline
     from tests.conftest import window
 
     # Schema drift holds the run: its audit branch would be kept for diagnosis, so make a held run by hand.

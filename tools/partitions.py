@@ -13,7 +13,7 @@ from pydantic import Field
 
 from config.errors import PipelineError, ToolError
 from config.inventory import TableSpec
-from pipelines import remediation
+from pipelines import release, remediation
 from pipelines.remediation import DeleteResult, QuarantineResult, ReleaseResult
 from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec, pipeline_of_table, table_target
@@ -71,7 +71,7 @@ def quarantine_partition(ctx: ToolContext, args: QuarantinePartitionInput) -> Qu
 
 def release_partition(ctx: ToolContext, args: ReleasePartitionInput) -> ReleaseResult:
     remediable_table(ctx, args.table)
-    return remediation.release_day(
+    return release.release_day(
         ctx.platform,
         args.table,
         args.day,

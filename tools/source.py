@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import Field
 
 from config.errors import SourceError, ToolError
-from pipelines import diagnosis
-from pipelines.diagnosis import SourceComparison
+from pipelines import refetch
+from pipelines.refetch import SourceComparison
 from pipelines.source_extent import MAX_DAYS, ExtentComparison, compare_extent
 from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
@@ -23,7 +23,7 @@ class RefetchAndDiffInput(ToolInput):
 def refetch_and_diff(ctx: ToolContext, args: RefetchAndDiffInput) -> SourceComparison:
     ctx.platform.inventory.pipeline(args.pipeline)  # names the known ones if unknown
     try:
-        return diagnosis.refetch_and_diff(ctx.platform, args.pipeline, args.day, as_of=ctx.now)
+        return refetch.refetch_and_diff(ctx.platform, args.pipeline, args.day, as_of=ctx.now)
     except SourceError as exc:
         source = ctx.platform.inventory.pipeline(args.pipeline).source
         raise ToolError(

@@ -28,7 +28,7 @@ from agent.slack.reporter import SlackReporter
 from agent.slack.store import SlackStore
 from config.errors import DataOpsError, SettingsError
 from config.settings import DataopsSettings
-from pipelines.outbox import outbox_backoff
+from pipelines.outbox_backoff import outbox_backoff
 from policies.people import Actor
 
 if TYPE_CHECKING:

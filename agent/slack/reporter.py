@@ -26,7 +26,8 @@ from agent.slack.blocks import approval_blocks, approval_text, escape, incident_
 from agent.slack.delivery import CHANNEL, SlackDelivery, SlackPayload
 from agent.slack.store import SlackStore, SlackThread
 from pipelines.incidents import Incident, IncidentStore
-from pipelines.outbox import DrainResult, Outbox, OutboxWorker
+from pipelines.outbox import DrainResult, Outbox
+from pipelines.outbox_worker import OutboxWorker
 from pipelines.retry import Backoff
 from policies.approvals import Approval, ApprovalStore
 
@@ -52,7 +53,9 @@ class SlackReporter:
     def start(self) -> None:
         """Deliver in the background too: retries while Slack is down, and what a previous process left queued."""
         if self.worker is None:
-            self.worker = self.outbox.worker(CHANNEL, self.delivery.send, reconcile=self.delivery.reconcile, backoff=self.backoff).start()
+            self.worker = OutboxWorker(
+                self.outbox, CHANNEL, self.delivery.send, reconcile=self.delivery.reconcile, backoff=self.backoff
+            ).start()
 
     def stop(self) -> None:
         if self.worker is not None:

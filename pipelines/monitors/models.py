@@ -34,7 +34,8 @@ The models (``model:`` in config/monitors.yaml):
   such distance of the history, e.g. kelvin or fahrenheit). A rule that fires scores ``RULE_SCORE``.
 
 What a score must reach to open an incident (the threshold) is set by `calibration.py` from the monitor's
-false-alarm budget and its own history.
+false-alarm budget and its own history. The series and the statistics every model shares (the per-hour
+baseline, steps, the calibrated tail probability) are in `residuals.py`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from config.inventory import ValueModel
+from pipelines.monitors.residuals import HourlyBaseline, SeriesFrame, regular_steps, tail_or_one, tail_probability, tail_score
 
 Direction = Literal["high", "low"]
 Rule = Literal["level", "step", "error", "glitch", "stuck", "impossible_step", "unit_change"]
@@ -62,12 +64,6 @@ SUSTAINED_POINTS = 12
 """Points whose mean residual is judged too: a deviation that lasts (a biased model, a drifting meter)."""
 GLITCH_SCORE = 3.0
 """A forecast must stand out from both neighbours at least this much (p <= 1e-3) for a slot to be a glitch."""
-TAIL_QUANTILE = 0.95
-MAX_TAIL_INDEX = 4.0
-"""The Pareto tail is never taken lighter than index 4 (a Student-t with 4 degrees of freedom): a history
-that happens to be calm must not make the next ordinary swing look impossible."""
-_MAD_TO_SIGMA = 1.4826
-_MIN_TAIL_POINTS = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,91 +77,6 @@ class PointScore:
     direction: Direction
     rule: Rule
     detail: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SeriesFrame:
-    """A monitored series in time order: timestamps (UTC), values, and the reference series if any."""
-
-    ts: pd.DatetimeIndex
-    x: np.ndarray
-    ref: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if len(self.ts) != len(self.x) or (self.ref is not None and len(self.ref) != len(self.x)):
-            raise ValueError("timestamps, values and reference must have the same length")
-
-    @property
-    def nanos(self) -> np.ndarray:
-        """The timestamps as int64 nanoseconds."""
-        return np.asarray(self.ts.as_unit("ns").asi8)
-
-    @property
-    def cadence(self) -> pd.Timedelta:
-        """The usual spacing between points (the median step), one hour if it cannot be told."""
-        if len(self.ts) < 3:
-            return pd.Timedelta(hours=1)
-        return pd.Timedelta(int(np.median(np.diff(self.nanos))), unit="ns")
-
-
-def tail_probability(history: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """P(|Z| >= |observed|) under the empirical distribution of ``history`` with a Pareto tail.
-
-    Below the history's 95th percentile ``u`` the empirical exceedance fraction is used; beyond it,
-    ``0.05 * (z / u) ** -alpha`` with ``alpha`` the Hill estimate over the exceedances (at most
-    ``MAX_TAIL_INDEX``), so the probability keeps falling past the largest value seen instead of stopping at
-    ``1 / n``, but no faster than a heavy tail would.
-    """
-    h = np.sort(np.abs(history[np.isfinite(history)]))
-    z = np.abs(np.asarray(observed, dtype=float))
-    if len(h) < _MIN_TAIL_POINTS:
-        return np.ones_like(z)
-    n = len(h)
-    u = float(np.quantile(h, TAIL_QUANTILE))
-    body = (n - np.searchsorted(h, z, side="left") + 1) / (n + 1)
-    top = h[h > u] if u > 0 else h[h > 0]
-    if u <= 0 or len(top) < 5:
-        u = max(u, float(h[-1]), 1e-12)
-        top = h[-max(5, n // 20) :]
-    alpha = len(top) / max(float(np.sum(np.log(np.maximum(top, 1e-300) / u))), 1e-9)
-    alpha = float(np.clip(alpha, 0.5, MAX_TAIL_INDEX))
-    tail = (1.0 - TAIL_QUANTILE) * np.power(np.maximum(z, u) / u, -alpha)
-    return np.asarray(np.where(z > u, np.minimum(tail, body), body))
-
-
-def _score(p: np.ndarray) -> np.ndarray:
-    return np.asarray(-np.log10(np.clip(p, 1e-300, 1.0)))
-
-
-class _Baseline:
-    """Median and robust scale per hour of day (pooled with the neighbouring hours) of a history."""
-
-    def __init__(self, hours: np.ndarray, values: np.ndarray) -> None:
-        keep = np.isfinite(values)
-        hours, values = hours[keep], values[keep]
-        overall_median = float(np.median(values)) if len(values) else 0.0
-        overall_scale = _MAD_TO_SIGMA * float(np.median(np.abs(values - overall_median))) if len(values) else 1.0
-        floor = max(0.1 * overall_scale, 1e-6 * (1.0 + abs(overall_median)), 1e-9)
-        self.median = np.full(24, overall_median)
-        self.scale = np.full(24, max(overall_scale, floor))
-        for hour in range(24):
-            pooled = values[np.isin(hours, ((hour - 1) % 24, hour, (hour + 1) % 24))]
-            if len(pooled) >= 10:
-                median = float(np.median(pooled))
-                self.median[hour] = median
-                self.scale[hour] = max(_MAD_TO_SIGMA * float(np.median(np.abs(pooled - median))), floor)
-
-    def z(self, hours: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return np.asarray((values - self.median[hours]) / self.scale[hours])
-
-
-def _steps(frame: SeriesFrame, values: np.ndarray) -> np.ndarray:
-    """Change from the previous point where the two are one cadence apart, else NaN."""
-    steps = np.full(len(values), np.nan)
-    if len(values) > 1:
-        regular = np.diff(frame.nanos) == frame.cadence.value
-        steps[1:] = np.where(regular, np.diff(values), np.nan)
-    return steps
 
 
 def _spikes(frame: SeriesFrame, values: np.ndarray) -> np.ndarray:
@@ -236,7 +147,7 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
     hours = np.asarray(frame.ts.hour, dtype=np.int64)
     x = frame.x
     out: list[PointScore] = []
-    level = _Baseline(hours[history], x[history])
+    level = HourlyBaseline(hours[history], x[history])
     z_hist = level.z(hours[history], x[history])
     z_new = level.z(hours[points], x[points])
     day_keys = frame.ts[history].strftime("%Y-%m-%d")
@@ -248,18 +159,18 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
     else:
         sustained = _sustained(frame, level.z(hours, x))
         m_hist, m_new = sustained[history], sustained[points]
-        p_level_hist = np.minimum(tail_probability(z_hist, z_hist), _tail_or_one(m_hist, m_hist))
-        p_level = np.minimum(tail_probability(z_hist, z_new), _tail_or_one(m_hist, m_new))
-        lasting_new = _tail_or_one(m_hist, m_new) < tail_probability(z_hist, z_new)
+        p_level_hist = np.minimum(tail_probability(z_hist, z_hist), tail_or_one(m_hist, m_hist))
+        p_level = np.minimum(tail_probability(z_hist, z_new), tail_or_one(m_hist, m_new))
+        lasting_new = tail_or_one(m_hist, m_new) < tail_probability(z_hist, z_new)
         if model == "seasonal":
-            steps = _steps(frame, x)
-            step_base = _Baseline(hours[history], steps[history])
+            steps = regular_steps(frame, x)
+            step_base = HourlyBaseline(hours[history], steps[history])
             s_hist = step_base.z(hours[history], steps[history])
             s_new = step_base.z(hours[points], steps[points])
             p_step_hist = np.where(np.isnan(s_hist), 1.0, tail_probability(s_hist, s_hist))
             p_step = np.where(np.isnan(s_new), 1.0, tail_probability(s_hist, s_new))
-            in_sample = _score(np.minimum(1.0, 3 * np.minimum(p_level_hist, p_step_hist)))
-            scores = _score(np.minimum(1.0, 3 * np.minimum(p_level, p_step)))
+            in_sample = tail_score(np.minimum(1.0, 3 * np.minimum(p_level_hist, p_step_hist)))
+            scores = tail_score(np.minimum(1.0, 3 * np.minimum(p_level, p_step)))
             for k, i in enumerate(points):
                 is_step = p_step[k] < p_level[k]
                 residual = s_new[k] if is_step else (m_new[k] if lasting_new[k] else z_new[k])
@@ -280,8 +191,8 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
             p_point_hist, p_point = tail_probability(z_hist, z_hist), tail_probability(z_hist, z_new)
             glitch_hist = _glitch_evidence(frame, history, history, p_point_hist, z_hist)
             glitch = _glitch_evidence(frame, history, points, p_point, z_new)
-            in_sample = np.maximum(_score(np.minimum(1.0, 2 * p_level_hist)), glitch_hist)
-            error_scores = _score(np.minimum(1.0, 2 * p_level))
+            in_sample = np.maximum(tail_score(np.minimum(1.0, 2 * p_level_hist)), glitch_hist)
+            error_scores = tail_score(np.minimum(1.0, 2 * p_level))
             for k, i in enumerate(points):
                 is_glitch = glitch[k] > error_scores[k]
                 rule: Rule = "glitch" if is_glitch else "error"
@@ -301,12 +212,6 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
     return DayJudgement(scores=out, history_daily_max={str(k): float(v) for k, v in daily.items()})
 
 
-def _tail_or_one(history: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """`tail_probability` over the finite values; 1 where the observed value is NaN."""
-    known = history[np.isfinite(history)]
-    return np.where(np.isnan(observed), 1.0, tail_probability(known, np.nan_to_num(observed)))
-
-
 def _detector(frame: SeriesFrame, history: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, list[PointScore]]:
     """The NAB-benchmarked detector (`anomaly.py`) over the day's history and its points, as evidence."""
     from pipelines.monitors.anomaly import AnomalyDetector
@@ -319,7 +224,7 @@ def _detector(frame: SeriesFrame, history: np.ndarray, points: np.ndarray) -> tu
     in_sample = np.zeros(len(history))  # its first points have too little past to stand in for calibration
     scores = evidence[len(history) :][np.searchsorted(today, points)]
     hours = np.asarray(frame.ts.hour, dtype=np.int64)
-    level = _Baseline(hours[history], frame.x[history])
+    level = HourlyBaseline(hours[history], frame.x[history])
     z = level.z(hours[points], frame.x[points])
     out = [
         PointScore(
@@ -350,12 +255,12 @@ def _glitch_evidence(frame: SeriesFrame, history: np.ndarray, points: np.ndarray
     spikes = _spikes(frame, frame.ref)
     # A departure is judged against the forecast's ordinary slot-to-slot changes, not against past
     # departures: most slots depart from nothing, so their distribution would make any wobble look rare.
-    p_spike = _tail_or_one(_steps(frame, frame.ref)[history], spikes[points])
+    p_spike = tail_or_one(regular_steps(frame, frame.ref)[history], spikes[points])
     departure = np.nan_to_num(spikes[points])
     error = np.asarray(frame.x[points], dtype=float)
     explains = (np.sign(departure) == -np.sign(z)) & (np.abs(departure) >= GLITCH_SHARE * np.abs(error))
-    evidence = _score(np.minimum(1.0, 3 * p_error * p_spike))
-    return np.where(explains & (_score(p_spike) >= GLITCH_SCORE), evidence, 0.0)
+    evidence = tail_score(np.minimum(1.0, 3 * p_error * p_spike))
+    return np.where(explains & (tail_score(p_spike) >= GLITCH_SCORE), evidence, 0.0)
 
 
 def _with_stuck(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, scores: list[PointScore]) -> list[PointScore]:
@@ -380,7 +285,7 @@ def _with_stuck(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, sco
 
 def _physical(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, z_hist: np.ndarray, z_new: np.ndarray) -> list[PointScore]:
     x = frame.x
-    steps = _steps(frame, x)
+    steps = regular_steps(frame, x)
     known_steps = np.abs(steps[history])
     known_steps = known_steps[np.isfinite(known_steps)]
     step_limit = 3.0 * float(known_steps.max()) if len(known_steps) else np.inf

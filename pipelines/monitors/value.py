@@ -28,7 +28,8 @@ from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors import feedback
 from pipelines.monitors.calibration import CALIBRATION_DAYS, calibrate
-from pipelines.monitors.models import GLITCH_MAX_SLOTS, PointScore, SeriesFrame, judge_day
+from pipelines.monitors.models import GLITCH_MAX_SLOTS, PointScore, judge_day
+from pipelines.monitors.residuals import SeriesFrame
 from pipelines.monitors.state import load_state, save_state
 
 MAX_FLAGGED = 5000

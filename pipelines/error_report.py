@@ -5,7 +5,9 @@
 - an error a person can fix (every `DataOpsError`, an invalid setting, a service that does not answer, a
   read-only DATAOPS_HOME, a missing database driver) becomes ``error: <one line>`` on stderr and exit 2;
 - anything else is a bug: ``internal error: <type>: <message>`` and exit 1, with the traceback only when
-  DATAOPS_DEBUG=1 or ``dataops --debug`` asked for it.
+  DATAOPS_DEBUG=1 or ``dataops --debug`` asked for it;
+- except a closed standard output (``dataops ... | head``): the reader chose to stop, so nothing is printed
+  and the exit is 1, click's rule for it.
 
 Every line goes through `config.redact.redact` (the CLI's consoles write through it too), so no message
 prints a credential, whichever library wrote it.
@@ -144,6 +146,8 @@ class ReportingGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            raise  # the reader left (`dataops ... | head`): click's own rule exits 1 quietly; not a bug
         except Exception as exc:
             console = Console(stderr=True, soft_wrap=True)
             said = explain(exc)

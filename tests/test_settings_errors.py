@@ -214,3 +214,22 @@ def test_a_database_error_past_the_connect_names_the_setting(monkeypatch: pytest
         sqlalchemy.create_engine(url).connect()
     said = explain(caught.value)
     assert said is not None and f"DATAOPS_OPS_DB_URL at 127.0.0.1:{port}" in said and "\n" not in said
+
+
+def test_output_cut_short_by_its_reader_is_not_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dataops run --help | head -30`: head leaves, the next write fails with EPIPE. That is the reader's choice,
+    not a bug: no "internal error" line, no traceback even with --debug, and click's exit 1 for a closed pipe."""
+    app = typer.Typer(cls=ReportingGroup, pretty_exceptions_enable=False)
+
+    @app.command()
+    def long() -> None:
+        raise BrokenPipeError(32, "Broken pipe")  # what the write after `head` left raises
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    monkeypatch.setenv("DATAOPS_DEBUG", "1")
+    done = CliRunner().invoke(app, ["long"])
+    assert done.exit_code == 1
+    assert "internal error" not in done.output and "Traceback" not in done.output, done.output

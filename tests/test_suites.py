@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
 
 from config.inventory import load_inventory
-from pipelines.validation.suite import validate
+from pipelines.validation.suite import gx_context, validate
 from tests.conftest import REPO, utc
 
 INVENTORY = load_inventory(REPO / "config")
@@ -131,3 +132,16 @@ def test_the_counts_only_first_pass_gives_the_same_outcome_as_complete_results(m
     fast = check(make())
     monkeypatch.setattr(module, "_clean_or_complete", _complete_only)
     assert fast == check(make())
+
+
+def test_great_expectations_stays_quiet_below_errors() -> None:
+    """GX sets some of its module loggers to INFO at import ("Created temporary directory ... for ephemeral docs
+    site" on every context); once the context is built, none of them speaks below ERROR in the service log."""
+    gx_context()
+    loud = [
+        name
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("great_expectations") and isinstance(logger, logging.Logger) and logger.isEnabledFor(logging.WARNING)
+    ]
+    assert "great_expectations.data_context.types.base" in logging.root.manager.loggerDict
+    assert not loud, loud

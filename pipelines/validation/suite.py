@@ -64,12 +64,21 @@ def gx_context() -> Any:
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
+    _quiet_gx_loggers()
     try:
         context.variables.progress_bars = {"globally": False, "metric_calculations": False}  # type: ignore[assignment]
     except Exception:
         pass
     asset = context.data_sources.add_pandas("dataops").add_dataframe_asset("batch")
     return context, asset.add_batch_definition_whole_dataframe("whole")
+
+
+def _quiet_gx_loggers() -> None:
+    """Some GX modules set their own logger to INFO at import (`data_context.types.base` announces every temporary
+    docs folder): hand them back to the `great_expectations` logger's level, so the service log stays calm."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("great_expectations.") and isinstance(logger, logging.Logger) and logger.level < logging.ERROR:
+            logger.setLevel(logging.NOTSET)
 
 
 def _expectation(spec: ExpectationSpec) -> Any:

@@ -63,8 +63,9 @@ def gx_context() -> Any:
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    _quiet_gx_loggers()  # before the context: building it logs at INFO
     context = gx.get_context(mode="ephemeral")
-    _quiet_gx_loggers()
+    _quiet_gx_loggers()  # and the modules it imported
     try:
         context.variables.progress_bars = {"globally": False, "metric_calculations": False}  # type: ignore[assignment]
     except Exception:

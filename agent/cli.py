@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from agent.people_cli import cli_actor, cli_asker
 from config.errors import ModelError, PolicyError
-from pipelines.cli_io import EXIT_FAILED, console, emit_json, open_context, out, usage_errors
+from pipelines.cli_io import EXIT_FAILED, EXIT_USAGE, console, emit_json, fail, open_context, out, usage_errors
 
 if TYPE_CHECKING:
     from pipelines.service import Service, ServiceExtension
@@ -172,6 +172,8 @@ def incident_expected(
     to 1.25x the labelled one: a stronger deviation, the other direction or another monitor still alerts. It lasts
     --for days on the platform clock; `dataops monitors` lists it, `dataops monitors unsuppress ID` lifts it.
     """
+    if not reason.strip():
+        raise fail("--reason is empty: say why this is expected; it is kept with the suppression for whoever meets it next", EXIT_USAGE)
     _judge(incident_id, "expected", reason=reason, as_user=as_user, as_json=as_json, days=days)
 
 
@@ -298,11 +300,14 @@ def chat(
     """
     import secrets
 
+    if message is not None and not message.strip():
+        raise fail("--message is empty: give a question, or leave --message out for an interactive session", EXIT_USAGE)
     agent = agent_for_cli(planner=_WatchedPlanner)
     watch: _WatchedPlanner = agent.runtime.planner
     user = cli_asker(agent.ctx, as_user)  # the requester of any approval this conversation asks for
     thread_id = f"chat-{thread or secrets.token_hex(4)}"
-    out.print(f"the agent ({agent.planner_name}); ask a question, 'quit' ends", markup=False)
+    if message is None:
+        out.print(f"the agent ({agent.planner_name}); ask a question, 'quit' ends", markup=False)
     try:
         while True:
             text = message if message is not None else _prompt()

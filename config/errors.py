@@ -107,6 +107,11 @@ class QueryRefusedError(QueryError):
     """The statement is not a read; the query tool only reads."""
 
 
+class QuerySqlError(QueryError):
+    """The SQL itself is wrong: it does not parse, or names a table, column or function that is not there, or
+    mixes types. The person asking can fix it (the CLI exits 2); a failure reading the lake is a `QueryError`."""
+
+
 class QueryLimitError(QueryError):
     """The statement was interrupted at a limit: `setting` is the one that stopped it (timeout or memory)."""
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from config.errors import DataOpsError, QueryLimitError, QueryRefusedError
+from config.errors import DataOpsError, QueryLimitError, QueryRefusedError, QuerySqlError
 from pipelines.cli_io import (
     EXIT_FAILED,
     EXIT_QUARANTINED,
@@ -84,20 +84,23 @@ def run(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")
     ] = None,
-    window_days: Annotated[int | None, typer.Option(help="Days per run; default the source's request limit (chunk_days).")] = None,
+    window_days: Annotated[
+        int | None, typer.Option(min=1, help="Days per run (at least 1); default the source's request limit (chunk_days).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run results as JSON on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help=f"Exit {EXIT_QUARANTINED} when a run held data back (quarantined).")] = False,
 ) -> None:
     """Ingest a window through bronze, silver (validated, write-audit-publish) and gold.
 
     The window is cut into whole UTC days and into runs no longer than the source's request limit; a
-    progress bar counts them. Exit code 0 when every run completed (data held back is reported, not an
+    progress bar counts them. Days after the clock's day are not run (nothing is known of them yet), as
+    `dataops backfill` does. Exit code 0 when every run completed (data held back is reported, not an
     error), 1 when a run failed, 2 on bad usage, 3 with --strict when anything was quarantined.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from pipelines.inspection import quarantine_summary
-    from pipelines.promotion import run_pipeline, split_windows
+    from pipelines.promotion import day_floor, run_pipeline, split_windows
     from pipelines.sources.base import Window
 
     ctx = open_context()
@@ -113,10 +116,19 @@ def run(
     plan: list[tuple[str, Window]] = []
     for spec in specs:
         default = spec.default_window or (date.today().isoformat(), date.today().isoformat())
-        s = parse_instant(start or default[0], "--start")
-        e = parse_instant(end or default[1], "--end")
+        s = parse_instant(start if start is not None else default[0], "--start")
+        e = parse_instant(end if end is not None else default[1], "--end")
         if e <= s:
-            raise fail(f"--end {e.isoformat()} is not after --start {s.isoformat()}", EXIT_USAGE)
+            given = "--end" if end is not None else f"the end of {spec.name}'s default window (pass --end)"
+            raise fail(f"{given} {e.isoformat()} is not after --start {s.isoformat()}", EXIT_USAGE)
+        if s >= clock:
+            raise fail(f"--start {s.isoformat()} is after the clock ({clock.isoformat()}); nothing is known yet", EXIT_USAGE)
+        last = day_floor(clock) + timedelta(days=1)  # the clock's own day runs; later ones are not known yet
+        if e > last:
+            console.print(
+                f"[yellow]{spec.name}: running up to {last.date()}; nothing after the clock ({clock.isoformat()}) is known yet[/yellow]"
+            )
+            e = last
         days = window_days or ctx.inventory.source(spec.source).chunk_days
         ctx.ledger.mark_abandoned(spec.name)
         for lost in ctx.ledger.unrecovered(spec.name):
@@ -228,6 +240,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON o
             (r["error"] or "")[:60],
         )
     out.print(runs)
+    for r in report["pipelines"]:
+        if r["paused"]:
+            out.print(
+                f"{r['pipeline']} is paused by {r['paused_by'] or '?'}: {r['paused_reason'] or '(no reason given)'}; `dataops resume {r['pipeline']}` resumes it"
+            )
 
 
 def query(
@@ -235,7 +252,8 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="Print columns and rows as JSON on stdout.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 10_000,
 ) -> None:
-    """Read-only SQL over the lake with DuckDB. Anything but a read is refused (exit 2).
+    """Read-only SQL over the lake with DuckDB. Anything but a read is refused, and SQL that does not parse or names
+    an unknown table or column is an error (both exit 2).
 
     Each statement runs under DATAOPS_QUERY_TIMEOUT_S and DATAOPS_QUERY_MEMORY_LIMIT; past either it is
     interrupted and reported (exit 2).
@@ -247,7 +265,7 @@ def query(
         result = run_query(ctx, sql, limit=limit)
     except QueryRefusedError as exc:
         raise fail(str(exc), EXIT_USAGE, label="refused") from None
-    except QueryLimitError as exc:
+    except (QueryLimitError, QuerySqlError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except DataOpsError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
@@ -328,6 +346,10 @@ def serve_command(extensions: Sequence[ExtensionFactory] = ()) -> Callable[..., 
             settings = load_settings(**overrides)
         ctx = open_context(settings)
         service = Service(ctx, extensions=extensions if agent else ())
+        stop_at = parse_instant(until, "--until") if until else None
+        begin = service.clock.start if isinstance(service.clock, ReplayClock) else service.clock.now()
+        if stop_at is not None and stop_at < begin:  # equal: start, run what is due, stop
+            raise fail(f"--until {stop_at.isoformat()} is before the clock's start ({begin.isoformat()})", EXIT_USAGE)
         if metrics:
             try:
                 serve_metrics(ctx.settings.metrics_port, ctx.settings.metrics_addr)
@@ -345,7 +367,7 @@ def serve_command(extensions: Sequence[ExtensionFactory] = ()) -> Callable[..., 
 
         service.on_incident = announce
         with usage_errors():  # a misconfigured extension (e.g. Slack without a channel) stops here, with its message
-            service.serve_forever(until=parse_instant(until, "--until") if until else None)
+            service.serve_forever(until=stop_at)
         console.print(f"stopped at clock {service.clock.now().isoformat()}; {len(service.results)} runs")
 
     return serve

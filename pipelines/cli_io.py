@@ -8,6 +8,7 @@ agent) inside its own body. `tests/test_cli_startup.py` holds the command module
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,13 @@ __all__ = ["EXIT_FAILED", "EXIT_QUARANTINED", "EXIT_USAGE", "console", "emit_jso
 
 # Everything the CLI prints passes through config/redact.py: a library's message may carry a credential.
 console = Console(file=cast(IO[str], RedactingStream("stderr")))
-out = Console(file=cast(IO[str], RedactingStream("stdout")))
+# On a terminal, its width. Piped (`dataops incidents | grep escalated`), wide enough that no table cell is cut
+# to "escala…" and no line is wrapped, unless COLUMNS says otherwise.
+PIPED_WIDTH = 240
+out = Console(
+    file=cast(IO[str], RedactingStream("stdout")),
+    width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH,
+)
 
 
 def emit_json(payload: Any) -> None:

@@ -138,6 +138,18 @@ def _is_home_write_error(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("sqlalchemy") and ("readonly database" in text or "unable to open database file" in text)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is behind `exc` (its cause or context, or named in its message)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt) or "KeyboardInterrupt" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class ReportingGroup(TyperGroup):
     """The top-level group: errors a person can fix exit 2 with one line; bugs exit 1 (traceback with --debug)."""
 
@@ -149,6 +161,8 @@ class ReportingGroup(TyperGroup):
         except BrokenPipeError:
             raise  # the reader left (`dataops ... | head`): click's own rule exits 1 quietly; not a bug
         except Exception as exc:
+            if _interrupted(exc):  # Ctrl-C that a library wrapped in its own error (pydantic while serialising)
+                raise typer.Exit(130) from None
             console = Console(stderr=True, soft_wrap=True)
             said = explain(exc)
             if said is not None:

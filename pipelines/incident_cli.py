@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from pipelines.cli_io import emit_json, open_context, out, usage_errors
+from pipelines.cli_io import EXIT_USAGE, emit_json, fail, open_context, out, usage_errors
 
 if TYPE_CHECKING:
     from pipelines.context import PlatformContext
@@ -28,6 +28,9 @@ def incidents(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Incidents, newest first, with time-to-detect on the platform clock."""
+    choices = ("open", "acknowledged", "remediating", "resolved", "escalated", "unresolved", "all")
+    if status_filter not in choices:
+        raise fail(f"--status {status_filter!r} is not one of: {', '.join(choices)}", EXIT_USAGE)
     ctx = open_context()
     found = ctx.incidents.list(status=None if status_filter == "all" else status_filter)
     if as_json:

@@ -37,12 +37,18 @@ def lake_status(ctx: PlatformContext) -> dict[str, Any]:
             }
         tables.append({"table": name, **entry, "quality_score": quality.get(name)})
     pipelines = []
+    states = ctx.control.states()
     for name in ctx.inventory.pipelines:
         runs = ctx.ledger.runs(pipeline=name, limit=1)
         r = runs[0] if runs else None
+        state = states.get(name)
+        paused = bool(state and state.paused)
         pipelines.append(
             {
                 "pipeline": name,
+                "paused": paused,
+                "paused_reason": state.reason if state and paused else None,
+                "paused_by": state.changed_by if state and paused else None,
                 "run_id": r.run_id if r else None,
                 "status": r.status if r else None,
                 "window": f"{r.window_start.date()}..{r.window_end.date()}" if r else None,

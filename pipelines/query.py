@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 from pydantic import BaseModel
 
-from config.errors import QueryError, QueryLimitError, QueryRefusedError
+from config.errors import QueryError, QueryLimitError, QueryRefusedError, QuerySqlError
 from pipelines.lakehouse import current
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def _statement_kind(sql: str) -> str:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(f"the SQL does not parse: {exc}") from None
+        raise QuerySqlError(f"the SQL does not parse: {exc}") from None
     if len(statements) != 1:
         raise QueryRefusedError(f"one statement at a time, got {len(statements)}; run them separately")
     return str(statements[0].type).split(".")[-1].upper()
@@ -223,7 +223,7 @@ def run_query(
     kind = _statement_kind(sql)
     if kind not in _ALLOWED:
         raise QueryRefusedError(
-            f"only reads are allowed: this is a {kind} statement. `dataops query` runs SELECT over "
+            f"only reads are allowed: this is {'an' if kind[:1] in 'AEIOU' else 'a'} {kind} statement. `dataops query` runs SELECT over "
             "bronze/silver/gold/quarantine tables; change data with `dataops run` or `dataops backfill`."
         )
     tables = referenced_tables(ctx, sql)
@@ -263,7 +263,11 @@ def run_query(
             hint = ""
             if "Table with name" in str(exc):
                 hint = f". Tables are addressed as layer.name; known: {', '.join(sorted(ctx.inventory.tables))}"
-            raise QueryError(f"{exc}{hint}") from None
+            raise QuerySqlError(f"{exc}{hint}") from None
+        except duckdb.PermissionException as exc:  # a file or setting outside the tables' own files
+            raise QueryRefusedError(f"{exc}; the query reads the lake's tables only (layer.name)") from None
+        except (duckdb.BinderException, duckdb.ParserException, duckdb.ConversionException) as exc:
+            raise QuerySqlError(f"{exc}") from None
         except duckdb.Error as exc:
             if watchdog.fired:  # an interrupt can surface as another error class, depending on the operator it hit
                 raise QueryLimitError(

@@ -61,6 +61,46 @@ def test_unknown_pipeline_and_bad_dates_exit_2(home: Path) -> None:
     assert result.exit_code == 2 and "not an ISO date" in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--start", ""], "not an ISO date"),  # an empty value is a bad value, not the default
+        (["--start", "2023-01-01", "--end", "2023-01-02", "--window-days", "0"], "--window-days"),
+        (["--start", "2023-01-01", "--end", "2023-01-02", "--window-days", "-3"], "--window-days"),
+        (["--start", "2023-03-01"], "the end of carbon_intensity's default window (pass --end)"),
+        (["--start", "2023-02-01", "--end", "2023-02-03", "--as-of", "2023-01-15"], "after the clock"),
+    ],
+)
+def test_run_refuses_bad_windows_with_exit_2(home: Path, args: list[str], said: str) -> None:
+    """Usage errors, one line each, exit 2: never an internal error, never a silent default."""
+    result = runner.invoke(app, ["run", "carbon_intensity", *args])
+    assert result.exit_code == 2, result.output
+    assert said in result.output and "internal error" not in result.output
+
+
+def test_run_stops_at_the_clock_s_day(home: Path) -> None:
+    """Days after the clock are not run (nothing is known of them): the window is cut at the clock's day, as a
+    backfill's is, and `--end 9999-12-31` is no overflow."""
+    result = runner.invoke(
+        app, ["run", "carbon_intensity", "--start", "2023-01-01", "--end", "9999-12-31T12:00", "--as-of", "2023-01-02T06:00Z", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert [(r["window_start"][:10], r["window_end"][:10]) for r in runs] == [("2023-01-01", "2023-01-03")]
+    assert "running up to 2023-01-03" in result.stderr
+
+
+def test_incidents_refuses_an_unknown_status(home: Path) -> None:
+    result = runner.invoke(app, ["incidents", "--status", "bogus"])
+    assert result.exit_code == 2 and "is not one of: open, acknowledged" in result.output
+
+
+def test_chat_refuses_an_empty_message(home: Path) -> None:
+    """`dataops chat -m ""` once spun for ever re-reading the same blank question."""
+    result = runner.invoke(app, ["chat", "-m", "   "])
+    assert result.exit_code == 2 and "--message is empty" in result.output
+
+
 def test_status_history_and_query(home: Path) -> None:
     assert runner.invoke(app, ["run", "weather", "--start", "2023-01-01", "--end", "2023-01-03"]).exit_code == 0
     status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
@@ -263,3 +303,44 @@ def test_incident_ack_and_resolve_from_the_cli_and_their_errors(people: Platform
     notes = json.loads(runner.invoke(dataops, ["incident", "show", "1", "--json"]).stdout)["notes"]
     assert [(n["actor"], n["channel"], n["status"]) for n in notes] == [("olive", "cli", "acknowledged"), ("oncall", "cli", "resolved")]
     assert notes[1]["note"].startswith("resolved as real: meter replaced")
+
+
+@pytest.mark.parametrize(
+    ("sql", "label", "said"),
+    [
+        ("SELEC 1", "error", "does not parse"),
+        ("SELECT nosuch FROM (SELECT 1 AS a)", "error", "Binder Error"),
+        ("SELECT 'x'::INT", "error", "Conversion Error"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "refused", "reads the lake's tables only"),
+    ],
+)
+def test_query_errors_the_asker_can_fix_exit_2(home: Path, sql: str, label: str, said: str) -> None:
+    """Wrong SQL is a usage error (exit 2, one line); exit 1 stays for a lake that cannot be read."""
+    result = runner.invoke(app, ["query", sql])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"{label}:") and said in result.output
+
+
+def test_status_shows_a_paused_pipeline_and_why(home: Path) -> None:
+    """`dataops pause --reason` says the reason is shown in status: it is, in the table's note and in --json."""
+    assert runner.invoke(app, ["pause", "weather", "--reason", "sensor swap"]).exit_code == 0
+    shown = runner.invoke(app, ["status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    states = {p["pipeline"]: (p["paused"], p["paused_reason"]) for p in json.loads(shown.stdout)["pipelines"]}
+    assert states["weather"] == (True, "sensor swap") and states["carbon_intensity"] == (False, None)
+    text = runner.invoke(app, ["status"], env={"COLUMNS": "200"})
+    assert "weather is paused by cli: sensor swap" in text.output
+    assert runner.invoke(app, ["resume", "weather"]).exit_code == 0
+    assert "is paused" not in runner.invoke(app, ["status"], env={"COLUMNS": "200"}).output
+
+
+def test_serve_refuses_to_stop_before_it_starts(home: Path) -> None:
+    """`serve --until` before the replay's start is a typo, not a request to run for ever."""
+    result = runner.invoke(app, ["serve", "--start", "2023-01-05", "--until", "2023-01-02", "--no-console", "--no-metrics", "--no-agent"])
+    assert result.exit_code == 2 and "is before the clock's start (2023-01-05" in result.output
+
+
+def test_incident_expected_needs_a_reason(home: Path) -> None:
+    """The reason is what the next person (and the agent's memory) reads about the suppression: blank is refused."""
+    result = runner.invoke(app, ["incident", "expected", "1", "--reason", "  "])
+    assert result.exit_code == 2 and "--reason is empty" in result.output

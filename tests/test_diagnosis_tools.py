@@ -64,7 +64,7 @@ def test_query_lake_limits_rows_and_renders_json(ctx: PlatformContext) -> None:
     [
         (f"DELETE FROM {SILVER}", "this is a DELETE statement"),
         (f"COPY {SILVER} TO '/tmp/out.csv'", "this is a COPY statement"),
-        ("ATTACH '/tmp/other.db' AS other", "this is a ATTACH statement"),
+        ("ATTACH '/tmp/other.db' AS other", "this is an ATTACH statement"),
         ("CREATE TABLE t AS SELECT 1", "this is a CREATE statement"),
         ("SELECT 1; SELECT 2", "one statement at a time, got 2"),
         ("SELECT * FROM read_csv('/etc/passwd')", "file system operations are disabled"),

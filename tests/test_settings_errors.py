@@ -233,3 +233,25 @@ def test_output_cut_short_by_its_reader_is_not_a_bug(monkeypatch: pytest.MonkeyP
     done = CliRunner().invoke(app, ["long"])
     assert done.exit_code == 1
     assert "internal error" not in done.output and "Traceback" not in done.output, done.output
+
+
+def test_ctrl_c_wrapped_by_a_library_is_an_interrupt_not_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while pydantic serialises a result reaches the CLI as pydantic's error naming KeyboardInterrupt (the
+    interrupt is not chained): exit 130 like any Ctrl-C, no "internal error"."""
+    app = typer.Typer(cls=ReportingGroup, pretty_exceptions_enable=False)
+
+    @app.command()
+    def dump() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("Error calling function `ser`: KeyboardInterrupt:") from None
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    monkeypatch.delenv("DATAOPS_DEBUG", raising=False)
+    done = CliRunner().invoke(app, ["dump"])
+    assert done.exit_code == 130
+    assert "internal error" not in done.output

@@ -344,3 +344,21 @@ def test_incident_expected_needs_a_reason(home: Path) -> None:
     """The reason is what the next person (and the agent's memory) reads about the suppression: blank is refused."""
     result = runner.invoke(app, ["incident", "expected", "1", "--reason", "  "])
     assert result.exit_code == 2 and "--reason is empty" in result.output
+
+
+def test_piped_output_keeps_every_value_whole(home: Path) -> None:
+    """`dataops status | grep paused` must see the whole line: piped, the width is 240 columns unless COLUMNS says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    reason = "the station's sensor was swapped on site and its first week of readings is under review by the met office"
+    assert runner.invoke(app, ["pause", "weather", "--reason", reason]).exit_code == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"DATAOPS_HOME": str(home)}
+    dataops = str(Path(sys.executable).parent / "dataops")
+    piped = subprocess.run([dataops, "status"], capture_output=True, text=True, env=env, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    assert f"weather is paused by cli: {reason}; `dataops resume weather` resumes it" in piped.stdout
+    narrow = subprocess.run([dataops, "status"], capture_output=True, text=True, env=env | {"COLUMNS": "80"}, timeout=300)
+    assert narrow.returncode == 0, narrow.stderr
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80

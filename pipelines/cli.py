@@ -88,7 +88,9 @@ def run(
         int | None, typer.Option(min=1, help="Days per run (at least 1); default the source's request limit (chunk_days).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run results as JSON on stdout.")] = False,
-    strict: Annotated[bool, typer.Option(help=f"Exit {EXIT_QUARANTINED} when a run held data back (quarantined).")] = False,
+    strict: Annotated[
+        bool, typer.Option(help=f"Exit {EXIT_QUARANTINED} when a run held data back (quarantined now or by an earlier run of the window).")
+    ] = False,
 ) -> None:
     """Ingest a window through bronze, silver (validated, write-audit-publish) and gold.
 
@@ -156,7 +158,7 @@ def run(
         _print_runs(ctx, results)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(EXIT_FAILED)
-    if strict and any(r.status == "quarantined" or r.rows_quarantined for r in results):
+    if strict and any(r.status == "quarantined" or r.rows_quarantined or r.rows_already_held for r in results):
         raise typer.Exit(EXIT_QUARANTINED)
 
 
@@ -175,7 +177,7 @@ def _print_runs(ctx: PlatformContext, results: list[RunResult]) -> None:
             str(r.records_fetched),
             str(r.bronze_new),
             str(r.rows_out),
-            str(r.rows_quarantined),
+            f"{r.rows_quarantined} (+{r.rows_already_held} already held)" if r.rows_already_held else str(r.rows_quarantined),
             ", ".join(r.held_days) or "-",
         )
     out.print(table)

@@ -230,6 +230,7 @@ class _Run:
             self.refresh_pending_marts()
         started = time.perf_counter()
         self.result.rows_quarantined = self.flush_quarantine()
+        self.result.rows_already_held = self.quarantine.already_held
         self.timed("quarantine", started)
         if fetched.files:  # dropped files are ingested once, and only once their rows are in bronze and quarantine
             DropManifest(self.ctx.ledger).record(fetched.files, run_id=self.run_id)

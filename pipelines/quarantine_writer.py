@@ -3,7 +3,7 @@ failing and held rows of each audit) to `quarantine.<source>`, and summing them 
 
 A run may write several times (a staged promotion writes as it goes) and a re-run sees the same failures
 again: a row already held for the same record, check and original values is never written twice, so re-running
-a window quarantines nothing twice. The run's result groups the rows by table, check and scope, with samples.
+a window quarantines nothing twice; the run still counts it, as already held, since it is still not published. The run's result groups the rows by table, check and scope, with samples.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class QuarantineWriter:
         self.run = run
         self.so_far = 0  # rows written to quarantine by this run (`flush`)
         self.by_day: dict[str, int] = {}  # rows newly quarantined, by day
+        self.already_held = 0  # rows this run held back that an earlier run had already quarantined (`write`)
 
     def flush(self) -> int:
         """Write the quarantine rows gathered so far; returns how many rows this run has newly quarantined in all."""
@@ -84,8 +85,12 @@ class QuarantineWriter:
         fresh, batch_seen = [], set()
         for q in run.quarantine_rows:
             m = marker(q)
-            if m not in seen and m not in batch_seen:
-                batch_seen.add(m)
+            if m in batch_seen:
+                continue
+            batch_seen.add(m)
+            if m in seen:
+                self.already_held += 1
+            else:
                 fresh.append(q)
         for q in fresh:
             day = (q["ts"] or run.window.start).date().isoformat()  # the day `days` above files it under

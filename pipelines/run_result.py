@@ -54,7 +54,12 @@ class RunResult(BaseModel):
     bronze_new: int = 0
     rows_in: int = 0
     rows_out: int = 0
-    rows_quarantined: int = 0
+    rows_quarantined: int = Field(default=0, description="rows this run newly wrote to quarantine")
+    rows_already_held: int = Field(
+        default=0,
+        description="rows this run held back that an earlier run had already quarantined for the same record, check and "
+        "values (a re-run of a window): not written twice, but still not published",
+    )
     held_days: list[str] = Field(default_factory=list)
     rows_by_day: dict[str, DayRows] | None = Field(
         default=None,

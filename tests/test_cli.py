@@ -362,3 +362,17 @@ def test_piped_output_keeps_every_value_whole(home: Path) -> None:
     narrow = subprocess.run([dataops, "status"], capture_output=True, text=True, env=env | {"COLUMNS": "80"}, timeout=300)
     assert narrow.returncode == 0, narrow.stderr
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+
+
+def test_a_second_strict_run_still_reports_the_held_row(home: Path) -> None:
+    """Re-running a window writes nothing twice to quarantine, but the row is still held: --strict still exits 3."""
+    args = ["run", "carbon_intensity", "--start", "2023-01-24", "--end", "2023-01-25", "--strict"]
+    first = runner.invoke(app, [*args, "--json"])
+    assert first.exit_code == 3, first.output
+    again = runner.invoke(app, [*args, "--json"])
+    assert again.exit_code == 3, again.output
+    run = json.loads(again.stdout)["runs"][0]
+    assert (run["rows_quarantined"], run["rows_already_held"]) == (0, 1)
+    assert run["rows_out"] + run["rows_already_held"] == run["rows_in"]
+    shown = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert shown.exit_code == 3 and "0 (+1 already held)" in shown.output

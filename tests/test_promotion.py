@@ -76,12 +76,14 @@ def test_every_commit_carries_its_run_id(ctx: PlatformContext) -> None:
 def test_rerunning_a_window_gives_identical_contents(ctx: PlatformContext) -> None:
     w = window((2023, 1, 20), (2023, 2, 3))
     run_pipeline(ctx, "weather", w)
-    run_pipeline(ctx, "carbon_intensity", w)
+    first = run_pipeline(ctx, "carbon_intensity", w)
     tables = ["bronze.carbon_intensity", "silver.carbon_intensity", "gold.carbon_intensity_hourly", "gold.intensity_vs_temperature_daily"]
     before = {t: rows(ctx, t) for t in tables}
     held_before = rows(ctx, "quarantine.carbon_intensity", drop=("run_id", "quarantined_at"))
     again = run_pipeline(ctx, "carbon_intensity", w)
     assert again.bronze_new == 0 and again.rows_quarantined == 0
+    assert first.rows_quarantined > 0 and again.rows_already_held == first.rows_quarantined, "still held, not published"
+    assert again.rows_out + again.rows_already_held == first.rows_out + first.rows_quarantined
     assert {t: rows(ctx, t) for t in tables} == before
     assert rows(ctx, "quarantine.carbon_intensity", drop=("run_id", "quarantined_at")) == held_before
 

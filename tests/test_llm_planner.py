@@ -13,8 +13,9 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from agent.llm import MAX_RESULT_CHARS, OpenAIPlanner, strict_schema, tool_definition
+from agent.llm import MAX_RESULT_CHARS, OpenAIPlanner
 from agent.planner import PlanningState, ProposedCall, Turn
+from agent.tool_schemas import strict_schema, tool_definition
 from config.errors import ModelError
 from config.settings import DataopsSettings
 from tests.fakes.openai_server import ScriptedOpenAI, strict_schema_problems

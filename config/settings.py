@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -17,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from config.email_settings import EMAIL, parse_email_routes, smtp_address
 
 CONFIG_DIR = Path(__file__).resolve().parent
 CATALOG_TYPES = ("sql", "rest")
@@ -42,13 +44,6 @@ _HTTP_URL_SETTINGS = (
 URL_SETTINGS = ("catalog_uri", "ops_db_url", "warehouse", "lineage_target", "ray_address", "smtp_url", *_HTTP_URL_SETTINGS)
 """Settings that hold URLs, which may carry a password (scheme://user:password@host)."""
 SEVERITIES = ("info", "warning", "critical")
-SMTP_SCHEMES: dict[str, tuple[Literal["none", "starttls", "tls"], int]] = {
-    "smtp": ("none", 25),
-    "smtp+starttls": ("starttls", 587),
-    "smtps": ("tls", 465),
-}
-SMTP_FORMS = "smtp://host:25, smtp+starttls://host:587 or smtps://host:465, with user:password@ before the host to sign in"
-_EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+")
 _MEMORY_LIMIT = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]i?b|%)", re.IGNORECASE)
 _MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _MIN_QUERY_MEMORY = 16e6
@@ -349,14 +344,14 @@ class DataopsSettings(BaseSettings):
             if severity not in SEVERITIES:
                 raise ValueError(f"unknown severity {severity!r}; valid: {', '.join(SEVERITIES)}")
             for address in addresses:
-                if not _EMAIL.fullmatch(address):
+                if not EMAIL.fullmatch(address):
                     raise ValueError(f"{address!r} is not an email address; valid: name@example.org")
         return value
 
     @field_validator("email_from")
     @classmethod
     def _sender(cls, value: str) -> str:
-        if not _EMAIL.fullmatch(value.strip()):
+        if not EMAIL.fullmatch(value.strip()):
             raise ValueError("not an email address; valid: name@example.org")
         return value.strip()
 
@@ -486,57 +481,6 @@ class DataopsSettings(BaseSettings):
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "warehouse").mkdir(exist_ok=True)
-
-
-class SmtpAddress(BaseModel):
-    """Where and how the email notifier reaches its mail server, from `smtp_url`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    url: str
-    host: str
-    port: int
-    security: Literal["none", "starttls", "tls"]
-    username: str | None = None
-    password: str | None = Field(default=None, repr=False)
-
-
-def smtp_address(url: str) -> SmtpAddress:
-    """Parse `smtp_url`; raises ValueError naming the expected form."""
-    try:
-        parsed = urlsplit(url)
-        port = parsed.port
-    except ValueError as exc:
-        raise ValueError(f"the URL's port is not valid ({exc}); valid: 1-65535") from None
-    scheme = parsed.scheme.lower()
-    if scheme not in SMTP_SCHEMES or not parsed.hostname:
-        raise ValueError(f"not an SMTP URL with a host; valid: {SMTP_FORMS}")
-    if parsed.path not in ("", "/") or parsed.query:
-        raise ValueError(f"an SMTP URL has no path or query; valid: {SMTP_FORMS}")
-    security, default_port = SMTP_SCHEMES[scheme]
-    return SmtpAddress(
-        url=url,
-        host=parsed.hostname,
-        port=port or default_port,
-        security=security,
-        username=unquote(parsed.username) if parsed.username else None,
-        password=unquote(parsed.password) if parsed.password else None,
-    )
-
-
-def parse_email_routes(text: str) -> dict[str, tuple[str, ...]]:
-    """'critical=a@x;warning=b@x,c@x' (or a plain 'a@x,b@x', meaning every severity) as severity -> addresses."""
-    routes: dict[str, tuple[str, ...]] = {}
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
-        severity, _, addresses = part.rpartition("=") if "=" in part else ("info", "=", part)
-        severity = severity.strip().lower()
-        if not severity:
-            raise ValueError(f"{part!r} names no severity; valid: 'critical=a@x.org;warning=b@x.org' or 'a@x.org,b@x.org'")
-        found = tuple(a.strip() for a in addresses.split(",") if a.strip())
-        routes[severity] = tuple(dict.fromkeys([*routes.get(severity, ()), *found]))
-    return routes
 
 
 def _settings_file_from_env() -> Path | None:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from config.settings import SmtpAddress
+from config.email_settings import SmtpAddress
 from pipelines.outbox import DeliveryError, OutboxMessage
 
 log = logging.getLogger(__name__)

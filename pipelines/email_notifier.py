@@ -36,8 +36,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from config.email_settings import smtp_address
 from config.errors import SettingsError
-from config.settings import SEVERITIES, smtp_address
+from config.settings import SEVERITIES
 from pipelines.alert_intake import ALERT_KIND
 from pipelines.context import PlatformContext
 from pipelines.email_delivery import CHANNEL, EmailKind, EmailPayload, SmtpDelivery

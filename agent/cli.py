@@ -56,9 +56,8 @@ def _decide(approval_id: str, approve: bool, as_user: str | None, reason: str, a
         approval, problem = agent.decide_or_explain(approval_id, approve=approve, user=actor, reason=_attributed(reason, actor))
     finally:
         agent.close()
-    if approval is None:
-        console.print(f"[red]refused:[/red] {problem}", soft_wrap=True)
-        raise typer.Exit(EXIT_FAILED)
+    if approval is None:  # unknown id, not an approver of it, its requester, already decided or expired: exit 2
+        raise fail(problem, EXIT_USAGE, label="refused")
     if as_json:
         emit_json(approval.model_dump(mode="json"))
     else:
@@ -71,7 +70,11 @@ def approve(
     reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the decided request as JSON.")] = False,
 ) -> None:
-    """Approve a pending request of the agent as yourself (DATAOPS_TOKEN or your OS login); the first decision wins, only its approvers count."""
+    """Approve a pending request of the agent as yourself (DATAOPS_TOKEN or your OS login); the first decision wins, only its approvers count.
+
+    A refused decision (unknown id, not an approver of the request, its requester, already decided or expired) exits 2
+    with one line saying why.
+    """
     _decide(approval_id, True, as_user, reason, as_json)
 
 
@@ -81,7 +84,10 @@ def deny(
     as_user: Annotated[str | None, typer.Option("--as", help=_AS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decided request as JSON.")] = False,
 ) -> None:
-    """Deny a pending request of the agent as yourself; the action does not run and the agent escalates."""
+    """Deny a pending request of the agent as yourself; the action does not run and the agent escalates.
+
+    A refused decision exits 2, as for `dataops approve`.
+    """
     _decide(approval_id, False, as_user, reason, as_json)
 
 
@@ -95,12 +101,11 @@ def _attributed(reason: str, actor: Actor) -> str:
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    """A person the policy does not let act: message on stderr, exit 1 (as a refused `dataops approve`)."""
+    """A person the policy does not let act: one line on stderr, exit 2 (as a refused `dataops approve`)."""
     try:
         yield
     except PolicyError as exc:
-        console.print(f"[red]refused:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(EXIT_FAILED) from None
+        raise fail(str(exc), EXIT_USAGE, label="refused") from None
 
 
 def _judge(incident_id: int, action: str, *, reason: str, as_user: str | None, as_json: bool, days: float = 30) -> None:

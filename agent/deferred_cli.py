@@ -12,7 +12,7 @@ import typer
 
 from agent.people_cli import cli_actor
 from config.errors import ApprovalError
-from pipelines.cli_io import EXIT_FAILED, console, emit_json, open_context, out
+from pipelines.cli_io import EXIT_USAGE, emit_json, fail, open_context, out
 
 DEFERRED_HELP = (
     "Large backfills the agent deferred to the greenest window of the carbon-intensity forecast "
@@ -56,7 +56,10 @@ def deferred_release(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the released call as JSON.")] = False,
 ) -> None:
-    """Run a deferred call now instead of at its greenest window (operators and approvers); the agent resumes at once."""
+    """Run a deferred call now instead of at its greenest window (operators and approvers); the agent resumes at once.
+
+    An unknown id, a call no longer waiting, or a person who may not release it exits 2 with one line saying why.
+    """
     from agent.cli import agent_for_cli
 
     agent = agent_for_cli(as_json=as_json)
@@ -64,9 +67,8 @@ def deferred_release(
         actor = cli_actor(agent.ctx, as_user)
         try:
             released = agent.release(call_id, user=actor, reason=reason, channel="cli")
-        except ApprovalError as exc:
-            console.print(f"[red]refused:[/red] {exc}", soft_wrap=True)
-            raise typer.Exit(EXIT_FAILED) from None
+        except ApprovalError as exc:  # unknown id, not waiting any more, or a person who may not release: exit 2
+            raise fail(str(exc), EXIT_USAGE, label="refused") from None
     finally:
         agent.close()
     if as_json:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from config.errors import DataOpsError
-from pipelines.cli_io import EXIT_FAILED, EXIT_USAGE, console, emit_json, open_context, out
+from pipelines.cli_io import EXIT_USAGE, console, emit_json, open_context, out
 
 if TYPE_CHECKING:
     from pipelines.context import PlatformContext
@@ -68,17 +68,17 @@ def _owner_only(ctx: PlatformContext, what: str) -> None:
     from policies.people import is_service_owner, os_login
 
     if not is_service_owner(ctx.settings.home):
-        raise _fail(f"only the service owner (the OS user owning {ctx.settings.home}) may {what}; you are {os_login()!r}", EXIT_FAILED)
+        raise _fail(f"only the service owner (the OS user owning {ctx.settings.home}) may {what}; you are {os_login()!r}")
 
 
 def _self_or_owner(ctx: PlatformContext, name: str, what: str) -> None:
-    """Refuse (exit 1) unless the caller is the service owner or, authenticated, `name` themselves."""
+    """Refuse (exit 2) unless the caller is the service owner or, authenticated, `name` themselves."""
     from policies.people import is_service_owner
 
     if not is_service_owner(ctx.settings.home):
         me = cli_actor(ctx, None)
         if me.id != name:
-            raise _fail(f"{me.id} may not manage the {what} of {name}; only the service owner or {name} may", EXIT_FAILED)
+            raise _fail(f"{me.id} may not manage the {what} of {name}; only the service owner or {name} may")
 
 
 def users_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:

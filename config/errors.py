@@ -18,6 +18,8 @@ bad value and what the reader can do next::
     ├── PipelineError            a promotion could not complete
     ├── QueryError               a query over the lake failed
     │   ├── QueryRefusedError        the statement is not a read
+    │   ├── QuerySqlError            the SQL is empty, does not parse, or names what is not there
+    │   │   └── QueryArgumentError       an argument besides the SQL is out of range (a negative row limit)
     │   └── QueryLimitError          the statement ran past DATAOPS_QUERY_TIMEOUT_S or DATAOPS_QUERY_MEMORY_LIMIT
     ├── ToolError                a tool refused or failed; the message is shown to the model
     ├── PolicyError              the policy file is invalid, or a decision cannot be taken
@@ -110,6 +112,11 @@ class QueryRefusedError(QueryError):
 class QuerySqlError(QueryError):
     """The SQL itself is wrong: it does not parse, or names a table, column or function that is not there, or
     mixes types. The person asking can fix it (the CLI exits 2); a failure reading the lake is a `QueryError`."""
+
+
+class QueryArgumentError(QuerySqlError):
+    """An argument of the query besides its SQL is out of range (a negative row limit). A kind of QuerySqlError so
+    that whatever reports the asker's mistakes in SQL (the CLI's exit 2, the query tool's message) reports it too."""
 
 
 class QueryLimitError(QueryError):

@@ -27,6 +27,7 @@ from typer.core import TyperGroup
 
 from config.errors import DataOpsError
 from config.redact import redact
+from pipelines.help_text import reflow_commands
 
 if TYPE_CHECKING:
     from config.settings import DataopsSettings
@@ -151,7 +152,14 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 class ReportingGroup(TyperGroup):
-    """The top-level group: errors a person can fix exit 2 with one line; bugs exit 1 (traceback with --debug)."""
+    """The top-level group: errors a person can fix exit 2 with one line; bugs exit 1 (traceback with --debug).
+
+    Built with every command under it, it also rewraps all their help text (pipelines/help_text.py).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        reflow_commands(self)
 
     def invoke(self, ctx: Any) -> Any:  # ctx: typer's vendored click Context
         try:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 from pydantic import BaseModel
 
-from config.errors import QueryError, QueryLimitError, QueryRefusedError, QuerySqlError
+from config.errors import QueryArgumentError, QueryError, QueryLimitError, QueryRefusedError, QuerySqlError
 from pipelines.lakehouse import current
 
 if TYPE_CHECKING:
@@ -47,14 +47,36 @@ class QueryResult(BaseModel):
     tables: list[str]
 
 
-def _statement_kind(sql: str) -> str:
+def _statement_kind(sql: str) -> tuple[str, str]:
+    """(DuckDB's type of the one statement, the name a person would call it by); refuses none or several."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise QuerySqlError(f"the SQL does not parse: {exc}") from None
+    if not statements:
+        raise QuerySqlError('the query is empty: give one SELECT, e.g. `dataops query "SELECT count(*) FROM silver.carbon_intensity"`')
     if len(statements) != 1:
         raise QueryRefusedError(f"one statement at a time, got {len(statements)}; run them separately")
-    return str(statements[0].type).split(".")[-1].upper()
+    kind = str(statements[0].type).split(".")[-1].upper()
+    return kind, _statement_name(statements[0].query, kind)
+
+
+# The statement's leading keyword, after comments and white space; FORCE is named with the keyword it forces.
+_LEADING_KEYWORD = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*((?:FORCE\s+)?[A-Z]+)\b", re.IGNORECASE | re.DOTALL)
+
+
+def _statement_name(text: str, kind: str) -> str:
+    """What the statement is called in SQL: its leading keyword (DuckDB files INSTALL under LOAD, USE and RESET under
+    SET, CHECKPOINT under CALL, ANALYZE under VACUUM), or DuckDB's type when a WITH clause leads."""
+    found = _LEADING_KEYWORD.match(text)
+    if found is None or found.group(1).upper() == "WITH":
+        return kind
+    return " ".join(found.group(1).upper().split())
+
+
+def _article(word: str) -> str:
+    """'an' before a vowel sound as the keyword is read aloud (an INSERT, an UPDATE), 'a' otherwise (a USE)."""
+    return "an" if word[:1] in "AEIOU" and not word.startswith("US") else "a"
 
 
 def referenced_tables(ctx: PlatformContext, sql: str) -> list[str]:
@@ -216,14 +238,17 @@ def run_query(
 ) -> QueryResult:
     """Run a read-only statement under a time and memory limit (default: the query_timeout_s and query_memory_limit settings).
 
-    Raises QueryRefusedError for anything but a read, QueryLimitError when a limit stopped it, QueryError when it fails.
+    Raises QueryRefusedError for anything but a read, QuerySqlError for empty or wrong SQL, QueryArgumentError for a
+    negative `limit`, QueryLimitError when a limit stopped it, QueryError when it fails.
     """
+    if limit is not None and limit < 0:
+        raise QueryArgumentError(f"--limit {limit} is negative: give the most rows to print, 0 or more (default 10000)")
     timeout_s = ctx.settings.query_timeout_s if timeout_s is None else timeout_s
     memory_limit = memory_limit or ctx.settings.query_memory_limit
-    kind = _statement_kind(sql)
+    kind, name = _statement_kind(sql)
     if kind not in _ALLOWED:
         raise QueryRefusedError(
-            f"only reads are allowed: this is {'an' if kind[:1] in 'AEIOU' else 'a'} {kind} statement. `dataops query` runs SELECT over "
+            f"only reads are allowed: this is {_article(name)} {name} statement. `dataops query` runs SELECT over "
             "bronze/silver/gold/quarantine tables; change data with `dataops run` or `dataops backfill`."
         )
     tables = referenced_tables(ctx, sql)

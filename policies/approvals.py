@@ -19,6 +19,7 @@ import builtins
 import os
 import secrets
 import socket
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -151,20 +152,20 @@ class ApprovalStore:
     def decide(self, approval_id: str, *, approve: bool, by: Actor, reason: str = "") -> Approval:
         """Record a decision; the first valid one wins. Raises ApprovalError saying why a decision did not count."""
         current = self.get(approval_id)
-        listed = ", ".join(current.approvers) or "nobody"
         if current.requested_by in by.aliases | {by.id}:
-            raise ApprovalError(
-                f"{by.id} asked for {approval_id} (as {current.requested_by}) and may not decide it too; another approver must ({listed})"
-            )
+            others = deciders(current, besides=by.aliases | {by.id})
+            who = f"another approver must ({', '.join(others)})" if others else "no other approver is named on it, so it will expire"
+            raise ApprovalError(f"{by.id} asked for {approval_id} (as {current.requested_by}) and may not decide it too; {who}")
         named = by.id in current.approvers or bool(set(by.groups) & set(current.approvers))
         if not named:
             raise ApprovalError(
-                f"{by.id} may not decide {approval_id}; approvers: {listed} (frozen when the agent asked; people with role approver)"
+                f"{by.id} may not decide {approval_id}; approvers: {_listed(deciders(current))} "
+                "(frozen when the agent asked; people with role approver)"
             )
         if not by.may("approver"):
             raise ApprovalError(
                 f"{by.id} may not decide {approval_id}: no longer an approver (role {by.role or 'none'} in config/people.yaml "
-                f"or `dataops users list`); approvers: {listed}"
+                f"or `dataops users list`); approvers: {_listed(deciders(current, besides=by.aliases | {by.id}))}"
             )
         now = datetime.now(UTC)
         if current.status == "pending" and current.expires_at <= now:
@@ -243,6 +244,18 @@ class ApprovalStore:
             row = s.get(ApprovalRow, approval_id)
             if row is not None:
                 row.channels = {**row.channels, channel: ref}
+
+
+def deciders(approval: Approval, *, besides: Iterable[str] = ()) -> list[str]:
+    """The names of the request's frozen approvers who may decide it: never its requester (under their name or
+    `person:` alias), nor `besides` (a refused decider's names). Whether each still holds the approver role is the
+    people registry's to say when they decide."""
+    excluded = {approval.requested_by, *besides}
+    return [name for name in approval.approvers if name not in excluded and f"person:{name}" not in excluded]
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names) or "none who may decide it"
 
 
 def _same_claim(holder: str | None) -> Any:

@@ -215,7 +215,7 @@ def test_dataops_deferred_lists_and_releases_as_the_authenticated_person(home: P
     people.write_text(f"people:\n  - {{name: oncall, role: approver}}\n  - {{name: otto, role: operator, login: {os_login()}}}\n")
     env["DATAOPS_PEOPLE_FILE"] = str(people)
     unknown = cli("deferred", "release", "nope")
-    assert unknown.returncode == 1 and "no deferred call 'nope'; `dataops deferred list` shows them" in unknown.stderr
+    assert unknown.returncode == 2 and "no deferred call 'nope'; `dataops deferred list` shows them" in unknown.stderr
     released = cli("deferred", "release", deferral.call_id, "--reason", "needed now")
     assert released.returncode == 0, released.stderr
     assert f"{deferral.call_id} released by otto; the agent has resumed (resumed)" in released.stdout

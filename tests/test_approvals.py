@@ -212,6 +212,47 @@ def test_unanswered_requests_expire_and_the_agent_escalates(home: Path, tmp_path
         agent.close()
 
 
+def _store_with_request(tmp_path: Path, *, requested_by: str, approvers: list[str]) -> tuple[ApprovalStore, str]:
+    from datetime import timedelta
+
+    from pipelines.ledger import Ledger
+
+    store = ApprovalStore(Ledger(f"sqlite:///{tmp_path / 'ops.db'}"))
+    approval, _ = store.request(
+        call_id="call-1", thread_id="chat-1", tool="delete_partition", arguments={}, target={}, reason="r", rule="delete_approval",
+        approvers=approvers, requested_by=requested_by, ttl=timedelta(hours=1),
+    )  # fmt: skip
+    return store, approval.id
+
+
+def _approver(name: str, role: str | None = "approver") -> Actor:
+    return Actor(id=name, channel="cli", role=role, aliases=frozenset({name, f"person:{name}", f"login:{name}"}))  # type: ignore[arg-type]
+
+
+def test_refusals_name_only_the_approvers_who_may_decide(tmp_path: Path) -> None:
+    """The requester is in the frozen list but may not decide: no refusal offers them as the one to ask."""
+    store, approval_id = _store_with_request(tmp_path, requested_by="ada", approvers=["ada", "oncall", "bob"])
+    with pytest.raises(ApprovalError) as own:
+        store.decide(approval_id, approve=True, by=_approver("ada"))
+    assert str(own.value) == f"ada asked for {approval_id} (as ada) and may not decide it too; another approver must (oncall, bob)"
+    with pytest.raises(ApprovalError) as stranger:
+        store.decide(approval_id, approve=True, by=_approver("mallory", "viewer"))
+    assert f"mallory may not decide {approval_id}; approvers: oncall, bob (frozen when the agent asked" in str(stranger.value)
+    with pytest.raises(ApprovalError) as demoted:
+        store.decide(approval_id, approve=True, by=_approver("bob", "operator"))
+    assert str(demoted.value).endswith("or `dataops users list`); approvers: oncall"), "neither the requester nor bob himself"
+    assert store.get(approval_id).status == "pending"
+
+
+def test_a_request_only_its_requester_could_decide_says_nobody_may(tmp_path: Path) -> None:
+    store, approval_id = _store_with_request(tmp_path, requested_by="person:ada", approvers=["ada"])
+    with pytest.raises(ApprovalError) as own:
+        store.decide(approval_id, approve=False, by=_approver("ada"))
+    assert str(own.value).endswith("may not decide it too; no other approver is named on it, so it will expire")
+    with pytest.raises(ApprovalError, match=r"approvers: none who may decide it \(frozen when the agent asked"):
+        store.decide(approval_id, approve=False, by=_approver("mallory", "viewer"))
+
+
 def _cli(home: Path, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAOPS_")}
     env |= {"DATAOPS_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost"} | ({"DATAOPS_TOKEN": token} if token else {})
@@ -241,7 +282,7 @@ def test_approval_across_processes_from_the_cli(home: Path) -> None:
     assert "approved by oncall" in approved.stdout
 
     again = _cli(home, "deny", approval_id, "--reason", "too late", token=token)
-    assert again.returncode == 1 and "already approved by oncall" in again.stderr
+    assert again.returncode == 2 and "already approved by oncall" in again.stderr, "a refused decision is the asker's to fix"
 
     ctx = _ctx(home)
     assert _actual_sum(ctx) > 0

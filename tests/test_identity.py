@@ -154,7 +154,7 @@ def test_attack_2_the_asking_process_cannot_choose_the_approvers(home: Path) -> 
     assert added.returncode == 0, added.stderr
     token = _cli(home, "users", "token", "mallory2").stdout.strip().splitlines()[-1]
     refused = _cli(home, "approve", request.id, "--as", "mallory2", DATAOPS_TOKEN=token)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert f"mallory2 may not decide {request.id}; approvers: oncall (frozen when the agent asked" in refused.stderr
     again = _cli(home, "approve", request.id, "--as", "mallory2", DATAOPS_TOKEN=token, DATAOPS_APPROVERS="mallory2")
     assert again.returncode == 2 and "DATAOPS_APPROVERS is no longer read" in again.stderr
@@ -214,9 +214,9 @@ def test_only_the_service_owner_manages_people_and_others_only_their_own_token(h
     os.chown(home, 65534, -1)  # the service now belongs to another OS user: this login is a stranger to it
     assert not is_service_owner(home)
     refused = _cli(home, "users", "add", "eve", "--role", "approver")
-    assert refused.returncode == 1 and "only the service owner (the OS user owning" in refused.stderr
+    assert refused.returncode == 2 and "only the service owner (the OS user owning" in refused.stderr
     other = _cli(home, "users", "token", "oncall", DATAOPS_TOKEN=bob)
-    assert other.returncode == 1 and "bob may not manage the token of oncall" in other.stderr
+    assert other.returncode == 2 and "bob may not manage the token of oncall" in other.stderr
     own = _cli(home, "users", "token", "bob", DATAOPS_TOKEN=bob)
     assert own.returncode == 0 and own.stdout.strip().splitlines()[-1].startswith("dop_")
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from pipelines.cli_io import EXIT_FAILED, emit_json, open_context, out, parse_instant, usage_errors
+from pipelines.cli_io import EXIT_FAILED, EXIT_USAGE, emit_json, fail, open_context, out, parse_instant, usage_errors
 
 if TYPE_CHECKING:
     from pipelines.context import PlatformContext
@@ -87,7 +87,10 @@ def forecast_show(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Show the latest issue at or before this instant. Default: now.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
-    """The latest published forecast (every 6 hours of its horizon) and its realised accuracy over the last 7 days."""
+    """The latest published forecast (every 6 hours of its horizon) and its realised accuracy over the last 7 days.
+
+    When no forecast was issued by then, exit 2 with one line: `dataops forecast run` issues one.
+    """
     from pipelines.forecast.accuracy import realised_accuracy
     from pipelines.forecast.store import latest_issue
 
@@ -96,9 +99,8 @@ def forecast_show(
         spec = ctx.inventory.forecast(name)
     clock = parse_instant(as_of, "--as-of") if as_of else datetime.now(UTC)
     issue = latest_issue(ctx, as_of=clock)
-    if issue is None:
-        out.print(f"No forecast in {spec.table} issued by {clock:%Y-%m-%dT%H:%MZ}; `dataops forecast run` issues one.")
-        raise typer.Exit(EXIT_FAILED)
+    if issue is None:  # nothing to show yet is the asker's to fix, not a failure of the command
+        raise fail(f"no forecast in {spec.table} issued by {clock:%Y-%m-%dT%H:%MZ}; `dataops forecast run` issues one", EXIT_USAGE)
     accuracy = realised_accuracy(ctx, name, until=clock)
     if as_json:
         emit_json({"issue": issue.model_dump(mode="json"), "accuracy": accuracy.model_dump(mode="json")})

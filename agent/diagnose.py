@@ -4,9 +4,11 @@
     change · duplicates with changed values · bad publish · bad values · expected behaviour · unknown
 
 The rules read what the platform already holds (the incident and its extent, the quarantine rows a run held,
-bronze, silver's recent history); nothing is fetched and nothing is written. The runbooks key on
-`diagnosis.cause`, the report and the agent's memory carry it, and the audit journal records it. A ratio
-to history decides a unit change (values 1000x their median are grams read as milligrams, not weather).
+bronze, silver's recent history, whether the pipeline is paused); nothing is fetched and nothing is written.
+The runbooks key on `diagnosis.cause`, the report and the agent's memory carry it, and the audit journal
+records it. A ratio to history decides a unit change (values 1000x their median are grams read as
+milligrams, not weather); a day held back because its run quarantined the payload for breaking the contract
+is schema drift, not late data.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.errors import DataOpsError
 from pipelines import lineage
@@ -28,6 +30,8 @@ from pipelines.extent import Extent
 from pipelines.incidents import Incident
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
+from pipelines.ledger import as_utc
+from tools.schedule import paused_note
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +62,16 @@ class Diagnosis(BaseModel):
 
     cause: Cause
     confidence: float = Field(ge=0.0, le=1.0)
-    summary: str = Field(description="One sentence a person can act on")
+    summary: str = Field(description="One sentence a person can act on, without its full stop (reports add it)")
     evidence: list[str] = Field(default_factory=list, description="The facts behind it, each with its numbers")
     extent: Extent | None = None
+
+    @field_validator("summary")
+    @classmethod
+    def _no_full_stop(cls, value: str) -> str:
+        # Reports end the sentence themselves ("Cause: ...: {summary}."); a summary quoting a source's
+        # message that ends in a full stop would otherwise print two.
+        return value.rstrip().rstrip(".").rstrip()
 
     def line(self) -> str:
         return f"{self.cause.replace('_', ' ')} ({self.confidence:.0%}): {self.summary}"
@@ -116,6 +127,9 @@ def _run_failure(_ctx: PlatformContext, incident: Incident, _now: datetime) -> D
 
 
 def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnosis:
+    drift = _held_by_drift(ctx, incident)
+    if drift is not None:
+        return drift
     extent = incident.extent
     if incident.kind == "freshness" or extent is None or not extent.days:
         evidence = [incident.title]
@@ -140,6 +154,34 @@ def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Di
         + (f" (whole day{'s' if len(empty) > 1 else ''} {', '.join(empty)} empty)" if empty else ""),
         evidence=evidence,
         extent=extent,
+    )
+
+
+def _held_by_drift(ctx: PlatformContext, incident: Incident) -> Diagnosis | None:
+    """Schema drift, when the run that held the incident's day quarantined the source payload for breaking the contract."""
+    run_id = _latest(incident).get("run_id") or incident.run_id
+    pipeline = lineage.owning_pipeline(ctx.inventory, incident.table)
+    run = ctx.ledger.run(str(run_id)) if run_id and pipeline else None
+    started = as_utc(run.window_start) if run is not None else None
+    if run is None or started is None or pipeline is None:
+        return None
+    # A payload that breaks the contract is quarantined whole, as one row at the start of the run's window.
+    start = started.replace(hour=0, minute=0, second=0, microsecond=0)
+    held = wap.read_days(load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine), [start])
+    reasons = [str(r["reason"]) for r in held.to_pylist() if r["run_id"] == run.run_id and "schema_contract" in str(r["expectation"])]
+    if not reasons:
+        return None
+    days = sorted({str(e["day"]) for e in incident.evidence if isinstance(e, dict) and e.get("day") and e.get("run_id") == run.run_id})
+    days = days or [incident.partition or f"{start:%Y-%m-%d}"]
+    held_days = f"day {days[0]} was" if len(days) == 1 else f"days {', '.join(days)} were"
+    paused = paused_note(ctx, pipeline)
+    return Diagnosis(
+        cause="schema_drift",
+        confidence=0.9,
+        summary=f"{held_days} held back because the source payload no longer matches the declared contract "
+        f"(run {run.run_id} quarantined it whole), not because data is late",
+        evidence=[reasons[0], *([paused] if paused else [])],
+        extent=incident.extent,
     )
 
 

@@ -1,6 +1,7 @@
 """What the agent gathers before planning and what the policy engine needs to know about the past.
 
-`incident_vars` turns an incident into the template fields runbooks use ({pipeline}, {day}, ...);
+`incident_vars` turns an incident into the template fields runbooks use ({pipeline}, {day}, ...), with the
+pipelines that are paused and who paused them, so no planner proposes to re-run one;
 `call_history` counts re-runs, related incidents, recurrences and tokens for the policy engine.
 """
 
@@ -18,6 +19,7 @@ from policies.audit import AuditLog
 from policies.model import CallHistory
 from tools.base import Target
 from tools.registry import REGISTRY
+from tools.schedule import paused_notes
 
 PIPELINE_RUNNERS: tuple[str, ...] = tuple(name for name, spec in REGISTRY.items() if spec.runs_pipeline)
 
@@ -44,6 +46,7 @@ def incident_vars(ctx: PlatformContext, incident: Incident, now: datetime) -> di
     table = incident.table
     pipeline = pipeline_for(ctx, table)
     silver = ctx.inventory.pipeline(pipeline).silver if pipeline else None
+    pauses = paused_notes(ctx)
     return {
         "incident": incident.model_dump(mode="json"),
         "evidence": evidence,
@@ -54,7 +57,9 @@ def incident_vars(ctx: PlatformContext, incident: Incident, now: datetime) -> di
         "window_start": _day(window[0]) if window else day,
         "window_end": _day(window[1]) if window else next_day,
         "today": _day(now),
-        "paused": bool(pipeline and ctx.control.is_paused(pipeline)),
+        "paused": bool(pipeline and pipeline in pauses),
+        "pause": pauses.get(pipeline) if pipeline else None,
+        "pauses": pauses,
         "extent": extent_vars(incident.extent, day, next_day),
         "diagnosis": diagnose(ctx, incident, now).model_dump(mode="json"),
     }

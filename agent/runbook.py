@@ -4,6 +4,10 @@ It is stateless: where it stands in a runbook is read back from the turns (each 
 of the step that proposed it), so a restart or a resumed approval continues at the right step. In chat it
 answers a fixed set of questions with read tools and proposes the actions it recognises; it says it is
 the runbook planner whenever it speaks.
+
+It never proposes a re-run or backfill of a paused pipeline (`{pauses}`, gathered with the incident): a
+person paused it for a reason the runbook cannot judge, and the run would be refused after someone had
+approved it. It escalates instead, naming who paused the pipeline, why, and how to resume it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.chat_intents import plan_chat
+from agent.facts import PIPELINE_RUNNERS
 from agent.planner import Outcome, PlanningState, PlanStep, ProposedCall, Turn
 from config.errors import DefinitionError
 
@@ -142,6 +147,19 @@ def _items(step: RunbookStepSpec, scope: dict[str, Any]) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
+def _paused_run(tool: str, arguments: dict[str, Any], scope: dict[str, Any]) -> str | None:
+    """Why a call that runs a paused pipeline is not proposed; None for any other call."""
+    pipeline = arguments.get("pipeline")
+    note = (scope.get("pauses") or {}).get(pipeline) if tool in PIPELINE_RUNNERS else None
+    if note is None:
+        return None
+    window = f" over {arguments.get('start')}..{arguments.get('end')}" if arguments.get("start") else ""
+    return (
+        f"{note}. {tool}{window} was not proposed: a re-run or backfill would bypass the pause; "
+        f"a human must decide when {pipeline} runs again."
+    )
+
+
 class RunbookPlanner:
     """Follows the runbook of the incident's kind, one tool call per step."""
 
@@ -173,6 +191,9 @@ class RunbookPlanner:
                 if turn is None:
                     suffix = f"x{k}" if step.foreach else ""
                     arguments = render(step.args, scope | {"item": item})
+                    paused = _paused_run(str(step.tool), arguments, scope)
+                    if paused is not None:
+                        return self._finish("escalated", paused, book=book.name)
                     call = ProposedCall(id=f"{state.thread_id}-s{state.step}-rb{index}{suffix}", name=str(step.tool), arguments=arguments)
                     of = f" ({k + 1} of {len(items)})" if step.foreach else ""
                     return PlanStep(calls=[call], planner=NAME, message=f"{book.name}: step {index + 1} of {len(book.steps)}{of}")

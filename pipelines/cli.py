@@ -206,6 +206,7 @@ def _print_runs(ctx: PlatformContext, results: list[RunResult]) -> None:
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False) -> None:
     """Tables (rows, snapshots, audit branches), the last run of each pipeline and data-quality scores."""
+    from pipelines.control import pause_note
     from pipelines.inspection import lake_status
 
     ctx = open_context()
@@ -244,15 +245,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON o
     out.print(runs)
     for r in report["pipelines"]:
         if r["paused"]:
-            out.print(
-                f"{r['pipeline']} is paused by {r['paused_by'] or '?'}: {r['paused_reason'] or '(no reason given)'}; `dataops resume {r['pipeline']}` resumes it"
-            )
+            out.print(pause_note(r["pipeline"], r["paused_by"], r["paused_reason"]))
 
 
 def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement; address tables as layer.name, e.g. silver.carbon_intensity.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print columns and rows as JSON on stdout.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 10_000,
+    limit: Annotated[int, typer.Option(help="At most this many rows (0: only the columns).")] = 10_000,
 ) -> None:
     """Read-only SQL over the lake with DuckDB. Anything but a read is refused, and SQL that does not parse or names
     an unknown table or column is an error (both exit 2).

@@ -34,6 +34,11 @@ class PipelineStateRow(Base):
     watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+def pause_note(pipeline: str, by: str | None, reason: str | None) -> str:
+    """A paused pipeline in one sentence, who paused it, why and how to resume it: `dataops status` and the agent say it alike."""
+    return f"{pipeline} is paused by {by or '?'}: {reason or '(no reason given)'}; `dataops resume {pipeline}` resumes it"
+
+
 class PipelineBusyError(PipelineError):
     """Another process is running this pipeline."""
 

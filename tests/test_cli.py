@@ -41,7 +41,9 @@ def test_run_reports_json_and_lands_data(home: Path) -> None:
     checks = {q["expectation"]: q["rows"] for q in payload["quarantine"]}
     assert checks == {"actual_reported_after_slot": 5, "forecast_tracks_actual": 1}
     strict = runner.invoke(app, ["run", "carbon_intensity", "--start", "2023-01-24", "--end", "2023-01-27", "--strict", "--json"])
-    assert strict.exit_code == 0, "a re-run quarantines nothing new"
+    assert strict.exit_code == 3, "a re-run quarantines nothing new, but the rows are still held back"
+    (again,) = json.loads(strict.stdout)["runs"]
+    assert (again["rows_quarantined"], again["rows_already_held"]) == (0, 6)
 
 
 def test_run_splits_long_windows_and_reports_held_days(home: Path) -> None:
@@ -251,7 +253,7 @@ def test_incident_expected_from_the_cli_suppresses_lists_and_remembers(people: P
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["status"] == "open", "`dataops incident ID` is `dataops incident show ID`"
     refused = runner.invoke(dataops, ["incident", "expected", "1", "--reason", "test day"], env=_token(people, "mallory", "viewer"))
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2
     assert "mallory may not act on incidents: role viewer, operator or approver needed" in refused.output
     oncall = _token(people, "oncall")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,4 +44,8 @@ def test_demo_fixes_or_escalates_every_incident_within_policy(tmp_path: Path) ->
     assert ("pause_pipeline", "allow", "ok") in decisions
     assert ("rerun_window", "allow", "ok") in decisions
     assert report["planner"] == "runbook planner"
+    held = next(h for h in report["per_incident"] if h["kind"] == "completeness")
+    assert "Cause: schema drift" in held["message"] and "late data" not in held["message"], "the drift held the day, not lateness"
+    doubled = [h["id"] for h in report["per_incident"] if re.search(r"\.\.(\s|$)", h["message"])]  # not a range like 02-01..02-02
+    assert doubled == [], "every sentence ends with one full stop"
     assert not (tmp_path / "unused").exists(), "the demo runs in a state folder of its own"

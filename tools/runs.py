@@ -24,6 +24,7 @@ from pipelines.run_result import RunResult
 from pipelines.sources.base import Window
 from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
+from tools.schedule import paused_note
 
 MAX_RERUN_DAYS = 7
 
@@ -192,11 +193,7 @@ def _run_windows(ctx: ToolContext, args: WindowInput) -> WindowRunResult:
     start, end = args.bounds()
     if start >= ctx.now:
         raise ToolError(f"the window starts at {start.date()}, after the platform clock ({ctx.now.isoformat()}); nothing to fetch yet")
-    if ctx.platform.control.is_paused(args.pipeline):
-        raise ToolError(
-            f"{args.pipeline} is paused; a re-run would bypass whoever paused it. Resume it first (resume_pipeline, "
-            "after the cause is fixed) or escalate"
-        )
+    refuse_if_paused(ctx, args.pipeline)  # checked again: the pause may have come after the call was reviewed
     chunk = ctx.platform.inventory.source(ctx.platform.inventory.pipeline(args.pipeline).source).chunk_days
     results: list[tuple[RunResult, RetryReport]] = []
     waited = 0.0
@@ -238,9 +235,20 @@ def backfill_range(ctx: ToolContext, args: BackfillRangeInput) -> WindowRunResul
     return _run_windows(ctx, args)
 
 
+def refuse_if_paused(ctx: ToolContext, pipeline: str) -> None:
+    """A ToolError naming who paused the pipeline and why: a re-run or backfill would bypass the pause."""
+    note = paused_note(ctx.platform, pipeline)
+    if note is not None:
+        raise ToolError(
+            f"{note}. A re-run or backfill would bypass whoever paused it, so it cannot run: leave it to a person "
+            "(escalate an incident), or resume the pipeline first (resume_pipeline) once the cause of the pause is fixed"
+        )
+
+
 def _window_target(ctx: ToolContext, args: WindowInput) -> Target:
-    ctx.platform.inventory.pipeline(args.pipeline)  # names the known ones if unknown
-    spec = ctx.platform.inventory.pipeline(args.pipeline)
+    spec = ctx.platform.inventory.pipeline(args.pipeline)  # names the known ones if unknown
+    # Refused here, while the call is reviewed, so no one is asked to approve a run that cannot happen.
+    refuse_if_paused(ctx, args.pipeline)
     return Target(layer="silver", table=spec.silver, pipeline=args.pipeline, partition=args.start.isoformat(), span_days=float(args.days))
 
 

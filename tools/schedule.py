@@ -1,4 +1,8 @@
-"""Schedule tools: pause and resume a pipeline's schedule."""
+"""Schedule tools: pause and resume a pipeline's schedule; and the words that say a pipeline is paused.
+
+A pause is a person's (or the agent's) decision recorded in the ops database; `paused_note` says who made
+it, why, and how to undo it, so a refused re-run, the runbook planner and the report all name the same facts.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pipelines.context import PlatformContext
+from pipelines.control import pause_note
 from tools import names
 from tools.base import Target, ToolContext, ToolInput, ToolSpec
 
@@ -24,6 +30,16 @@ class ScheduleResult(BaseModel):
     pipeline: str
     paused: bool
     changed: bool = Field(description="False when the schedule was already in that state.")
+
+
+def paused_notes(platform: PlatformContext) -> dict[str, str]:
+    """Every paused pipeline with who paused it, why, and how to resume it (the words of `dataops status`)."""
+    return {name: pause_note(name, state.changed_by, state.reason) for name, state in platform.control.states().items() if state.paused}
+
+
+def paused_note(platform: PlatformContext, pipeline: str) -> str | None:
+    """`paused_notes` of one pipeline; None when it is not paused."""
+    return paused_notes(platform).get(pipeline)
 
 
 def _set(ctx: ToolContext, pipeline: str, paused: bool, reason: str) -> ScheduleResult:

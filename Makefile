@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test check lint format types bench clean
+.PHONY: install system-deps run test test-fast check lint format types bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ run: $(STAMP)  ## start the service on the bundled real data (replay clock, offl
 
 test: $(STAMP) system-deps  ## the whole suite, offline
 	$(BIN)/pytest -q
+
+test-fast: $(STAMP)  ## the inner loop: every test but the slow ones that start real services (those run in `make test`)
+	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

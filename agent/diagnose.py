@@ -313,8 +313,18 @@ def _bad_publish(_ctx: PlatformContext, incident: Incident, _now: datetime) -> D
     )
 
 
+# A value monitor's run rules (pipelines/monitors/models.py): patterns no real series shows, so the values are wrong.
+_RUN_RULES = {
+    "stuck": "the series repeats one value far longer than it ever has: a frozen feed or sensor (or, for a forecast "
+    "error stuck at 0, a forecast column copied from the actual)",
+    "repeated_day": "the series repeats the day before slot for slot, which it has never done: a stale copy published as new data",
+}
+
+
 def _value_anomaly(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
     evidence = _latest(incident)
+    if (pattern := _RUN_RULES.get(str(evidence.get("rule")))) is not None:
+        return Diagnosis(cause="bad_values", confidence=0.8, summary=pattern, evidence=[incident.title])
     value, expected = evidence.get("value"), evidence.get("expected")
     if isinstance(value, int | float) and isinstance(expected, int | float) and value > 0 and expected > 0:
         ratio = value / expected

@@ -63,6 +63,29 @@ def test_the_freshness_lag_is_judged_where_the_pipeline_looked_not_at_the_clock(
     assert exported("dataops_freshness_lag_seconds") is None and exported("dataops_freshness_limit_seconds") is None
 
 
+def test_slots_held_by_validation_make_a_warning_that_says_so_not_an_outage(ctx: PlatformContext) -> None:
+    """Impossible values from 06:00 on are quarantined: readers' data is stale, but the source delivered. The
+    finding says what is held and warns (the validation incident names the cause) instead of paging an outage."""
+    clock = SteppedClock(current=utc(2023, 1, 4, 12))
+    service = Service(ctx, clock=clock, sleep=lambda _s: None)
+    freshness = ctx.inventory.monitors["carbon_intensity_freshness"]
+    ctx.faults.inject(
+        SourceFault(
+            source="carbon_intensity",
+            kind="impossible_values",
+            field="intensity.actual",
+            value=-50,
+            start=utc(2023, 1, 4, 6),
+            end=utc(2023, 1, 5),
+        )
+    )
+    service.tick("carbon_intensity")
+    [stale] = check_freshness(ctx, freshness, utc(2023, 1, 4, 12), stall_after_s=3600)
+    assert stale.severity == "warning" and freshness.severity == "critical"
+    assert stale.evidence["newest_slot"] == "2023-01-04T05:30:00+00:00" and stale.evidence["held_slots"] >= 11
+    assert "the source did deliver" in stale.title and "held in quarantine by validation" in stale.title
+
+
 def series(name: str, values: str, **labels: str) -> dict[str, str]:
     shown = ",".join(f'{k}="{v}"' for k, v in (TARGET | labels).items())
     return {"series": f"{name}{{{shown}}}", "values": values}

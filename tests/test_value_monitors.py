@@ -14,9 +14,10 @@ from config.errors import DefinitionError
 from config.inventory import FalseAlarmBudget, MonitorSpec, load_inventory
 from pipelines.context import PlatformContext
 from pipelines.monitors.calibration import calibrate
+from pipelines.monitors.models import MIN_REPEATED_POINTS
 from pipelines.monitors.residuals import SeriesFrame, tail_probability
 from pipelines.monitors.state import load_state
-from pipelines.monitors.value import check_value, score_points
+from pipelines.monitors.value import check_value, findings_of, score_points
 from pipelines.promotion import run_pipeline
 from pipelines.sources import neso
 from tests.conftest import REPO, utc, window
@@ -116,6 +117,45 @@ def test_a_stuck_meter_in_a_seasonal_series_is_found() -> None:
     _, flagged = score_points(_spec("seasonal"), frame, np.arange(2000, len(x)), {})
     assert flagged[0].rule == "stuck" and 2200 + 6 <= flagged[0].index < 2212
     assert all(2200 <= p.index <= 2212 for p in flagged), "only the stuck hours and the jump back when the meter recovers"
+
+
+def test_a_day_that_repeats_the_day_before_is_found_and_dated_from_its_start() -> None:
+    """A stale copy of yesterday published as today: no real series repeats its day slot for slot (over 2023 the
+    carbon series' longest run is 3, ERA5 temperature's since 2020 is 1), so the run rule finds it, and the incident
+    starts where the copy starts, not where the rule had seen enough."""
+    d = _neso("2023-01-01", "2023-03-03").reset_index(drop=True)
+    x = d.actual.to_numpy(float).copy()
+    day = pd.DatetimeIndex(d["from"])
+    today = np.flatnonzero((day >= pd.Timestamp("2023-03-02", tz="UTC")) & (day < pd.Timestamp("2023-03-03", tz="UTC")))
+    spec = _spec("seasonal")
+    frame = SeriesFrame(ts=day, x=x)
+    assert score_points(spec, frame, today, {})[1] == [], "the real 2 March is quiet"
+    x[today] = x[today - 48]  # the day before, slot for slot
+    _, flagged = score_points(spec, SeriesFrame(ts=day, x=x), today, {})
+    assert flagged and {p.rule for p in flagged} == {"repeated_day"}
+    assert flagged[0].since == day[today[0]].to_pydatetime() and flagged[0].index == today[0] + MIN_REPEATED_POINTS
+    (finding,) = findings_of(spec, SeriesFrame(ts=day, x=x), flagged, threshold=4.0)
+    assert finding.occurred_at == day[today[0]].to_pydatetime() and "a stale copy of the day before?" in finding.title
+    w = _temperature("2023-01-01", "2023-03-03")
+    temps = w.temp_2m.to_numpy(float).copy()
+    hours = pd.DatetimeIndex(w.time)
+    copied = np.flatnonzero(hours >= pd.Timestamp("2023-03-02", tz="UTC"))
+    temps[copied] = temps[copied - 24]
+    _, flagged = score_points(_spec("physical"), SeriesFrame(ts=hours, x=temps), copied, {})
+    assert {p.rule for p in flagged} == {"repeated_day"}
+
+
+def test_a_forecast_copied_from_the_actual_is_a_stuck_error() -> None:
+    d = _neso("2023-01-01", "2023-03-03").reset_index(drop=True)
+    today = np.flatnonzero(pd.DatetimeIndex(d["from"]) >= pd.Timestamp("2023-03-02", tz="UTC"))
+    spec = _spec("forecast_error", reference="forecast")
+    assert score_points(spec, _error_frame(d), today, {})[1] == []
+    d.loc[today, "forecast"] = d.loc[today, "actual"]
+    frame = _error_frame(d)
+    _, flagged = score_points(spec, frame, today, {})
+    assert flagged and {p.rule for p in flagged} == {"stuck"} and flagged[0].since == frame.ts[today[0]].to_pydatetime()
+    (finding,) = findings_of(spec, frame, flagged, threshold=4.0)
+    assert "stuck at 0 from 2023-03-02T00:00:00+00:00" in finding.title and "a copied column?" in finding.title
 
 
 def test_warming_up_with_a_short_history_says_so() -> None:

@@ -16,14 +16,17 @@ The models (``model:`` in config/monitors.yaml):
   percentile, so a heavy-tailed series needs a larger deviation to score the same. They are combined,
   with the level's mean over ``SUSTAINED_POINTS`` slots, with a Bonferroni factor of 3. A run of
   identical values longer than twice the longest run of the history (and at least ``6`` points) is a
-  *stuck* finding.
+  *stuck* finding; a run of values equal to the same slots one day earlier, longer than twice the history's
+  longest such run (and at least ``MIN_REPEATED_POINTS``), is a *repeated day* (a stale copy of the day
+  before: over 2023 no run of the carbon series is longer than 3, nor of ERA5 temperature since 2020 than 1).
 * ``forecast_error``: the error of a forecast (``actual - forecast``), heavy-tailed and with a spread that
   depends on the hour of day and the season: the level residual by hour of day over the last
   ``history_days`` (the season), with the same calibrated tail, and its mean over ``SUSTAINED_POINTS``
   slots (a forecast that stays biased). A stretch of up to ``GLITCH_MAX_SLOTS`` slots whose forecast
   (``reference``) also lies beyond the forecasts on both sides of it is a *forecast glitch*: its evidence is the product of the two tail probabilities, since
   a forecast is smooth from slot to slot whatever its error; it is reported as its own finding, and a
-  point is scored once the slots a stretch needs after it have arrived.
+  point is scored once the slots a stretch needs after it have arrived. An error *stuck* at one value (as
+  above; at 0, the forecast column is a copy of the actual) is a finding too.
 * ``detector``: the general-purpose detector of `anomaly.py` (robust seasonal and local z-scores and a
   novelty measure of the series' recent shape), the one benchmarked on the Numenta Anomaly Benchmark
   (benchmarks/nab.py), run over the day's history and its points; its evidence is the score.
@@ -31,7 +34,8 @@ The models (``model:`` in config/monitors.yaml):
   (hourly temperature: weather is not an incident). Only what really goes wrong there is checked: a
   *stuck* sensor (as above), an *impossible step* (a change per point above three times the largest step
   of the history) and a *unit change* (a value further from its hour's median than three times the largest
-  such distance of the history, e.g. kelvin or fahrenheit). A rule that fires scores ``RULE_SCORE``.
+  such distance of the history, e.g. kelvin or fahrenheit), and a *repeated day* (as above). A rule that
+  fires scores ``RULE_SCORE``.
 
 What a score must reach to open an incident (the threshold) is set by `calibration.py` from the monitor's
 false-alarm budget and its own history. The series and the statistics every model shares (the per-hour
@@ -51,11 +55,13 @@ from config.inventory import ValueModel
 from pipelines.monitors.residuals import HourlyBaseline, SeriesFrame, regular_steps, tail_or_one, tail_probability, tail_score
 
 Direction = Literal["high", "low"]
-Rule = Literal["level", "step", "error", "glitch", "stuck", "impossible_step", "unit_change"]
+Rule = Literal["level", "step", "error", "glitch", "stuck", "repeated_day", "impossible_step", "unit_change"]
 
 RULE_SCORE = 12.0
 """Score of a rule that fired (stuck, impossible step, unit change): beyond any threshold a budget gives."""
 MIN_STUCK_POINTS = 6
+MIN_REPEATED_POINTS = 12
+"""Points in a row equal to the same slots one day earlier before a day can be a copy of the day before."""
 GLITCH_MAX_SLOTS = 4
 """The longest stretch of forecast slots that can be a glitch (NESO's of 2023 last one to four slots)."""
 GLITCH_SHARE = 0.75
@@ -77,6 +83,8 @@ class PointScore:
     direction: Direction
     rule: Rule
     detail: str = ""
+    since: datetime | None = None
+    """Where the run a run rule (stuck, repeated day) found began: before the first point it flagged."""
 
 
 def _spikes(frame: SeriesFrame, values: np.ndarray) -> np.ndarray:
@@ -186,7 +194,7 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
                         detail=f"{what} z={residual:+.1f}",
                     )
                 )
-            out = _with_stuck(frame, history, points, out)
+            out = _with_repeats(frame, history, points, _with_stuck(frame, history, points, out))
         else:  # forecast_error
             p_point_hist, p_point = tail_probability(z_hist, z_hist), tail_probability(z_hist, z_new)
             glitch_hist = _glitch_evidence(frame, history, history, p_point_hist, z_hist)
@@ -208,6 +216,7 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
                         detail=f"{'sustained ' if lasting_new[k] and not is_glitch else ''}z={residual:+.1f}",
                     )
                 )
+            out = _with_stuck(frame, history, points, out)
     daily = pd.Series(in_sample).groupby(np.asarray(day_keys)).max() if len(history) else pd.Series(dtype=float)
     return DayJudgement(scores=out, history_daily_max={str(k): float(v) for k, v in daily.items()})
 
@@ -266,18 +275,47 @@ def _glitch_evidence(frame: SeriesFrame, history: np.ndarray, points: np.ndarray
 def _with_stuck(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, scores: list[PointScore]) -> list[PointScore]:
     runs = _runs(frame.x)
     limit = max(MIN_STUCK_POINTS, 2 * int(runs[history].max(initial=1)))
+    return _with_run_rule(frame, scores, runs, limit, "stuck", "identical values in a row")
+
+
+def _repeats(frame: SeriesFrame) -> np.ndarray:
+    """Length of the run of points, each equal to the value at the same time one day earlier, that each point ends."""
+    stamps = frame.nanos
+    before = np.searchsorted(stamps, stamps - 86_400 * 10**9)
+    found = before < len(stamps)
+    found[found] = stamps[before[found]] == stamps[found] - 86_400 * 10**9
+    previous = frame.x[np.where(found, before, 0)]
+    same = found & np.isfinite(frame.x) & (frame.x == previous)
+    runs = np.zeros(len(same), dtype=int)
+    for i in np.flatnonzero(same):
+        regular = i > 0 and stamps[i] - stamps[i - 1] == frame.cadence.value
+        runs[i] = runs[i - 1] + 1 if regular else 1
+    return runs
+
+
+def _with_repeats(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, scores: list[PointScore]) -> list[PointScore]:
+    runs = _repeats(frame)
+    limit = max(MIN_REPEATED_POINTS, 2 * int(runs[history].max(initial=0)))
+    return _with_run_rule(frame, scores, runs, limit, "repeated_day", "values in a row equal to the same slots one day earlier")
+
+
+def _with_run_rule(frame: SeriesFrame, scores: list[PointScore], runs: np.ndarray, limit: int, rule: Rule, what: str) -> list[PointScore]:
+    """`scores` with each point that ends a run longer than `limit` scored ``RULE_SCORE`` under `rule`; the detail
+    names where the run started, which is before the first point flagged."""
     out = []
     for entry in scores:
         run = int(runs[entry.index])
-        if run > limit:
+        if run > limit and entry.rule != "stuck":
+            since = frame.ts[entry.index - run + 1].to_pydatetime()
             entry = PointScore(
                 index=entry.index,
                 ts=entry.ts,
                 value=entry.value,
                 score=RULE_SCORE,
                 direction="low",
-                rule="stuck",
-                detail=f"{run} identical values in a row (the history's longest run: {limit // 2})",
+                rule=rule,
+                detail=f"{run} {what} since {since.isoformat()} (the history's longest run: {limit // 2})",
+                since=since,
             )
         out.append(entry)
     return out
@@ -314,4 +352,4 @@ def _physical(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, z_his
                 detail=detail,
             )
         )
-    return _with_stuck(frame, history, points, out)
+    return _with_repeats(frame, history, points, _with_stuck(frame, history, points, out))

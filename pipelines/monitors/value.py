@@ -34,7 +34,13 @@ from pipelines.monitors.state import load_state, save_state
 
 MAX_FLAGGED = 5000
 MAX_FIRST_READ_DAYS = 400
-_RULE_KEYS = {"glitch": "glitch", "stuck": "stuck", "impossible_step": "impossible_step", "unit_change": "unit_change"}
+_RULE_KEYS = {
+    "glitch": "glitch",
+    "stuck": "stuck",
+    "repeated_day": "repeated_day",
+    "impossible_step": "impossible_step",
+    "unit_change": "unit_change",
+}
 
 
 def read_series(ctx: PlatformContext, spec: MonitorSpec, start: datetime, end: datetime) -> SeriesFrame:
@@ -166,7 +172,7 @@ def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[
 
 
 def findings_of(spec: MonitorSpec, frame: SeriesFrame, flagged: list[PointScore], *, threshold: float) -> list[Finding]:
-    """One finding per kind of deviation (calibrated anomaly, glitch, stuck, impossible step, unit change).
+    """One finding per kind of deviation (calibrated anomaly, glitch, stuck, repeated day, impossible step, unit change).
 
     A forecast glitch is the source's own forecast gone wrong for one slot: an `info` finding of its own
     kind, which the agent records and closes (config/runbooks.yaml `forecast_glitch`), not a page.
@@ -198,7 +204,7 @@ def findings_of(spec: MonitorSpec, frame: SeriesFrame, flagged: list[PointScore]
                 table=spec.table,
                 cause_key=spec.name if group == "anomaly" else f"{spec.name}:{group}",
                 title=_title(spec, frame, group, points, worst, threshold),
-                occurred_at=points[0].ts,
+                occurred_at=points[0].since or points[0].ts,
                 evidence={
                     "monitor": spec.name,
                     "model": spec.model,
@@ -206,7 +212,7 @@ def findings_of(spec: MonitorSpec, frame: SeriesFrame, flagged: list[PointScore]
                     "direction": worst.direction,
                     "score": round(worst.score, 3),
                     "threshold": round(threshold, 3),
-                    "start": points[0].ts.isoformat(),
+                    "start": (points[0].since or points[0].ts).isoformat(),
                     "end": points[-1].ts.isoformat(),
                     "points": [
                         {"ts": p.ts.isoformat(), "value": p.value, "score": round(p.score, 3), "rule": p.rule, "detail": p.detail}
@@ -230,8 +236,15 @@ def _title(spec: MonitorSpec, frame: SeriesFrame, group: str, points: list[Point
             f"the forecast ({forecasts}) leaves the forecasts around it ({around}) while the actual does not; "
             f"misses by up to {max(abs(p.value) for p in points):.0f}"
         )
+    since, last = (points[0].since or points[0].ts).isoformat(), points[-1]  # a run rule's last point ends its longest run
     if group == "stuck":
-        return f"{spec.name}: stuck at {worst.value:g} from {points[0].ts.isoformat()} to {points[-1].ts.isoformat()} ({worst.detail})"
+        copied = "; the forecast equals the actual: a copied column?" if spec.reference and worst.value == 0 else ""
+        return f"{spec.name}: stuck at {worst.value:g} from {since} to {last.ts.isoformat()} ({last.detail}){copied}"
+    if group == "repeated_day":
+        return (
+            f"{spec.name}: from {since} to {last.ts.isoformat()} every value repeats the same slot one day earlier "
+            f"({last.detail}): a stale copy of the day before?"
+        )
     if group in ("impossible_step", "unit_change"):
         return f"{spec.name}: {group.replace('_', ' ')} at {at}: value {worst.value:g}, {worst.detail}"
     return (

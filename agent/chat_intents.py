@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.chat import answers, queries
+from agent.chat import advice, answers, incidents, queries
 from agent.chat.intents import ACTIONS, HORIZON_HOURS, Intent, read_intent
 from agent.chat.names import Names, names_of
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
@@ -88,6 +88,10 @@ class ChatPlan:
         return self.say(self.answer())
 
     def say(self, text: str) -> PlanStep:
+        others = self.intent.other_periods
+        if others and self.intent.start is not None:
+            # One period is answered at a time: say so rather than let the others pass as answered.
+            text += f"\nThis answers {self.intent.when.describe()} only; ask again for {' and '.join(others)}."
         return PlanStep(outcome="answered", message=self.prefix + text, planner=self.planner)
 
     def call(self, name: str, index: int = 0, **arguments: Any) -> ProposedCall:
@@ -158,10 +162,18 @@ class ChatPlan:
     # -- first calls -------------------------------------------------------------------------------------
     def first_calls(self) -> list[ProposedCall] | str:
         i = self.intent
-        if i.kind in ACTIONS:
+        if i.acts:
             return self.action()
+        if i.kind in ACTIONS:
+            # A question about an action: what it would do and how to ask for it, with the days it is about.
+            counted = advice.counted_table(i, self.names)
+            if counted is None or i.start is None or i.end is None:
+                return advice.explain(i)
+            return [self.call(tool.QUERY_LAKE, sql=queries.day_counts(*counted, i.start, i.end), limit=advice.MAX_DAYS_SHOWN)]
         if i.kind == "incidents":
-            return [self.call(tool.LIST_INCIDENTS, status="unresolved", limit=10)]
+            if i.incident_id is not None:
+                return [self.call(tool.GET_INCIDENT, incident_id=i.incident_id)]
+            return [self.call(tool.LIST_INCIDENTS, **incidents.list_arguments(i.incident_status or "unresolved"))]
         if i.kind == "status":
             return [self.call(tool.CURRENT_METRICS)]
         if i.kind in ("history", "lineage"):
@@ -288,15 +300,22 @@ class ChatPlan:
     def answer(self) -> str:
         turns = self.state.turns
         i = self.intent
-        if i.kind in ACTIONS:
+        if i.acts:
             return "\n".join(self.action_answer(t) for t in turns)
         failed = [t for t in turns if t.status != "ok"]
         if failed and (len(turns) == 1 or turns[0].status != "ok"):
             return "\n".join(answers.not_done(t) for t in failed)
         first = turns[0]
         result = first.result or {}
+        if i.kind in ACTIONS:
+            counted = advice.counted_table(i, self.names)
+            assert counted is not None
+            counts = advice.day_counts(i, counted[0], self.names.slots_per_day.get(counted[0]), answers.rows_of(first))
+            return counts + "\n" + advice.explain(i)
         if i.kind == "incidents":
-            return answers.incidents(result)
+            if i.incident_id is not None:
+                return incidents.one(result)
+            return incidents.listed(result, i.incident_status or "unresolved")
         if i.kind == "status":
             return answers.status(result)
         if i.kind == "history":

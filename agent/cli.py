@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -36,16 +37,24 @@ _AS_HELP = "Only confirms who decides: refused unless it names the person of DAT
 
 
 def agent_for_cli(*, as_json: bool = False, planner: Any = None) -> Any:
-    """The agent, reporting on stdout, or on stderr when stdout carries JSON; `planner` replaces the configured one."""
+    """The agent, reporting on stdout, or on stderr when stdout carries JSON; `planner` replaces the configured one.
+
+    Its clock is the replay clock as `dataops serve` last saved it, so "yesterday" in a CLI chat is the day the
+    console and the service call so; with live sources, or in a home the service has not run in (filled by
+    `dataops run`, which reads the replay as of the wall clock), the wall clock."""
     from agent.report import ConsoleReporter
     from agent.runtime import Agent, make_planner
+    from pipelines.monitors.feedback import saved_replay_clock
 
     ctx = open_context()
     channel = console if as_json else out
     with usage_errors():
         planner = planner(make_planner(ctx)) if planner is not None else None
         return Agent(
-            ctx, planner=planner, reporter=ConsoleReporter(lambda text: channel.print(text, markup=False, highlight=False, soft_wrap=True))
+            ctx,
+            planner=planner,
+            reporter=ConsoleReporter(lambda text: channel.print(text, markup=False, highlight=False, soft_wrap=True)),
+            clock=lambda: saved_replay_clock(ctx) or datetime.now(UTC),
         )
 
 

@@ -50,17 +50,6 @@ def rows_of(turn: Turn) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=False)) for row in result.get("rows") or []]
 
 
-def incidents(result: dict[str, Any]) -> str:
-    items = result.get("incidents") or []
-    if not items:
-        return "Nothing is open."
-    lines = [
-        f"#{i['id']} [{i['severity']}] {i['status']}: {i['title']} ({i['kind']} on {i['table']}{', ' + i['partition'] if i.get('partition') else ''})"
-        for i in items
-    ]
-    return f"{len(items)} unresolved incident(s):\n" + "\n".join(lines)
-
-
 def status(result: dict[str, Any]) -> str:
     counts = result.get("open_incidents") or {}
     scores = result.get("quality_scores") or {}

@@ -2,7 +2,7 @@
 
 `read_when(text, now)` finds what a person said about time: "yesterday at 18:00", "last week", "in March",
 "March 2023", "2023-03-01 to 2023-03-31", "the 5th of March", "last 3 days", "between the 1st and the 3rd",
-"1-3 March", "March 1 to 3", "last tusday" (weekdays and months forgive a typo that keeps the first letter).
+"1-3 March", "March 1 to 3", "the week of 23 January" (seven days from it), "last tusday" (weekdays and months forgive a typo that keeps the first letter).
 Every period is a range of UTC days [start, end): a day is one day, a month every day of it, and a range
 written with "to", "until", "through" or "-" includes its last day ("March 1 to March 31" is all of March).
 A year left out is the latest one that is not in the future. An impossible range (its end before its
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MONTHS = {name.lower(): n for n, name in enumerate(calendar.month_name) if name}
 _ABBREVIATIONS = {name.lower(): n for n, name in enumerate(calendar.month_abbr) if name} | {"sept": 9}
+_MIN_FUZZY = 5  # a word, and the month it may be a typo of, must be this long to be matched fuzzily
 _NOT_MONTHS = {"match", "mark", "marks", "maybe", "marsh", "junk", "julia", "augment"}
 _WEEKDAYS = {name.lower(): n for n, name in enumerate(calendar.day_name)}
 _NOT_WEEKDAYS = {"today", "yesterday", "weekday", "holiday", "birthday", "someday", "midday", "everyday", "payday"}
@@ -41,6 +42,9 @@ class When(BaseModel):
     end: date | None = Field(default=None, description="The day after the last one (exclusive)")
     at: time | None = Field(default=None, description="A time of day, UTC")
     problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
+    others: tuple[str, ...] = Field(
+        default=(), description="Further periods the text names apart from this one ('compare 2023-01-28 with 2023-02-01')"
+    )
 
     @property
     def day(self) -> date | None:
@@ -97,9 +101,10 @@ def _month_word(word: str) -> int | None:
         return MONTHS[word]
     if word in _ABBREVIATIONS:
         return _ABBREVIATIONS[word]
-    if len(word) >= 4 and word.isalpha() and word not in _NOT_MONTHS:
-        # A typo keeps the first letter: "febuary", "mrach"; "member" is not "december".
-        same_start = [name for name in MONTHS if name[0] == word[0] and abs(len(name) - len(word)) <= 2]
+    if len(word) >= _MIN_FUZZY and word.isalpha() and word not in _NOT_MONTHS:
+        # A typo keeps the first letter: "febuary", "mrach"; "member" is not "december". Short names (may, june,
+        # july) are taken only as written: a word one letter off them is usually an English word ("many" is not May).
+        same_start = [name for name in MONTHS if len(name) >= _MIN_FUZZY and name[0] == word[0] and abs(len(name) - len(word)) <= 2]
         close = difflib.get_close_matches(word, same_start, n=1, cutoff=0.8)
         if close:
             return MONTHS[close[0]]
@@ -303,10 +308,14 @@ def _days_of_month(m: re.Match[str], kind: str, text: str, today: date) -> tuple
     return (start, last_day + timedelta(days=1)) if start and last_day else (None, None)
 
 
+# "18:30", "7.30pm", "18.30" (a dot between hour and minutes, as written in the UK), "6pm", "at 6", "noon".
+# A dotted number followed by a unit is a quantity, not a time: "2.50 hours", "18.30 gCO2/kWh", "7.5 hours".
+_UNIT_AFTER = r"(?!\s*(?:hours?|hrs?|h\b|minutes?|mins?|days?|weeks?|%|percent|g\b|gco2|kwh|°|degrees?|c\b|rows?))"
 _TIME = re.compile(
-    r"\b(?:at\s+|@\s*|around\s+|about\s+)?(\d{1,2})(?::(\d{2}))?\s*(am|pm|a\.m\.|p\.m\.|h|hrs|o'?clock)\b"
-    r"|\b(?:at\s+|@\s*|around\s+|about\s+)?([01]?\d|2[0-3]):([0-5]\d)\b(?!-)"
-    r"|\b(?:at\s+)(\d{1,2})\b(?![-/:\d]|\s*(?:st|nd|rd|th|days?|hours?|weeks?)\b)"
+    r"\b(?:at\s+|@\s*|around\s+|about\s+)?(?<!\.)(\d{1,2})(?:[:.]([0-5]\d))?\s*(am|pm|a\.m\.|p\.m\.|h|hrs|o'?clock)\b"
+    r"|\b(?:at\s+|@\s*|around\s+|about\s+)?(?<!\.)([01]?\d|2[0-3])[:.]([0-5]\d)\b(?!-)"
+    + _UNIT_AFTER
+    + r"|\b(?:at\s+)(\d{1,2})\b(?![-/:\d]|\.\d|\s*(?:st|nd|rd|th|days?|hours?|weeks?)\b)"
     r"|\b(noon|midday|midnight)\b"
 )
 
@@ -331,6 +340,9 @@ def read_time(text: str) -> tuple[time | None, tuple[int, int] | None]:
     return None, None
 
 
+_WEEK_OF = re.compile(r"\b(?:week\s+(?:of|starting|beginning|commencing|from)(?:\s+on)?|w/c)\s+(?:the\s+|monday\s+)?$")
+
+
 def read_when(text: str, now: datetime) -> When:
     """The period and time of day `text` speaks of, relative to the platform clock `now` (UTC)."""
     lowered = text.lower()
@@ -352,15 +364,26 @@ def read_when(text: str, now: datetime) -> When:
                 second = _same_year_as(second, first)  # "2023-03-01 to the 5th"
             if not first.explicit_year and second.explicit_year and first.start.year != second.start.year:
                 first = _same_year_as(first, second)  # "March 1 to March 31 2022"
+            others = _others(spans[spans.index(second) + 1 :], first.start, second.end)
             if second.end <= first.start:
                 return When(
                     start=first.start,
                     end=second.end,
                     at=at,
                     problem=f"the range ends ({(second.end - timedelta(days=1)).isoformat()}) before it starts ({first.start.isoformat()})",
+                    others=others,
                 )
-            return When(start=first.start, end=second.end, at=at)
-    return When(start=first.start, end=first.end, at=at)
+            return When(start=first.start, end=second.end, at=at, others=others)
+    end = first.end
+    if first.end - first.start == timedelta(days=1) and _WEEK_OF.search(lowered[: first.begin]):
+        end = first.start + timedelta(days=7)  # "the week of 23 January": 7 days from it
+    return When(start=first.start, end=end, at=at, others=_others(spans[1:], first.start, end))
+
+
+def _others(spans: list[_Span], start: date, end: date) -> tuple[str, ...]:
+    """The periods of `spans` outside [start, end), as `When.describe` writes them, in the order written."""
+    described = [When(start=s.start, end=s.end).describe() for s in spans if not (start <= s.start and s.end <= end)]
+    return tuple(dict.fromkeys(described))
 
 
 def _same_year_as(span: _Span, other: _Span) -> _Span:

@@ -22,6 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.chat.dates import When, read_time, read_when
+from agent.chat.incidents import IncidentStatus, incident_number, incident_status
+from agent.chat.mood import is_request
 from agent.chat.names import Names
 from config.errors import DefinitionError
 
@@ -82,9 +84,21 @@ class Intent(BaseModel):
         le=HORIZON_HOURS,
         description="A greenest-ahead window must end this many hours from now ('in the next 12 hours')",
     )
+    requested: bool = Field(
+        default=False,
+        description="An action kind the message asks to be done now; False when it only asks about it (agent/chat/mood.py)",
+    )
+    other_periods: tuple[str, ...] = Field(default=(), description="Periods the message also named that the slots do not cover")
+    incident_id: int | None = Field(default=None, description="The incident a question names by number ('incident #6')")
+    incident_status: IncidentStatus | None = Field(default=None, description="Which incidents a list question asks for")
     unknown_table: str | None = Field(default=None, description="A table name the message used that the inventory lacks")
     unknown_pipeline: str | None = None
     date_problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
+
+    @property
+    def acts(self) -> bool:
+        """A write to propose: an action kind, asked for as a request (never a question about the action)."""
+        return self.kind in ACTIONS and self.requested
 
     @property
     def day(self) -> date | None:
@@ -337,6 +351,10 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     when = read_when(lowered, now)
     if kind in GREENEST:
         kind = _ahead_or_past(kind, when, within, now.date())
+    requested = kind in ACTIONS and is_request(text)
+    number = incident_number(lowered)
+    if number is not None and not requested:
+        kind = "incidents"  # "why did incident 7 get escalated?" is about that incident, whatever else it says
     skip = _VERBS.get(kind, ())
     found = names.find(lowered, skip=skip)
     slots: dict[str, Any] = {
@@ -348,7 +366,12 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         "end": when.end,
         "at": when.at,
         "date_problem": when.problem,
+        "other_periods": when.others,
+        # The one place a message becomes a write: only its form as a request makes an action kind act.
+        "requested": requested,
     }
+    if kind == "incidents":
+        slots |= {"incident_id": number, "incident_status": incident_status(lowered)}
     if kind in ("value_at", "aggregate", *GREENEST):
         metric, fuel = _metric(lowered)
         if kind in GREENEST:

@@ -107,3 +107,19 @@ def greenest(start: date, end: date, *, slots: int, slot_minutes: int) -> str:
         f"(SELECT min(ts) FROM silver.carbon_intensity) AS first_ts, (SELECT max(ts) FROM silver.carbon_intensity) AS last_ts "
         f"FROM (SELECT 1) AS one LEFT JOIN best ON TRUE"
     )
+
+
+def day_counts(table: str, quarantine: str | None, start: date, end: date) -> str:
+    """Per day in [start, end): slots and rows published, and rows held in quarantine (when the table has one)."""
+    within = _between(start, end)
+    held = (
+        f"SELECT CAST(ts AS DATE) AS day, 0 AS slots, 0 AS n_rows, count(*) AS held FROM {quarantine} "
+        f"WHERE target_table = '{table}' AND {within} GROUP BY 1"
+        if quarantine
+        else "SELECT NULL::DATE AS day, 0 AS slots, 0 AS n_rows, 0 AS held WHERE FALSE"
+    )
+    return (
+        f"SELECT CAST(day AS VARCHAR) AS day, sum(slots) AS slots, sum(n_rows) AS n_rows, sum(held) AS held FROM ("
+        f"SELECT CAST(ts AS DATE) AS day, count(DISTINCT ts) AS slots, count(*) AS n_rows, 0 AS held FROM {table} "
+        f"WHERE {within} GROUP BY 1 UNION ALL {held}) GROUP BY day ORDER BY day"
+    )

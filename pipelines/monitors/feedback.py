@@ -326,14 +326,20 @@ def platform_now(ctx: PlatformContext) -> datetime:
     the replay clock as the service last saved it (its start instant before the service first ran)."""
     if ctx.settings.source_mode != "replay":
         return datetime.now(UTC)
+    return saved_replay_clock(ctx) or ctx.settings.replay_start
 
-    start = ctx.settings.replay_start
+
+def saved_replay_clock(ctx: PlatformContext) -> datetime | None:
+    """Under replay, the replay clock as `dataops serve` last saved it for the current replay start; None when the
+    service has not run on it (or the sources are live)."""
+    if ctx.settings.source_mode != "replay":
+        return None
     with ctx.ledger.session() as s:
         row = s.get(MonitorStateRow, CLOCK_STATE)
         saved = dict(row.state or {}) if row is not None else {}
-    if saved.get("start") == start.isoformat() and saved.get("now"):
+    if saved.get("start") == ctx.settings.replay_start.isoformat() and saved.get("now"):
         return datetime.fromisoformat(str(saved["now"]))
-    return start
+    return None
 
 
 # -- what the monitors call ------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_slots_held_by_validation_make_a_warning_that_says_so_not_an_outage(ctx:
     [stale] = check_freshness(ctx, freshness, utc(2023, 1, 4, 12), stall_after_s=3600)
     assert stale.severity == "warning" and freshness.severity == "critical"
     assert stale.evidence["newest_slot"] == "2023-01-04T05:30:00+00:00" and stale.evidence["held_slots"] >= 11
-    assert "the source did deliver" in stale.title and "held in quarantine by validation" in stale.title
+    assert "the source did deliver" in stale.title and "failed validation and are held in quarantine" in stale.title
 
 
 def series(name: str, values: str, **labels: str) -> dict[str, str]:

@@ -53,12 +53,18 @@ def source_covers(ctx: PlatformContext, table: str, now: datetime) -> bool:
 
 
 def _held_after(ctx: PlatformContext, table: str, newest: datetime, until: datetime) -> set[datetime]:
-    """Slots of `table` after its newest published one (up to `until`) that its pipelines' quarantine holds."""
+    """Slots of `table` after its newest published one (up to `until`) that failed a row check and are held in its
+    pipelines' quarantine. Days held back whole (an incomplete day, an outage) are not counted: there the source
+    really did not deliver, and the freshness page stands."""
     days = [_day(newest) + timedelta(days=i) for i in range((_day(until) - _day(newest)).days + 1)]
     held: set[datetime] = set()
     for quarantine in sorted({p.quarantine for p in ctx.inventory.pipelines_feeding(table)}):
-        rows = wap.read_days(load_table(ctx.catalog, quarantine), days, columns=("ts", "target_table")).to_pylist()
-        held |= {r["ts"] for r in rows if r["target_table"] == table and r["ts"] is not None and newest < r["ts"] <= until}
+        rows = wap.read_days(load_table(ctx.catalog, quarantine), days, columns=("ts", "target_table", "scope")).to_pylist()
+        held |= {
+            r["ts"]
+            for r in rows
+            if r["target_table"] == table and r["scope"] == "row" and r["ts"] is not None and newest < r["ts"] <= until
+        }
     return held
 
 
@@ -148,8 +154,8 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
             # The source delivered; validation held what came after the newest published slot. Readers still see
             # stale data, but it is not an outage: the validation incident names the cause, so this one only warns.
             title += (
-                f"; the source did deliver: {len(held)} later slot(s), up to {max(held).isoformat()}, are held in quarantine "
-                "by validation (see its incident)"
+                f"; the source did deliver: {len(held)} later slot(s), up to {max(held).isoformat()}, failed validation and "
+                "are held in quarantine (see the validation incident)"
             )
         findings.append(
             Finding(

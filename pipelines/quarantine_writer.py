@@ -43,6 +43,7 @@ class QuarantineWriter:
         self.so_far = 0  # rows written to quarantine by this run (`flush`)
         self.by_day: dict[str, int] = {}  # rows newly quarantined, by day
         self.already_held = 0  # rows this run held back that an earlier run had already quarantined (`write`)
+        self.written: set[tuple[str, str, str, str]] = set()  # what this run appended (a re-planned attempt sees it again)
 
     def flush(self) -> int:
         """Write the quarantine rows gathered so far; returns how many rows this run has newly quarantined in all."""
@@ -88,10 +89,11 @@ class QuarantineWriter:
             if m in batch_seen:
                 continue
             batch_seen.add(m)
-            if m in seen:
-                self.already_held += 1
-            else:
+            if m not in seen:
                 fresh.append(q)
+            elif m not in self.written:
+                self.already_held += 1
+        self.written |= {marker(q) for q in fresh}
         for q in fresh:
             day = (q["ts"] or run.window.start).date().isoformat()  # the day `days` above files it under
             self.by_day[day] = self.by_day.get(day, 0) + 1

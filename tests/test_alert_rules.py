@@ -86,6 +86,28 @@ def test_slots_held_by_validation_make_a_warning_that_says_so_not_an_outage(ctx:
     assert "the source did deliver" in stale.title and "failed validation and are held in quarantine" in stale.title
 
 
+def test_an_outage_after_held_slots_still_pages(ctx: PlatformContext) -> None:
+    """Two slots failed validation, then the source stopped: the held slots do not soften the outage's page."""
+    clock = SteppedClock(current=utc(2023, 1, 4, 12))
+    service = Service(ctx, clock=clock, sleep=lambda _s: None)
+    freshness = ctx.inventory.monitors["carbon_intensity_freshness"]
+    ctx.faults.inject(
+        SourceFault(
+            source="carbon_intensity",
+            kind="impossible_values",
+            field="intensity.actual",
+            value=-50,
+            start=utc(2023, 1, 4, 2),
+            end=utc(2023, 1, 4, 3),
+        )
+    )
+    ctx.faults.inject(SourceFault(source="carbon_intensity", kind="outage", start=utc(2023, 1, 4, 3), end=utc(2023, 1, 5)))
+    service.tick("carbon_intensity")
+    stale = [f for f in check_freshness(ctx, freshness, utc(2023, 1, 4, 12), stall_after_s=3600) if f.cause_key == freshness.name]
+    assert [(f.severity, f.evidence["held_slots"]) for f in stale] == [("critical", 0)]
+    assert "the source did deliver" not in stale[0].title
+
+
 def series(name: str, values: str, **labels: str) -> dict[str, str]:
     shown = ",".join(f'{k}="{v}"' for k, v in (TARGET | labels).items())
     return {"series": f"{name}{{{shown}}}", "values": values}

@@ -38,6 +38,15 @@ QUESTIONS = [
     "is resuming carbon_intensity risky?",
     "describe what rolling back silver.weather to snapshot 42 does",
     "can we release silver.weather 2023-01-27?",
+    # a review's: inflected verbs, openers that look like verbs, and a question about the request before it
+    "deleted silver.weather 2023-01-28?",
+    "restarted weather for 2023-01-25?",
+    "hold on, should I rerun weather for 2023-01-25?",
+    "let me know if I should rerun weather for 2023-01-25",
+    "time to rerun weather for 2023-01-25?",
+    "rerun weather for 2023-01-25 - is that safe?",
+    "rerun of weather for 2023-01-25: would that fix it?",
+    "rerun weather for 2023-01-25, or wait for the schedule?",
 ]
 # Requests: every chat action scenario's wording (evals/scenarios/*chat*), then new ones of the same forms.
 REQUESTS = [
@@ -105,3 +114,18 @@ def test_a_question_about_an_action_without_days_explains_it() -> None:
     step = _plan("is it safe to pause the weather pipeline?")
     assert step.calls == []
     assert step.message.endswith('Say "pause weather" to do it.') and "stops the schedule of weather" in step.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like you to rerun weather for 2023-01-25",
+        "please can you rerun weather for 2023-01-25",
+        "weather 2023-01-25: please rerun",
+        "can you rerun weather for yesterday?",
+        "rerun weather for yesterday please?",
+        "quarantine silver.weather 2023-01-27, thanks",
+    ],
+)
+def test_polite_requests_are_requests(text: str) -> None:
+    assert is_request(text)

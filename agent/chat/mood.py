@@ -55,14 +55,16 @@ _SUBJECTS = frozenset({"i", "we", "you", "it", "there", "im", "its", "theres", "
 _FILLERS = frozenset({"ok", "okay", "so", "hey", "hi", "right", "then", "now", "and", "but", "also", "just", "alright", "yes", "sure"})
 _POLITE = re.compile(
     r"^(?:please|pls|plz|kindly|go ahead and|(?:can|could|would|will) (?:you|u)(?: please)?"
-    r"|i (?:want|need|would like|'d like|d like) you to|let'?s|lets)\b\s*"
+    r"|i(?: want| need| would like|'?d like) you to|let'?s|lets)\b\s*"
 )
 _NEGATION = re.compile(r"\b(?:don'?t|dont|do not|never|not to|no need|shouldn'?t|mustn'?t|won'?t)\b")
 # Asking to be told, not to act: "I only want to know whether ...", "wondering if ...".
 _TO_KNOW = re.compile(r"\b(?:whether|wondering|curious|want to know|like to know|need to know|not sure)\b")
 # A need stated as a fact is a request: "yesterday's generation mix needs a rerun", "we need february backfilled".
 _NEEDS = re.compile(r"\bneeds?\b")
-_CLAUSES = re.compile(r"[,;.!?\n]+|\s+-\s+|\b(?:and then|but|then)\b")
+_CLAUSES = re.compile(r"[,;:.!?\n]+|\s+-\s+|\b(?:and then|but|then)\b")
+# Openers that look like action verbs but are not ("hold on, ...", "let me know ...", "time to ...?").
+_NOT_ACTIONS = re.compile(r"^(?:hold on|hold up|let me|let us know|time to|time of|time for|go through|go over)\b")
 _WORD = re.compile(r"[a-z][a-z'-]*")
 
 
@@ -70,6 +72,8 @@ def _verb(word: str) -> str:
     """The action verb `word` is, forgiving an apostrophe ("what's" is whats), a hyphen ("re-run") and a typo ("quarentine"); else the word itself."""
     plain = word.replace("-", "").replace("'", "")
     if plain in ACTION_VERBS or len(plain) < 5:
+        return plain
+    if plain.endswith(("ed", "ing", "s")):  # "deleted?", "restarted?", "backfills in february?" ask about an action
         return plain
     close = difflib.get_close_matches(plain, [v for v in ACTION_VERBS if len(v) >= 5], n=1, cutoff=0.8)
     return close[0] if close else plain
@@ -80,9 +84,11 @@ def _clause_is_request(clause: str) -> bool:
     while words and words[0] in _FILLERS:
         words = words[1:]
     rest = " ".join(words)
-    polite = _POLITE.match(rest)
-    if polite:
-        rest = rest[polite.end() :]
+    if _NOT_ACTIONS.match(rest):
+        return False
+    polite = None
+    while opener := _POLITE.match(rest):  # "please can you rerun ...": every opener, then the verb
+        polite, rest = opener, rest[opener.end() :]
     first = next(iter(_WORD.findall(rest)), "")
     if not first:
         return False
@@ -102,5 +108,11 @@ def is_request(text: str) -> bool:
         return False
     # A table name's dot ("silver.weather") and a date's dashes are not clause breaks.
     masked = re.sub(r"(?<=[a-z0-9])\.(?=[a-z0-9])", "_", lowered)
-    clauses = _CLAUSES.split(masked)
-    return any(_clause_is_request(c) for c in clauses)
+    clauses = [c.strip() for c in _CLAUSES.split(masked) if c.strip()]
+    requests = [_clause_is_request(c) for c in clauses]
+    if masked.rstrip().endswith("?") and clauses and not requests[-1]:
+        # "rerun X - is that safe?", "rerun X, or wait for the schedule?": the question is about the request before it
+        last = clauses[-1].split()[0]
+        if last in QUESTION_WORDS or last == "or":
+            return False
+    return any(requests)

@@ -150,6 +150,8 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
             f"{source_lag / 3600:.1f} h before (limit {limit / 3600:.1f} h)"
         )
         held = _held_after(ctx, spec.table, newest, looked_at)
+        if held and (looked_at - (max(held) + _cadence(ctx, spec.table))).total_seconds() > limit:
+            held = set()  # the source did stop delivering after the held slots: that is an outage, and it pages
         if held:
             # The source delivered; validation held what came after the newest published slot. Readers still see
             # stale data, but it is not an outage: the validation incident names the cause, so this one only warns.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pipelines import metrics
 from pipelines.clock import SteppedClock
 from pipelines.context import PlatformContext
 from pipelines.faults import SourceFault
+from pipelines.incidents import Finding
 from pipelines.monitors.checks import check_freshness
 from pipelines.service import Service
 from tests.conftest import REPO, utc
@@ -63,49 +65,36 @@ def test_the_freshness_lag_is_judged_where_the_pipeline_looked_not_at_the_clock(
     assert exported("dataops_freshness_lag_seconds") is None and exported("dataops_freshness_limit_seconds") is None
 
 
-def test_slots_held_by_validation_make_a_warning_that_says_so_not_an_outage(ctx: PlatformContext) -> None:
-    """Impossible values from 06:00 on are quarantined: readers' data is stale, but the source delivered. The
-    finding says what is held and warns (the validation incident names the cause) instead of paging an outage."""
-    clock = SteppedClock(current=utc(2023, 1, 4, 12))
-    service = Service(ctx, clock=clock, sleep=lambda _s: None)
-    freshness = ctx.inventory.monitors["carbon_intensity_freshness"]
-    ctx.faults.inject(
-        SourceFault(
-            source="carbon_intensity",
-            kind="impossible_values",
-            field="intensity.actual",
-            value=-50,
-            start=utc(2023, 1, 4, 6),
-            end=utc(2023, 1, 5),
-        )
+def _freshness_at_noon(ctx: PlatformContext, held_until: datetime, *faults: SourceFault) -> list[Finding]:
+    """Carbon intensity run up to noon of 4 January with its actuals impossible from 02:00 to `held_until` (those
+    slots fail validation and are quarantined) and `faults`; the freshness findings of the stale-data kind."""
+    service = Service(ctx, clock=SteppedClock(current=utc(2023, 1, 4, 12)), sleep=lambda _s: None)
+    bad = SourceFault(
+        source="carbon_intensity", kind="impossible_values", field="intensity.actual", value=-50, start=utc(2023, 1, 4, 2), end=held_until
     )
+    for fault in (bad, *faults):
+        ctx.faults.inject(fault)
     service.tick("carbon_intensity")
-    [stale] = check_freshness(ctx, freshness, utc(2023, 1, 4, 12), stall_after_s=3600)
-    assert stale.severity == "warning" and freshness.severity == "critical"
-    assert stale.evidence["newest_slot"] == "2023-01-04T05:30:00+00:00" and stale.evidence["held_slots"] >= 11
+    freshness = ctx.inventory.monitors["carbon_intensity_freshness"]
+    assert freshness.severity == "critical"
+    return [f for f in check_freshness(ctx, freshness, utc(2023, 1, 4, 12), stall_after_s=3600) if f.cause_key == freshness.name]
+
+
+def test_slots_held_by_validation_make_a_warning_that_says_so_not_an_outage(ctx: PlatformContext) -> None:
+    """Every slot after 02:00 is quarantined: readers' data is stale, but the source delivered. The finding says
+    what is held and warns (the validation incident names the cause) instead of paging an outage."""
+    [stale] = _freshness_at_noon(ctx, utc(2023, 1, 5))
+    assert stale.severity == "warning"
+    assert stale.evidence["newest_slot"] == "2023-01-04T01:30:00+00:00" and stale.evidence["held_slots"] >= 19
     assert "the source did deliver" in stale.title and "failed validation and are held in quarantine" in stale.title
 
 
 def test_an_outage_after_held_slots_still_pages(ctx: PlatformContext) -> None:
     """Two slots failed validation, then the source stopped: the held slots do not soften the outage's page."""
-    clock = SteppedClock(current=utc(2023, 1, 4, 12))
-    service = Service(ctx, clock=clock, sleep=lambda _s: None)
-    freshness = ctx.inventory.monitors["carbon_intensity_freshness"]
-    ctx.faults.inject(
-        SourceFault(
-            source="carbon_intensity",
-            kind="impossible_values",
-            field="intensity.actual",
-            value=-50,
-            start=utc(2023, 1, 4, 2),
-            end=utc(2023, 1, 4, 3),
-        )
-    )
-    ctx.faults.inject(SourceFault(source="carbon_intensity", kind="outage", start=utc(2023, 1, 4, 3), end=utc(2023, 1, 5)))
-    service.tick("carbon_intensity")
-    stale = [f for f in check_freshness(ctx, freshness, utc(2023, 1, 4, 12), stall_after_s=3600) if f.cause_key == freshness.name]
-    assert [(f.severity, f.evidence["held_slots"]) for f in stale] == [("critical", 0)]
-    assert "the source did deliver" not in stale[0].title
+    outage = SourceFault(source="carbon_intensity", kind="outage", start=utc(2023, 1, 4, 3), end=utc(2023, 1, 5))
+    [stale] = _freshness_at_noon(ctx, utc(2023, 1, 4, 3), outage)
+    assert (stale.severity, stale.evidence["held_slots"]) == ("critical", 0)
+    assert "the source did deliver" not in stale.title
 
 
 def series(name: str, values: str, **labels: str) -> dict[str, str]:

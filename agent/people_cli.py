@@ -52,16 +52,22 @@ def cli_actor(ctx: PlatformContext, as_user: str | None) -> Actor:
         raise _fail(str(exc)) from None
 
 
-def cli_asker(ctx: PlatformContext, as_user: str | None) -> str:
-    """Who asks in `dataops chat`: the authenticated person, else `login:<OS login>`; anyone may ask, and what they
-    ask for goes through the policy. The name is the requester of any approval the turn needs."""
-    from policies.people import os_login
+def cli_asker(ctx: PlatformContext, as_user: str | None) -> Actor:
+    """Who asks in `dataops chat`: the authenticated person, else `login:<OS login>`. Anyone may ask; what they ask for
+    goes through the policy, where their role decides whether the agent may act on a write. The service owner (the OS
+    user owning the home) who is no person of the registry counts as an operator: they can change the lake's files
+    anyway. Anyone else who is no person gets no role, so their asked-for writes are refused."""
+    from policies.people import is_service_owner, os_login
 
     if ctx.settings.token or as_user is not None or os.environ.get("DATAOPS_USER"):
-        return cli_actor(ctx, as_user).id
+        return cli_actor(ctx, as_user)
     login = os_login()
-    person = _people(ctx).by_login(login)
-    return person.name if person else f"login:{login}"
+    people = _people(ctx)
+    person = people.by_login(login)
+    if person is not None:
+        return people.actor(person.name, channel="cli", login=login)
+    actor = people.actor(f"login:{login}", channel="cli", login=login)
+    return actor.model_copy(update={"role": "operator"}) if is_service_owner(ctx.settings.home) else actor
 
 
 def _owner_only(ctx: PlatformContext, what: str) -> None:

@@ -31,7 +31,7 @@ from agent.state import AgentState, ReviewedCall, Runtime, TurnRecord, load, pla
 from config.errors import DataOpsError, ToolError
 from policies.audit import AuditEntry
 from policies.engine import decide
-from policies.model import Allow, Decision, Deny, NeedsApproval, PolicyRequest
+from policies.model import Allow, Decision, Deny, NeedsApproval, PolicyRequest, RequesterRole
 from tools.base import Target, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,14 @@ def check_arguments(rt: Runtime, state: AgentState, call: ProposedCall) -> tuple
         return str(exc)
 
 
+def _requester_role(state: AgentState) -> RequesterRole | None:
+    """'agent' when the platform works an incident; the asking person's role in chat (None: no person)."""
+    if state.get("mode") != "chat":
+        return "agent"
+    role = state.get("actor_role")
+    return role if role in ("viewer", "operator", "approver") else None  # type: ignore[return-value]
+
+
 def judge(rt: Runtime, state: AgentState, call: ProposedCall, spec: ToolSpec[Any, Any], target: Target, *, tokens: int) -> Decision:
     """The policy engine's decision, recorded in the audit log; on a resumed review, the decision recorded before."""
     recorded = _recorded(rt, state, rt.audit.get(call.id), spec)
@@ -95,6 +103,7 @@ def judge(rt: Runtime, state: AgentState, call: ProposedCall, spec: ToolSpec[Any
         needs_verification=spec.needs_verification,
         restores_snapshot=spec.restores_snapshot,
         actor=str(state.get("actor") or "agent"),
+        requester_role=_requester_role(state),
         layer=target.layer,
         table=target.table,
         pipeline=target.pipeline,

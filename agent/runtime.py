@@ -219,10 +219,13 @@ class Agent:
             return ThreadOutcome(thread_id=thread_id, status="done", outcome=values.get("outcome"), message=values.get("message") or "")
         return self._run(thread_id, {"thread_id": thread_id, "mode": "incident", "incident_id": incident_id, "actor": "agent"})
 
-    def chat(self, thread_id: str, text: str, *, user: str) -> ThreadOutcome:
-        """One chat turn by `user` (a person's name, or how the channel knows an unknown caller); refused while an
-        approval is pending in the thread. `user` is recorded as the requester of any approval the turn asks for."""
-        self.refresh_people(strict=False)
+    def chat(self, thread_id: str, text: str, *, user: str | Actor) -> ThreadOutcome:
+        """One chat turn by `user`: an actor a channel authenticated, or a person's name (or how the channel knows an
+        unknown caller) resolved against the people registry. Refused while an approval is pending in the thread.
+        The actor is the requester of any approval the turn asks for, and their role decides whether the agent may
+        act on a write they ask for (policy `writes_asked_by_people_need`)."""
+        people = self.refresh_people(strict=False)
+        actor = user if isinstance(user, Actor) else people.actor(user, channel="api")
         self.resume_decided()  # an expired or decided request must not keep the thread locked
         if self._stranded(thread_id):
             self._continue(thread_id)
@@ -233,7 +236,7 @@ class Agent:
                 message=f"approval {pending.id} ({pending.tool}) is pending in this thread; decide it first: dataops approve|deny {pending.id}",
             )  # fmt: skip
         # A new turn starts a fresh plan on the same thread id; the checkpoint keeps the history of earlier turns.
-        payload: dict[str, Any] = {"thread_id": thread_id, "mode": "chat", "question": text, "turn_id": secrets.token_hex(3), "actor": user, "incident_id": None, "turns": [], "step": 0,
+        payload: dict[str, Any] = {"thread_id": thread_id, "mode": "chat", "question": text, "turn_id": secrets.token_hex(3), "actor": actor.id, "actor_role": actor.role, "incident_id": None, "turns": [], "step": 0,
                    "outcome": None, "message": "", "verification": None, "proposed": [], "reviewed": []}  # fmt: skip
         return self._run(thread_id, payload)
 

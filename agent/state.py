@@ -38,6 +38,7 @@ class AgentState(TypedDict, total=False):
     question: str | None
     turn_id: str
     actor: str
+    actor_role: str | None  # the asking person's role (chat); None for a caller who is no person
     context: dict[str, Any]
     proposed: list[dict[str, Any]]  # ProposedCall
     reviewed: list[dict[str, Any]]  # ReviewedCall

@@ -68,6 +68,16 @@ class ScenarioResult(BaseModel):
     duration_s: float = 0.0
 
 
+def _declare_chat_users(ctx: PlatformContext, spec: ScenarioSpec) -> None:
+    """Each chat message's user with the role the scenario gives them, in the scenario's own ops database (a person the
+    people file declares keeps their role there); a user with no role stays unknown to the platform."""
+    people = People.load(ctx.settings, ctx.ledger)
+    for message in spec.chat:
+        if message.role is not None and people.get(message.user) is None and people.store is not None:
+            people.store.add(Person(name=message.user, role=message.role, source="database"))
+            people = People.load(ctx.settings, ctx.ledger)
+
+
 def _declare_approver(ctx: PlatformContext, spec: ScenarioSpec) -> None:
     """The scenario's human (`approvals.by`) is a person with role approver: the bundled `oncall` of config/people.yaml,
     or declared in the scenario's own ops database. A person of that name with a lesser role is an error, not promoted."""
@@ -97,6 +107,7 @@ class _Scenario:
             update |= {"llm_base_url": self.server.base_url, "llm_model": "scripted", "llm_api_key": "sk-eval"}
         self.ctx = PlatformContext.open(settings.model_copy(update=update))
         _declare_approver(self.ctx, spec)
+        _declare_chat_users(self.ctx, spec)
         self.now = datetime(2000, 1, 1, tzinfo=UTC)
         self.bad_heads: dict[str, int] = {}
         self.lines: list[str] = []

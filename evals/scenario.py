@@ -74,6 +74,9 @@ class ChatSpec(_Spec):
 
     text: str
     user: str = "dana"
+    role: Literal["viewer", "operator", "approver"] | None = Field(
+        default="operator", description="The user's role, declared in the scenario's ops database; None: no person of the platform"
+    )
     thread: str = "eval"
 
 

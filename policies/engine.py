@@ -3,7 +3,7 @@
 Rules run in order and the first that speaks decides; each is named, and the name goes into the audit
 log. The order puts refusals before permissions, so no later rule can allow what an earlier one denied:
 
-    known_effect → read_is_free → resolve_needs_verification → safe_writes → freeze_window
+    known_effect → read_is_free → requester_role → resolve_needs_verification → safe_writes → freeze_window
     → token_budget → related_incidents → recurrence → destructive → backfill_limit → rerun_rate
     → retry_budget → incident_scope → rerun_of_published → backfill_approval → rollback_approval → layer_approval
     → listed_writes → unlisted_write
@@ -36,6 +36,25 @@ def known_effect(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
 
 def read_is_free(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
     return Allow(rule="read_is_free", reason="reading changes nothing") if req.effect == "read" else None
+
+
+_ROLE_RANK = {"viewer": 1, "operator": 2, "approver": 3}
+
+
+def requester_role(policy: PolicySpec, req: PolicyRequest) -> Decision | None:
+    # A person's request (chat in the terminal, Slack or the console) is acted on with the platform's powers, so the
+    # person must hold the role that may ask for writes; an approval would only let someone else decide what an
+    # anonymous caller asked for. The agent working an incident is the platform itself.
+    needed = policy.writes_asked_by_people_need
+    if req.requester_role == "agent" or _ROLE_RANK.get(req.requester_role or "", 0) >= _ROLE_RANK[needed]:
+        return None
+    who = f"{req.actor} has role {req.requester_role}" if req.requester_role else f"{req.actor} is not a person of the platform"
+    return Deny(
+        rule="requester_role",
+        message=f"writes asked for by people need role {needed} or above (policy writes_asked_by_people_need); {who}. "
+        f"Nothing was changed: ask an operator to make the request, or ask the service owner for the role "
+        f"(dataops users add NAME --role {needed})",
+    )
 
 
 def resolve_needs_verification(_policy: PolicySpec, req: PolicyRequest) -> Decision | None:
@@ -193,6 +212,7 @@ def unlisted_write(policy: PolicySpec, req: PolicyRequest) -> Decision:
 RULES: tuple[Rule, ...] = (
     known_effect,
     read_is_free,
+    requester_role,
     resolve_needs_verification,
     safe_writes,
     freeze_window,

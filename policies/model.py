@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from config.errors import PolicyError
 from pipelines.retry import RetryBudget
 
+RequesterRole = Literal["agent", "viewer", "operator", "approver"]
+"""Who asked for a call: 'agent' for the platform itself (an incident), else the asking person's role."""
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -67,6 +70,11 @@ class PolicySpec(_Spec):
         default=RetryBudget(), description="How far re-runs retry a transient source failure, per incident, before escalating"
     )
     freeze_windows: tuple[FreezeWindow, ...] = ()
+    writes_asked_by_people_need: Literal["viewer", "operator", "approver"] = Field(
+        default="operator",
+        description="The role a person needs for the agent to act on a write they asked for (chat, Slack, the console); "
+        "viewer lets anyone who may chat ask",
+    )
 
 
 def load_policy(path: Path, *, approvers: list[str] | None = None, operators: list[str] | None = None) -> PolicySpec:
@@ -135,6 +143,10 @@ class PolicyRequest(BaseModel):
     needs_verification: bool = Field(default=False, description="The tool is allowed only after a verification in the thread")
     restores_snapshot: bool = Field(default=False, description="The tool moves a table back to an earlier snapshot")
     actor: str = "agent"
+    requester_role: RequesterRole | None = Field(
+        default="agent",
+        description="Who asked: 'agent' for the platform itself (an incident), a person's role, None for a caller who is no person",
+    )
     layer: str | None = None
     table: str | None = None
     pipeline: str | None = None

@@ -3,8 +3,8 @@
 A person is declared once, in `config/people.yaml` (checked in; `DATAOPS_PEOPLE_FILE` points elsewhere) or in
 the ops database (`dataops users add`), never in both. Roles are ordered, each including the one before:
 
-    viewer    reads: status, queries, chat
-    operator  + acknowledges, resolves and marks incidents expected
+    viewer    reads: status, queries, chat questions
+    operator  + acknowledges, resolves and marks incidents expected, and asks the agent for writes in chat
     approver  + approves and denies the agent's requests
 
 How a channel knows who is calling:

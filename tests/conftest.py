@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+def operator(name: str = "alice") -> Any:
+    """A person with role operator as a channel authenticated them: writes they ask for in chat may be acted on
+    (policy writes_asked_by_people_need)."""
+    from policies.people import Actor
+
+    return Actor(id=name, channel="api", role="operator")
 
 
 def window(start: tuple[int, ...], end: tuple[int, ...]) -> Window:

@@ -24,7 +24,7 @@ from config.settings import load_settings
 from pipelines.context import PlatformContext
 from policies.deferrals import DeferralStore
 from policies.people import os_login
-from tests.conftest import REPO
+from tests.conftest import REPO, operator
 from tests.test_agent_guardrails import NOW, ScriptedPlanner, _runs, home, nulls_incident, prepared
 from tests.test_forecast_deferral import dip_at, write_issue
 
@@ -148,7 +148,7 @@ def test_short_backfills_and_chat_requests_run_at_once(home: Path, nulls_inciden
         runs = _runs(agent)
         done = agent.handle_incident(nulls_incident)
         assert done.status == "done" and _runs(agent) > runs, "three days are allowed and below the minimum: run at once"
-        asked = agent.chat("chat-g", "backfill carbon_intensity from 2023-01-01 to 2023-01-20", user="alice")
+        asked = agent.chat("chat-g", "backfill carbon_intensity from 2023-01-01 to 2023-01-20", user=operator())
         assert asked.approval_id is not None
         runs = _runs(agent)
         agent.decide(asked.approval_id, approve=True, user="oncall")

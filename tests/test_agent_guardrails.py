@@ -25,7 +25,7 @@ from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import run_pipeline
-from tests.conftest import REPO, utc, window
+from tests.conftest import REPO, operator, utc, window
 
 NOW = utc(2023, 1, 28)
 
@@ -108,10 +108,10 @@ def test_chat_after_an_expired_request_is_not_locked(home: Path, tmp_path: Path)
     policy.write_text((REPO / "config" / "policy.yaml").read_text().replace("approval_ttl_minutes: 1440", "approval_ttl_minutes: 0.0001"))
     agent = _agent(home, None, policy_file=policy)
     try:
-        asked = agent.chat("chat-x", "backfill carbon_intensity from 2023-01-01 to 2023-01-20", user="alice")
+        asked = agent.chat("chat-x", "backfill carbon_intensity from 2023-01-01 to 2023-01-20", user=operator())
         assert asked.status == "waiting"
         time.sleep(0.05)
-        again = agent.chat("chat-x", "what is open?", user="alice")
+        again = agent.chat("chat-x", "what is open?", user=operator())
         assert again.status == "done" and "unresolved incident(s)" in again.message
         assert agent.approvals.get(asked.approval_id or "").status == "expired"
     finally:
@@ -123,7 +123,7 @@ def test_no_one_approves_their_own_request(home: Path, tmp_path: Path) -> None:
     people.write_text("people:\n  - {name: oncall, role: approver}\n  - {name: alice, role: approver, login: alice, slack: U_ALICE}\n")
     agent = _agent(home, None, people_file=people)
     try:
-        asked = agent.chat("chat-self", "backfill carbon_intensity from 2023-01-01 to 2023-01-20", user="alice")
+        asked = agent.chat("chat-self", "backfill carbon_intensity from 2023-01-01 to 2023-01-20", user=operator())
         assert asked.approval_id is not None
         assert agent.approvals.get(asked.approval_id).approvers == ["alice", "oncall"], "frozen from the people registry"
         with pytest.raises(ApprovalError, match=r"alice asked for .* may not decide it too"):
@@ -186,10 +186,10 @@ from agent.runtime import Agent
 from config.settings import load_settings
 from pipelines.context import PlatformContext
 from pipelines import promotion
-from tests.conftest import utc
+from tests.conftest import operator, utc
 import tools.runs
 agent = Agent(PlatformContext.open(load_settings(home={str(home)!r})), clock=lambda: utc(2023, 1, 28))
-outcome = agent.chat("chat-crash", "backfill carbon_intensity from 2023-01-01 to 2023-01-10", user="alice")
+outcome = agent.chat("chat-crash", "backfill carbon_intensity from 2023-01-01 to 2023-01-10", user=operator())
 tools.runs.run_pipeline = lambda *a, **k: os._exit(9)  # die inside the approved backfill
 agent.decide(outcome.approval_id, approve=True, user="oncall")
 """

@@ -32,7 +32,7 @@ from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import run_pipeline
 from policies.audit import AuditEntry, AuditLog
-from tests.conftest import utc, window
+from tests.conftest import operator, utc, window
 from tests.fakes.openai_server import RecordedRequest, ScriptedOpenAI
 
 KEY = "sk-agent-test-5e4d3c2b1a09-secret"
@@ -489,7 +489,7 @@ def test_chat_answers_then_waits_for_a_rollback_approval_and_refuses_turns_meanw
         ScriptedOpenAI.text("Two validation incidents on silver.carbon_intensity are open."),
     )
 
-    answered = rig.agent.chat("chat-t1", "what is open?", user="alice")
+    answered = rig.agent.chat("chat-t1", "what is open?", user=operator())
 
     assert (answered.status, answered.outcome, answered.message) == (
         "done",
@@ -508,7 +508,7 @@ def test_chat_answers_then_waits_for_a_rollback_approval_and_refuses_turns_meanw
             "rollback_table", {"table": SILVER, "snapshot_id": history[0].snapshot_id, "reason": "alice asked"}, id="c2"
         )
     )
-    waiting = rig.agent.chat("chat-t1", "roll silver back to its first snapshot", user="alice")
+    waiting = rig.agent.chat("chat-t1", "roll silver back to its first snapshot", user=operator())
 
     assert waiting.status == "waiting" and waiting.approval_id is not None
     approval = rig.agent.approvals.get(waiting.approval_id)
@@ -522,7 +522,7 @@ def test_chat_answers_then_waits_for_a_rollback_approval_and_refuses_turns_meanw
     requests = len(rig.llm.chat_requests)
     assert requests == 3
 
-    busy = rig.agent.chat("chat-t1", "and now?", user="alice")
+    busy = rig.agent.chat("chat-t1", "and now?", user=operator())
 
     assert (busy.status, busy.approval_id) == ("busy", approval.id)
     assert busy.message.startswith(f"approval {approval.id} (rollback_table) is pending in this thread")
@@ -561,9 +561,9 @@ def test_a_call_id_reused_in_a_later_chat_turn_is_judged_as_a_new_call(start: St
         ScriptedOpenAI.text("Two incidents are open."),
         ScriptedOpenAI.tool_call("rollback_table", {"table": SILVER, "snapshot_id": first_snapshot, "reason": "alice asked"}, id="call_0"),
     )
-    assert rig.agent.chat("chat-t1", "what is open?", user="alice").outcome == "answered"
+    assert rig.agent.chat("chat-t1", "what is open?", user=operator()).outcome == "answered"
 
-    waiting = rig.agent.chat("chat-t1", "roll silver back", user="alice")
+    waiting = rig.agent.chat("chat-t1", "roll silver back", user=operator())
 
     # Today: the rollback is reported "ok (allow by rule read_is_free)" with the list_incidents result, never runs,
     # never asks an approver and leaves no audit row of its own.

@@ -22,7 +22,7 @@ from pipelines.context import PlatformContext
 from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import run_pipeline
 from policies.audit import AuditLog
-from tests.conftest import utc, window
+from tests.conftest import operator, utc, window
 from tests.test_agent_guardrails import NOW, ScriptedPlanner, _runs, home, nulls_incident, prepared
 
 __all__ = ["home", "nulls_incident", "prepared"]  # the guardrail tests' fixtures, used here too
@@ -72,7 +72,7 @@ def test_a_backfill_asked_for_in_chat_on_a_paused_pipeline_says_why_instead_of_a
     lines: list[str] = []
     agent = _agent(home, lines)
     try:
-        answer = agent.chat("chat-p", "backfill carbon_intensity from 2023-01-01 to 2023-01-10", user="bob")
+        answer = agent.chat("chat-p", "backfill carbon_intensity from 2023-01-01 to 2023-01-10", user=operator("bob"))
         assert answer.status == "done" and answer.approval_id is None
         assert agent.approvals.list() == []
         assert PAUSED in answer.message

@@ -18,7 +18,7 @@ from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.findings import findings_from_run
 from pipelines.promotion import run_pipeline
 from policies.audit import AuditLog
-from tests.conftest import REPO, utc, window
+from tests.conftest import REPO, operator, utc, window
 from tools.registry import REGISTRY
 
 
@@ -177,16 +177,16 @@ def test_chat_answers_questions_and_routes_actions_through_policy(ctx: PlatformC
     lines: list[str] = []
     agent = _agent(ctx, now, lines)
     try:
-        value = agent.chat("chat-a", "what was the carbon intensity yesterday at 18:00?", user="alice")
+        value = agent.chat("chat-a", "what was the carbon intensity yesterday at 18:00?", user=operator())
         assert value.outcome == "answered" and "ts=2023-01-27T18:00:00+00:00" in value.message and "actual=249.0" in value.message
-        opened = agent.chat("chat-a", "what is open?", user="alice")
+        opened = agent.chat("chat-a", "what is open?", user=operator())
         assert "unresolved incident(s)" in opened.message and "actual_reported_after_slot" in opened.message
-        refused = agent.chat("chat-b", "backfill carbon_intensity from 2023-01-01 to 2023-03-01", user="alice")
+        refused = agent.chat("chat-b", "backfill carbon_intensity from 2023-01-01 to 2023-03-01", user=operator())
         assert refused.outcome == "answered" and "refused" in refused.message and "31-day limit" in refused.message
         assert not [r for r in ctx.ledger.runs(limit=100) if r.window_start == utc(2023, 1, 1)]
-        asked = agent.chat("chat-c", "rollback gold.carbon_intensity_hourly to 1", user="alice")
+        asked = agent.chat("chat-c", "rollback gold.carbon_intensity_hourly to 1", user=operator())
         assert asked.status == "done" and "rollback_table" in asked.message  # an unknown snapshot is refused by the tool's target check
-        unknown = agent.chat("chat-d", "tell me a joke", user="alice")
+        unknown = agent.chat("chat-d", "tell me a joke", user=operator())
         assert "runbook planner" in unknown.message and "DATAOPS_LLM_BASE_URL" in unknown.message
     finally:
         agent.close()
@@ -199,12 +199,12 @@ def test_chat_waits_for_a_pending_approval_before_a_new_turn(ctx: PlatformContex
     assert snapshot is not None
     agent = _agent(ctx, now)
     try:
-        asked = agent.chat("chat-r", f"rollback gold.carbon_intensity_hourly to {snapshot.snapshot_id}", user="alice")
+        asked = agent.chat("chat-r", f"rollback gold.carbon_intensity_hourly to {snapshot.snapshot_id}", user=operator())
         assert asked.status == "waiting" and asked.approval_id
-        busy = agent.chat("chat-r", "what is open?", user="alice")
+        busy = agent.chat("chat-r", "what is open?", user=operator())
         assert busy.status == "busy" and asked.approval_id in busy.message
         agent.decide(asked.approval_id, approve=True, user="oncall")
-        again = agent.chat("chat-r", "what is open?", user="alice")
+        again = agent.chat("chat-r", "what is open?", user=operator())
         assert again.status == "done"
     finally:
         agent.close()

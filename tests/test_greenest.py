@@ -26,7 +26,7 @@ from pipelines.forecast.greenest import (
 )
 from pipelines.forecast.schema import SLOT, ForecastSlot, IssuedForecast
 from pipelines.forecast.store import FORECAST_TABLE, latest_issue
-from tests.conftest import utc
+from tests.conftest import operator, utc
 from tools import names as tool
 from tools.base import ToolContext
 from tools.registry import get_tool
@@ -305,7 +305,7 @@ def test_chat_answers_end_to_end_offline(home: PlatformContext) -> None:
     lines: list[str] = []
     agent = Agent(home, clock=lambda: NOW, reporter=ConsoleReporter(lines.append))
     try:
-        said = agent.chat("chat-green", "when should I run a 3-hour job tomorrow?", user="alice")
+        said = agent.chat("chat-green", "when should I run a 3-hour job tomorrow?", user=operator())
         assert said.outcome == "answered", said.message
         assert "Run 04:00–07:00 UTC on Sun 5 Mar: 60 gCO2/kWh expected (80 %: 50–70), 70 % below running now (200)." in said.message
     finally:

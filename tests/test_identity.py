@@ -30,6 +30,7 @@ from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.publish_audit import audit_published
 from pipelines.promotion import run_pipeline
 from policies.approvals import ApprovalStore
+from policies.audit import AuditLog
 from policies.people import People, PeopleStore, Person, is_service_owner, load_people_file, os_login
 from tests.conftest import utc, window
 
@@ -203,6 +204,33 @@ def test_a_token_is_shown_once_stored_hashed_and_replaced_by_the_next(home: Path
     assert People.load(_ctx(home).settings, _ctx(home).ledger).by_token(replaced) is None
     declared = _cli(home, "users", "remove", "oncall")
     assert declared.returncode == 2 and "oncall is declared in" in declared.stderr and "delete them there" in declared.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to hand the home to another owner")
+def test_writes_asked_for_in_chat_need_an_operator(home: Path) -> None:
+    """A login that is no person, or a viewer, is answered but not acted for; an operator's request is acted on."""
+    store = PeopleStore(_ctx(home).ledger)
+    store.add(Person(name="vic", role="viewer", source="database"))
+    store.add(Person(name="olga", role="operator", source="database"))
+    viewer, operator = store.issue_token("vic"), store.issue_token("olga")
+    os.chown(home, 65534, -1)  # this login is no longer the service owner, and no person
+    ask = ["chat", "-m", "quarantine silver.carbon_intensity 2023-01-25"]
+    stranger = _cli(home, *ask)
+    assert stranger.returncode == 0, stranger.stderr
+    assert f"login:{ME} is not a person of the platform" in stranger.stdout and "need role operator" in stranger.stdout
+    as_viewer = _cli(home, *ask, DATAOPS_TOKEN=viewer)
+    assert "vic has role viewer" in as_viewer.stdout
+    assert _silver_rows(home, "2023-01-25") == 48, "nothing was quarantined"
+    as_operator = _cli(home, *ask, DATAOPS_TOKEN=operator)
+    assert as_operator.returncode == 0, as_operator.stderr
+    assert _silver_rows(home, "2023-01-25") == 0
+    decisions = [(e.actor, e.tool, e.decision, e.rule) for e in AuditLog(_ctx(home).ledger).entries() if e.tool == "quarantine_partition"]
+    assert decisions == [
+        (f"login:{ME}", "quarantine_partition", "deny", "requester_role"),
+        ("vic", "quarantine_partition", "deny", "requester_role"),
+        ("olga", "quarantine_partition", "allow", "listed_writes"),
+    ]
 
 
 @pytest.mark.slow

@@ -59,6 +59,7 @@ class Case:
     history: CallHistory = field(default_factory=CallHistory)
     now: datetime = NOW
     policy: str = "default"
+    role: str | None = "agent"  # who asked: the agent itself, a person's role, None for a caller who is no person
 
 
 def request(case: Case) -> PolicyRequest:
@@ -69,6 +70,8 @@ def request(case: Case) -> PolicyRequest:
         runs_pipeline=spec.runs_pipeline,
         needs_verification=spec.needs_verification,
         restores_snapshot=spec.restores_snapshot,
+        actor="agent" if case.role == "agent" else "someone",
+        requester_role=case.role,  # type: ignore[arg-type]
         layer=case.layer,
         table=TABLES.get(case.layer or ""),
         pipeline="carbon_intensity",
@@ -93,6 +96,15 @@ TABLE = [
     _case("read-in-freeze", "get_incident", A, "read_is_free", policy="frozen", now=IN_FREEZE, layer="ops"),
     _case("read-over-limits", "table_history", A, "read_is_free", history=OVER_EVERYTHING),
     _case("read-no-approvers", "diff_snapshots", A, "read_is_free", policy="no_approvers", layer="gold"),
+    _case("read-by-unknown-caller", "query_lake", A, "read_is_free", role=None),
+    # requester_role: a write a person asked for needs role operator; before the safe writes, so a stranger cannot pause
+    _case("quarantine-by-viewer", "quarantine_partition", D, "requester_role", role="viewer"),
+    _case("pause-by-unknown-caller", "pause_pipeline", D, "requester_role", layer="ops", role=None),
+    _case("annotate-by-viewer", "annotate_incident", D, "requester_role", layer="ops", role="viewer"),
+    _case("delete-by-viewer", "delete_partition", D, "requester_role", role="viewer"),
+    _case("quarantine-by-operator", "quarantine_partition", A, "listed_writes", role="operator"),
+    _case("pause-by-operator", "pause_pipeline", A, "safe_writes", layer="ops", role="operator"),
+    _case("delete-by-approver", "delete_partition", N, "destructive", role="approver"),
     # resolve_needs_verification: before the permissions, even before the freeze
     _case("resolve-unverified", "resolve_incident", D, "resolve_needs_verification", layer="ops"),
     _case("resolve-unverified-in-freeze", "resolve_incident", D, "resolve_needs_verification", layer="ops", policy="frozen", now=IN_FREEZE),
@@ -209,7 +221,10 @@ TABLE = [
 ]
 CASES = [pytest.param(case, id=case_id) for case_id, case in TABLE]
 CASE_OBJECTS = [case for _, case in TABLE]
-DENIALS = [pytest.param(case, id=case_id) for case_id, case in TABLE if case.kind == D and case.rule != "known_effect"]
+# The agent's own denials say to escalate; a person refused a write (requester_role) is told whom to ask instead.
+DENIALS = [
+    pytest.param(case, id=case_id) for case_id, case in TABLE if case.kind == D and case.rule not in ("known_effect", "requester_role")
+]
 
 
 def _decide(policies: dict[str, PolicySpec], case: Case) -> Decision:
@@ -275,10 +290,28 @@ def test_denial_messages_name_the_limit(policies: dict[str, PolicySpec]) -> None
     )
     assert message(tool="resolve_incident", layer="ops").startswith("an incident is resolved only after a verification")
     assert message(tool="query_lake", effect="admin") == "tool 'query_lake' declares effect 'admin'; only read, write, destructive exist"
+    assert message(tool="quarantine_partition", role="viewer") == (
+        "writes asked for by people need role operator or above (policy writes_asked_by_people_need); someone has role "
+        "viewer. Nothing was changed: ask an operator to make the request, or ask the service owner for the role "
+        "(dataops users add NAME --role operator)"
+    )
+    assert "someone is not a person of the platform" in message(tool="pause_pipeline", layer="ops", role=None)
     assert message(tool="delete_partition", policy="no_approvers") == (
         "delete_partition deletes data or history on silver.carbon_intensity, and nobody has the approver role "
         f"(config/people.yaml); {ESCALATE}"
     )
+
+
+def test_the_role_people_need_to_ask_for_writes_is_a_policy_setting(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY_FILE.read_text() + "\nwrites_asked_by_people_need: viewer\n")
+    lenient = load_policy(path, approvers=["oncall"])
+    assert decide(lenient, request(Case(tool="quarantine_partition", kind=A, rule="", role="viewer"))).rule == "listed_writes"
+    # Still nobody who is no person of the platform.
+    assert decide(lenient, request(Case(tool="quarantine_partition", kind=D, rule="", role=None))).rule == "requester_role"
+    path.write_text("writes_asked_by_people_need: admin\n")
+    with pytest.raises(PolicyError, match="writes_asked_by_people_need"):
+        load_policy(path)
 
 
 def test_approval_reasons_say_what_a_human_approves(policies: dict[str, PolicySpec]) -> None:

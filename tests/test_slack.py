@@ -300,17 +300,18 @@ def test_chat_proposing_an_action_waits_for_its_approval(rig: Rig) -> None:
     ask = events_api_body(
         "app_mention",
         channel=CHANNEL,
-        user="U_DAVE",
+        user="U_OLIVE",
         text=f"<@UBOT> rollback {GOLD} to {head.parent_snapshot_id}",
         event_id="Ev3",
         ts="1700000003.000100",
     )
     rig.post(ask)
     _until(lambda: any(r.get("blocks") for r in rig.slack.replies(CHANNEL, "1700000003.000100")))
+    assert rig.agent.approvals.list(status="pending")[0].requested_by == "olive"  # the person, not the Slack id
     again = events_api_body(
         "app_mention",
         channel=CHANNEL,
-        user="U_DAVE",
+        user="U_OLIVE",
         text="<@UBOT> what is open?",
         event_id="Ev4",
         ts="1700000004.000100",
@@ -318,6 +319,22 @@ def test_chat_proposing_an_action_waits_for_its_approval(rig: Rig) -> None:
     )
     rig.post(again)
     _until(lambda: any("is pending in this thread" in r["text"] for r in rig.slack.replies(CHANNEL, "1700000003.000100")))
+
+
+@pytest.mark.parametrize("user", ["U_DAVE", "U_VICTOR"], ids=["no-person", "viewer"])
+def test_chat_writes_asked_by_someone_without_the_role_are_refused(rig: Rig, user: str) -> None:
+    """Anyone in the workspace may ask the agent questions; a write is acted on only for an operator or above."""
+    rig.start()
+    assert rig.agent is not None
+    before = rig.agent.ctx.control.is_paused("weather")
+    rig.post(
+        events_api_body(
+            "app_mention", channel=CHANNEL, user=user, text="<@UBOT> pause the weather pipeline", event_id="Ev9", ts="1700000009.000100"
+        )
+    )
+    _until(lambda: any("need role operator" in r["text"] for r in rig.slack.replies(CHANNEL, "1700000009.000100")))
+    assert rig.agent.ctx.control.is_paused("weather") == before is False
+    assert not any(r.get("blocks") for r in rig.slack.replies(CHANNEL, "1700000009.000100")), "no approval asked for either"
 
 
 def test_slash_command_answers_privately(rig: Rig) -> None:

@@ -257,7 +257,11 @@ class SlackApp:
         key = f"slack-{channel}-{root}"
         self.store.remember_thread(key, channel, root)
         text = _MENTION.sub("", str(event.get("text") or "")).strip()
-        outcome = self.agent.chat(key, text or "help", user=str(event.get("user") or "slack"))
+        user = str(event.get("user") or "")
+        # The signed user id as a person (or a member of a role-holding group): their role decides whether the agent
+        # may act on a write they ask for; anyone else is answered, and asked-for writes are refused.
+        asker = self._actor(user, []) if user else None
+        outcome = self.agent.chat(key, text or "help", user=asker or f"slack:{user or 'unknown'}")
         if outcome.status == "busy":
             self.reporter.say(key, outcome.message)
 

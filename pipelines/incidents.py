@@ -80,6 +80,12 @@ class Finding(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     extent: Extent | None = Field(default=None, description="The slots and days this finding affects, where it knows them")
     run_id: str | None = None
+    tally: int | None = Field(
+        default=None, description="A count the title states (rows quarantined); occurrences folded into one incident add up"
+    )
+    tally_title: str | None = Field(
+        default=None, description="The title with '{total}' where the tally goes: rewritten with the sum when an occurrence folds in"
+    )
 
 
 class Incident(BaseModel):
@@ -150,11 +156,18 @@ class IncidentStore:
                 current.occurrences += 1
                 current.last_seen_at = now
                 current.updated_at = datetime.now(UTC)
+                if finding.tally is not None and finding.tally_title is not None:
+                    # The running sum rides on the newest evidence entry, so it survives the evidence being trimmed.
+                    before = (current.evidence or [{}])[-1]
+                    entry["tally_total"] = int(before.get("tally_total", 0) or 0) + finding.tally
+                    current.title = finding.tally_title.format(total=entry["tally_total"])
                 current.evidence = [*current.evidence, entry][-_MAX_EVIDENCE:]
                 if _rank(finding.severity) > _rank(current.severity):
                     current.severity = finding.severity
                 s.flush()
                 return Incident.of(current), False
+            if finding.tally is not None:
+                entry["tally_total"] = finding.tally
             row = IncidentRow(
                 kind=finding.kind, severity=finding.severity, table_name=finding.table, partition=finding.partition,
                 cause_key=finding.cause_key, title=finding.title, status="open", evidence=[entry], occurrences=1,

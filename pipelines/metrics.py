@@ -40,6 +40,14 @@ FRESHNESS_LAG = Gauge(
     ["table"],
     registry=REGISTRY,
 )
+FRESHNESS_HELD = Gauge(
+    "dataops_freshness_held_slots",
+    "Slots the source delivered after the table's newest published slot that validation holds in quarantine, while the "
+    "table is stale (0 otherwise, and 0 when the source stopped delivering after them): the freshness monitor then warns "
+    "instead of paging an outage, and so do the alert rules.",
+    ["table"],
+    registry=REGISTRY,
+)
 FRESHNESS_LIMIT = Gauge(
     "dataops_freshness_limit_seconds",
     "The freshness monitor's limit of the lag (max_lag_minutes), platform-clock seconds.",

@@ -87,6 +87,7 @@ def test_slots_held_by_validation_make_a_warning_that_says_so_not_an_outage(ctx:
     assert stale.severity == "warning"
     assert stale.evidence["newest_slot"] == "2023-01-04T01:30:00+00:00" and stale.evidence["held_slots"] >= 19
     assert "the source did deliver" in stale.title and "failed validation and are held in quarantine" in stale.title
+    assert exported("dataops_freshness_held_slots") == stale.evidence["held_slots"], "the alert rules see what the monitor sees"
 
 
 def test_an_outage_after_held_slots_still_pages(ctx: PlatformContext) -> None:
@@ -95,6 +96,7 @@ def test_an_outage_after_held_slots_still_pages(ctx: PlatformContext) -> None:
     [stale] = _freshness_at_noon(ctx, utc(2023, 1, 4, 3), outage)
     assert (stale.severity, stale.evidence["held_slots"]) == ("critical", 0)
     assert "the source did deliver" not in stale.title
+    assert exported("dataops_freshness_held_slots") == 0, "DataopsDataStale pages, as the monitor does"
 
 
 def series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -148,6 +150,27 @@ def test_a_stale_table_fires_data_stale_after_five_minutes(tmp_path: Path) -> No
         *({"eval_time": "8m", "alertname": a} for a in ALERTS if a != "DataopsDataStale"),
     ]
     done = promtool_test(tmp_path, [{"interval": "1m", "input_series": stale, "alert_rule_test": checks}])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_stale_because_validation_holds_the_newest_slots_warns_instead_of_paging(tmp_path: Path) -> None:
+    """The rules agree with the freshness monitor: held slots turn the critical page into a warning."""
+    held = [s for s in HEALTHY if "freshness_lag" not in s["series"]]
+    held.append(series("dataops_freshness_lag_seconds", "1800 1800 18000x30", table=TABLE))
+    held.append(series("dataops_freshness_held_slots", "0 0 7x30", table=TABLE))
+    warning = {
+        "exp_labels": {"severity": "warning", "table": TABLE} | TARGET,
+        "exp_annotations": {
+            "summary": f"{TABLE} is stale: its newest slots are held by validation",
+            "description": "Its newest published slot ended 5h 0m 0s (platform clock) before the point its pipelines have processed "
+            "up to; the source delivered later slots, which validation holds in quarantine (see the validation incident).",
+        },
+    }
+    checks = [
+        {"eval_time": "8m", "alertname": "DataopsDataStale", "exp_alerts": []},
+        {"eval_time": "8m", "alertname": "DataopsDataHeld", "exp_alerts": [warning]},
+    ]
+    done = promtool_test(tmp_path, [{"interval": "1m", "input_series": held, "alert_rule_test": checks}])
     assert done.returncode == 0, done.stdout + done.stderr
 
 

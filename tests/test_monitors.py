@@ -98,3 +98,36 @@ def test_a_lagging_pipeline_is_one_behind_finding_not_empty_days(ctx: PlatformCo
     service.report(check_freshness(ctx, freshness, later, stall_after_s=0), later)
     (escalated,) = [i for i in ctx.incidents.list() if i.kind == "freshness"]
     assert escalated.occurrences == 5, "an escalated incident takes its cause in however long after, instead of paging again"
+
+
+def test_a_validation_incident_title_counts_every_occurrence(ctx: PlatformContext) -> None:
+    """Rows quarantined by one check over several runs fold into one incident whose title states the total, not the
+    first run's count."""
+    from pipelines.incidents import Finding
+
+    def quarantined(rows: int) -> Finding:
+        return Finding(
+            kind="validation",
+            severity="warning",
+            table="silver.carbon_intensity",
+            cause_key="actual_positive_and_physical",
+            title=f"silver.carbon_intensity: {rows} row(s) quarantined by actual_positive_and_physical",
+            tally=rows,
+            tally_title="silver.carbon_intensity: {total} row(s) quarantined by actual_positive_and_physical",
+            evidence={"rows": rows},
+        )
+
+    now = utc(2023, 3, 2)
+    first, opened = ctx.incidents.report(quarantined(18), now=now)
+    assert opened and first.title.startswith("silver.carbon_intensity: 18 row(s)")
+    ctx.incidents.report(quarantined(200), now=now + timedelta(hours=1))
+    folded, opened = ctx.incidents.report(quarantined(81), now=now + timedelta(hours=2))
+    assert not opened and folded.id == first.id and folded.occurrences == 3
+    assert folded.title == "silver.carbon_intensity: 299 row(s) quarantined by actual_positive_and_physical"
+    [finding] = [f for f in findings_from_run(_run_quarantining(ctx), silver="silver.carbon_intensity") if f.kind == "validation"][:1]
+    assert finding.tally_title is not None and "{total}" in finding.tally_title and finding.tally
+
+
+def _run_quarantining(ctx: PlatformContext) -> Any:
+    """A real run over 31 January 2023, whose zero actual at 01:00 the suite quarantines."""
+    return run_pipeline(ctx, "carbon_intensity", window((2023, 1, 31), (2023, 2, 1)), as_of=utc(2023, 2, 2))

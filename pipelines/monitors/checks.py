@@ -137,12 +137,13 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
     # the end of the bundled data, and the alert rule (config/prometheus/alerts.yml) must agree with this monitor.
     if not source_covers(ctx, spec.table, now):
         # Past the bundled data of a replay nothing is expected: no lag is judged, so none is exported to alert on.
-        for gauge in (metrics.FRESHNESS_LAG, metrics.FRESHNESS_LIMIT):
+        for gauge in (metrics.FRESHNESS_LAG, metrics.FRESHNESS_LIMIT, metrics.FRESHNESS_HELD):
             with contextlib.suppress(KeyError):  # never exported
                 gauge.remove(spec.table)
         return []
     metrics.FRESHNESS_LAG.labels(spec.table).set(max(0.0, source_lag))
     metrics.FRESHNESS_LIMIT.labels(spec.table).set(limit)
+    metrics.FRESHNESS_HELD.labels(spec.table).set(0)
     findings = []
     if source_lag > limit:
         title = (
@@ -152,6 +153,7 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
         held = _held_after(ctx, spec.table, newest, looked_at)
         if held and (looked_at - (max(held) + _cadence(ctx, spec.table))).total_seconds() > limit:
             held = set()  # the source did stop delivering after the held slots: that is an outage, and it pages
+        metrics.FRESHNESS_HELD.labels(spec.table).set(len(held))
         if held:
             # The source delivered; validation held what came after the newest published slot. Readers still see
             # stale data, but it is not an outage: the validation incident names the cause, so this one only warns.

@@ -56,6 +56,8 @@ def findings_from_run(result: RunResult, *, silver: str) -> list[Finding]:
                     table=group.target_table,
                     cause_key=group.expectation,
                     title=f"{group.target_table}: {group.rows} row(s) quarantined by {group.expectation}",
+                    tally=group.rows,
+                    tally_title=f"{group.target_table}: {{total}} row(s) quarantined by {group.expectation}",
                     occurred_at=group.first_ts,
                     evidence={
                         "run_id": result.run_id,

@@ -3,7 +3,8 @@
 Runs (re-run, backfill) must not have failed and their days must not be held; then the incident's
 partition is re-validated with its table's suite; a freshness incident re-evaluates its monitor; a gold
 day that did not reconcile (or left its distribution) is recomputed from its inputs again, since a plausible
-but wrong day passes its suite before any fix. Only a passed verification lets the agent resolve anything.
+but wrong day passes its suite before any fix, and a silver day that left its distribution (no mart to
+recompute it from) is judged against its history again. Only a passed verification lets the agent resolve anything.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def verify(
         if kind == "freshness":
             return _freshness(ctx, incident or {}, now)
         if kind == "bad_publish" and str((incident or {}).get("cause_key", "")).startswith(("reconcile:", "distribution:")):
+            if not any(m.table == (incident or {}).get("table") for m in ctx.inventory.marts.values()):
+                return _in_line(ctx, incident or {}, now)  # silver: no mart to recompute the day from
             return _reconciled(ctx, incident or {})
         if kind in ("source_failure", "pipeline_failure") and last["call"]["name"] in RUN_TOOLS:
             return {"passed": True, "method": "run_status", "detail": f"{len(result.get('runs', []))} run(s) completed without failure"}
@@ -95,6 +98,25 @@ def _freshness(ctx: PlatformContext, incident: dict[str, Any], now: datetime) ->
     if findings:
         return {"passed": False, "method": "monitor", "detail": findings[0].title}
     return {"passed": True, "method": "monitor", "detail": f"{monitor.name} is clear at {now.isoformat()}"}
+
+
+def _in_line(ctx: PlatformContext, incident: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Every day of a distribution incident on a table no mart writes is back in line with the table's history."""
+    from pipelines.monitors.distribution import days_in_line
+
+    name = str(incident.get("cause_key", "")).split(":", 1)[1]
+    monitor = ctx.inventory.monitors.get(name)
+    days = sorted({str(d) for e in incident.get("evidence") or [] for d in (e.get("days") or [e.get("day") or e.get("partition")]) if d})
+    if monitor is None or not days:
+        return {"passed": False, "method": "distribution", "detail": f"no monitor {name!r} or no day to re-judge"}
+    wrong = {d: why for d, why in days_in_line(ctx, monitor, [_day(d) for d in days], now).items() if why}
+    if wrong:
+        return {"passed": False, "method": "distribution", "detail": "; ".join(f"{d}: {why}" for d, why in wrong.items())}
+    return {
+        "passed": True,
+        "method": "distribution",
+        "detail": f"{incident.get('table')} {', '.join(days)} back in line with their history",
+    }
 
 
 def _reconciled(ctx: PlatformContext, incident: dict[str, Any]) -> dict[str, Any]:

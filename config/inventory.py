@@ -322,8 +322,10 @@ class Inventory(_Spec):
                 raise ValueError(f"mart {mart.name!r} names unknown suite {mart.suite!r}; known: {', '.join(sorted(self.suites))}")
         for monitor in self.monitors.values():
             need_table(f"monitor {monitor.name!r}", monitor.table)
-            if monitor.kind in ("reconcile", "distribution"):
+            if monitor.kind == "reconcile":
                 need_table(f"monitor {monitor.name!r}", monitor.table, "gold")
+            if monitor.kind == "distribution" and not monitor.table.startswith(("silver.", "gold.")):
+                raise ValueError(f"monitor {monitor.name!r} names {monitor.table!r} where a silver or gold table is expected")
             if monitor.forecast is not None and monitor.forecast not in self.forecasts:
                 raise ValueError(
                     f"monitor {monitor.name!r} names unknown forecast {monitor.forecast!r}; known: {', '.join(sorted(self.forecasts))}"

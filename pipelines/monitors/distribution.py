@@ -1,4 +1,4 @@
-"""Distribution monitor: each new or changed complete day of a gold table against the table's own history.
+"""Distribution monitor: each new or changed complete day of a silver or gold table against the table's own history.
 
 Reconciliation (pipelines/monitors/reconcile.py) proves a publish wrong by recomputing it, which needs
 the input snapshots; once upkeep expired them, or when silver itself carried the error, only the data's
@@ -17,6 +17,17 @@ scored against its own previous days) exceed no more often than the false-alarm 
 below a physical floor of a factor 2.5. Until `min_history_days` days exist the monitor says it is
 warming up.
 
+On silver the same judgement catches what nothing else would: a day rewritten out of band (straight to
+main, not through the pipeline) is not rescored by the value monitors, which score new slots past their
+watermark, nor by reconciliation, which recomputes gold from the silver snapshot gold was built from.
+There is no mart to recompute a silver day from, so nothing is left to reconciliation; the finding is the
+same `bad_publish` (rolled back to the last snapshot where the day was in line) and names the marts that
+read the table, which may have been built from the bad day. Over 2023 no clean day of
+silver.carbon_intensity's half-hourly `actual` or `forecast` lies outside its previous four weeks' range by
+more than a factor 1.77 (18 September; 12 March by 1.31 and 1.39), while x10 lands beyond 2.5 on 94% of
+days and x0.1 on 97 to 99% (computed from the bundled NESO 2023 CSV with the same statistic: daily median,
+previous 28 days, at least 14 of them).
+
 A day is judged when it is complete and its rows changed since it was last judged (a digest per day in
 `monitor_state`); a day found out of line is left out of later references while it stays as it is, so
 a unit change that persists is reported day after day rather than becoming the new normal.
@@ -24,14 +35,11 @@ a unit change that persists is reported day after day rather than becoming the n
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from pyiceberg.table import Table
 
 from config.errors import DataOpsError
@@ -41,109 +49,11 @@ from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.day_history import MAX_ANCESTORS, day_files, day_floor, find_writer, properties, signature
+from pipelines.monitors.day_profile import DayProfile, Judgement, Scorer, log_statistic, profile, profiles, scale_statistic
 from pipelines.monitors.state import load_state, save_state
 
-FLOOR_RATIO = 2.5  # no day within this factor of its references' range is called a scale error, whatever the history
-MIN_REFERENCES = 7  # a history day is scored for calibration only against at least this many days of its own
 MIN_SHARE_OF_ROWS = 0.5  # a day with fewer rows than this share of the usual count is not judged (incomplete)
 MAX_VERSIONS = 10  # older versions of a day looked at while searching the good snapshot
-
-
-@dataclass(frozen=True, kw_only=True)
-class DayProfile:
-    rows: int
-    digest: str
-    median: dict[str, float | None]
-    iqr: dict[str, float | None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Judgement:
-    column: str
-    statistic: str
-    score: float
-    threshold: float
-    log_ratio: float
-    observed: float
-    usual: float
-    low: float
-    high: float
-    calibrated_on: int
-
-    @property
-    def out_of_line(self) -> bool:
-        return self.score > self.threshold
-
-
-def profile(rows: pa.Table, columns: tuple[str, ...]) -> DayProfile:
-    """Median and interquartile range of each column over one day's rows, and a digest of the rows."""
-    order = sorted(range(rows.num_rows), key=lambda i: rows.column("ts")[i].as_py())
-    data = {c: [rows.column(c)[i].as_py() for i in order] for c in ("ts", *columns)}
-    digest = hashlib.sha256(repr(sorted(zip(*data.values(), strict=True))).encode()).hexdigest()[:16]
-    median: dict[str, float | None] = {}
-    iqr: dict[str, float | None] = {}
-    for column in columns:
-        values = np.array([float(v) for v in data[column] if v is not None and not math.isnan(float(v))], dtype=float)
-        if values.size:
-            q25, q50, q75 = np.percentile(values, [25, 50, 75])
-            median[column], iqr[column] = float(q50), float(q75 - q25)
-        else:
-            median[column] = iqr[column] = None
-    return DayProfile(rows=rows.num_rows, digest=digest, median=median, iqr=iqr)
-
-
-def profiles(rows: pa.Table, columns: tuple[str, ...]) -> dict[datetime, DayProfile]:
-    days = [day_floor(ts) for ts in rows.column("ts").to_pylist()]
-    out = {}
-    for day in sorted(set(days)):
-        mask = pa.array([d == day for d in days], type=pa.bool_())
-        out[day] = profile(rows.filter(mask), columns)
-    return out
-
-
-def _statistic(found: dict[datetime, DayProfile], column: str) -> str | None:
-    """median for a strictly positive column, else the interquartile range; None when neither is a scale."""
-    medians = [m for p in found.values() if (m := p.median[column]) is not None]
-    if medians and min(medians) > 0:
-        return "median"
-    spreads = [s for p in found.values() if (s := p.iqr[column]) is not None]
-    return "iqr" if spreads and min(spreads) > 0 else None
-
-
-def _log(found: DayProfile, column: str, statistic: str) -> float | None:
-    value = (found.median if statistic == "median" else found.iqr)[column]
-    return math.log(value) if value is not None and value > 0 else None
-
-
-class Scorer:
-    """Scores days of one column against the days before them."""
-
-    def __init__(self, logs: dict[datetime, float], history_days: int) -> None:
-        self.logs = logs
-        self.days = sorted(logs)
-        self.history_days = history_days
-
-    def references(self, day: datetime) -> list[datetime]:
-        start = day - timedelta(days=self.history_days)
-        return [d for d in self.days if start <= d < day]
-
-    def score(self, value: float, references: list[datetime]) -> tuple[float, float, float, float]:
-        """(score, usual, low, high) of a day's log statistic: how far it lies outside the references' range."""
-        logs = [self.logs[d] for d in references]
-        low, high = min(logs), max(logs)
-        return max(0.0, value - high, low - value), float(np.median(logs)), low, high
-
-    def threshold(self, references: list[datetime], per_day: float) -> tuple[float, int]:
-        """(log threshold, days calibrated on): the smallest log-ratio the references exceed within the budget."""
-        scores = []
-        for day in references:
-            own = self.references(day)
-            if len(own) >= MIN_REFERENCES:
-                scores.append(self.score(self.logs[day], own)[0])
-        allowed = int(per_day * len(scores))
-        ranked = sorted(scores, reverse=True)
-        calibrated = ranked[allowed] if allowed < len(ranked) else 0.0
-        return max(math.log(FLOOR_RATIO), calibrated), len(scores)
 
 
 def check_distribution(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[Finding]:
@@ -154,16 +64,10 @@ def check_distribution(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -
     today = day_floor(now)
     if head is None or (state.get("head"), state.get("today")) == (head, today.date().isoformat()):
         return []  # no day changed and none completed since the last look
-    judged_from = today - timedelta(days=spec.history_days)
-    start = judged_from - timedelta(days=2 * spec.history_days)
-    rows = wap.read_days(table, [start + timedelta(days=i) for i in range((today - start).days)], columns=("ts", *spec.columns))
-    found = profiles(rows, spec.columns)
+    judged_from, start, found, complete, statistics = _window(table, spec, today)
     keep = judged_from.date().isoformat()
     judged: dict[str, str] = {k: v for k, v in (state.get("judged") or {}).items() if k >= keep}
     flagged: dict[str, str] = {k: v for k, v in (state.get("flagged") or {}).items() if k >= start.date().isoformat()}
-    usual_rows = float(np.median([p.rows for p in found.values()])) if found else 0.0
-    complete = {d for d, p in found.items() if p.rows >= MIN_SHARE_OF_ROWS * usual_rows}
-    statistics = {c: _statistic({d: found[d] for d in complete}, c) for c in spec.columns}
     status, detail = state.get("status", "active"), state.get("detail", "")
     out_of_line: dict[datetime, list[Judgement]] = {}
     for day in sorted(d for d in complete if d >= judged_from):
@@ -188,7 +92,7 @@ def check_distribution(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -
     if out_of_line:
         usable = {d for d in complete if flagged.get(d.date().isoformat()) != found[d].digest}
         good = _good_snapshot(table, found, out_of_line, statistics, spec, usable)
-        findings.append(_finding(table, spec, found, out_of_line, good))
+        findings.append(_finding(table, spec, found, out_of_line, good, _downstream(ctx, spec.table)))
     save_state(
         ctx,
         spec.name,
@@ -204,6 +108,51 @@ def check_distribution(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -
         },
     )
     return findings
+
+
+def _window(
+    table: Table, spec: MonitorSpec, today: datetime
+) -> tuple[datetime, datetime, dict[datetime, DayProfile], set[datetime], dict[str, str | None]]:
+    """(first day judged, first day read, each day's profile, the complete days, each column's statistic) before `today`."""
+    judged_from = today - timedelta(days=spec.history_days)
+    start = judged_from - timedelta(days=2 * spec.history_days)
+    rows = wap.read_days(table, [start + timedelta(days=i) for i in range((today - start).days)], columns=("ts", *spec.columns))
+    found = profiles(rows, spec.columns)
+    usual_rows = float(np.median([p.rows for p in found.values()])) if found else 0.0
+    complete = {d for d, p in found.items() if p.rows >= MIN_SHARE_OF_ROWS * usual_rows}
+    statistics = {c: scale_statistic({d: found[d] for d in complete}, c) for c in spec.columns}
+    return judged_from, start, found, complete, statistics
+
+
+def _downstream(ctx: PlatformContext, table_name: str) -> list[str]:
+    """The marts' tables built from `table_name` (none for gold: marts read silver only)."""
+    return sorted(m.table for m in ctx.inventory.marts.values() if table_name in m.inputs)
+
+
+def days_in_line(ctx: PlatformContext, spec: MonitorSpec, days: list[datetime], now: datetime) -> dict[str, str]:
+    """Each of `days` on main now against the table's history, without touching the monitor's state: "" when in
+    line, else why not. The agent's check after a rollback of a table no mart writes, where no recompute can judge."""
+    table = load_table(ctx.catalog, spec.table)
+    _, state = load_state(ctx, spec.name)
+    _, _, found, complete, statistics = _window(table, spec, day_floor(now))
+    flagged: dict[str, str] = state.get("flagged") or {}
+    asked = {day_floor(d) for d in days}
+    usable = {d for d in complete - asked if flagged.get(d.date().isoformat()) != found[d].digest}
+    verdicts = {}
+    for day in sorted(asked):
+        key = day.date().isoformat()
+        if day not in complete:
+            verdicts[key] = "not a complete day of the last weeks on main"
+            continue
+        judgements, history = _judge(found, day, usable, statistics, spec)
+        bad = [j for j in judgements if j.out_of_line]
+        if history < spec.min_history_days:
+            verdicts[key] = f"only {history} of {spec.min_history_days} days of history to judge it by"
+        elif not judgements:
+            verdicts[key] = f"no value of {', '.join(spec.columns)} to judge"
+        else:
+            verdicts[key] = _describe(bad) if bad else ""
+    return verdicts
 
 
 def _recompute_decides(ctx: PlatformContext, table_name: str, day: datetime, head: int) -> bool:
@@ -224,12 +173,16 @@ def _recompute_decides(ctx: PlatformContext, table_name: str, day: datetime, hea
 
 
 def _explain(key: str, judgements: list[Judgement]) -> str:
+    return f"last judged {key}: " + _describe(judgements)
+
+
+def _describe(judgements: list[Judgement]) -> str:
     parts = [
         f"{j.column} {j.observed:.4g} ({math.exp(j.score):.2f}x outside [{j.low:.4g}, {j.high:.4g}], alarm beyond "
         f"{math.exp(j.threshold):.2f}x calibrated on {j.calibrated_on} days)"
         for j in judgements
     ]
-    return f"last judged {key}: " + "; ".join(parts)
+    return "; ".join(parts)
 
 
 def _judge(
@@ -248,11 +201,11 @@ def _judge(
     for column, statistic in statistics.items():
         if statistic is None:
             continue
-        logs = {d: v for d in usable if d != day and (v := _log(found[d], column, statistic)) is not None}
+        logs = {d: v for d in usable if d != day and (v := log_statistic(found[d], column, statistic)) is not None}
         scorer = Scorer(logs, spec.history_days)
         references = scorer.references(day)
         history = max(history, len(references))
-        value = _log(subject, column, statistic)
+        value = log_statistic(subject, column, statistic)
         if value is None or len(references) < spec.min_history_days:
             continue
         score, usual, low, high = scorer.score(value, references)
@@ -329,7 +282,12 @@ def _within_bounds(
 
 
 def _finding(
-    table: Table, spec: MonitorSpec, found: dict[datetime, DayProfile], out_of_line: dict[datetime, list[Judgement]], good: int | None
+    table: Table,
+    spec: MonitorSpec,
+    found: dict[datetime, DayProfile],
+    out_of_line: dict[datetime, list[Judgement]],
+    good: int | None,
+    downstream: list[str],
 ) -> Finding:
     days = sorted(out_of_line)
     worst = max(out_of_line[days[0]], key=lambda j: j.score)
@@ -353,6 +311,8 @@ def _finding(
         for j in out_of_line[day]
     ]
     named = ", ".join(d.date().isoformat() for d in days)
+    # Only a silver table feeds marts: they may hold the bad day too, and a rollback of silver does not rebuild them.
+    feeds: dict[str, Any] = {"feeds": downstream} if downstream else {}
     return Finding(
         kind="bad_publish",
         severity=spec.severity,
@@ -380,5 +340,6 @@ def _finding(
             "bad_snapshot_id": bad.snapshot_id if bad is not None else None,
             "bad_run_id": properties(bad).get("run_id") if bad is not None else None,
             "good_snapshot_id": good,
+            **feeds,
         },
     )

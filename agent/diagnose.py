@@ -303,21 +303,27 @@ def _near_power_of_ten(ratio: float) -> bool:
 def _bad_publish(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
     evidence = _latest(incident)
     facts = [incident.title]
+    scaled = incident.cause_key.startswith("distribution:")  # judged against its own history, not recomputed
     if evidence.get("good_snapshot_id"):
-        facts.append(f"last snapshot that reconciled: {evidence['good_snapshot_id']}")
+        facts.append(f"last snapshot {'where the day was in line' if scaled else 'that reconciled'}: {evidence['good_snapshot_id']}")
+    what = (
+        "publishes a day out of line with its own history (a scale change)" if scaled else "publishes values that its inputs do not support"
+    )
     return Diagnosis(
         cause="bad_publish",
         confidence=0.9,
-        summary=f"{incident.table} publishes values that its inputs do not support; rolling back to the last good snapshot undoes it",
+        summary=f"{incident.table} {what}; rolling back to the last good snapshot undoes it",
         evidence=facts,
     )
 
 
-# A value monitor's run rules (pipelines/monitors/models.py): patterns no real series shows, so the values are wrong.
+# Patterns a value monitor names (pipelines/monitors/models.py, day_bias.py): no clean series shows them, so the values are wrong.
 _RUN_RULES = {
     "stuck": "the series repeats one value far longer than it ever has: a frozen feed or sensor (or, for a forecast "
     "error stuck at 0, a forecast column copied from the actual)",
     "repeated_day": "the series repeats the day before slot for slot, which it has never done: a stale copy published as new data",
+    "bias": "the forecast missed in one direction all day, further than on any usual day: the actual (an offset, a meter "
+    "drifting away) or the forecast is off for the whole day; compare both with the source",
 }
 
 

@@ -68,6 +68,44 @@ def test_incremental_scoring_equals_full_scoring() -> None:
     assert [(p.ts, round(p.score, 9), p.rule) for p in pieces] == [(p.ts, round(p.score, 9), p.rule) for p in full]
     assert [p.ts for p in flags] == [p.ts for p in full_flags] and flags, "the glitch is flagged either way"
     assert state["daily_max"] == full_state["daily_max"] and state["threshold"] == full_state["threshold"]
+    bias = {k: v for k, v in full_state.items() if k.startswith("bias")}
+    assert len(bias["bias_scores"]) >= 10, "the day-bias rule judged days here, past its warm-up"
+    assert {k: v for k, v in state.items() if k.startswith("bias")} == bias
+
+
+def _offset_day(start: str, end: str, day: str, offset: float) -> SeriesFrame:
+    """The real series with ``offset`` added to one day's actuals, then what the suite lets into silver."""
+    d = pd.read_csv(REPLAY / "neso_2023_national_intensity.csv.gz", parse_dates=["from"])
+    inside = (d["from"] >= day) & (d["from"] < pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1))
+    d.loc[inside, "actual"] += offset
+    d = d[(d["from"] >= start) & (d["from"] < end)].dropna()
+    return _error_frame(d[(d.actual > 0) & ((d.actual - d.forecast).abs() <= 120)])
+
+
+def test_a_day_biased_by_an_offset_is_found_once_it_is_over_and_dated_from_its_start() -> None:
+    """+50 gCO2/kWh on every actual of 12 July 2023: no slot leaves what single slots may do, the day's mean does."""
+    spec = _spec("forecast_error", reference="forecast", budget={"incidents": 1, "per_days": 90})
+    frame = _offset_day("2023-04-01", "2023-07-14", "2023-07-12", 50)
+    _, flagged = score_points(spec, frame, np.arange(len(frame.x)), {})
+    [bias] = [p for p in flagged if p.rule == "bias" and p.ts.date().isoformat() == "2023-07-12"]
+    assert bias.since is not None and bias.since.isoformat() == "2023-07-12T00:00:00+00:00"
+    assert bias.direction == "high" and 50 < bias.value < 70, bias.detail  # the offset plus the day's own miss
+    [finding] = [f for f in findings_of(spec, frame, [bias], threshold=10.0)]
+    assert finding.title.startswith("test_forecast_error: biased all day from 2023-07-12T00:00:00+00:00 to 2023-07-12T23:30")
+    assert "mean error over the day +6" in finding.title and finding.evidence["rule"] == "bias"
+    clean = _offset_day("2023-04-01", "2023-07-14", "2023-07-12", 0)
+    _, quiet = score_points(spec, clean, np.arange(len(clean.x)), {})
+    assert not [p for p in quiet if p.rule == "bias" and p.ts.date().isoformat() == "2023-07-12"], "no offset: 12 July is ordinary"
+
+
+def test_a_day_with_too_few_slots_is_not_judged_for_bias() -> None:
+    """A day mostly missing (an outage) or mostly held in quarantine has no mean to speak of."""
+    spec = _spec("forecast_error", reference="forecast")
+    frame = _offset_day("2023-04-01", "2023-07-14", "2023-07-12", 50)
+    keep = ~((frame.ts >= pd.Timestamp("2023-07-12 06:00", tz="UTC")) & (frame.ts < pd.Timestamp("2023-07-13", tz="UTC")))
+    short = SeriesFrame(ts=frame.ts[keep], x=frame.x[keep], ref=None if frame.ref is None else frame.ref[keep])
+    _, flagged = score_points(spec, short, np.arange(len(short.x)), {})
+    assert not [p for p in flagged if p.rule == "bias" and p.ts.date().isoformat() == "2023-07-12"]
 
 
 def test_a_real_month_of_forecast_error_opens_nothing() -> None:

@@ -26,7 +26,8 @@ The models (``model:`` in config/monitors.yaml):
   (``reference``) also lies beyond the forecasts on both sides of it is a *forecast glitch*: its evidence is the product of the two tail probabilities, since
   a forecast is smooth from slot to slot whatever its error; it is reported as its own finding, and a
   point is scored once the slots a stretch needs after it have arrived. An error *stuck* at one value (as
-  above; at 0, the forecast column is a copy of the actual) is a finding too.
+  above; at 0, the forecast column is a copy of the actual) is a finding too. Once a day is complete, its mean
+  error is judged against the days before it (`day_bias.py`): a *bias* over the whole day (an offset, a drift).
 * ``detector``: the general-purpose detector of `anomaly.py` (robust seasonal and local z-scores and a
   novelty measure of the series' recent shape), the one benchmarked on the Numenta Anomaly Benchmark
   (benchmarks/nab.py), run over the day's history and its points; its evidence is the score.
@@ -55,7 +56,7 @@ from config.inventory import ValueModel
 from pipelines.monitors.residuals import HourlyBaseline, SeriesFrame, regular_steps, tail_or_one, tail_probability, tail_score
 
 Direction = Literal["high", "low"]
-Rule = Literal["level", "step", "error", "glitch", "stuck", "repeated_day", "impossible_step", "unit_change"]
+Rule = Literal["level", "step", "error", "glitch", "stuck", "repeated_day", "impossible_step", "unit_change", "bias"]
 
 RULE_SCORE = 12.0
 """Score of a rule that fired (stuck, impossible step, unit change): beyond any threshold a budget gives."""

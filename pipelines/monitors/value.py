@@ -26,7 +26,7 @@ from pipelines.forecast.schema import HORIZON_SLOTS, SLOT
 from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
-from pipelines.monitors import feedback
+from pipelines.monitors import day_bias, feedback
 from pipelines.monitors.calibration import CALIBRATION_DAYS, calibrate
 from pipelines.monitors.models import GLITCH_MAX_SLOTS, PointScore, judge_day
 from pipelines.monitors.residuals import SeriesFrame
@@ -40,6 +40,7 @@ _RULE_KEYS = {
     "repeated_day": "repeated_day",
     "impossible_step": "impossible_step",
     "unit_change": "unit_change",
+    "bias": "bias",
 }
 
 
@@ -121,6 +122,9 @@ def score_points(
     for i in fresh:
         by_day[day_of[i]].append(int(i))
     for day, points in sorted(by_day.items()):
+        if spec.model == "forecast_error" and (bias := _bias_of_the_day_before(spec, frame, day, blocked, state, sensitivity)):
+            scored.append(bias)
+            flagged.append(bias)
         lo = day - pd.Timedelta(days=spec.history_days)
         history = np.flatnonzero((frame.ts >= lo) & (frame.ts < day) & ~blocked)
         history_days = len(set(day_of[history]))
@@ -148,6 +152,41 @@ def score_points(
     return scored, flagged
 
 
+def _bias_of_the_day_before(
+    spec: MonitorSpec, frame: SeriesFrame, day: pd.Timestamp, blocked: np.ndarray, state: dict[str, Any], sensitivity: float
+) -> PointScore | None:
+    """Judge the last day with data before ``day`` for a bias over the whole day (`day_bias.py`), once: a day is over
+    when a later day's first point is scored, which happens at the same point whether the series comes in one call
+    or many. A flag is dated from the day's start and stands at its last point."""
+    before = np.flatnonzero(frame.ts < day)
+    if not len(before):
+        return None
+    previous = frame.ts[before[-1]].normalize()
+    key = previous.strftime("%Y-%m-%d")
+    if key <= str(state.get("bias_judged", "")):
+        return None
+    state["bias_judged"] = key
+    points = np.flatnonzero((frame.ts >= previous) & (frame.ts < previous + pd.Timedelta(days=1)) & np.isfinite(frame.x))
+    lo = previous - pd.Timedelta(days=spec.history_days)
+    history = np.flatnonzero((frame.ts >= lo) & (frame.ts < previous) & ~blocked)
+    if len(set(frame.ts[history].normalize())) < spec.min_history_days:
+        return None
+    bias = day_bias.judge(frame, previous, points, history, state, spec.budget, sensitivity=sensitivity)
+    if bias is None or not bias.biased:
+        return None
+    last = int(points[-1])
+    return PointScore(
+        index=last,
+        ts=frame.ts[last].to_pydatetime(),
+        value=bias.mean,
+        score=bias.score,
+        direction="high" if bias.deviation >= 0 else "low",
+        rule="bias",
+        detail=bias.detail(),
+        since=previous.to_pydatetime(),
+    )
+
+
 def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[Finding]:
     """Score the points that arrived since the last evaluation; findings for those beyond the threshold."""
     watermark, state = load_state(ctx, spec.name)
@@ -172,7 +211,8 @@ def check_value(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -> list[
 
 
 def findings_of(spec: MonitorSpec, frame: SeriesFrame, flagged: list[PointScore], *, threshold: float) -> list[Finding]:
-    """One finding per kind of deviation (calibrated anomaly, glitch, stuck, repeated day, impossible step, unit change).
+    """One finding per kind of deviation (calibrated anomaly, glitch, stuck, repeated day, impossible step, unit change,
+    a day's bias).
 
     A forecast glitch is the source's own forecast gone wrong for one slot: an `info` finding of its own
     kind, which the agent records and closes (config/runbooks.yaml `forecast_glitch`), not a page.
@@ -245,6 +285,8 @@ def _title(spec: MonitorSpec, frame: SeriesFrame, group: str, points: list[Point
             f"{spec.name}: from {since} to {last.ts.isoformat()} every value repeats the same slot one day earlier "
             f"({last.detail}): a stale copy of the day before?"
         )
+    if group == "bias":
+        return f"{spec.name}: biased all day from {since} to {last.ts.isoformat()}: {last.detail}"
     if group in ("impossible_step", "unit_change"):
         return f"{spec.name}: {group.replace('_', ' ')} at {at}: value {worst.value:g}, {worst.detail}"
     return (

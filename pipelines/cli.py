@@ -177,7 +177,7 @@ def _print_runs(ctx: PlatformContext, results: list[RunResult]) -> None:
             str(r.records_fetched),
             str(r.bronze_new),
             str(r.rows_out),
-            f"{r.rows_quarantined} (+{r.rows_already_held} already held)" if r.rows_already_held else str(r.rows_quarantined),
+            r.quarantined_text(),
             ", ".join(r.held_days) or "-",
         )
     out.print(table)

@@ -30,10 +30,7 @@ def run_line(result: RunResult, attempts: int = 1) -> str:
     if result.status == "failed":
         return f"{head}: {result.error}"
     held = f"held {', '.join(result.held_days)}" if result.held_days else "no day held"
-    quarantined = f"{result.rows_quarantined} quarantined" + (
-        f" (+{result.rows_already_held} already held)" if result.rows_already_held else ""
-    )
-    line = f"{head}: {_rows(result.rows_out)} published, {quarantined}, {held}"
+    line = f"{head}: {_rows(result.rows_out)} published, {result.quarantined_text('quarantined')}, {held}"
     marts = [f"{t.table} {_rows(t.rows_written)}" for t in result.tables if t.table.startswith("gold.")]
     if marts:
         line += "; " + ", ".join(marts)

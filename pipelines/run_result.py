@@ -79,6 +79,12 @@ class RunResult(BaseModel):
     commit_retries: int = Field(default=0, description="commits retried on fresh metadata because another writer committed first")
     replans: int = Field(default=0, description="promotions planned again because what they validated changed before publishing")
 
+    def quarantined_text(self, unit: str = "") -> str:
+        """The rows this run quarantined, with those an earlier run already holds: "3", "0 (+1 already held)", or
+        with a unit "0 quarantined (+1 already held)"."""
+        held = f" (+{self.rows_already_held} already held)" if self.rows_already_held else ""
+        return f"{self.rows_quarantined}{' ' + unit if unit else ''}{held}"
+
 
 def new_run_id(pipeline: str, now: datetime | None = None) -> str:
     """Run ids sort by start time: 20230101T000000123456Z-carbon_intensity-1a2b3c."""

@@ -61,3 +61,17 @@ def test_a_re_planned_attempt_does_not_count_its_own_rows_as_held_before(ctx: Pl
     later = QuarantineWriter(again)
     again.hold(*slots)
     assert (later.flush(), later.already_held) == (0, 2)
+
+
+def test_the_run_log_and_the_cli_table_count_rows_already_held_the_same_way() -> None:
+    from pipelines.run_log import run_line
+    from pipelines.run_result import RunResult
+    from tests.conftest import utc
+
+    result = RunResult(
+        run_id="r", pipeline="carbon_intensity", status="succeeded", window_start=utc(2023, 1, 3), window_end=utc(2023, 1, 4),
+        as_of=utc(2023, 1, 5), rows_out=47, rows_quarantined=0, rows_already_held=1,
+    )  # fmt: skip
+    assert result.quarantined_text() == "0 (+1 already held)"
+    assert "47 rows published, 0 quarantined (+1 already held), no day held" in run_line(result)
+    assert result.model_copy(update={"rows_already_held": 0, "rows_quarantined": 2}).quarantined_text("quarantined") == "2 quarantined"

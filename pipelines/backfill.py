@@ -72,6 +72,7 @@ class PartitionOutcome(BaseModel):
     attempts: int = Field(description="runs that covered this partition, a packed run included")
     rows_out: int = 0
     rows_quarantined: int = 0
+    rows_already_held: int = Field(default=0, description="rows held back that an earlier run had already quarantined")
     held_days: list[str] = Field(default_factory=list)
     commit_retries: int = 0
     replans: int = 0
@@ -107,6 +108,7 @@ class BackfillReport(BaseModel):
     task_retries: int = Field(description="partition runs repeated after a transient failure")
     rows_out: int
     rows_quarantined: int
+    rows_already_held: int = Field(default=0, description="rows held back that an earlier run had already quarantined (a backfill again)")
     duration_s: float
     outcomes: list[PartitionOutcome]
 
@@ -224,7 +226,7 @@ def run_backfill(
         succeeded=sum(o.status == "succeeded" for o in ordered), quarantined=sum(o.status == "quarantined" for o in ordered),
         failed=sum(o.status == "failed" for o in ordered), commit_retries=state.commit_retries, replans=state.replans,
         task_retries=state.task_retries, rows_out=sum(o.rows_out for o in ordered),
-        rows_quarantined=sum(o.rows_quarantined for o in ordered), duration_s=round(time.perf_counter() - started, 3),
+        rows_quarantined=sum(o.rows_quarantined for o in ordered), rows_already_held=sum(o.rows_already_held for o in ordered), duration_s=round(time.perf_counter() - started, 3),
         outcomes=ordered,
     )  # fmt: skip
 
@@ -306,7 +308,7 @@ class _Backfill:
             if w.start not in self.outcomes and w.start in self.unsettled:
                 result, size = self.unsettled[w.start]
                 outcome = _outcome(result, w)
-                outcome.rows_out = outcome.rows_quarantined = 0
+                outcome.rows_out = outcome.rows_quarantined = outcome.rows_already_held = 0
                 outcome.held_days, outcome.run_partitions = [], size
                 self._report(w, outcome)
 
@@ -320,9 +322,12 @@ def _split(result: RunResult, pack: Pack) -> list[PartitionOutcome] | None:
     if result.status not in ("succeeded", "quarantined") or result.rows_by_day is None:
         return None
     by_day = result.rows_by_day
-    if sum(d.rows_out for d in by_day.values()) != result.rows_out or sum(d.rows_quarantined for d in by_day.values()) != (
-        result.rows_quarantined
-    ):
+    totals = (
+        sum(d.rows_out for d in by_day.values()),
+        sum(d.rows_quarantined for d in by_day.values()),
+        sum(d.rows_already_held for d in by_day.values()),
+    )
+    if totals != (result.rows_out, result.rows_quarantined, result.rows_already_held):
         return None
     bounds = [(w.start.date().isoformat(), w.end.date().isoformat()) for w in pack]
 
@@ -331,12 +336,13 @@ def _split(result: RunResult, pack: Pack) -> list[PartitionOutcome] | None:
 
     split = [_outcome(result, w) for w in pack]
     for outcome in split:
-        outcome.rows_out = outcome.rows_quarantined = 0
+        outcome.rows_out = outcome.rows_quarantined = outcome.rows_already_held = 0
         outcome.held_days = []
         outcome.run_partitions = len(pack)
     for day, rows in sorted(by_day.items()):
         split[home(day)].rows_out += rows.rows_out
         split[home(day)].rows_quarantined += rows.rows_quarantined
+        split[home(day)].rows_already_held += rows.rows_already_held
     for day in sorted(result.held_days):
         split[home(day)].held_days.append(day)
     for outcome in split:
@@ -361,6 +367,6 @@ def _batch_failure(again: list[RunResult]) -> Failure | None:
 def _outcome(result: RunResult, window: Window) -> PartitionOutcome:
     return PartitionOutcome(
         start=window.start, end=window.end, status=result.status, run_id=result.run_id, attempts=1, rows_out=result.rows_out,
-        rows_quarantined=result.rows_quarantined, held_days=result.held_days, commit_retries=result.commit_retries,
+        rows_quarantined=result.rows_quarantined, rows_already_held=result.rows_already_held, held_days=result.held_days, commit_retries=result.commit_retries,
         replans=result.replans, error=result.error, duration_s=result.duration_s,
     )  # fmt: skip

@@ -51,7 +51,9 @@ def backfill(
         str | None, typer.Option("--as-of", help="Clock instant: replay serves only data known by then. Default: now.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the backfill report as JSON on stdout.")] = False,
-    strict: Annotated[bool, typer.Option(help="Exit 3 when a partition held data back.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 3 when a partition held data back, rows an earlier run already quarantined included.")
+    ] = False,
 ) -> None:
     """Run a pipeline over every day partition of a range, each partition the same idempotent run as `dataops run`.
 
@@ -111,7 +113,7 @@ def backfill(
         _print_report(out, report)
     if report.failed:
         raise typer.Exit(EXIT_FAILED)
-    if strict and (report.quarantined or report.rows_quarantined):
+    if strict and (report.quarantined or report.rows_quarantined or report.rows_already_held):
         raise typer.Exit(EXIT_QUARANTINED)
 
 
@@ -124,7 +126,9 @@ def _print_report(out: Console, report: BackfillReport) -> None:
     )
     out.print(
         f"  succeeded {report.succeeded}, quarantined {report.quarantined}, failed {report.failed}; rows published "
-        f"{report.rows_out}, held back {report.rows_quarantined}; commit retries {report.commit_retries}, "
+        f"{report.rows_out}, held back {report.rows_quarantined}"
+        + (f" (+{report.rows_already_held} already held)" if report.rows_already_held else "")
+        + f"; commit retries {report.commit_retries}, "
         f"re-plans {report.replans}, task retries {report.task_retries}"
         + (f"; {report.unpacked_reruns} partition(s) of failed packed runs run again alone" if report.unpacked_reruns else "")
     )

@@ -237,9 +237,10 @@ class _Run:
         self.result.held_days = sorted(d.date().isoformat() for d in self.held)
         self.result.status = "quarantined" if (self.held or self.table_held) else "succeeded"
         if self.published_by_day is not None and not self.table_held:  # staged files and whole-window holds: no split
-            published, quarantined = self.published_by_day, self.quarantine.by_day
+            published, quarantined, held = self.published_by_day, self.quarantine.by_day, self.quarantine.already_held_by_day
             self.result.rows_by_day = {
-                d: DayRows(rows_out=published.get(d, 0), rows_quarantined=quarantined.get(d, 0)) for d in sorted({*published, *quarantined})
+                d: DayRows(rows_out=published.get(d, 0), rows_quarantined=quarantined.get(d, 0), rows_already_held=held.get(d, 0))
+                for d in sorted({*published, *quarantined, *held})
             }
         return self.result
 

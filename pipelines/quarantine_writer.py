@@ -43,6 +43,7 @@ class QuarantineWriter:
         self.so_far = 0  # rows written to quarantine by this run (`flush`)
         self.by_day: dict[str, int] = {}  # rows newly quarantined, by day
         self.already_held = 0  # rows this run held back that an earlier run had already quarantined (`write`)
+        self.already_held_by_day: dict[str, int] = {}  # the same, by day
         self.written: set[tuple[str, str, str, str]] = set()  # what this run appended (a re-planned attempt sees it again)
 
     def flush(self) -> int:
@@ -93,6 +94,8 @@ class QuarantineWriter:
                 fresh.append(q)
             elif m not in self.written:
                 self.already_held += 1
+                day = (q["ts"] or run.window.start).date().isoformat()
+                self.already_held_by_day[day] = self.already_held_by_day.get(day, 0) + 1
         self.written |= {marker(q) for q in fresh}
         for q in fresh:
             day = (q["ts"] or run.window.start).date().isoformat()  # the day `days` above files it under

@@ -35,10 +35,11 @@ class QuarantineGroup(BaseModel):
 
 
 class DayRows(BaseModel):
-    """One UTC day's part of a run's `rows_out` and `rows_quarantined`."""
+    """One UTC day's part of a run's `rows_out`, `rows_quarantined` and `rows_already_held`."""
 
     rows_out: int = 0
     rows_quarantined: int = 0
+    rows_already_held: int = 0
 
 
 class RunResult(BaseModel):

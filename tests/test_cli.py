@@ -378,3 +378,18 @@ def test_a_second_strict_run_still_reports_the_held_row(home: Path) -> None:
     assert run["rows_out"] + run["rows_already_held"] == run["rows_in"]
     shown = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert shown.exit_code == 3 and "0 (+1 already held)" in shown.output
+
+
+def test_a_second_strict_backfill_still_reports_the_held_rows(home: Path) -> None:
+    """The same for a backfill: its partitions are read from packed runs by day, rows already held included."""
+    args = ["backfill", "carbon_intensity", "--start", "2023-01-23", "--end", "2023-01-26", "--strict"]
+    first = runner.invoke(app, [*args, "--json"])
+    assert first.exit_code == 3, first.output
+    again = runner.invoke(app, [*args, "--json"])
+    assert again.exit_code == 3, again.output
+    report = json.loads(again.stdout)
+    assert (report["rows_quarantined"], report["rows_already_held"]) == (0, 1)
+    [held] = [o for o in report["outcomes"] if o["rows_already_held"]]
+    assert held["start"].startswith("2023-01-24"), "the held row is on its own day's partition"
+    shown = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert shown.exit_code == 3 and "held back 0 (+1 already held)" in shown.output

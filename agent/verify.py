@@ -106,7 +106,7 @@ def _in_line(ctx: PlatformContext, incident: dict[str, Any], now: datetime) -> d
 
     name = str(incident.get("cause_key", "")).split(":", 1)[1]
     monitor = ctx.inventory.monitors.get(name)
-    days = sorted({str(d) for e in incident.get("evidence") or [] for d in (e.get("days") or [e.get("day") or e.get("partition")]) if d})
+    days = _incident_days(incident)
     if monitor is None or not days:
         return {"passed": False, "method": "distribution", "detail": f"no monitor {name!r} or no day to re-judge"}
     wrong = {d: why for d, why in days_in_line(ctx, monitor, [_day(d) for d in days], now).items() if why}
@@ -119,12 +119,17 @@ def _in_line(ctx: PlatformContext, incident: dict[str, Any], now: datetime) -> d
     }
 
 
+def _incident_days(incident: dict[str, Any]) -> list[str]:
+    """Every day a bad-publish incident's occurrences named (YYYY-MM-DD)."""
+    return sorted({str(d) for e in incident.get("evidence") or [] for d in (e.get("days") or [e.get("day") or e.get("partition")]) if d})
+
+
 def _reconciled(ctx: PlatformContext, incident: dict[str, Any]) -> dict[str, Any]:
     """Every day of a bad-publish incident recomputes to what `main` now publishes."""
     from pipelines.monitors.reconcile import Reconciler, mart_writing
 
     table = str(incident.get("table"))
-    days = sorted({str(d) for e in incident.get("evidence") or [] for d in (e.get("days") or [e.get("day") or e.get("partition")]) if d})
+    days = _incident_days(incident)
     if not days:
         return {"passed": False, "method": "reconcile", "detail": "the incident names no day to recompute"}
     reconciler = Reconciler(ctx, mart_writing(ctx, table))

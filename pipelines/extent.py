@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Disposition = Literal["held", "published_partial", "empty"]
+CLOCK_ZONE = ZoneInfo("Europe/London")
+"""The clock of the sources' region (GB): a source that labels its local time as UTC loses an hour on its spring change."""
 
 
 class SlotRange(BaseModel):
@@ -106,7 +109,7 @@ class Extent(BaseModel):
         cadence = self.days[0].cadence_minutes
         unit = "half-hours" if cadence == 30 else "hours" if cadence == 60 else f"{cadence}-minute slots"
         spans = ", ".join(_span(r, timedelta(minutes=cadence)) for r in ranges)
-        return f"{self.missing_count()} {unit} missing {spans}"
+        return f"{self.missing_count()} {unit} missing {spans}{_clock_change(ranges)}"
 
     def describe(self) -> str:
         """One sentence: what is missing, from when to when, and what became of the partial days."""
@@ -159,6 +162,21 @@ def _slot(ts: datetime, start: datetime, cadence: timedelta) -> int:
 
 def _next(day: str) -> str:
     return (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
+
+
+def _clock_change(ranges: list[SlotRange]) -> str:
+    """A hint when the one gap is the hour the clocks of `CLOCK_ZONE` skip: what a source's local time read as UTC
+    looks like, not an outage."""
+    if len(ranges) != 1 or ranges[0].end - ranges[0].start != timedelta(hours=1):
+        return ""
+    start = ranges[0].start.astimezone(UTC)
+    before, after = (start - timedelta(minutes=1)).astimezone(CLOCK_ZONE).utcoffset(), start.astimezone(CLOCK_ZONE).utcoffset()
+    if before is None or after is None or after <= before:
+        return ""  # no change here, or the clocks went back: an hour repeats in local time, none is skipped
+    return (
+        f" (the hour {CLOCK_ZONE.key} skipped when its clocks went forward: a source that labels local time as UTC "
+        "leaves exactly this gap, and its later slots an hour off)"
+    )
 
 
 def _span(r: SlotRange, cadence: timedelta) -> str:

@@ -12,7 +12,7 @@ from agent.planner import PlanningState, ProposedCall, Turn
 from agent.runbook import RunbookPlanner, RunbookSpec
 from pipelines import faults
 from pipelines.context import PlatformContext
-from pipelines.extent import Extent, day_extent
+from pipelines.extent import DayExtent, Extent, SlotRange, day_extent
 from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
@@ -203,3 +203,22 @@ def test_the_agent_journals_its_diagnosis_and_reports_the_whole_extent(ctx: Plat
     assert journal.cause == "source_outage" and any("91 half-hours" in fact for fact in journal.evidence)
     assert any("diagnosis: source_outage" in line for line in lines)
     assert [c for c, _ in [(e.tool, e.status) for e in AuditLog(ctx.ledger).entries(incident_id=incident_id)] if c == names.REFETCH_RANGE]
+
+
+def test_the_hour_skipped_by_the_spring_clock_change_is_named_as_such() -> None:
+    """One hour missing at 01:00 UTC on 26 March 2023 is what a source labelling Europe/London time as UTC leaves;
+    the same gap a day earlier, or on the autumn change (an hour repeats, none is skipped), is only a gap."""
+
+    def gap(day: str, hours: int = 1) -> str:
+        start = datetime.fromisoformat(f"{day}T01:00:00+00:00")
+        missing = SlotRange(start=start, end=start + timedelta(hours=hours))
+        extent = DayExtent(day=day, cadence_minutes=30, expected=48, present=48 - 2 * hours, missing=(missing,), disposition="held")
+        return Extent(days=(extent,)).describe_missing()
+
+    assert gap("2023-03-26") == (
+        "2 half-hours missing 2023-03-26 01:00–01:30 (the hour Europe/London skipped when its clocks went forward: a source "
+        "that labels local time as UTC leaves exactly this gap, and its later slots an hour off)"
+    )
+    assert gap("2023-03-25") == "2 half-hours missing 2023-03-25 01:00–01:30"
+    assert gap("2023-10-29") == "2 half-hours missing 2023-10-29 01:00–01:30"
+    assert "clocks went forward" not in gap("2023-03-26", hours=2), "two hours missing is more than the clock change"

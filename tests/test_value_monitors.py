@@ -293,3 +293,33 @@ def test_the_nab_detector_model_scores_incrementally_and_flags_a_unit_change() -
     pieces = [p for chunk in np.array_split(fresh, 7) for p in score_points(spec, frame, chunk, state)[0]]
     assert [(p.ts, round(p.score, 9)) for p in pieces] == [(p.ts, round(p.score, 9)) for p in full]
     assert full_flags and 2300 <= full_flags[0].index < 2310 and full_flags[0].direction == "high"
+
+
+@pytest.mark.slow
+def test_a_meter_reading_high_for_a_day_is_a_bias_finding_through_the_real_pipeline(
+    ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The published actual 50 gCO2/kWh high for all of 18 July, its index band following it as NESO's does: every
+    slot passes the suite and the point rules, and once the day is over the monitor reports the day's bias (the rule
+    speaks once it has judged 28 days of its own, after the monitor's 14 days of warm-up)."""
+    original = neso._REPLAY["carbon_intensity"]
+    bands = ((40, "very low"), (120, "low"), (200, "moderate"), (290, "high"))
+
+    def offset(*args: Any) -> dict[str, Any]:
+        body = original(*args)
+        for record in body["data"]:
+            if record["from"].startswith("2023-07-18") and record["intensity"].get("actual") is not None:
+                actual = record["intensity"]["actual"] + 50
+                index = next((name for limit, name in bands if actual < limit), "very high")
+                record["intensity"] = {**record["intensity"], "actual": actual, "index": index}
+        return body
+
+    monkeypatch.setitem(neso._REPLAY, "carbon_intensity", offset)
+    run_pipeline(ctx, "carbon_intensity", window((2023, 6, 1), (2023, 7, 20)))
+    spec = ctx.inventory.monitors["forecast_error"]
+    found = [f for f in check_value(ctx, spec, utc(2023, 7, 20)) if f.evidence["rule"] == "bias"]
+    [bias] = [f for f in found if f.evidence["start"] == "2023-07-18T00:00:00+00:00"]
+    assert bias.kind == "value_anomaly" and bias.cause_key == "forecast_error:bias" and bias.evidence["direction"] == "high"
+    assert bias.title.startswith("forecast_error: biased all day from 2023-07-18T00:00:00+00:00 to 2023-07-18T23:30:00+00:00")
+    _, state = load_state(ctx, "forecast_error")
+    assert state["bias_flagged"] == ["2023-07-18"], "the weeks before it are clean"

@@ -384,13 +384,16 @@ class ChatPlan:
             hours = lag.total_seconds() / 3600
             limit = self.names.max_lag_minutes.get(table)
             verdict = (
-                ""
+                "no freshness monitor watches it"
                 if limit is None
-                else (" fresh" if lag <= timedelta(minutes=limit) else " STALE") + f" (its monitor allows {limit / 60:g} h)"
+                else ("fresh" if lag <= timedelta(minutes=limit) else "STALE") + f" (its monitor allows {limit / 60:g} h)"
             )
-            lines.append(f"{pipeline}: newest slot {newest:%Y-%m-%d %H:%M} UTC, {hours:.1f} h before the platform clock;{verdict}")
-        stale = sum("STALE" in line or "no data" in line for line in lines)
-        head = f"As of {self.now:%Y-%m-%d %H:%M} UTC (platform clock), {len(lines) - stale} of {len(lines)} pipeline(s) are fresh."
+            lines.append(f"{pipeline}: newest slot {newest:%Y-%m-%d %H:%M} UTC, {hours:.1f} h before the platform clock; {verdict}")
+        judged = [line for line in lines if "no freshness monitor" not in line]
+        stale = sum("STALE" in line or "no data" in line for line in judged)
+        head = (
+            f"As of {self.now:%Y-%m-%d %H:%M} UTC (platform clock), {len(judged) - stale} of {len(judged)} monitored pipeline(s) are fresh."
+        )
         return head + "\n" + "\n".join(lines)
 
     def quarantine_answer(self, rows: list[dict[str, Any]]) -> str:

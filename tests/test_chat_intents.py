@@ -212,3 +212,22 @@ def test_no_tool_name_is_a_string_literal_in_the_chat_modules() -> None:
         text = path.read_text()
         quoted = [n for n in tool.ALL if f'"{n}"' in text or f"'{n}'" in text]
         assert not quoted, f"{path.name} names {quoted} as strings; use tools.names"
+
+
+def test_freshness_counts_only_monitored_pipelines_and_says_which_have_no_monitor() -> None:
+    step = _plan("how fresh is the data?")
+    [query] = step.calls
+    rows = [
+        {"table_name": "silver.carbon_intensity", "newest": "2023-03-04T00:00:00+00:00", "n_rows": 100},
+        {"table_name": "silver.weather", "newest": "2023-03-03T12:00:00+00:00", "n_rows": 100},
+        {"table_name": "silver.country_intensity", "newest": "2023-01-01T00:00:00+00:00", "n_rows": 222},
+    ]
+    result = {"columns": list(rows[0]), "rows": [list(r.values()) for r in rows]}
+    answer = _plan("how fresh is the data?", [_turn(query, result)]).message
+    assert "1 of 2 monitored pipeline(s) are fresh" in answer
+    assert "carbon_intensity: newest slot 2023-03-04 00:00 UTC, 1.0 h before the platform clock; fresh (its monitor allows 3 h)" in answer
+    assert "weather: newest slot 2023-03-03 12:00 UTC, 13.0 h before the platform clock; STALE (its monitor allows 6 h)" in answer
+    assert (
+        "country_intensity: newest slot 2023-01-01 00:00 UTC, 1489.0 h before the platform clock; no freshness monitor watches it" in answer
+    )
+    assert not any(line.rstrip().endswith(";") for line in answer.splitlines())

@@ -318,7 +318,7 @@ def chat(
         raise fail("--message is empty: give a question, or leave --message out for an interactive session", EXIT_USAGE)
     agent = agent_for_cli(planner=_WatchedPlanner)
     watch: _WatchedPlanner = agent.runtime.planner
-    user = cli_asker(agent.ctx, as_user)  # the requester of any approval this conversation asks for
+    cli_asker(agent.ctx, as_user)  # refuse a bad --as or token before the first question
     thread_id = f"chat-{thread or secrets.token_hex(4)}"
     if message is None:
         out.print(f"the agent ({agent.planner_name}); ask a question, 'quit' ends", markup=False)
@@ -332,7 +332,8 @@ def chat(
             if not text.strip():
                 continue
             failed_before = len(watch.failures)
-            outcome = agent.chat(thread_id, text, user=user)
+            # Who asks, read again each turn: a role changed or a token revoked mid-session counts from the next turn.
+            outcome = agent.chat(thread_id, text, user=cli_asker(agent.ctx, as_user))
             if len(watch.failures) > failed_before:
                 console.print(f"[red]error:[/red] {escape(str(watch.failures[-1]))}", soft_wrap=True)
                 if message is not None:

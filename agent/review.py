@@ -76,8 +76,9 @@ def check_arguments(rt: Runtime, state: AgentState, call: ProposedCall) -> tuple
 
 
 def _requester_role(state: AgentState) -> RequesterRole | None:
-    """'agent' when the platform works an incident; the asking person's role in chat (None: no person)."""
-    if state.get("mode") != "chat":
+    """'agent' when the platform works an incident; otherwise the asking person's role (None: no person, or a thread
+    that does not say: it fails closed)."""
+    if state.get("mode") == "incident":
         return "agent"
     role = state.get("actor_role")
     return role if role in ("viewer", "operator", "approver") else None  # type: ignore[return-value]

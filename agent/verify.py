@@ -112,10 +112,13 @@ def _in_line(ctx: PlatformContext, incident: dict[str, Any], now: datetime) -> d
     wrong = {d: why for d, why in days_in_line(ctx, monitor, [_day(d) for d in days], now).items() if why}
     if wrong:
         return {"passed": False, "method": "distribution", "detail": "; ".join(f"{d}: {why}" for d, why in wrong.items())}
+    feeds = sorted({str(m) for e in incident.get("evidence") or [] for m in e.get("feeds") or []})
+    # A rollback of silver does not rebuild what was built from the bad day: say so, so a person refreshes them.
+    rebuild = f"; the marts built from it ({', '.join(feeds)}) were not rebuilt: refresh them for those days" if feeds else ""
     return {
         "passed": True,
         "method": "distribution",
-        "detail": f"{incident.get('table')} {', '.join(days)} back in line with their history",
+        "detail": f"{incident.get('table')} {', '.join(days)} back in line with their history{rebuild}",
     }
 
 

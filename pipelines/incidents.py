@@ -159,8 +159,12 @@ class IncidentStore:
                 if finding.tally is not None and finding.tally_title is not None:
                     # The running sum rides on the newest evidence entry, so it survives the evidence being trimmed.
                     before = (current.evidence or [{}])[-1]
-                    entry["tally_total"] = int(before.get("tally_total", 0) or 0) + finding.tally
-                    current.title = finding.tally_title.format(total=entry["tally_total"])
+                    # An incident opened before titles were tallied has no running sum: its occurrences' rows are it.
+                    so_far = before.get("tally_total")
+                    if so_far is None:
+                        so_far = sum(int(e.get("rows") or 0) for e in current.evidence or [])
+                    entry["tally_total"] = int(so_far) + finding.tally
+                    current.title = finding.tally_title.replace("{total}", str(entry["tally_total"]))
                 current.evidence = [*current.evidence, entry][-_MAX_EVIDENCE:]
                 if _rank(finding.severity) > _rank(current.severity):
                     current.severity = finding.severity

@@ -73,7 +73,7 @@ class PolicySpec(_Spec):
     writes_asked_by_people_need: Literal["viewer", "operator", "approver"] = Field(
         default="operator",
         description="The role a person needs for the agent to act on a write they asked for (chat, Slack, the console); "
-        "viewer lets anyone who may chat ask",
+        "viewer lets every person of the platform ask; a caller who is no person never",
     )
 
 

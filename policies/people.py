@@ -14,7 +14,8 @@ How a channel knows who is calling:
             cannot choose it; `--as NAME` only confirms the person already authenticated.
     slack   the user id of a signed request, mapped by `slack`; a member of a Slack user group listed under
             `slack_groups` holds the group's role as `slack:<user id>`.
-    api     in-process callers (the eval runner, tests) name the person; they are the platform itself.
+    api     in-process callers (the eval runner, tests, the console's chat) name the person, whose role the registry
+            gives now.
 
 The approvers of a request are frozen into it when it is made (policies/approvals.py), from this registry as
 the deciding service reads it; a decision counts only from someone in that list who is still an approver.

@@ -63,3 +63,28 @@ def test_cli_chat_answers_relative_to_the_platform_clock_not_the_machine(replay_
     result = runner.invoke(app, ["chat", "-m", "is the data fresh?"])
     assert result.exit_code == 0, result.output
     assert "As of 2023-03-09 13:30 UTC (platform clock)" in result.output
+
+
+def test_an_interactive_session_reads_who_asks_every_turn(replay_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role changed or a token revoked mid-session counts from the next turn, not from the next session."""
+    import agent.cli as cli
+    from agent.runtime import Agent
+    from policies.people import Actor
+
+    roles = iter(["operator", "operator", "viewer", "viewer"])
+    seen: list[str | None] = []
+
+    def asker(_ctx: object, _as_user: str | None) -> Actor:
+        return Actor(id="bob", channel="cli", role=next(roles))
+
+    real_chat = Agent.chat
+
+    def chat(self: object, thread_id: str, text: str, *, user: Actor) -> object:
+        seen.append(user.role)
+        return real_chat(self, thread_id, text, user=user)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "cli_asker", asker)
+    monkeypatch.setattr(Agent, "chat", chat)
+    result = runner.invoke(app, ["chat"], input="is the data fresh?\nis the data fresh?\nquit\n")
+    assert result.exit_code == 0, result.output
+    assert seen == ["operator", "viewer"], "the first call refuses a bad --as before any question; then one per turn"

@@ -109,7 +109,12 @@ def test_the_agent_rolls_silver_back_and_verifies_the_day_against_its_history(ct
     assert not before["passed"] and before["method"] == "distribution" and before["detail"].startswith("2023-02-15: actual")
     remediation.rollback(ctx, SILVER, good, reason="test", run_id="rollback-test", now=NOW)
     after = verify(ctx, turns=[turn], incident=record, vars=variables, now=NOW)
-    assert after == {"passed": True, "method": "distribution", "detail": f"{SILVER} 2023-02-15 back in line with their history"}
+    assert after == {
+        "passed": True,
+        "method": "distribution",
+        "detail": f"{SILVER} 2023-02-15 back in line with their history; the marts built from it (gold.carbon_intensity_hourly, "
+        "gold.intensity_vs_temperature_daily) were not rebuilt: refresh them for those days",
+    }
 
 
 def test_a_distribution_monitor_on_bronze_is_refused_with_the_layers_named(tmp_path: Path) -> None:

@@ -128,6 +128,25 @@ def test_a_validation_incident_title_counts_every_occurrence(ctx: PlatformContex
     assert finding.tally_title is not None and "{total}" in finding.tally_title and finding.tally
 
 
+def test_an_incident_opened_before_titles_were_tallied_keeps_its_earlier_rows(ctx: PlatformContext) -> None:
+    """Its evidence has each occurrence's rows but no running sum: the next occurrence adds to their sum."""
+    from pipelines.incidents import Finding
+
+    legacy = Finding(
+        kind="validation", severity="warning", table="silver.weather", cause_key="temperature_physical",
+        title="silver.weather: 18 row(s) quarantined by temperature_physical", evidence={"rows": 18},
+    )  # fmt: skip
+    first, _ = ctx.incidents.report(legacy, now=utc(2023, 3, 2))
+    ctx.incidents.report(
+        legacy.model_copy(update={"title": "silver.weather: 4 row(s) ...", "evidence": {"rows": 4}}), now=utc(2023, 3, 2, 1)
+    )
+    tallied = legacy.model_copy(
+        update={"evidence": {"rows": 5}, "tally": 5, "tally_title": "silver.weather: {total} row(s) quarantined by temperature_physical"}
+    )
+    folded, _ = ctx.incidents.report(tallied, now=utc(2023, 3, 2, 2))
+    assert folded.id == first.id and folded.title == "silver.weather: 27 row(s) quarantined by temperature_physical"
+
+
 def _run_quarantining(ctx: PlatformContext) -> Any:
     """A real run over 31 January 2023, whose zero actual at 01:00 the suite quarantines."""
     return run_pipeline(ctx, "carbon_intensity", window((2023, 1, 31), (2023, 2, 1)), as_of=utc(2023, 2, 2))

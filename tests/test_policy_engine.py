@@ -526,3 +526,14 @@ def test_random_requests_never_break_the_hard_limits(policies: dict[str, PolicyS
         if isinstance(decision, NeedsApproval):
             assert decision.approvers == policy.approvers, case
     assert min(kinds.get(k, 0) for k in (A, N, D)) > 200, kinds
+
+
+def test_only_a_thread_working_an_incident_asks_as_the_platform() -> None:
+    """The agent's review fails closed: a thread that does not say it works an incident asks with the role it carries,
+    and with none when it carries none."""
+    from agent.review import _requester_role
+
+    assert _requester_role({"mode": "incident"}) == "agent"
+    assert _requester_role({"mode": "chat", "actor_role": "operator"}) == "operator"
+    assert _requester_role({"mode": "chat", "actor_role": "admin"}) is None
+    assert _requester_role({"mode": "chat"}) is None and _requester_role({}) is None

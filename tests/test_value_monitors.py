@@ -320,6 +320,7 @@ def test_a_meter_reading_high_for_a_day_is_a_bias_finding_through_the_real_pipel
     found = [f for f in check_value(ctx, spec, utc(2023, 7, 20)) if f.evidence["rule"] == "bias"]
     [bias] = [f for f in found if f.evidence["start"] == "2023-07-18T00:00:00+00:00"]
     assert bias.kind == "value_anomaly" and bias.cause_key == "forecast_error:bias" and bias.evidence["direction"] == "high"
+    assert bias.evidence["score"] >= bias.evidence["threshold"], "the evidence reads as a finding, as the other rules' do"
     assert bias.title.startswith("forecast_error: biased all day from 2023-07-18T00:00:00+00:00 to 2023-07-18T23:30:00+00:00")
     _, state = load_state(ctx, "forecast_error")
     assert state["bias_flagged"] == ["2023-07-18"], "the weeks before it are clean"

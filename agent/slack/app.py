@@ -198,9 +198,10 @@ class SlackApp:
         except DataOpsError as exc:  # not an approver, self-approval, already decided, unreadable people file
             self._ephemeral(channel, user, str(exc))
 
-    def _actor(self, user: str, candidates: list[str]) -> Actor | None:
-        """The signed Slack user id as a person of the registry (read now), or a member of a role-holding group."""
-        people = self.agent.refresh_people()
+    def _actor(self, user: str, candidates: list[str], *, strict: bool = True) -> Actor | None:
+        """The signed Slack user id as a person of the registry (read now), or a member of a role-holding group. Not
+        strict (chat): a people file broken since start-up keeps the registry read before, so questions are answered."""
+        people = self.agent.refresh_people(strict=strict)
         return people.slack_actor(user, self._groups_of(user, list(dict.fromkeys([*candidates, *people.slack_groups]))))
 
     # -- incident buttons --------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ class SlackApp:
         user = str(event.get("user") or "")
         # The signed user id as a person (or a member of a role-holding group): their role decides whether the agent
         # may act on a write they ask for; anyone else is answered, and asked-for writes are refused.
-        asker = self._actor(user, []) if user else None
+        asker = self._actor(user, [], strict=False) if user else None
         outcome = self.agent.chat(key, text or "help", user=asker or f"slack:{user or 'unknown'}")
         if outcome.status == "busy":
             self.reporter.say(key, outcome.message)

@@ -141,19 +141,21 @@ def check_freshness(ctx: PlatformContext, spec: MonitorSpec, now: datetime, *, s
             with contextlib.suppress(KeyError):  # never exported
                 gauge.remove(spec.table)
         return []
+    held: set[datetime] = set()
+    if source_lag > limit:
+        held = _held_after(ctx, spec.table, newest, looked_at)
+        if held and (looked_at - (max(held) + _cadence(ctx, spec.table))).total_seconds() > limit:
+            held = set()  # the source did stop delivering after the held slots: that is an outage, and it pages
+    # All three together, once the slow part is done: a scrape in between must not see the lag without the held slots.
     metrics.FRESHNESS_LAG.labels(spec.table).set(max(0.0, source_lag))
     metrics.FRESHNESS_LIMIT.labels(spec.table).set(limit)
-    metrics.FRESHNESS_HELD.labels(spec.table).set(0)
+    metrics.FRESHNESS_HELD.labels(spec.table).set(len(held))
     findings = []
     if source_lag > limit:
         title = (
             f"{spec.table} is stale: when the pipeline last looked ({looked_at.isoformat()}) the newest slot had ended "
             f"{source_lag / 3600:.1f} h before (limit {limit / 3600:.1f} h)"
         )
-        held = _held_after(ctx, spec.table, newest, looked_at)
-        if held and (looked_at - (max(held) + _cadence(ctx, spec.table))).total_seconds() > limit:
-            held = set()  # the source did stop delivering after the held slots: that is an outage, and it pages
-        metrics.FRESHNESS_HELD.labels(spec.table).set(len(held))
         if held:
             # The source delivered; validation held what came after the newest published slot. Readers still see
             # stale data, but it is not an outage: the validation incident names the cause, so this one only warns.

@@ -15,7 +15,8 @@ Student-t with ``TAIL_DF`` = 3 degrees of freedom around the past judged days' m
 daily forecast misses are, and fixed in advance, since a few weeks of days cannot estimate a 1-in-360 tail
 empirically. The threshold comes from a quarter of the monitor's false-alarm budget (``BUDGET_SHARE``: the monitor
 as a whole stays within its budget), calibrated on the past days' scores, one test per day. Until
-``MIN_PAST_DAYS`` deviations exist the rule only records them: it speaks four weeks after the monitor does. A day
+``MIN_PAST_DAYS`` deviations exist the rule only records them: it speaks four weeks after the monitor does (and
+four weeks after an upgrade onto a running home whose monitor state has no day-bias history yet). A day
 with fewer than ``MIN_SHARE_OF_SLOTS`` of its slots is not judged. A biased day is left out of later references,
 so a drift that persists keeps being reported instead of becoming the new normal.
 

@@ -57,7 +57,7 @@ def findings_from_run(result: RunResult, *, silver: str) -> list[Finding]:
                     cause_key=group.expectation,
                     title=f"{group.target_table}: {group.rows} row(s) quarantined by {group.expectation}",
                     tally=group.rows,
-                    tally_title=f"{group.target_table}: {{total}} row(s) quarantined by {group.expectation}",
+                    tally_title=f"{group.target_table}: {{total}} row(s) quarantined by {group.expectation}",  # "{total}" stays
                     occurred_at=group.first_ts,
                     evidence={
                         "run_id": result.run_id,

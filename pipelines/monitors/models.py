@@ -59,7 +59,7 @@ Direction = Literal["high", "low"]
 Rule = Literal["level", "step", "error", "glitch", "stuck", "repeated_day", "impossible_step", "unit_change", "bias"]
 
 RULE_SCORE = 12.0
-"""Score of a rule that fired (stuck, impossible step, unit change): beyond any threshold a budget gives."""
+"""Score of a rule that fired (stuck, impossible step, unit change, a day's bias): beyond any threshold a budget gives."""
 MIN_STUCK_POINTS = 6
 MIN_REPEATED_POINTS = 12
 """Points in a row equal to the same slots one day earlier before a day can be a copy of the day before."""

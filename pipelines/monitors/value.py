@@ -28,7 +28,7 @@ from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors import day_bias, feedback
 from pipelines.monitors.calibration import CALIBRATION_DAYS, calibrate
-from pipelines.monitors.models import GLITCH_MAX_SLOTS, PointScore, judge_day
+from pipelines.monitors.models import GLITCH_MAX_SLOTS, RULE_SCORE, PointScore, judge_day
 from pipelines.monitors.residuals import SeriesFrame
 from pipelines.monitors.state import load_state, save_state
 
@@ -179,7 +179,7 @@ def _bias_of_the_day_before(
         index=last,
         ts=frame.ts[last].to_pydatetime(),
         value=bias.mean,
-        score=bias.score,
+        score=RULE_SCORE,  # as the other rules: its own p-value and threshold are in the detail
         direction="high" if bias.deviation >= 0 else "low",
         rule="bias",
         detail=bias.detail(),

@@ -43,6 +43,8 @@ from pipelines.monitors.residuals import SeriesFrame
 MIN_PAST_DAYS = 28
 """Judged days of deviations the rule needs before it scores: fewer would make its tail an estimate of nothing."""
 BUDGET_SHARE = 0.25
+"""Share of the monitor's false-alarm budget this rule spends: with half, the monitor as a whole went over its budget
+on clean 2023 (benchmarks/README.md)."""
 TAIL_DF = 3
 """Degrees of freedom of the deviations' Student-t: heavy, as daily forecast misses are."""
 MIN_SHARE_OF_SLOTS = 0.75
@@ -127,10 +129,11 @@ def judge(
 
 
 def _tail(past: np.ndarray, deviation: float) -> float:
-    """Two-sided tail probability of `deviation` under a Student-t with ``TAIL_DF`` degrees of freedom scaled by the
-    past deviations' robust spread. A few weeks of days cannot estimate the far tail empirically (the largest of 30
-    days says little about 1 in 180), and daily forecast misses are heavy-tailed (a storm the forecast did not see):
-    a heavy-tailed law fixed in advance, with the threshold calibrated on the past days' scores, stays stable."""
+    """Two-sided tail probability of `deviation` (in long-run spreads) under a Student-t with ``TAIL_DF`` degrees of
+    freedom centred on the past deviations' median. A few weeks of days cannot estimate the far tail empirically (the
+    largest of 30 days says little about 1 in 360), and daily forecast misses are heavy-tailed (a storm the forecast
+    did not see): a heavy-tailed law fixed in advance, with the threshold calibrated on the past days' scores, stays
+    stable."""
     from scipy.stats import t as student_t
 
     centre = float(np.median(past))

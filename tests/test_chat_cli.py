@@ -88,3 +88,17 @@ def test_an_interactive_session_reads_who_asks_every_turn(replay_home: Path, mon
     result = runner.invoke(app, ["chat"], input="is the data fresh?\nis the data fresh?\nquit\n")
     assert result.exit_code == 0, result.output
     assert seen == ["operator", "viewer"], "the first call refuses a bad --as before any question; then one per turn"
+
+
+def test_the_console_agent_runs_on_the_clock_the_service_saved(replay_home: Path) -> None:
+    """The console started on its own (not inside `dataops serve`) decides and chats on the replay clock too."""
+    from agent.console.actions import AgentDecider
+    from config.settings import load_settings
+    from pipelines.context import PlatformContext
+
+    _served(SERVED_UNTIL)
+    decider = AgentDecider(PlatformContext.open(load_settings()))
+    try:
+        assert decider.agent().runtime.clock() == SERVED_UNTIL
+    finally:
+        decider.close()

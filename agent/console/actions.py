@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
@@ -91,8 +91,15 @@ class AgentDecider:
             if self._own is None:
                 from agent.report import ConsoleReporter
                 from agent.runtime import Agent
+                from pipelines.monitors.feedback import saved_replay_clock
 
-                self._own = Agent(self._ctx, reporter=ConsoleReporter(lambda text: log.info("%s", text), verbose=False))
+                ctx = self._ctx
+                # As `dataops chat` and `dataops approve`: the clock `dataops serve` saved for a replay, else the wall clock.
+                self._own = Agent(
+                    ctx,
+                    reporter=ConsoleReporter(lambda text: log.info("%s", text), verbose=False),
+                    clock=lambda: saved_replay_clock(ctx) or datetime.now(UTC),
+                )
             return self._own
 
     def __call__(self, approval_id: str, *, approve: bool, actor: Actor, reason: str) -> Approval:

@@ -72,10 +72,11 @@ def _declare_chat_users(ctx: PlatformContext, spec: ScenarioSpec) -> None:
     """Each chat message's user with the role the scenario gives them, in the scenario's own ops database (a person the
     people file declares keeps their role there); a user with no role stays unknown to the platform."""
     people = People.load(ctx.settings, ctx.ledger)
+    known = {p.name for p in people}
     for message in spec.chat:
-        if message.role is not None and people.get(message.user) is None and people.store is not None:
+        if message.role is not None and message.user not in known and people.store is not None:
             people.store.add(Person(name=message.user, role=message.role, source="database"))
-            people = People.load(ctx.settings, ctx.ledger)
+            known.add(message.user)
 
 
 def _declare_approver(ctx: PlatformContext, spec: ScenarioSpec) -> None:

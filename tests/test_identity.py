@@ -207,30 +207,42 @@ def test_a_token_is_shown_once_stored_hashed_and_replaced_by_the_next(home: Path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to hand the home to another owner")
 def test_writes_asked_for_in_chat_need_an_operator(home: Path) -> None:
-    """A login that is no person, or a viewer, is answered but not acted for; an operator's request is acted on."""
+    """A viewer is answered but not acted for; an operator's identical request is acted on (each by their token)."""
     store = PeopleStore(_ctx(home).ledger)
     store.add(Person(name="vic", role="viewer", source="database"))
     store.add(Person(name="olga", role="operator", source="database"))
     viewer, operator = store.issue_token("vic"), store.issue_token("olga")
-    os.chown(home, 65534, -1)  # this login is no longer the service owner, and no person
     ask = ["chat", "-m", "quarantine silver.carbon_intensity 2023-01-25"]
-    stranger = _cli(home, *ask)
-    assert stranger.returncode == 0, stranger.stderr
-    assert f"login:{ME} is not a person of the platform" in stranger.stdout and "need role operator" in stranger.stdout
     as_viewer = _cli(home, *ask, DATAOPS_TOKEN=viewer)
-    assert "vic has role viewer" in as_viewer.stdout
+    assert as_viewer.returncode == 0, as_viewer.stderr
+    assert "vic has role viewer" in as_viewer.stdout and "need role operator" in as_viewer.stdout
     assert _silver_rows(home, "2023-01-25") == 48, "nothing was quarantined"
     as_operator = _cli(home, *ask, DATAOPS_TOKEN=operator)
     assert as_operator.returncode == 0, as_operator.stderr
     assert _silver_rows(home, "2023-01-25") == 0
     decisions = [(e.actor, e.tool, e.decision, e.rule) for e in AuditLog(_ctx(home).ledger).entries() if e.tool == "quarantine_partition"]
     assert decisions == [
-        (f"login:{ME}", "quarantine_partition", "deny", "requester_role"),
         ("vic", "quarantine_partition", "deny", "requester_role"),
         ("olga", "quarantine_partition", "allow", "listed_writes"),
     ]
+
+
+def test_an_os_login_that_is_no_person_asks_with_no_role_unless_it_owns_the_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI asker: a stranger login gets no role (its asked-for writes are refused by requester_role); the service
+    owner who is no person counts as an operator; a declared person keeps their own role, owner or not."""
+    import policies.people
+    from agent.people_cli import cli_asker
+
+    ctx = _ctx(home)
+    monkeypatch.setattr(policies.people, "is_service_owner", lambda _home, uid=None: False)
+    stranger = cli_asker(ctx, None)
+    assert (stranger.id, stranger.role) == (f"login:{ME}", None)
+    monkeypatch.setattr(policies.people, "is_service_owner", lambda _home, uid=None: True)
+    assert cli_asker(ctx, None).role == "operator"
+    PeopleStore(ctx.ledger).add(Person(name="vera", role="viewer", login=ME, source="database"))
+    declared = cli_asker(ctx, None)
+    assert (declared.id, declared.role) == ("vera", "viewer"), "a person keeps their role even when they own the home"
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def verify(
             return _freshness(ctx, incident or {}, now)
         if kind == "bad_publish" and str((incident or {}).get("cause_key", "")).startswith(("reconcile:", "distribution:")):
             if not any(m.table == (incident or {}).get("table") for m in ctx.inventory.marts.values()):
-                return _in_line(ctx, incident or {}, now)  # silver: no mart to recompute the day from
+                return _in_line(ctx, incident or {}, now, result)  # silver: no mart to recompute the day from
             return _reconciled(ctx, incident or {})
         if kind in ("source_failure", "pipeline_failure") and last["call"]["name"] in RUN_TOOLS:
             return {"passed": True, "method": "run_status", "detail": f"{len(result.get('runs', []))} run(s) completed without failure"}
@@ -100,7 +100,7 @@ def _freshness(ctx: PlatformContext, incident: dict[str, Any], now: datetime) ->
     return {"passed": True, "method": "monitor", "detail": f"{monitor.name} is clear at {now.isoformat()}"}
 
 
-def _in_line(ctx: PlatformContext, incident: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _in_line(ctx: PlatformContext, incident: dict[str, Any], now: datetime, result: dict[str, Any]) -> dict[str, Any]:
     """Every day of a distribution incident on a table no mart writes is back in line with the table's history."""
     from pipelines.monitors.distribution import days_in_line
 
@@ -113,8 +113,13 @@ def _in_line(ctx: PlatformContext, incident: dict[str, Any], now: datetime) -> d
     if wrong:
         return {"passed": False, "method": "distribution", "detail": "; ".join(f"{d}: {why}" for d, why in wrong.items())}
     feeds = sorted({str(m) for e in incident.get("evidence") or [] for m in e.get("feeds") or []})
-    # A rollback of silver does not rebuild what was built from the bad day: say so, so a person refreshes them.
-    rebuild = f"; the marts built from it ({', '.join(feeds)}) were not rebuilt: refresh them for those days" if feeds else ""
+    marked = result.get("marts_to_rebuild") or []
+    # The fix marks the marts' changed days; the next run of their pipelines rebuilds them (pipelines/remediation.py).
+    if marked:
+        marked_days = ", ".join(result.get("days_to_rebuild") or [])
+        rebuild = f"; the marts built from it ({', '.join(marked)}) are marked to be rebuilt for {marked_days} at the next pipeline run"
+    else:
+        rebuild = f"; the marts built from it ({', '.join(feeds)}) were not rebuilt: refresh them for those days" if feeds else ""
     return {
         "passed": True,
         "method": "distribution",

@@ -33,6 +33,7 @@ from pipelines.remediation import (
     commit_properties,
     day_start,
     locked_table,
+    mark_marts,
     publish_day,
     quarantine_tables,
     remediable,
@@ -167,7 +168,9 @@ def release_day(
                 return result.model_copy(update={"status": "validation_failed", "failing": failures})
             released = [h for i, h in candidates.items() if i not in failing]
         after = before
+        rebuild: dict[str, list[str]] = {}
         if released:
+            rebuild = mark_marts(ctx, name, [start], run_id=run_id)
             new_day = pa.concat_tables([main_rows, pa.Table.from_pylist([h.row for h in released], schema=main_rows.schema)])
             after = publish_day(
                 table, new_day, start, run_id=run_id, properties=commit_properties(run_id, spec, Operation.RELEASE, day=day)
@@ -178,7 +181,7 @@ def release_day(
             update={
                 "changed": bool(released or removed), "status": "released" if released or removed else "validation_failed",
                 "snapshot_after": after, "rows_released": len(released), "rows_cleared": len(cleared),
-                "rows_still_held": total_held - removed, "failing": failures,
+                "rows_still_held": total_held - removed, "failing": failures, **rebuild,
             }
         )  # fmt: skip
 

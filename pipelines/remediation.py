@@ -11,6 +11,12 @@ duplicating anything (quarantine rows are deduplicated, released rows are matche
 Each operation holds the table lock and reloads the table under it. Every snapshot it commits carries
 `run_id` = `tool-<tool>-<call id>`; a rollback creates no snapshot, so it records itself in the table
 property `dataops.last-rollback` in the same metadata commit.
+
+Marts. A call that changes days of a silver table marks those days of every gold mart built from it
+(`pipelines/mart_refresh.py`), so gold never keeps values built from rows that were taken out, or misses
+rows that came back: the next run of any of the mart's input pipelines rebuilds them (`dataops serve`
+within its schedule, `dataops run` at once). The marks are written under the table lock before the commit:
+a crash in between leaves a mark for a day that did not change, whose rebuild publishes the same rows.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ from pyiceberg.table.update.snapshot import ManageSnapshots
 
 from config.errors import LakehouseError, PipelineError, PublishConflictError
 from config.inventory import Inventory, TableSpec
-from pipelines import lineage
+from pipelines import lineage, mart_refresh
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
+from pipelines.monitors import day_history
 from pipelines.quarantine import original_json, quarantine_row, row_key
 
 MANUAL = "manual_quarantine"
@@ -74,6 +81,12 @@ class _Outcome(BaseModel):
     run_id: str = Field(description="Carried by every commit of this call, for tracing")
     snapshot_before: int | None = Field(description="main before the call; rollback_table to it undoes a delete_partition")
     snapshot_after: int | None = Field(description="main after the call")
+    marts_to_rebuild: list[str] = Field(
+        default_factory=list,
+        description="Gold marts built from this table whose changed days are marked for a rebuild; the next run of their input "
+        "pipelines rebuilds them (`dataops serve` within its schedule). Empty for gold tables and no-op calls.",
+    )
+    days_to_rebuild: list[str] = Field(default_factory=list, description="The UTC days of those marts marked for a rebuild")
 
 
 class QuarantineResult(_Outcome):
@@ -82,7 +95,8 @@ class QuarantineResult(_Outcome):
     rows_quarantined: int = Field(description="Rows taken out of the table")
     rows_already_held: int = Field(description="Of those, rows an interrupted earlier call had already copied to quarantine")
     downstream: list[str] = Field(
-        description="Tables derived from this one; they are not recomputed. A later pipeline run over this day republishes it from bronze."
+        description="Tables derived from this one (marts among them are rebuilt: marts_to_rebuild). A later pipeline run over this "
+        "day republishes the day from bronze."
     )
 
 
@@ -106,7 +120,7 @@ class ReleaseResult(_Outcome):
 class DeleteResult(_Outcome):
     day: str
     rows_deleted: int
-    downstream: list[str] = Field(description="Tables derived from this one; they are not recomputed")
+    downstream: list[str] = Field(description="Tables derived from this one (marts among them are rebuilt: marts_to_rebuild)")
 
 
 class RollbackResult(_Outcome):
@@ -188,6 +202,18 @@ def not_in_history(name: str, snapshot_id: int, history: list[SnapshotInfo], *, 
         f"snapshot {snapshot_id} is not in the history of main of {name} (an abandoned audit snapshot, another table's, "
         f"or undone by an earlier rollback); roll back to one of its {min(shown, len(history))} most recent: {listed}"
     )
+
+
+def mark_marts(ctx: PlatformContext, name: str, days: list[datetime], *, run_id: str) -> dict[str, list[str]]:
+    """Mark `days` of every mart built from `name` for a rebuild; the fields the call's result reports them in.
+
+    Call it under the table's lock and before the commit that changes those days (see the module docstring).
+    """
+    marts = sorted((m for m in ctx.inventory.marts.values() if name in m.inputs), key=lambda m: m.name)
+    if not marts or not days:
+        return {}
+    mart_refresh.mark(ctx, [m.name for m in marts], days, run_id=run_id)
+    return {"marts_to_rebuild": [m.table for m in marts], "days_to_rebuild": sorted({d.date().isoformat() for d in days})}
 
 
 def day_start(day: date) -> datetime:
@@ -274,6 +300,7 @@ def quarantine_day(ctx: PlatformContext, name: str, day: date, *, reason: str, r
         existing = wap.read_days(qtable, [start], columns=("target_table", "record_key", "expectation", "original")).to_pylist()
         seen = {_marker(q) for q in existing}
         fresh = [q for q in held if _marker(q) not in seen]
+        rebuild = mark_marts(ctx, name, [start], run_id=run_id)
         # The copy first: a crash before the removal below leaves the rows in both places, and a re-run completes it.
         data = pa.Table.from_pylist(fresh, schema=arrow_schema(ctx.inventory.table(quarantine)))
         wap.append(
@@ -285,8 +312,11 @@ def quarantine_day(ctx: PlatformContext, name: str, day: date, *, reason: str, r
             table, None, start, run_id=run_id, properties=commit_properties(run_id, spec, Operation.QUARANTINE, day=day, reason=reason)
         )
         return result.model_copy(
-            update={"changed": True, "snapshot_after": after, "rows_quarantined": len(rows), "rows_already_held": len(held) - len(fresh)}
-        )
+            update={
+                "changed": True, "snapshot_after": after, "rows_quarantined": len(rows), "rows_already_held": len(held) - len(fresh),
+                **rebuild,
+            }
+        )  # fmt: skip
 
 
 def _marker(q: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -308,10 +338,11 @@ def delete_day(ctx: PlatformContext, name: str, day: date, *, reason: str, run_i
             # A replayed call reports the snapshot its first execution removed the day from.
             own = _before_own_commit(table, run_id, day)
             return result.model_copy(update={"snapshot_before": own}) if own is not None else result
+        rebuild = mark_marts(ctx, name, [start], run_id=run_id)
         after = publish_day(
             table, None, start, run_id=run_id, properties=commit_properties(run_id, spec, Operation.DELETE, day=day, reason=reason)
         )
-        return result.model_copy(update={"changed": True, "snapshot_after": after, "rows_deleted": count})
+        return result.model_copy(update={"changed": True, "snapshot_after": after, "rows_deleted": count, **rebuild})
 
 
 def _before_own_commit(table: Table, run_id: str, day: date) -> int | None:
@@ -337,6 +368,7 @@ def rollback(ctx: PlatformContext, name: str, snapshot_id: int, *, reason: str, 
         if snapshot_id not in ids:
             raise LakehouseError(not_in_history(name, snapshot_id, history))
         record = {"run_id": run_id, "from": before, "to": snapshot_id, "reason": reason[:500], "at": now.isoformat()}
+        rebuild = mark_marts(ctx, name, day_history.days_differing(table, before, snapshot_id), run_id=run_id)
         try:
             # One metadata commit: main moves (asserting it did not move since the reload) and the act is recorded.
             with table.transaction() as tx:
@@ -349,4 +381,6 @@ def rollback(ctx: PlatformContext, name: str, snapshot_id: int, *, reason: str, 
         table.refresh()
         after = wap.branch_head(table, wap.MAIN)
         undone = history[: ids.index(snapshot_id)]
-        return result.model_copy(update={"changed": True, "snapshot_after": after, "rows_after": _rows_at(table, after), "undone": undone})
+        return result.model_copy(
+            update={"changed": True, "snapshot_after": after, "rows_after": _rows_at(table, after), "undone": undone, **rebuild}
+        )

@@ -107,13 +107,14 @@ def test_the_agent_rolls_silver_back_and_verifies_the_day_against_its_history(ct
     turn = {"status": "ok", "effect": "destructive", "call": {"name": "rollback_table", "arguments": call.arguments}, "result": {}}
     before = verify(ctx, turns=[turn], incident=record, vars=variables, now=NOW)
     assert not before["passed"] and before["method"] == "distribution" and before["detail"].startswith("2023-02-15: actual")
-    remediation.rollback(ctx, SILVER, good, reason="test", run_id="rollback-test", now=NOW)
+    rolled = remediation.rollback(ctx, SILVER, good, reason="test", run_id="rollback-test", now=NOW)
+    turn["result"] = rolled.model_dump(mode="json")
     after = verify(ctx, turns=[turn], incident=record, vars=variables, now=NOW)
     assert after == {
         "passed": True,
         "method": "distribution",
         "detail": f"{SILVER} 2023-02-15 back in line with their history; the marts built from it (gold.carbon_intensity_hourly, "
-        "gold.intensity_vs_temperature_daily) were not rebuilt: refresh them for those days",
+        "gold.intensity_vs_temperature_daily) are marked to be rebuilt for 2023-02-15 at the next pipeline run",
     }
 
 

@@ -75,7 +75,9 @@ def test_quarantine_then_release_round_trips_exactly(lake: PlatformContext) -> N
     assert all(q["run_id"] == moved.run_id and q["scope"] == "partition" for q in manual)
     assert all(q["reason"] == "quarantined by agent: incident 7: actuals look doubled" for q in manual)
     assert {json.loads(q["original"])["ts"] for q in manual} == {r["ts"].isoformat() for r in before if r["ts"].day == 25}
-    assert rows(lake, "gold.carbon_intensity_hourly") == hourly_before, "derived tables are not recomputed"
+    assert rows(lake, "gold.carbon_intensity_hourly") == hourly_before, "the marts are rebuilt by the next run, not by the call"
+    assert moved.marts_to_rebuild == ["gold.carbon_intensity_hourly", "gold.intensity_vs_temperature_daily"]
+    assert moved.days_to_rebuild == ["2023-01-25"]
 
     again = call(lake, "quarantine_partition", {"table": SILVER, "day": "2023-01-25", "reason": "again"}, call_id="call-2")
     assert not again.changed and again.rows_quarantined == 0 and again.snapshot_after == moved.snapshot_after

@@ -185,6 +185,11 @@ class MonitorSpec(_Spec):
     )
     min_history_days: int = Field(default=14, gt=0, description="value/distribution: days of data before the monitor speaks (warming up)")
     columns: tuple[str, ...] = Field(default=(), description="distribution: numeric columns compared with the table's own history")
+    ratios: tuple[tuple[str, str], ...] = Field(
+        default=(),
+        description="distribution: pairs of `columns` that measure one quantity (actual, forecast); each day's median ratio is "
+        "compared with the table's history too, so one column rescaled alone is caught at factors its own range hides",
+    )
     history_days: int = Field(default=28, gt=0, description="volume/value/published/reconcile: days of history looked at")
     tolerance: float = Field(default=0.05, ge=0, description="volume: relative deviation tolerated beyond the robust spread")
     doc: str = ""
@@ -199,6 +204,11 @@ class MonitorSpec(_Spec):
             raise ValueError(f"value monitor {self.name!r} (model forecast_error) needs a reference: the forecast's own expression")
         if self.kind == "distribution" and not self.columns:
             raise ValueError(f"distribution monitor {self.name!r} needs columns")
+        if self.ratios and self.kind != "distribution":
+            raise ValueError(f"monitor {self.name!r}: ratios are for distribution monitors")
+        for pair in self.ratios:
+            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(self.columns):
+                raise ValueError(f"monitor {self.name!r}: ratio {list(pair)} must name two different columns of {list(self.columns)}")
         return self
 
 

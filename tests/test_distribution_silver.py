@@ -65,7 +65,7 @@ def test_a_clean_january_and_february_of_silver_open_nothing(ctx: PlatformContex
     state = load_state(ctx, MONITOR)[1]
     assert state["status"] == "active" and len(state["judged"]) == 28 and state["flagged"] == {}
     assert state["detail"].startswith("last judged 2023-02-28: actual")
-    assert state["statistics"] == {"actual": "median", "forecast": "median"}, "both columns are judged by their daily median"
+    assert state["statistics"] == {"actual": "median", "forecast": "median", "actual/forecast": "median"}, "by their daily medians"
 
 
 def test_a_silver_day_rewritten_times_ten_out_of_band_opens_one_incident(ctx: PlatformContext) -> None:
@@ -86,6 +86,30 @@ def test_a_silver_day_rewritten_times_ten_out_of_band_opens_one_incident(ctx: Pl
     assert (evidence["bad_snapshot_id"], evidence["bad_run_id"], evidence["good_snapshot_id"]) == (bad, "manual-bad", good)
     assert evidence["feeds"] == ["gold.carbon_intensity_hourly", "gold.intensity_vs_temperature_daily"]
     assert open_incidents(ctx) == [incident], "the same bad version is judged once: no second incident, no new occurrence"
+
+
+def test_one_column_halved_alone_is_caught_by_its_ratio_to_the_other(ctx: PlatformContext) -> None:
+    """x0.5 keeps a day's forecast inside the range windy and calm days span, but not its ratio to the actual."""
+    clean_history(ctx)
+    assert open_incidents(ctx) == []
+    bad_publish(ctx, SILVER, utc(2023, 2, 15), scale("forecast", 0.5), run_id="manual-half")
+
+    (incident,) = open_incidents(ctx)
+    (evidence,) = incident.evidence
+    assert [c["column"] for c in evidence["columns"]] == ["actual/forecast"], "the forecast alone stays within its own range"
+    assert evidence["column"] == "actual/forecast" and 1.8 < evidence["ratio"] < 2.6  # 15 Feb is 1.21x its usual already
+    assert evidence["threshold_ratio"] == 1.5, "the pair's floor: clean days stay within 1.21x of their previous weeks"
+    assert incident.title.startswith(f"{SILVER}: actual/forecast on 2023-02-15 is 2")
+
+
+def test_a_ratio_must_name_two_of_the_monitors_columns() -> None:
+    base = {"name": "d", "kind": "distribution", "table": SILVER, "columns": ["actual", "forecast"]}
+    assert MonitorSpec.model_validate(base | {"ratios": [["actual", "forecast"]]}).ratios == (("actual", "forecast"),)
+    for bad in ([["actual", "index"]], [["actual", "actual"]]):
+        with pytest.raises(ValueError, match=r"ratio \[.*\] must name two different columns of \['actual', 'forecast'\]"):
+            MonitorSpec.model_validate(base | {"ratios": bad})
+    with pytest.raises(ValueError, match="ratios are for distribution monitors"):
+        MonitorSpec.model_validate(base | {"kind": "volume", "ratios": [["actual", "forecast"]]})
 
 
 def test_the_agent_rolls_silver_back_and_verifies_the_day_against_its_history(ctx: PlatformContext) -> None:
@@ -123,7 +147,7 @@ def test_a_distribution_monitor_on_bronze_is_refused_with_the_layers_named(tmp_p
     shutil.copytree(REPO / "config", config, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     monitors = config / "monitors.yaml"
     text = monitors.read_text()
-    old = "    table: silver.carbon_intensity\n    columns: [actual, forecast]\n"
+    old = "    table: silver.carbon_intensity\n    columns: [actual, forecast]\n    ratios: [[actual, forecast]]\n"
     assert old in text
     monitors.write_text(text.replace(old, "    table: bronze.carbon_intensity\n    columns: [payload_hash]\n"))
     with pytest.raises(DefinitionError, match=rf"monitor '{MONITOR}' names 'bronze.carbon_intensity' where a silver or gold table"):

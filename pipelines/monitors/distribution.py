@@ -28,6 +28,11 @@ more than a factor 1.77 (18 September; 12 March by 1.31 and 1.39), while x10 lan
 days and x0.1 on 97 to 99% (computed from the bundled NESO 2023 CSV with the same statistic: daily median,
 previous 28 days, at least 14 of them).
 
+One column rescaled alone by 2 or 1/2 stays inside that column's own range on most days, but not inside the
+range of its ratio to a column measuring the same quantity: `ratios: [[actual, forecast]]` judges each day's
+median actual/forecast the same way, with a floor of 1.5 (`day_profile.PAIR_FLOOR_RATIO`, where the 2023
+figures are), and names the pair ("actual/forecast on 2023-05-10 is 0.5x its usual median").
+
 A day is judged when it is complete and its rows changed since it was last judged (a digest per day in
 `monitor_state`); a day found out of line is left out of later references while it stays as it is, so
 a unit change that persists is reported day after day rather than becoming the new normal.
@@ -49,7 +54,18 @@ from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.day_history import MAX_ANCESTORS, day_files, day_floor, find_writer, properties, signature
-from pipelines.monitors.day_profile import DayProfile, Judgement, Scorer, log_statistic, profile, profiles, scale_statistic
+from pipelines.monitors.day_profile import (
+    FLOOR_RATIO,
+    PAIR_FLOOR_RATIO,
+    DayProfile,
+    Judgement,
+    Scorer,
+    log_statistic,
+    pair_name,
+    profile,
+    profiles,
+    scale_statistic,
+)
 from pipelines.monitors.state import load_state, save_state
 
 MIN_SHARE_OF_ROWS = 0.5  # a day with fewer rows than this share of the usual count is not judged (incomplete)
@@ -117,10 +133,10 @@ def _window(
     judged_from = today - timedelta(days=spec.history_days)
     start = judged_from - timedelta(days=2 * spec.history_days)
     rows = wap.read_days(table, [start + timedelta(days=i) for i in range((today - start).days)], columns=("ts", *spec.columns))
-    found = profiles(rows, spec.columns)
+    found = profiles(rows, spec.columns, spec.ratios)
     usual_rows = float(np.median([p.rows for p in found.values()])) if found else 0.0
     complete = {d for d, p in found.items() if p.rows >= MIN_SHARE_OF_ROWS * usual_rows}
-    statistics = {c: scale_statistic({d: found[d] for d in complete}, c) for c in spec.columns}
+    statistics = {c: scale_statistic({d: found[d] for d in complete}, c) for c in (*spec.columns, *map(pair_name, spec.ratios))}
     return judged_from, start, found, complete, statistics
 
 
@@ -209,7 +225,8 @@ def _judge(
         if value is None or len(references) < spec.min_history_days:
             continue
         score, usual, low, high = scorer.score(value, references)
-        threshold, calibrated_on = scorer.threshold(references, spec.budget.per_day)
+        floor = PAIR_FLOOR_RATIO if column in set(map(pair_name, spec.ratios)) else FLOOR_RATIO
+        threshold, calibrated_on = scorer.threshold(references, spec.budget.per_day, floor=floor)
         judgement = Judgement(
             column=column,
             statistic=statistic,
@@ -277,7 +294,7 @@ def _within_bounds(
     rows = table.scan(row_filter=wap.days_filter([day]), snapshot_id=snapshot_id, selected_fields=("ts", *spec.columns)).to_arrow()
     if not rows.num_rows:
         return False
-    judgements, _ = _judge(found, day, usable, statistics, spec, candidate=profile(rows, spec.columns))
+    judgements, _ = _judge(found, day, usable, statistics, spec, candidate=profile(rows, spec.columns, spec.ratios))
     return bool(judgements) and not any(j.out_of_line for j in judgements)
 
 
@@ -311,7 +328,7 @@ def _finding(
         for j in out_of_line[day]
     ]
     named = ", ".join(d.date().isoformat() for d in days)
-    # Only a silver table feeds marts: they may hold the bad day too, and a rollback of silver does not rebuild them.
+    # Only a silver table feeds marts: they may hold the bad day too (a rollback of silver marks them for a rebuild).
     feeds: dict[str, Any] = {"feeds": downstream} if downstream else {}
     return Finding(
         kind="bad_publish",

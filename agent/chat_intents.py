@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.chat import advice, answers, incidents, queries
+from agent.chat.day_hours import describe_hours
 from agent.chat.intents import ACTIONS, HORIZON_HOURS, Intent, read_intent
 from agent.chat.names import Names, names_of
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
@@ -92,7 +93,24 @@ class ChatPlan:
         if others and self.intent.start is not None:
             # One period is answered at a time: say so rather than let the others pass as answered.
             text += f"\nThis answers {self.intent.when.describe()} only; ask again for {' and '.join(others)}."
+        unused = self.unused_hours()
+        if unused:
+            text += f"\n{unused}"
         return PlanStep(outcome="answered", message=self.prefix + text, planner=self.planner)
+
+    def unused_hours(self) -> str | None:
+        """A part of the day this kind cannot narrow (an action works on whole days), told rather than dropped unseen."""
+        i = self.intent
+        if i.unused_hours is None or i.unsure or i.kind in ("unknown", "help"):
+            return None
+        window = describe_hours(i.unused_hours)
+        if i.kind == "value_at":
+            if i.at is not None and i.unused_hours[0] <= i.at.hour < i.unused_hours[1]:
+                return None  # "at 7 in the evening": the hours only placed the time
+            return f"This is the value at one moment; for {window} as a whole, ask for the average, e.g. 'average carbon intensity yesterday morning'."
+        what = KINDS.get(i.kind, (i.kind, ""))[0]
+        scope = "works on whole days" if i.kind in ACTIONS or i.kind == "why_missing" else "is not narrowed by the hour"
+        return f"The hours {window} were not used: {what} {scope}."
 
     def call(self, name: str, index: int = 0, **arguments: Any) -> ProposedCall:
         # Chat turns share a thread; the turn id keeps call ids (the idempotency key of execution) distinct.
@@ -108,7 +126,7 @@ class ChatPlan:
             bits.append(f"table {i.table}")
         elif i.pipeline:
             bits.append(f"pipeline {i.pipeline}")
-        if i.start:
+        if i.start or i.day_hours:
             bits.append(i.when.describe() + (f" at {i.at:%H:%M}" if i.at else ""))
         return ", ".join(bits)
 
@@ -138,6 +156,8 @@ class ChatPlan:
             return f"unknown pipeline '{i.unknown_pipeline}'; known: {', '.join(self.names.pipelines)}. Nothing ran."
         if i.date_problem:
             return f"impossible range: {i.date_problem}; write the earlier day first, e.g. 'from 2023-03-01 to 2023-03-05'. Nothing ran."
+        if i.hours_problem:
+            return f"cannot use those hours: {i.hours_problem}. Nothing ran."
         today = self.now.date()
         if i.kind == "greenest_ahead":
             return None  # the forecast looks ahead: a later day is the point, and the source's coverage does not apply
@@ -190,7 +210,11 @@ class ChatPlan:
         if i.kind == "quarantined":
             pipelines = [i.pipeline] if i.pipeline else list(self.names.pipelines)
             sql = queries.quarantined(
-                [self.names.quarantine[p] for p in pipelines], table=i.table if i.pipeline else None, start=i.start, end=i.end
+                [self.names.quarantine[p] for p in pipelines],
+                table=i.table if i.pipeline else None,
+                start=i.start,
+                end=i.end,
+                hours=i.day_hours,
             )
             return [self.call(tool.QUERY_LAKE, sql=sql, limit=30)]
         return self.measure()
@@ -212,13 +236,21 @@ class ChatPlan:
             return [self.call(tool.QUERY_LAKE, sql=queries.value_at(column.table, at, minutes), limit=20)]
         if i.kind == "aggregate":
             start, end = self.period(7)
-            return [self.call(tool.QUERY_LAKE, sql=queries.aggregate(queries.metric_column(i.metric, i.fuel), start, end), limit=1)]
+            sql = queries.aggregate(queries.metric_column(i.metric, i.fuel), start, end, i.day_hours)
+            return [self.call(tool.QUERY_LAKE, sql=sql, limit=1)]
+        if i.day_hours is not None and (i.hours or 1) > i.day_hours[1] - i.day_hours[0]:
+            return (
+                f"A {i.hours or 1}-hour window does not fit in {describe_hours(i.day_hours)}: ask for a shorter window "
+                "or wider hours. Nothing ran."
+            )
         if i.kind == "greenest_ahead":
-            return [self.call(tool.FIND_GREENEST_WINDOW, **self.ahead())]
+            arguments = self.ahead()
+            return arguments if isinstance(arguments, str) else [self.call(tool.FIND_GREENEST_WINDOW, **arguments)]
         if i.kind == "greenest":
             start, end = self.period(1)
             slots = int((i.hours or 1) * 2)
-            return [self.call(tool.QUERY_LAKE, sql=queries.greenest(start, end, slots=slots, slot_minutes=30), limit=1)]
+            sql = queries.greenest(start, end, slots=slots, slot_minutes=30, hours=i.day_hours)
+            return [self.call(tool.QUERY_LAKE, sql=sql, limit=1)]
         # why_missing
         if i.day is None:
             return "Which day? e.g. 'why is carbon intensity missing data on 2023-03-02?'"
@@ -231,16 +263,19 @@ class ChatPlan:
             self.call(tool.REFETCH_AND_DIFF, 3, pipeline=pipeline, day=i.day.isoformat()),
         ]
 
-    def ahead(self) -> dict[str, Any]:
+    def ahead(self) -> dict[str, Any] | str:
         """The greenest-ahead call's arguments: a deadline in hours from now, and the earliest start for a later day.
 
         "in the next 12 hours" is the deadline itself; "tomorrow" starts at tomorrow's midnight and ends at the next;
         "today" ends at midnight; nothing said: the tool's default (24 hours). A forecast reaches 48 hours, so a
-        later deadline is cut there."""
+        later deadline is cut there. A part of the day ("tomorrow morning") is the search itself: from its first hour
+        to its last; with no day, the next such hours that have not ended. A str says why there is nothing to search."""
         i = self.intent
         arguments: dict[str, Any] = {"hours": i.hours or 1}
         if i.within_hours is not None:
             return arguments | {"within_hours": i.within_hours}
+        if i.day_hours is not None:
+            return self.ahead_in_hours(arguments, i.day_hours)
         if i.start is None or i.end is None:
             return arguments
         horizon = timedelta(hours=HORIZON_HOURS)
@@ -248,6 +283,25 @@ class ChatPlan:
         arguments["within_hours"] = round(max((deadline - self.now).total_seconds() / 3600, 0.5), 2)
         if _midnight(i.start) > self.now:
             arguments["not_before"] = _midnight(i.start).isoformat()
+        return arguments
+
+    def ahead_in_hours(self, arguments: dict[str, Any], hours: tuple[int, int]) -> dict[str, Any] | str:
+        """Search the first day's hours that have not ended yet: the tool searches one stretch of time, not one per day."""
+        i = self.intent
+        today = self.now.date()
+        first, last = i.start or today, i.end or today + timedelta(days=2)
+        days = [first + timedelta(days=n) for n in range((last - first).days)]
+        day = next((d for d in days if _midnight(d) + timedelta(hours=hours[1]) > self.now), None)
+        if day is None:
+            return (
+                f"{i.when.describe()} has already passed on the platform clock ({self.now:%Y-%m-%d %H:%M} UTC): there is no "
+                "forecast to search; ask about a later day, or about measured data ('greenest hour this morning'). Nothing ran."
+            )
+        begin, deadline = _midnight(day) + timedelta(hours=hours[0]), _midnight(day) + timedelta(hours=hours[1])
+        deadline = min(deadline, self.now + timedelta(hours=HORIZON_HOURS))
+        arguments["within_hours"] = round(max((deadline - self.now).total_seconds() / 3600, 0.5), 2)
+        if begin > self.now:
+            arguments["not_before"] = begin.isoformat()
         return arguments
 
     def action(self) -> list[ProposedCall] | str:
@@ -342,7 +396,12 @@ class ChatPlan:
             start, end = self.period(1)
             return answers.greenest(i, rows[0] if rows else {}, start, end)
         if i.kind == "greenest_ahead":
-            return answers.greenest_ahead(result)
+            searched = self.ahead()
+            if i.day_hours is None or isinstance(searched, str):
+                return answers.greenest_ahead(result)
+            since = datetime.fromisoformat(searched["not_before"]) if "not_before" in searched else self.now
+            until = self.now + timedelta(hours=searched["within_hours"])
+            return answers.greenest_ahead(result) + f" (Searched {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC only.)"
         assert i.day is not None
         table = i.table or "silver.carbon_intensity"
         by_role = {
@@ -398,7 +457,7 @@ class ChatPlan:
 
     def quarantine_answer(self, rows: list[dict[str, Any]]) -> str:
         i = self.intent
-        scope = (f" for {i.table}" if i.pipeline else "") + (f" {i.when.describe()}" if i.start else "")
+        scope = (f" for {i.table}" if i.pipeline else "") + (f" {i.when.describe()}" if i.start or i.day_hours else "")
         if not rows:
             return f"No row is held in quarantine{scope}."
         total = sum(int(r["n_rows"]) for r in rows)

@@ -190,7 +190,7 @@ def test_lineage_is_a_text_tree() -> None:
         "└─ bronze.carbon_intensity",
         "   └─ silver.carbon_intensity   ← this table",
         "      ├─ gold.carbon_intensity_hourly",
-        "      └─ gold.intensity_vs_temperature_daily",
+        "      └─ gold.intensity_vs_temperature_daily   (also built from silver.weather)",
     ]
 
 

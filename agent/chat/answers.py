@@ -6,9 +6,11 @@ not run (refused, expired, failed) is told as such, with the reason the policy o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from agent.chat.day_hours import describe_hours
 from agent.chat.intents import Intent
 from agent.chat.queries import MetricColumn
 from agent.planner import Turn
@@ -33,9 +35,13 @@ def _when(value: Any) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _period(start: date, end: date) -> str:
+def _period(start: date, end: date, hours: tuple[int, int] | None = None) -> str:
+    """The days, and the hours of each day when a part of the day narrowed them, so the reader sees what was computed."""
     last = end - timedelta(days=1)
-    return f"on {start.isoformat()}" if last == start else f"from {start.isoformat()} to {last.isoformat()}"
+    days = f"on {start.isoformat()}" if last == start else f"from {start.isoformat()} to {last.isoformat()}"
+    if hours is None:
+        return days
+    return f"{days}, {describe_hours(hours)}" + ("" if last == start else " each day")
 
 
 def not_done(turn: Turn) -> str:
@@ -77,14 +83,14 @@ def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: 
     word = {"avg": "average", "min": "lowest", "max": "highest"}[intent.aggregate or "avg"]
     if not row.get("n"):
         return (
-            f"No {column.label} in {column.table} {_period(start, end)}; it holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}."
+            f"No {column.label} in {column.table} {_period(start, end, intent.day_hours)}; it holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}."
             if row.get("first_ts")
             else f"{column.table} holds no data yet."
         )
     value = {"avg": row["mean"], "min": row["low"], "max": row["high"]}[intent.aggregate or "avg"]
     extremes = f"lowest {_num(row['low'])} at {_when(row['low_at'])}, highest {_num(row['high'])} at {_when(row['high_at'])}"
     return (
-        f"The {word} {column.label} {_period(start, end)} was {_num(value)} {column.unit}, over {row['n']} readings "
+        f"The {word} {column.label} {_period(start, end, intent.day_hours)} was {_num(value)} {column.unit}, over {row['n']} readings "
         f"({extremes}; mean {_num(row['mean'])})."
     )
 
@@ -95,12 +101,13 @@ def greenest(intent: Intent, row: dict[str, Any], start: date, end: date) -> str
         extent = (
             f"; silver.carbon_intensity holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}" if row.get("first_ts") else ""
         )
-        return f"No complete {hours}-hour window of carbon intensity {_period(start, end)}{extent}."
+        return f"No complete {hours}-hour window of carbon intensity {_period(start, end, intent.day_hours)}{extent}."
     began = datetime.fromisoformat(str(row["ts"]))
     ended = began + timedelta(hours=hours)
     return (
-        f"The greenest {hours}-hour window {_period(start, end)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
-        f"{_num(row['mean_v'])} gCO2/kWh on average, against {_num(row['period_mean'])} over the whole period ({row['n']} half-hours)."
+        f"The greenest {hours}-hour window {_period(start, end, intent.day_hours)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
+        f"{_num(row['mean_v'])} gCO2/kWh on average, against {_num(row['period_mean'])} over the whole "
+        f"{'of those hours' if intent.day_hours else 'period'} ({row['n']} half-hours)."
     )
 
 
@@ -202,30 +209,89 @@ def history(result: dict[str, Any]) -> str:
     )
 
 
-def lineage(result: dict[str, Any], parents: dict[str, str]) -> str:
-    """The table's ancestry as a chain and what is derived from it as a tree, drawn with box characters."""
+def lineage(result: dict[str, Any], parents: dict[str, tuple[str, ...]]) -> str:
+    """The table's ancestry and what is derived from it, drawn with box characters.
+
+    A single line of ancestors reads top-down from the source to the table; a table built from several inputs (a
+    mart joining two silver tables) lists them as a tree under it, each with its own ancestors. A derived table
+    that also has other inputs says so, so no drawing passes a join off as a chain."""
     table = result.get("table") or ""
-    upstream = list(reversed(result.get("upstream") or []))
+    upstream = result.get("upstream") or []
     downstream = result.get("downstream") or []
-    lines: list[str] = []
-    depth = 0
-    for node in [*upstream, table]:
-        lines.append(("   " * (depth - 1) + "└─ " if depth else "") + node + ("   ← this table" if node == table else ""))
-        depth += 1
+    known = set(upstream)
+
+    def inputs(node: str) -> list[str]:
+        return [p for p in parents.get(node, ()) if p in known]
+
+    chain = _chain(table, inputs)
+    if chain is not None and set(chain) == known:
+        lines, indent = _drawn_chain([*reversed(chain), table], table)
+    else:
+        if {a for node in (table, *upstream) for a in inputs(node)} >= known:
+            count = len(inputs(table))
+            lines = [f"{table}   ← this table, built from {count} input{'' if count == 1 else 's'}:"]
+            _draw_tree(table, inputs, "", lines)
+        else:
+            # `parents` cannot place every ancestor (another inventory?): list them rather than draw a chain that may be false.
+            lines = [f"{table}   ← this table, derived from (nearest first): {', '.join(upstream)}"]
+        lines += ["It feeds:"] if downstream else []
+        indent = ""
+    _draw_downstream(table, downstream, parents, indent, lines)
+    writers = ", ".join(result.get("pipelines") or []) or "none"
+    return f"Lineage of {table} (written by {writers}):\n" + "\n".join(lines)
+
+
+def _chain(table: str, inputs: Callable[[str], list[str]]) -> list[str] | None:
+    """The ancestors nearest first when each has one input, else None."""
+    chain: list[str] = []
+    node = table
+    while True:
+        above = inputs(node)
+        if len(above) > 1:
+            return None
+        if not above or above[0] in chain:
+            return chain
+        node = above[0]
+        chain.append(node)
+
+
+def _drawn_chain(nodes: list[str], table: str) -> tuple[list[str], str]:
+    """Nodes from the source down to the table, each under the one before; and the indent below the table."""
+    lines = [
+        ("   " * (depth - 1) + "└─ " if depth else "") + node + ("   ← this table" if node == table else "")
+        for depth, node in enumerate(nodes)
+    ]
+    return lines, "   " * (len(nodes) - 1)
+
+
+def _draw_tree(node: str, kids_of: Callable[[str], list[str]], indent: str, lines: list[str], seen: frozenset[str] = frozenset()) -> None:
+    kids = [k for k in kids_of(node) if k not in seen]
+    for n, kid in enumerate(kids):
+        last = n == len(kids) - 1
+        lines.append(f"{indent}{'└─ ' if last else '├─ '}{kid}")
+        _draw_tree(kid, kids_of, indent + ("   " if last else "│  "), lines, seen | {node})
+
+
+def _draw_downstream(table: str, downstream: list[str], parents: dict[str, tuple[str, ...]], indent: str, lines: list[str]) -> None:
+    """What is derived from the table, each under the nearest of its inputs drawn, naming any other inputs it has."""
+    drawn = (*downstream, table)
     children: dict[str, list[str]] = {}
     for node in downstream:
-        children.setdefault(parents.get(node, table) if parents.get(node) in (*downstream, table) else table, []).append(node)
+        parent = next((p for p in parents.get(node, ()) if p in drawn), table)
+        children.setdefault(parent, []).append(node)
 
-    def draw(node: str, indent: str) -> None:
+    def label(node: str, parent: str) -> str:
+        others = [p for p in parents.get(node, ()) if p != parent]
+        return node + (f"   (also built from {', '.join(others)})" if others else "")
+
+    def draw(node: str, prefix: str) -> None:
         kids = children.get(node, [])
         for n, kid in enumerate(kids):
             last = n == len(kids) - 1
-            lines.append(f"{indent}{'└─ ' if last else '├─ '}{kid}")
-            draw(kid, indent + ("   " if last else "│  "))
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}{label(kid, node)}")
+            draw(kid, prefix + ("   " if last else "│  "))
 
-    draw(table, "   " * (depth - 1))
-    writers = ", ".join(result.get("pipelines") or []) or "none"
-    return f"Lineage of {table} (written by {writers}):\n" + "\n".join(lines)
+    draw(table, indent)
 
 
 def action(turn: Turn) -> str:

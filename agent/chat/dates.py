@@ -8,6 +8,11 @@ written with "to", "until", "through" or "-" includes its last day ("March 1 to 
 A year left out is the latest one that is not in the future. An impossible range (its end before its
 start) is reported as a problem, never swapped silently.
 
+A part of the day narrows every day of the period to whole UTC hours [from, to): "yesterday morning" (06-12),
+"this afternoon", "tonight" (today's evening), "last week during business hours" (09-17), "between 9 and 17",
+"from 14:00 to 18:00", "9am-5pm". A range of hours is read before days, so "between 9 and 17" is hours, while
+"between 9 and 17 March" stays days 9 to 17 of March; a single time ("at 9") stays a time of day.
+
 Written here rather than taken from `dateparser`: these few forms cover what people type in chat, and the
 CLI starts faster without it.
 """
@@ -21,10 +26,9 @@ from datetime import date, datetime, time, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MONTHS = {name.lower(): n for n, name in enumerate(calendar.month_name) if name}
-_ABBREVIATIONS = {name.lower(): n for n, name in enumerate(calendar.month_abbr) if name} | {"sept": 9}
-_MIN_FUZZY = 5  # a word, and the month it may be a typo of, must be this long to be matched fuzzily
-_NOT_MONTHS = {"match", "mark", "marks", "maybe", "marsh", "junk", "julia", "augment"}
+from agent.chat.day_hours import describe_hours, read_hours, within_part
+from agent.chat.months import month_word
+
 _WEEKDAYS = {name.lower(): n for n, name in enumerate(calendar.day_name)}
 _NOT_WEEKDAYS = {"today", "yesterday", "weekday", "holiday", "birthday", "someday", "midday", "everyday", "payday"}
 _NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
@@ -41,7 +45,12 @@ class When(BaseModel):
     start: date | None = Field(default=None, description="First UTC day, inclusive")
     end: date | None = Field(default=None, description="The day after the last one (exclusive)")
     at: time | None = Field(default=None, description="A time of day, UTC")
+    hours: tuple[int, int] | None = Field(
+        default=None, description="Whole UTC hours [from, to) of each day the question covers: 'morning' is (6, 12)"
+    )
     problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
+    hours_problem: str | None = Field(default=None, description="Why the hours cannot be used, e.g. a range across midnight")
+    other_hours: tuple[str, ...] = Field(default=(), description="Further windows of the day the text names ('morning and evening')")
     others: tuple[str, ...] = Field(
         default=(), description="Further periods the text names apart from this one ('compare 2023-01-28 with 2023-02-01')"
     )
@@ -58,11 +67,13 @@ class When(BaseModel):
         return (self.end - self.start).days if self.start and self.end else 0
 
     def describe(self) -> str:
+        """The days, and the hours of each day when the message narrowed them: "2023-03-03 06:00–12:00 UTC"."""
+        hours = f" {describe_hours(self.hours)}" if self.hours else ""
         if self.start is None or self.end is None:
-            return "no date"
+            return hours.strip() or "no date"
         if self.day is not None:
-            return self.day.isoformat()
-        return f"{self.start.isoformat()} to {(self.end - timedelta(days=1)).isoformat()}"
+            return self.day.isoformat() + hours
+        return f"{self.start.isoformat()} to {(self.end - timedelta(days=1)).isoformat()}" + (f",{hours} each day" if hours else "")
 
 
 class _Span(BaseModel):
@@ -95,22 +106,6 @@ def _latest_year(month: int, day: int, today: date) -> int:
         year -= 1
 
 
-def _month_word(word: str) -> int | None:
-    word = word.lower().strip(".")
-    if word in MONTHS:
-        return MONTHS[word]
-    if word in _ABBREVIATIONS:
-        return _ABBREVIATIONS[word]
-    if len(word) >= _MIN_FUZZY and word.isalpha() and word not in _NOT_MONTHS:
-        # A typo keeps the first letter: "febuary", "mrach"; "member" is not "december". Short names (may, june,
-        # july) are taken only as written: a word one letter off them is usually an English word ("many" is not May).
-        same_start = [name for name in MONTHS if len(name) >= _MIN_FUZZY and name[0] == word[0] and abs(len(name) - len(word)) <= 2]
-        close = difflib.get_close_matches(word, same_start, n=1, cutoff=0.8)
-        if close:
-            return MONTHS[close[0]]
-    return None
-
-
 def _weekday_word(word: str) -> int | None:
     """Monday is 0; a typo keeps the first letter: "tusday", "wendesday", "thrusday"."""
     word = word.rstrip("s") if word.endswith("days") else word
@@ -141,7 +136,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("iso", re.compile(r"\b(\d{4})[-/](\d{1,2})[-/](\d{1,2})\b")),
     ("dmy_numeric", re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")),
     ("day_before_yesterday", re.compile(r"\bday before yesterday\b")),
-    ("relative_day", re.compile(r"\b(today|yesterday|tonight|this morning|tomorrow)\b")),
+    # "last night" is the night (00-06 UTC) that began today; "tonight", "this afternoon" are today too.
+    ("relative_day", re.compile(r"\b(today|yesterday|tonight|last night|this (?:morning|afternoon|evening)|tomorrow)\b")),
     ("last_n", re.compile(r"\b(?:last|past|previous|preceding)\s+(\d{1,3}|[a-z]+)\s+(days?|weeks?|months?)\b")),
     ("n_ago", re.compile(r"\b(\d{1,3}|[a-z]+)\s+(days?|weeks?)\s+ago\b")),
     ("period", re.compile(r"\b(last|past|previous|this|current)\s+(week|month|year|fortnight)\b")),
@@ -243,14 +239,14 @@ def _spans(text: str, today: date) -> list[_Span]:
             elif kind in ("days_of_month", "month_days"):
                 add(m, *_days_of_month(m, kind, text, today), explicit_year=bool(m[6] if kind == "days_of_month" else m[5]))
             elif kind == "the_dth_of_month":
-                month = _month_word(m[2])
+                month = month_word(m[2])
                 if month is None:
                     continue
                 year = int(m[3]) if m[3] else _latest_year(month, int(m[1]), today)
                 day = _safe_date(year, month, int(m[1]))
                 add(m, day, day + timedelta(days=1) if day else None, explicit_year=bool(m[3]))
             elif kind == "month_dth":
-                month = _month_word(m[1])
+                month = month_word(m[1])
                 if month is None or (
                     m[1] == "may" and not m[3] and not re.search(r"\b(?:in|of|on|since|from|during)\s+$", text[: m.start()])
                 ):
@@ -259,13 +255,13 @@ def _spans(text: str, today: date) -> list[_Span]:
                 day = _safe_date(year, month, int(m[2]))
                 add(m, day, day + timedelta(days=1) if day else None, explicit_year=bool(m[3]))
             elif kind == "month_year":
-                month = _month_word(m[1])
+                month = month_word(m[1])
                 if month is None:
                     continue
                 first = _month_start(int(m[2]), month)
                 add(m, first, _next_month(first))
             elif kind == "month":
-                month = _month_word(m[1])
+                month = month_word(m[1])
                 if month is None or (
                     m[1] in ("may", "mar")
                     and not re.search(
@@ -293,7 +289,7 @@ def _days_of_month(m: re.Match[str], kind: str, text: str, today: date) -> tuple
     else:
         name, first, word, last, year = m[1], m[2], m[3], m[4], m[5]
         between = re.search(r"\bbetween\s+$", text[: m.start()])
-    month = _month_word(name)
+    month = month_word(name)
     if month is None or (word == "and" and not between) or int(last) < int(first):
         return None, None  # an end before the start is left to the two-span reading, which reports it
     if (
@@ -345,11 +341,19 @@ _WEEK_OF = re.compile(r"\b(?:week\s+(?:of|starting|beginning|commencing|from)(?:
 
 def read_when(text: str, now: datetime) -> When:
     """The period and time of day `text` speaks of, relative to the platform clock `now` (UTC)."""
-    lowered = text.lower()
+    narrowed = read_hours(text.lower())
+    lowered = narrowed.text  # "between 9 and 17" is hours: neither days of a month nor a time
     at, where = read_time(lowered)
     if where is not None:  # keep "18:00" or "6pm" from being read as a day of the month
         lowered = lowered[: where[0]] + " " * (where[1] - where[0]) + lowered[where[1] :]
-    today = now.date()
+    if at is not None and narrowed.hours is not None:
+        at = within_part(at, narrowed.hours)
+    when = _days(lowered, now.date(), at)
+    return when.model_copy(update={"hours": narrowed.hours, "hours_problem": narrowed.problem, "other_hours": narrowed.others})
+
+
+def _days(lowered: str, today: date, at: time | None) -> When:
+    """The range of days of `lowered` (its times already blanked), with the time of day `at`."""
     spans = _spans(lowered, today)
     if not spans:
         if at is not None:

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.chat.dates import When, read_time, read_when
+from agent.chat.day_hours import read_hours
 from agent.chat.incidents import IncidentStatus, incident_number, incident_status
 from agent.chat.mood import is_request
 from agent.chat.names import Names
@@ -41,7 +42,10 @@ ACTIONS: frozenset[str] = frozenset(
 )
 Metric = Literal["intensity", "forecast", "temperature", "share"]
 Aggregate = Literal["avg", "min", "max"]
-SLOTS = ("table", "pipeline", "start", "end", "at", "snapshot_id", "aggregate", "metric", "hours", "within_hours")
+SLOTS = ("table", "pipeline", "start", "end", "at", "snapshot_id", "aggregate", "metric", "hours", "within_hours", "day_hours")
+# The kinds whose answer can be narrowed to part of each day ("yesterday morning"); the others work on whole days or
+# one moment, so they keep the window aside (`unused_hours`) and the planner says it did not apply.
+HOURLY: frozenset[str] = frozenset({"aggregate", "greenest", "greenest_ahead", "quarantined"})
 # The greenest window in measured data ("greenest hour yesterday") or ahead in the forecast ("when should I run a
 # 3-hour job tomorrow?"): the classifier tells them by wording, the dates decide when they are clear.
 GREENEST = ("greenest", "greenest_ahead")
@@ -84,6 +88,13 @@ class Intent(BaseModel):
         le=HORIZON_HOURS,
         description="A greenest-ahead window must end this many hours from now ('in the next 12 hours')",
     )
+    day_hours: tuple[int, int] | None = Field(
+        default=None, description="Whole UTC hours [from, to) each day is narrowed to ('yesterday morning': (6, 12)); HOURLY kinds only"
+    )
+    unused_hours: tuple[int, int] | None = Field(
+        default=None, description="A part of the day the message named that this kind cannot use (an action works on whole days)"
+    )
+    hours_problem: str | None = Field(default=None, description="Why the hours cannot be used, e.g. a range across midnight")
     requested: bool = Field(
         default=False,
         description="An action kind the message asks to be done now; False when it only asks about it (agent/chat/mood.py)",
@@ -106,7 +117,7 @@ class Intent(BaseModel):
 
     @property
     def when(self) -> When:
-        return When(start=self.start, end=self.end, at=self.at, problem=self.date_problem)
+        return When(start=self.start, end=self.end, at=self.at, hours=self.day_hours, problem=self.date_problem)
 
     def slots(self) -> dict[str, Any]:
         """The slots as plain values (dates ISO, time HH:MM), for the benchmark and the echo."""
@@ -117,6 +128,8 @@ class Intent(BaseModel):
                 value = value.isoformat()
             elif isinstance(value, time):
                 value = value.strftime("%H:%M")
+            elif name == "day_hours" and value is not None:
+                value = f"{value[0]:02d}:00-{value[1]:02d}:00"
             out[name] = value
         return out
 
@@ -318,12 +331,20 @@ def _within(text: str, now: datetime) -> tuple[int | float | None, str]:
     return None, text
 
 
-def _ahead_or_past(kind: str, when: When, within: float | None, today: date) -> str:
-    """Between the two greenest kinds, what the dates say: a period after today is ahead, one that ended is past."""
+def _ahead_or_past(kind: str, when: When, within: float | None, now: datetime) -> str:
+    """Between the two greenest kinds, what the dates say: a period after today is ahead, one that ended is past; so
+    are today's hours ("tonight" at 13:00 is ahead, "this morning" at 13:00 is past)."""
+    today = now.date()
     if within is not None or (when.start is not None and when.start > today):
         return "greenest_ahead"
     if when.end is not None and when.end <= today:
         return "greenest"
+    if when.hours is not None and when.day == today:
+        midnight = datetime(today.year, today.month, today.day, tzinfo=now.tzinfo)
+        if midnight + timedelta(hours=when.hours[0]) >= now:
+            return "greenest_ahead"
+        if midnight + timedelta(hours=when.hours[1]) <= now:
+            return "greenest"
     return kind
 
 
@@ -350,7 +371,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     within, lowered = _within(lowered, now) if kind in GREENEST else (None, lowered)
     when = read_when(lowered, now)
     if kind in GREENEST:
-        kind = _ahead_or_past(kind, when, within, now.date())
+        kind = _ahead_or_past(kind, when, within, now)
     requested = kind in ACTIONS and is_request(text)
     number = incident_number(lowered)
     if number is not None and not requested:
@@ -366,7 +387,11 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         "end": when.end,
         "at": when.at,
         "date_problem": when.problem,
-        "other_periods": when.others,
+        # A part of the day narrows only what can be narrowed; elsewhere it is kept aside so the planner can say so.
+        "day_hours": when.hours if kind in HOURLY else None,
+        "unused_hours": None if kind in HOURLY else when.hours,
+        "hours_problem": when.hours_problem if kind in HOURLY else None,
+        "other_periods": when.others + (when.other_hours if kind in HOURLY else ()),
         # The one place a message becomes a write: only its form as a request makes an action kind act.
         "requested": requested,
     }
@@ -386,7 +411,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     if kind == "aggregate":
         slots["aggregate"] = next((a for a, pattern in _AGGREGATES if pattern.search(lowered)), "avg")
     if kind in GREENEST:
-        slots["hours"] = _hours(lowered) or 1
+        slots["hours"] = _hours(read_hours(lowered).text) or 1  # "from 14h to 18h" is when, not how long
     if kind == "value_at" and when.at is None:
         slots["at"] = read_time(lowered)[0]
     if kind == "rollback":

@@ -69,7 +69,8 @@ class Names:
     slots_per_day: dict[str, int] = field(default_factory=dict, repr=False)  # silver table -> slots the source publishes a day
     max_lag_minutes: dict[str, int] = field(default_factory=dict, repr=False)  # table -> its freshness monitor's limit
     coverage: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict, repr=False)  # pipeline -> replay data [start, end)
-    parents: dict[str, str] = field(default_factory=dict, repr=False)  # table -> the table it is derived from, for lineage trees
+    # table -> the tables it is built from, in the order declared (a mart may join several), for lineage drawings
+    parents: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, inventory: Inventory) -> Names:
@@ -80,11 +81,12 @@ class Names:
                 owner[table] = feeding[0].name
         order = {layer: n for n, layer in enumerate(("silver", "gold", "bronze", "quarantine"))}
         tables = tuple(sorted(inventory.tables, key=lambda t: (order.get(t.split(".")[0], 9), list(inventory.tables).index(t))))
-        parents: dict[str, str] = {}
+        parents: dict[str, tuple[str, ...]] = {}
         for p in inventory.pipelines.values():
-            parents |= {p.silver: p.bronze, p.quarantine: p.bronze, p.bronze: f"source:{p.source}"}
+            parents |= {p.silver: (p.bronze,), p.quarantine: (p.bronze,), p.bronze: (f"source:{p.source}",)}
             for mart in p.marts:
-                parents.setdefault(inventory.mart(mart).table, p.silver)
+                # Every input, not the listing pipeline's silver table alone: a mart may join several silver tables.
+                parents[inventory.mart(mart).table] = tuple(inventory.mart(mart).inputs)
         return cls(
             tables=tables,
             pipelines=tuple(inventory.pipelines),

@@ -1,7 +1,8 @@
 """The read-only SQL the chat sends through `query_lake` to answer questions: one function per question.
 
 Every statement is one SELECT over tables named by the inventory, with days and times the planner
-computed itself (never text from the message), so nothing a person types reaches the SQL.
+computed itself (never text from the message), so nothing a person types reaches the SQL. A part of the
+day ("yesterday morning") is a pair of whole UTC hours, written into the SQL as integers.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def _between(start: date, end: date) -> str:
     return f"ts >= {_instant(start)} AND ts < {_instant(end)}"
 
 
+def _hours(hours: tuple[int, int] | None) -> str:
+    """Slots whose UTC hour is in [from, to); TRUE for the whole day. The hours are integers the planner computed."""
+    if hours is None:
+        return "TRUE"
+    first, last = int(hours[0]), int(hours[1])
+    if not 0 <= first < last <= 24:
+        raise ValueError(f"hours of the day must satisfy 0 <= from < to <= 24, got {hours}")
+    # timezone('UTC', ts): the hour on the UTC clock whatever the session's TimeZone says.
+    return f"hour(timezone('UTC', ts)) >= {first} AND hour(timezone('UTC', ts)) < {last}"
+
+
 def value_at(table: str, at: datetime, minutes: int) -> str:
     columns = {"silver.weather": "ts, temperature_c", "silver.generation_mix": "ts, fuel, perc"}.get(table, 'ts, forecast, actual, "index"')
     until = at + timedelta(minutes=minutes)
@@ -71,12 +83,16 @@ def freshness(tables: list[str]) -> str:
     return " UNION ALL ".join(f"SELECT '{t}' AS table_name, max(ts) AS newest, count(*) AS n_rows FROM {t}" for t in tables)
 
 
-def quarantined(quarantines: list[str], *, table: str | None, start: date | None, end: date | None) -> str:
+def quarantined(
+    quarantines: list[str], *, table: str | None, start: date | None, end: date | None, hours: tuple[int, int] | None = None
+) -> str:
     conditions = ["TRUE"]
     if table is not None:
         conditions.append(f"target_table = '{table}'")
     if start is not None and end is not None:
         conditions.append(_between(start, end))
+    if hours is not None:
+        conditions.append(_hours(hours))
     where = " AND ".join(conditions)
     union = " UNION ALL ".join(f"SELECT target_table, expectation, scope, reason, ts FROM {q}" for q in quarantines)
     return (
@@ -86,21 +102,26 @@ def quarantined(quarantines: list[str], *, table: str | None, start: date | None
     )
 
 
-def aggregate(column: MetricColumn, start: date, end: date) -> str:
+def aggregate(column: MetricColumn, start: date, end: date, hours: tuple[int, int] | None = None) -> str:
     return (
-        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.table} WHERE {_between(start, end)} AND {column.filter} "
+        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.table} WHERE {_between(start, end)} AND {_hours(hours)} "
+        f"AND {column.filter} "
         f"AND {column.expression} IS NOT NULL) "
         f"SELECT count(*) AS n, avg(v) AS mean, min(v) AS low, arg_min(ts, v) AS low_at, max(v) AS high, arg_max(ts, v) AS high_at, "
         f"(SELECT min(ts) FROM {column.table}) AS first_ts, (SELECT max(ts) FROM {column.table}) AS last_ts FROM v"
     )
 
 
-def greenest(start: date, end: date, *, slots: int, slot_minutes: int) -> str:
-    """The window of `slots` consecutive slots with the lowest mean intensity, and the period's mean."""
+def greenest(start: date, end: date, *, slots: int, slot_minutes: int, hours: tuple[int, int] | None = None) -> str:
+    """The window of `slots` consecutive slots with the lowest mean intensity, and the period's mean.
+
+    With `hours`, only slots inside them are kept; a window must cover `slots` slots exactly `slot_minutes` apart,
+    so it can neither run past the end of the hours nor join one day's hours to the next."""
     frame = f"ORDER BY ts ROWS BETWEEN CURRENT ROW AND {slots - 1} FOLLOWING"
     span = (slots - 1) * slot_minutes
     return (
-        f"WITH s AS (SELECT ts, coalesce(actual, forecast) AS v FROM silver.carbon_intensity WHERE {_between(start, end)} AND coalesce(actual, forecast) IS NOT NULL), "
+        f"WITH s AS (SELECT ts, coalesce(actual, forecast) AS v FROM silver.carbon_intensity WHERE {_between(start, end)} AND {_hours(hours)} "
+        f"AND coalesce(actual, forecast) IS NOT NULL), "
         f"w AS (SELECT ts, avg(v) OVER ({frame}) AS mean_v, count(v) OVER ({frame}) AS k, last_value(ts) OVER ({frame}) AS last_ts FROM s), "
         f"best AS (SELECT ts, mean_v FROM w WHERE k = {slots} AND last_ts = ts + INTERVAL {span} MINUTE ORDER BY mean_v, ts LIMIT 1) "
         f"SELECT best.ts, best.mean_v, (SELECT avg(v) FROM s) AS period_mean, (SELECT count(*) FROM s) AS n, "

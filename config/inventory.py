@@ -131,6 +131,15 @@ class SuiteSpec(_Spec):
     )
     expectations: tuple[ExpectationSpec, ...]
 
+    @field_validator("expectations")
+    @classmethod
+    def _distinct_names(cls, value: tuple[ExpectationSpec, ...]) -> tuple[ExpectationSpec, ...]:
+        names = [e.name for e in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"expectation name(s) {', '.join(twice)} used twice: results and quarantine rows are named by them")
+        return value
+
 
 class MartSpec(_Spec):
     """A gold mart: DuckDB SQL over silver tables, recomputed per affected day."""

@@ -102,6 +102,7 @@ def test_temperatures_stay_physical_and_smooth() -> None:
     )
     outcome = validate(INVENTORY.suite("weather"), table, as_of=utc(2023, 3, 1, 5))
     assert set(outcome.failing_rows[2]) == {"temperature_physical", "temperature_changes_smoothly"}
+    assert 3 not in outcome.failing_rows, "the next hour is judged against the last possible reading (5.5), not the spliced one"
 
 
 def _complete_only(batch, gx_suite):  # type: ignore[no-untyped-def]
@@ -144,3 +145,37 @@ def test_great_expectations_stays_quiet_below_errors(caplog: pytest.LogCaptureFi
     gx_context.__wrapped__()  # type: ignore[attr-defined]  # a fresh context, as a new process builds it
     chatter = [r.getMessage() for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.ERROR]
     assert not chatter, chatter
+
+
+def test_outcomes_are_named_by_their_expectation_whatever_order_great_expectations_returns() -> None:
+    """Great Expectations returns results grouped by column, not in the suite's order: each result is matched to its
+    expectation by name, so a check on `x` declared after one on `y` keeps its own scope and rows."""
+    from config.inventory import SuiteSpec
+
+    suite = SuiteSpec.model_validate(
+        {
+            "name": "mixed",
+            "table": "silver.carbon_intensity",
+            "expectations": [
+                {"name": "x_small", "expectation": "expect_column_values_to_be_between", "kwargs": {"column": "x", "max_value": 10},
+                 "scope": "row", "why": "."},
+                {"name": "y_present", "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "y"},
+                 "scope": "table", "why": "."},
+                {"name": "x_mostly_small", "expectation": "expect_column_values_to_be_between",
+                 "kwargs": {"column": "x", "max_value": 1000, "mostly": 0.5}, "scope": "table", "why": "."},
+            ],
+        }
+    )  # fmt: skip
+    data = pa.table({"ts": pa.array([NOW] * 3, pa.timestamp("us", tz="UTC")), "x": [1, 2, 300], "y": [1.0, None, 3.0]})
+    outcome = validate(suite, data, as_of=NOW)
+    assert [o.name for o in outcome.outcomes] == ["x_small", "y_present", "x_mostly_small"], "in the suite's order"
+    assert {o.name: o.success for o in outcome.outcomes} == {"x_small": False, "y_present": False, "x_mostly_small": True}
+    assert outcome.failing_rows == {2: ["x_small"]} and outcome.table_failures == ["y_present"]
+
+
+def test_a_suite_naming_two_expectations_alike_is_refused() -> None:
+    from config.inventory import SuiteSpec
+
+    twice = {"name": "a", "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}, "scope": "row", "why": "."}
+    with pytest.raises(ValueError, match="expectation name\\(s\\) a used twice"):
+        SuiteSpec.model_validate({"name": "s", "table": "silver.weather", "expectations": [twice, twice]})

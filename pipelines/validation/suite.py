@@ -27,6 +27,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 log = logging.getLogger(__name__)
 ROW = "_row"
 _SAMPLE = 5
+NAME_META = "dataops_expectation"  # the key of an expectation's `meta` that names it in the suite
 _lock = threading.Lock()
 
 
@@ -89,7 +90,8 @@ def _expectation(spec: ExpectationSpec) -> Any:
     cls = getattr(gxe, class_name, None)
     if cls is None:
         raise ValueError(f"Great Expectations has no expectation {spec.expectation!r} ({class_name})")
-    return cls(**spec.kwargs)
+    # The name travels in `meta`: results come back grouped by column, not in the suite's order.
+    return cls(**spec.kwargs, meta={NAME_META: spec.name})
 
 
 def with_derived(suite: SuiteSpec, data: pa.Table, *, as_of: datetime) -> pd.DataFrame:
@@ -129,6 +131,11 @@ def _clean_or_complete(batch: Any, gx_suite: Any) -> Any:
     return batch.validate(gx_suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW]})
 
 
+def _name_of(res: Any) -> str:
+    """The suite expectation a Great Expectations result belongs to (its `meta` carries the name)."""
+    return str((res.expectation_config.meta or {}).get(NAME_META))
+
+
 def validate(suite: SuiteSpec, data: pa.Table, *, as_of: datetime, day_column: str = "ts") -> SuiteOutcome:
     """Validate `data` with the suite; never raises for failing data, only for a broken suite."""
     outcome = SuiteOutcome(suite=suite.name, row_count=data.num_rows, outcomes=[])
@@ -142,11 +149,17 @@ def validate(suite: SuiteSpec, data: pa.Table, *, as_of: datetime, day_column: s
         batch = definition.get_batch(batch_parameters={"dataframe": frame})
         gx_suite = gx.ExpectationSuite(name=f"{suite.name}", expectations=[_expectation(e) for e in suite.expectations])
         result = _clean_or_complete(batch, gx_suite)
-    by_position = list(suite.expectations)
+    by_name = {e.name: e for e in suite.expectations}
+    order = {name: i for i, name in enumerate(by_name)}
+    if sorted(map(_name_of, result.results)) != sorted(by_name):
+        raise ValueError(
+            f"suite {suite.name}: Great Expectations returned results for {sorted(map(_name_of, result.results))}, not {sorted(by_name)}"
+        )
     failing: dict[int, list[str]] = defaultdict(list)
     held: dict[datetime, list[str]] = defaultdict(list)
     days = frame[day_column].dt.floor("D") if day_column in frame else None
-    for spec, res in zip(by_position, result.results, strict=True):
+    for res in sorted(result.results, key=lambda r: order[_name_of(r)]):
+        spec = by_name[_name_of(res)]
         info = res.result or {}
         rows = [int(item[ROW]) for item in info.get("unexpected_index_list") or [] if isinstance(item, dict) and ROW in item]
         column = spec.kwargs.get("column")

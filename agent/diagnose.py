@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pyiceberg.expressions import EqualTo
 
 from config.errors import DataOpsError
 from pipelines import lineage
@@ -130,6 +131,9 @@ def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Di
     drift = _held_by_drift(ctx, incident)
     if drift is not None:
         return drift
+    duplicated = _missing_as_duplicates(ctx, incident)
+    if duplicated is not None:
+        return duplicated
     extent = incident.extent
     if incident.kind == "freshness" or extent is None or not extent.days:
         evidence = [incident.title]
@@ -153,6 +157,33 @@ def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Di
         summary=f"the source did not deliver {extent.describe_missing()}"
         + (f" (whole day{'s' if len(empty) > 1 else ''} {', '.join(empty)} empty)" if empty else ""),
         evidence=evidence,
+        extent=extent,
+    )
+
+
+def _missing_as_duplicates(ctx: PlatformContext, incident: Incident) -> Diagnosis | None:
+    """Changed duplicates, when every slot a completeness incident misses is held in quarantine as a conflicting
+    duplicate: the source sent those slots, twice with different values, and neither copy was published."""
+    extent, pipeline = incident.extent, lineage.owning_pipeline(ctx.inventory, incident.table)
+    if extent is None or not extent.days or pipeline is None:
+        return None
+    cadence = timedelta(minutes=extent.days[0].cadence_minutes)
+    missing = {r.start + i * cadence for r in extent.missing_ranges() for i in range(r.slots(cadence))}
+    if not missing:
+        return None
+    days = sorted({datetime.fromisoformat(d.day).replace(tzinfo=UTC) for d in extent.days})
+    held = wap.read_days(load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine), days).to_pylist()
+    twice = [
+        r for r in held if r["target_table"] == incident.table and r["ts"] in missing and "conflicting_duplicate" in str(r["expectation"])
+    ]
+    if {r["ts"] for r in twice} != missing:
+        return None
+    return Diagnosis(
+        cause="duplicates_changed",
+        confidence=0.85,
+        summary=f"the source sent the {len(missing)} missing slot(s) twice with different values ({extent.describe_missing()}); "
+        f"all {len(twice)} copies are held in quarantine as conflicting_duplicate, so the day waits for one value per slot",
+        evidence=[extent.describe(), *_quarantine_facts(twice)],
         extent=extent,
     )
 
@@ -194,6 +225,8 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
     if not pipeline or not first:
         return _bad_values(incident, [])
     spec = ctx.inventory.pipeline(pipeline)
+    if evidence.get("scope") == "table" and run_id:
+        return _held_whole(ctx, incident, spec.quarantine, str(run_id))
     start = datetime.fromisoformat(first).replace(tzinfo=UTC)
     span = max(0, (datetime.fromisoformat(last).replace(tzinfo=UTC) - start).days) + 1
     days = [start + timedelta(days=i) for i in range(min(span, 31))]
@@ -212,7 +245,7 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
             summary=f"the source sent {len(duplicates)} record(s) twice with different values (e.g. {keys}); every copy was quarantined as conflicting_duplicate, none published",
             evidence=[f"{len(duplicates)} record key(s) in bronze with more than one payload in run {run_id}", *_quarantine_facts(rows)],
         )
-    scale = _scale_change(ctx, incident.table, start, rows)
+    scale = _scale_change(ctx, incident.table, [start - timedelta(days=i) for i in range(1, HISTORY_DAYS + 1)], rows)
     if scale is not None:
         column, ratio, median = scale
         factor = f"{ratio:,.0f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
@@ -227,6 +260,31 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
             ],
         )
     return _bad_values(incident, rows)
+
+
+def _held_whole(ctx: PlatformContext, incident: Incident, quarantine: str, run_id: str) -> Diagnosis:
+    """A table-scope check held a run's whole batch back (a delivered file, a window): nothing of it was published.
+    A unit change when its values sit SCALE_RATIO or more from what the table publishes (annual files have no
+    recent days to compare with, so the whole table is the reference)."""
+    held = load_table(ctx.catalog, quarantine).scan(row_filter=EqualTo("run_id", run_id)).to_arrow().to_pylist()  # type: ignore[call-arg,arg-type]
+    rows = [r for r in held if r["target_table"] == incident.table and incident.cause_key in str(r["expectation"])]
+    scale = _scale_change(ctx, incident.table, None, rows)
+    if scale is not None:
+        column, ratio, median = scale
+        factor = f"{ratio:,.0f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
+        return Diagnosis(
+            cause="unit_change",
+            confidence=0.9 if _near_power_of_ten(ratio) else 0.7,
+            summary=f"{column} arrives at {factor} the level {incident.table} publishes: a unit or scale change in the delivery, "
+            f"held back whole ({len(rows)} row(s))",
+            evidence=[f"median {column} of the held rows is {factor} the table's median ({median:,.4g})", *_quarantine_facts(rows)],
+        )
+    return Diagnosis(
+        cause="bad_values",
+        confidence=0.6,
+        summary=f"the delivery fails {incident.cause_key} as a whole and is held back ({len(rows)} row(s)); a person must correct it or the check",
+        evidence=_quarantine_facts(rows) or [incident.title],
+    )
 
 
 def _bad_values(incident: Incident, rows: list[dict[str, Any]]) -> Diagnosis:
@@ -258,8 +316,11 @@ def _changed_duplicates(ctx: PlatformContext, bronze: str, days: list[datetime],
     return sorted(k for k, v in hashes.items() if len(v) > 1)
 
 
-def _scale_change(ctx: PlatformContext, table: str, day: datetime, rows: list[dict[str, Any]]) -> tuple[str, float, float] | None:
-    """(column, ratio of the held rows' median to history's, history's median) for the most shifted numeric column."""
+def _scale_change(
+    ctx: PlatformContext, table: str, days: list[datetime] | None, rows: list[dict[str, Any]]
+) -> tuple[str, float, float] | None:
+    """(column, ratio of the held rows' median to history's, history's median) for the most shifted numeric column;
+    history is the table's `days` on main, or all of main (None)."""
     held: dict[str, list[float]] = {}
     for r in rows:
         try:
@@ -271,8 +332,8 @@ def _scale_change(ctx: PlatformContext, table: str, day: datetime, rows: list[di
                 held.setdefault(k, []).append(float(v))
     if not held:
         return None
-    days = [day - timedelta(days=i) for i in range(1, HISTORY_DAYS + 1)]
-    history = wap.read_days(load_table(ctx.catalog, table), days)
+    published = load_table(ctx.catalog, table)
+    history = published.scan().to_arrow() if days is None else wap.read_days(published, days)
     best: tuple[str, float, float] | None = None
     for column, values in held.items():
         if column not in history.column_names:

@@ -107,9 +107,13 @@ def _text(value: Any) -> str:
 
 
 def holds(condition: str, scope: dict[str, Any]) -> bool:
+    """Whether a step's `when` holds: one comparison, or several joined by "and" (all must hold)."""
+    parts = re.split(r"\s+and\s+", condition.strip())
+    if len(parts) > 1:
+        return all(holds(part, scope) for part in parts)
     match = _COMPARE.match(condition.strip())
     if not match:
-        raise DefinitionError(f"runbook condition {condition!r} is not '<path>', 'not <path>' or '<path> <op> <value>'")
+        raise DefinitionError(f"runbook condition {condition!r} is not '<path>', 'not <path>' or '<path> <op> <value>' (joined by 'and')")
     negate, path, op, literal = match.groups()
     value = lookup(path, scope)
     if op is None:

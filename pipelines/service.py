@@ -41,7 +41,7 @@ from pipelines.forecast.deferral import Deferral
 from pipelines.incidents import Incident
 from pipelines.intensity_gauge import observe_intensity
 from pipelines.monitors.checks import evaluate, source_covers
-from pipelines.monitors.findings import findings_from_run
+from pipelines.monitors.findings import findings_from_forecast, findings_from_run
 from pipelines.promotion import day_floor, run_pipeline, split_windows
 from pipelines.retry import retry, run_failure, scheduler_budget
 from pipelines.run_log import RUN_LOG, forecast_line, run_line
@@ -227,6 +227,7 @@ class Service:
                 # while history builds up, one line says so, not one per carbon run
                 RUN_LOG.log(logging.WARNING if result.status == "quarantined" else logging.INFO, "%s", forecast_line(result))
             self._forecast_status[name] = result.status
+            self.report(findings_from_forecast(result, table=spec.table), now)
             try:
                 observe_accuracy(self.ctx, name, until=now)
             except Exception:  # a metric must never stop the forecasts

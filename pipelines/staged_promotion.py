@@ -39,7 +39,7 @@ from pipelines.plan import BRONZE_PLAN_COLUMNS, PUBLISH_ATTEMPTS, Plan, StalePla
 from pipelines.run_result import RunResult, TableOutcome
 from pipelines.sources.base import SourceRecord
 from pipelines.sources.drop_staging import StagedRecords
-from pipelines.validation.slices import combine, validate_in_slices
+from pipelines.validation.slices import combine, judge, tally_in_slices
 from pipelines.validation.suite import SuiteOutcome
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class StagedRun(Protocol):
     result: RunResult
     snapshots: dict[str, int | None]
     quarantine_rows: list[dict[str, Any]]
+    table_held: bool
 
     def progress(self, message: str) -> None: ...
     def props(self, layer: str, plan: Plan | None = None) -> dict[str, str]: ...
@@ -191,11 +192,12 @@ class StagedPromotion:
     def promote(self, groups: list[list[datetime]]) -> None:
         """Write-audit-publish silver for `groups` of days on one audit branch; main moves once, at the end.
 
-        Each part of a unit is conformed from bronze, validated as the table types it (the suite is row scope:
-        `sliceable`), its failing rows are quarantined and its clean rows written as files; the unit's days are
-        then replaced on the branch by those files in one commit, and the branch must hold exactly the rows that
-        passed. If main moved meanwhile, or bronze changed under the plans, the whole promotion is planned again
-        (`StalePlan`).
+        Each part of a unit is conformed from bronze, validated as the table types it (the suite is `sliceable`),
+        its failing rows are quarantined and its clean rows written as files; the unit's days are then replaced on
+        the branch by those files in one commit, and the branch must hold exactly the rows that passed. Table-scope
+        checks are judged once every part is in, on the summed counts (`judge`): when one fails, the whole batch is
+        held (`hold_whole`) and main stays. If main moved meanwhile, or bronze changed under the plans, the whole
+        promotion is planned again (`StalePlan`).
         """
         run = self.run
         target = run.ctx.inventory.table(run.p.silver)
@@ -224,7 +226,7 @@ class StagedPromotion:
                 write_days.update(pc.unique(pc.floor_temporal(candidate.column("ts"), unit="day")).to_pylist())
                 audited = candidate.select(schema.names).cast(schema)
                 del candidate
-                outcome = validate_in_slices(suite, audited, as_of=run.as_of)
+                outcome = tally_in_slices(suite, audited, as_of=run.as_of)
                 total = outcome if total is None else combine(total, outcome)
                 clean, held_rows = run.route(target, audited, outcome, set(), table_failed=False)
                 run.quarantine_rows.extend(held_rows)
@@ -246,10 +248,21 @@ class StagedPromotion:
                 passed += unit_passed
             run.timed(f"{run.p.silver}.unit", started)
         run.result.rows_in = rows_in
-        outcome_table = TableOutcome(table=run.p.silver, rows_written=passed, rows_quarantined=quarantined)
+        total = judge(suite, total) if total is not None else None
         if total is not None:
             run.ctx.ledger.record_validation(run.run_id, run.p.silver, suite.name, total.outcomes)
+        if total is not None and total.table_failures:
+            held = self.hold_whole(table, branch, total, sorted(written))
+            quarantined += held
+            passed = 0
+        outcome_table = TableOutcome(table=run.p.silver, rows_written=passed, rows_quarantined=quarantined)
         outcome_table.quality_score = run.ctx.ledger.record_quality(run.run_id, run.p.silver, checked=passed + quarantined, passed=passed)
+        if total is not None and total.table_failures:
+            outcome_table.held_days = sorted({d.date().isoformat() for d in written})
+            run.snapshots[run.p.silver] = None
+            run.result.tables.append(outcome_table)
+            run.progress(f"{run.p.silver}: held back whole by {', '.join(total.table_failures)}: quarantined {quarantined}, published 0")
+            return  # main stays; the branch is kept for diagnosis (as `TablePromotion` keeps a table-held one)
         snapshot = None
         if written:
             with run.ctx.control.table_lock(run.p.silver):
@@ -268,6 +281,40 @@ class StagedPromotion:
         run.snapshots[run.p.silver] = snapshot
         run.result.tables.append(outcome_table)
         run.progress(f"{run.p.silver}: published {passed} rows, quarantined {quarantined}")
+
+    def hold_whole(self, table: Table, branch: str, total: SuiteOutcome, days: list[datetime]) -> int:
+        """Quarantine every row the parts wrote to the audit branch for `days` (they passed the row checks, so their
+        parts did not hold them), one data file at a time; returns how many. The run is then held (`table_held`):
+        nothing of the batch is published and no mart is marked.
+
+        The rows are held as a whole-batch validation holds them (`TablePromotion.route` with `table_failed`):
+        scope table, naming the failed table-scope checks; rows that failed a row check were quarantined with
+        their part, for that check."""
+        run = self.run
+        target = run.ctx.inventory.table(run.p.silver)
+        schema = arrow_schema(target)
+        run.table_held = True
+        held = 0
+        for part in wap.read_days_in_parts(table, days, snapshot_id=wap.branch_head(table, branch)):
+            audited = part.select(schema.names).cast(schema)
+            whole = SuiteOutcome(
+                suite=total.suite, row_count=audited.num_rows, outcomes=total.outcomes, table_failures=total.table_failures
+            )
+            _, rows = run.route(target, audited, whole, set(), table_failed=True)
+            run.quarantine_rows.extend(rows)
+            held += len(rows)
+            del part, audited
+            run.flush_quarantine()
+            release_unused_memory()
+        log.warning(
+            "%s: %d row(s) of run %s held back whole: %s failed on the batch's totals; the audit branch %s is kept",
+            run.p.silver,
+            held,
+            run.run_id,
+            ", ".join(total.table_failures),
+            branch,
+        )
+        return held
 
     def plan_part(self, raw: pa.Table) -> pa.Table:
         """Silver candidates of one part of bronze (whole keys)."""

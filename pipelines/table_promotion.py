@@ -123,6 +123,8 @@ class TablePromotion:
         )
         outcome_table.rows_quarantined = quarantined
         if table_failed:
+            if target.layer == "silver":
+                run.table_held = True  # the run's status says so, and no mart is marked for days silver did not change
             outcome_table.held_days = [d.date().isoformat() for d in write_days]
             run.result.tables.append(outcome_table)
             return  # main stays; the branch is kept for diagnosis

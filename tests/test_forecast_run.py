@@ -183,3 +183,42 @@ def test_a_forecast_run_killed_before_its_publish_leaves_main_valid_and_its_bran
     assert result.status == "published" and published_rows(ctx).num_rows == 96
     later = datetime.now(UTC) + timedelta(hours=ctx.settings.audit_branch_retention_hours + 1)
     assert forecast_run.drop_abandoned_branches(ctx, load_table(ctx.catalog, "gold.carbon_intensity_forecast"), now=later) == [left]
+
+
+def test_a_quarantined_issue_opens_an_incident_the_agent_escalates(ctx: PlatformContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service reports a held issue: readers plan on an older forecast until the next issue passes."""
+    from pipelines.monitors.findings import findings_from_forecast
+
+    seed_silver(ctx, utc(2023, 1, 1), utc(2023, 2, 1))
+    assert findings_from_forecast(run_forecast(ctx, as_of=utc(2023, 1, 25, 6), model=FAST), table="gold.carbon_intensity_forecast") == []
+    key = (str(ctx.settings.home), "forecast", FAST)
+    fitted = forecast_run._fitted[key]
+
+    class Gappy:
+        name, version, trained_until = fitted.name, fitted.version, fitted.trained_until
+
+        def predict(self, history: pd.Series, *, issued_at: datetime, temperature: pd.Series | None = None) -> IssuedForecast:
+            issue = fitted.predict(history, issued_at=issued_at, temperature=temperature)
+            return issue.model_copy(update={"slots": issue.slots[:50]})
+
+    monkeypatch.setitem(forecast_run._fitted, key, Gappy())
+    bad = run_forecast(ctx, as_of=utc(2023, 1, 25, 7), model=FAST)
+    (finding,) = findings_from_forecast(bad, table="gold.carbon_intensity_forecast")
+    assert (finding.kind, finding.severity, finding.table) == ("validation", "warning", "gold.carbon_intensity_forecast")
+    assert finding.title.startswith("gold.carbon_intensity_forecast: the forecast issue of 2023-01-25T07:00:00+00:00 failed ")
+    assert (
+        finding.evidence["scope"] == "table" and finding.evidence["rows"] == 50 and "horizon_complete" in finding.evidence["failed_checks"]
+    )
+    incident, opened = ctx.incidents.report(finding, now=utc(2023, 1, 25, 7))
+    assert opened
+
+    from agent.report import ConsoleReporter
+    from agent.runtime import Agent
+
+    agent = Agent(ctx, clock=lambda: utc(2023, 1, 25, 7), reporter=ConsoleReporter(lambda _line: None))
+    try:
+        outcome = agent.handle_incident(incident.id)
+    finally:
+        agent.close()
+    assert outcome.outcome == "escalated" and "The whole batch of 50 row(s) of run" in outcome.message
+    assert "The next issue is made at the next run" in outcome.message, "the note says what happens next"

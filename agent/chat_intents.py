@@ -285,24 +285,32 @@ class ChatPlan:
             arguments["not_before"] = _midnight(i.start).isoformat()
         return arguments
 
+    def days_text(self) -> str:
+        """The intent's days without its hours: "on 2023-03-04", "from 2023-03-04 to 2023-03-05"."""
+        day_range = self.intent.when.model_copy(update={"hours": None}).describe()
+        return f"on {day_range}" if " to " not in day_range else f"from {day_range}"
+
     def ahead_in_hours(self, arguments: dict[str, Any], hours: tuple[int, int]) -> dict[str, Any] | str:
-        """Search the first day's hours that have not ended yet: the tool searches one stretch of time, not one per day."""
+        """Search the first day whose hours still hold the whole job before the forecast ends: the tool searches one
+        stretch of time, not one per day ("3 hours this evening" asked at 22:30 looks at tomorrow evening)."""
         i = self.intent
         today = self.now.date()
         first, last = i.start or today, i.end or today + timedelta(days=2)
-        days = [first + timedelta(days=n) for n in range((last - first).days)]
-        day = next((d for d in days if _midnight(d) + timedelta(hours=hours[1]) > self.now), None)
-        if day is None:
-            return (
-                f"{i.when.describe()} has already passed on the platform clock ({self.now:%Y-%m-%d %H:%M} UTC): there is no "
-                "forecast to search; ask about a later day, or about measured data ('greenest hour this morning'). Nothing ran."
-            )
-        begin, deadline = _midnight(day) + timedelta(hours=hours[0]), _midnight(day) + timedelta(hours=hours[1])
-        deadline = min(deadline, self.now + timedelta(hours=HORIZON_HOURS))
-        arguments["within_hours"] = round(max((deadline - self.now).total_seconds() / 3600, 0.5), 2)
-        if begin > self.now:
-            arguments["not_before"] = begin.isoformat()
-        return arguments
+        job, horizon = timedelta(hours=float(arguments["hours"])), self.now + timedelta(hours=HORIZON_HOURS)
+        for day in (first + timedelta(days=n) for n in range((last - first).days)):
+            begin = max(_midnight(day) + timedelta(hours=hours[0]), self.now)
+            deadline = min(_midnight(day) + timedelta(hours=hours[1]), horizon)
+            if deadline - begin >= job:
+                arguments["within_hours"] = round((deadline - self.now).total_seconds() / 3600, 2)
+                if begin > self.now:
+                    arguments["not_before"] = begin.isoformat()
+                return arguments
+        return (
+            f"No {describe_hours(hours)} {self.days_text() if i.start else 'in the next two days'} still holds a "
+            f"{arguments['hours']}-hour window before the forecast ends ({horizon:%Y-%m-%d %H:%M} UTC, platform clock "
+            f"{self.now:%Y-%m-%d %H:%M} UTC): ask about a later day within the forecast, a shorter job, or measured data "
+            "('greenest hour this morning'). Nothing ran."
+        )
 
     def action(self) -> list[ProposedCall] | str:
         i = self.intent

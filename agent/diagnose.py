@@ -231,10 +231,14 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
     span = max(0, (datetime.fromisoformat(last).replace(tzinfo=UTC) - start).days) + 1
     days = [start + timedelta(days=i) for i in range(min(span, 31))]
     held = wap.read_days(load_table(ctx.catalog, spec.quarantine), days)
+    # The finding's checks (one defect can fail several: `checks` in its evidence), else its cause alone.
+    checks = set(evidence.get("checks") or ()) or {incident.cause_key}
     rows = [
         r
         for r in held.to_pylist()
-        if r["target_table"] == incident.table and (run_id is None or r["run_id"] == run_id) and incident.cause_key in str(r["expectation"])
+        if r["target_table"] == incident.table
+        and (run_id is None or r["run_id"] == run_id)
+        and checks & set(str(r["expectation"]).split(","))
     ]
     duplicates = _changed_duplicates(ctx, spec.bronze, days, run_id)
     if duplicates:
@@ -267,7 +271,7 @@ def _held_whole(ctx: PlatformContext, incident: Incident, quarantine: str, run_i
     A unit change when its values sit SCALE_RATIO or more from what the table publishes (annual files have no
     recent days to compare with, so the whole table is the reference)."""
     held = load_table(ctx.catalog, quarantine).scan(row_filter=EqualTo("run_id", run_id)).to_arrow().to_pylist()  # type: ignore[call-arg,arg-type]
-    rows = [r for r in held if r["target_table"] == incident.table and incident.cause_key in str(r["expectation"])]
+    rows = [r for r in held if r["target_table"] == incident.table and incident.cause_key in str(r["expectation"]).split(",")]
     scale = _scale_change(ctx, incident.table, None, rows)
     if scale is not None:
         column, ratio, median = scale
@@ -333,7 +337,11 @@ def _scale_change(
     if not held:
         return None
     published = load_table(ctx.catalog, table)
-    history = published.scan().to_arrow() if days is None else wap.read_days(published, days)
+    columns = tuple(c for c in held if c in {f.name for f in published.schema().fields})
+    if not columns:
+        return None
+    # Only the held columns; all of main only where there are no recent days to compare with (an annual file).
+    history = published.scan(selected_fields=columns).to_arrow() if days is None else wap.read_days(published, days, columns=columns)
     best: tuple[str, float, float] | None = None
     for column, values in held.items():
         if column not in history.column_names:

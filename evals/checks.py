@@ -61,8 +61,11 @@ def incident(state: FinalState, args: dict[str, Any]) -> tuple[bool, str]:
     found = [i for i in state.ctx.incidents.list(status=None, limit=10_000) if i.kind == args["kind"]]
     if "table" in args:
         found = [i for i in found if i.table == args["table"]]
+    if "title_contains" in args:
+        found = [i for i in found if str(args["title_contains"]) in i.title]
     if not found:
-        return False, f"no {args['kind']} incident was opened"
+        whose = f" whose title contains {args['title_contains']!r}" if "title_contains" in args else ""
+        return False, f"no {args['kind']} incident{whose} was opened"
     wrong = [f"#{i.id} {i.status}" for i in found if i.status not in _statuses(args)]
     count_ok, wanted = _count_ok(len(found), args) if ("count" in args or "min" in args or "max" in args) else (True, "")
     detail = f"{len(found)} {args['kind']} incident(s): " + ", ".join(f"#{i.id} {i.status}" for i in found)

@@ -145,6 +145,9 @@ def test_today_s_hours_decide_between_measured_and_forecast() -> None:
     names = names_of(load_settings().config_dir)
     assert read_intent("cleanest hour tonight", now=utc(2023, 3, 4, 13), names=names).kind == "greenest_ahead"
     assert read_intent("greenest hour this morning", now=utc(2023, 3, 4, 13), names=names).kind == "greenest"
+    # The same words, before and after the afternoon: the clock alone decides
+    assert read_intent("cleanest hour this afternoon", now=utc(2023, 3, 4, 10), names=names).kind == "greenest_ahead"
+    assert read_intent("cleanest hour this afternoon", now=utc(2023, 3, 4, 19), names=names).kind == "greenest"
 
 
 # -- the planner's queries and answers -----------------------------------------------------------------------------
@@ -225,3 +228,50 @@ def test_chat_answers_for_the_part_of_the_day_on_a_real_lake(ctx: PlatformContex
         assert f"The greenest 1-hour window on 2023-01-27, 12:00–18:00 UTC ran from {greenest_start:%Y-%m-%d %H:%M} UTC" in greenest.message
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "hours"),
+    [
+        ("average between 1 and 3 pm yesterday", (13, 15)),  # am/pm on one end reads for both
+        ("from 8 to 11pm yesterday", (20, 23)),
+        ("from 9am to 5 yesterday", (9, 17)),  # 5am would end before 9am: the other half of the day
+        ("from 10 to 2pm yesterday", (10, 14)),
+        ("average 2-4pm yesterday", (14, 16)),  # a bare start before a marked end
+        ("between 9pm and 11 yesterday", (21, 23)),
+    ],
+)
+def test_am_or_pm_written_on_one_end_reads_for_the_window(text: str, hours: tuple[int, int]) -> None:
+    when = read_when(text, NOW)
+    assert when.hours == hours and when.start == date(2023, 3, 3), when
+
+
+@pytest.mark.parametrize(
+    ("text", "days"),
+    [
+        ("wind share between 5 and 10% last week", None),  # a percentage, not hours
+        ("between 5 and 10 °C last week", None),
+        ("between 5 and 10 celsius last week", None),
+        ("Morning! what was the average carbon intensity yesterday?", (date(2023, 3, 3), date(2023, 3, 4))),  # a greeting
+        ("march 1 to 3pm", (date(2023, 3, 1), date(2023, 3, 2))),  # a day and a time
+        ("average between 1 and 7 in march", (date(2023, 3, 1), date(2023, 3, 8))),  # days of March, not hours
+        ("from 5 to 10 in march 2023", (date(2023, 3, 5), date(2023, 3, 11))),
+    ],
+)
+def test_numbers_and_words_that_are_not_hours_stay_what_they_are(text: str, days: tuple[date, date] | None) -> None:
+    when = read_when(text, NOW)
+    assert when.hours is None, when
+    if days is not None:
+        assert (when.start, when.end) == days
+
+
+def test_a_greenest_job_ahead_goes_to_the_next_day_whose_hours_still_hold_it() -> None:
+    late = utc(2023, 3, 4, 22, 30)  # the evening has 1.5 hours left: a 3-hour job waits for tomorrow evening
+    [call] = _plan("when should I run a 3-hour job in the evening?", now=late).calls
+    assert call.arguments == {"hours": 3, "within_hours": 25.5, "not_before": "2023-03-05T18:00:00+00:00"}
+    [short] = _plan("when should I run a 1-hour job in the evening?", now=late).calls
+    assert short.arguments == {"hours": 1, "within_hours": 1.5}, "an hour still fits tonight"
+    today = _plan("when should I run a 3-hour job this evening?", now=late)
+    assert not today.calls and today.message.startswith(
+        "[runbook planner] No 18:00–24:00 UTC on 2023-03-04 still holds a 3-hour window before the forecast ends"
+    ), "asked for today, it says today has no room rather than moving the day"

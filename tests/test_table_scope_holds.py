@@ -268,6 +268,11 @@ def test_groups_sharing_a_check_are_one_finding_and_others_stay_apart() -> None:
         "silver.weather: 4 row(s) quarantined by temperature_present",
     ]
     merged = found["silver.weather: 4 row(s) quarantined by temperature_physical and temperature_changes_smoothly"]
+    tied = [group("silver.weather", "temperature_changes_smoothly", 1, 15), group("silver.weather", "temperature_physical", 1, 13),
+            group("silver.weather", "temperature_physical,temperature_changes_smoothly", 1, 12)]  # fmt: skip
+    for order in (tied, tied[::-1]):
+        (finding,) = findings_from_run(result.model_copy(update={"quarantine": order}), silver="silver.weather")
+        assert finding.cause_key == "temperature_physical", "a tie goes to the check rows name first, whatever the groups' order"
     assert merged.cause_key == "temperature_physical" and merged.evidence["checks"] == {
         "temperature_physical": 3,
         "temperature_changes_smoothly": 2,

@@ -146,7 +146,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     (
         "days_of_month",
         re.compile(
-            rf"\b(between\s+)?(?:the\s+)?{_ORDINAL}\s*{_RANGE_WORD}\s*(?:the\s+)?{_ORDINAL}\s+(?:of\s+)?{_MONTH_TOKEN}(?:,?\s+{_YEAR})?\b"
+            rf"\b(between\s+)?(?:the\s+)?{_ORDINAL}\s*{_RANGE_WORD}\s*(?:the\s+)?{_ORDINAL}\s+(?:(?:of|in)\s+)?{_MONTH_TOKEN}(?:,?\s+{_YEAR})?\b"
         ),
     ),
     # "March 1-3", "March 1 to 3" (not "March 1 to 3 April" nor "March 1 to 3pm": times are blanked out first).

@@ -47,12 +47,14 @@ def _clock(side: str) -> str:
 
 # Whatever follows a range of hours must not make it a quantity or days: "between 5 and 10 degrees", "from 1 to 3 days".
 _NOT_HOURS_AFTER = (
-    r"(?![\d/]|[.:]\d|\s*(?:st|nd|rd|th|days?|weeks?|months?|hours?|hrs?|minutes?|mins?|%|percent|g|gco2\w*|kwh|°|degrees?|c)\b)"
+    r"(?![\d/]|[.:]\d|\s*[%°]"
+    r"|\s*(?:st|nd|rd|th|days?|weeks?|months?|hours?|hrs?|minutes?|mins?|percent|g|gco2\w*|kwh|degrees?|c|celsius)\b)"
 )
 _RANGE_TO = r"\s*(?:to|until|till|til|-|–|—)\s*"
 # "between 9 and 17", "from 14:00 to 18:00": bare numbers are hours after "between" or "from" (days need a month).
 _LED_HOURS = re.compile(rf"\b(?:between|from)\s+{_clock('a')}(?:\s+and\s+|{_RANGE_TO}){_clock('b')}{_NOT_HOURS_AFTER}")
-# "9am-5pm", "14:00 to 18:00": without a lead-in both ends must be written as times ("March 1 to 3pm" is no range).
+# "9am-5pm", "14:00 to 18:00", "2-4pm": without a lead-in both ends are written as times, or the end carries am/pm and the
+# start is a bare hour not after a month ("March 1 to 3pm" is a day and a time).
 _MARKED_HOURS = re.compile(rf"(?<![\d/.:-])\b{_clock('a')}{_RANGE_TO}{_clock('b')}{_NOT_HOURS_AFTER}")
 _PART_WORDS = re.compile(r"\b(?<!good )(morning|afternoon|evening|tonight|night|overnight)s?\b|\b(business|working|work|office)\s+hours\b")
 
@@ -87,16 +89,47 @@ def _marked(m: re.Match[str], side: str) -> bool:
     return bool(m[f"{side}m"] or m[f"{side}s"] or m[f"{side}w"])
 
 
+def _half_day(m: re.Match[str], side: str) -> str | None:
+    suffix = (m[f"{side}s"] or "").replace(".", "")
+    return suffix if suffix in ("am", "pm") else None
+
+
+def _bare(m: re.Match[str], side: str) -> bool:
+    return not _marked(m, side) and 1 <= int(m[f"{side}h"]) <= 12
+
+
+def _with_half_day(hour: int, half: str) -> int:
+    return hour % 12 + (12 if half == "pm" else 0)
+
+
+def _share_half_day(m: re.Match[str], first: tuple[int, int], last: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """am/pm written on one end only reads for the other too when that gives a window: "between 1 and 3 pm" is 13-15,
+    "from 8 to 11pm" 20-23; else the other half of the day ("from 9am to 5" is 09-17, "from 10 to 2pm" 10-14)."""
+    for bare, marked in (("a", "b"), ("b", "a")):
+        half = _half_day(m, marked)
+        if half is None or not _bare(m, bare):
+            continue
+        hour = int(m[f"{bare}h"])
+        for candidate in (_with_half_day(hour, half), _with_half_day(hour, "pm" if half == "am" else "am")):
+            start, end = (candidate, last[0]) if bare == "a" else (first[0], candidate)
+            if start < end:
+                return ((start, 0), last) if bare == "a" else (first, (end, 0))
+    return first, last
+
+
 def _range_of_hours(m: re.Match[str], text: str) -> tuple[tuple[int, int] | None, str | None] | None:
     """The window of a matched range, or a problem with it; None when the match is no range of hours after all."""
     if m.re is _MARKED_HOURS and not (_marked(m, "a") and _marked(m, "b")):
-        return None
-    following = re.match(r"\s*(?:of\s+)?([a-z]+\.?)", text[m.end() :])
+        before = re.search(r"([a-z]+\.?)\s*$", text[: m.start()])
+        if not (_bare(m, "a") and _half_day(m, "b")) or (before is not None and month_word(before[1]) is not None):
+            return None
+    following = re.match(r"\s*(?:of\s+|in\s+)?([a-z]+\.?)", text[m.end() :])
     if following is not None and month_word(following[1]) is not None:
-        return None  # "between 9 and 17 March" is days of March
+        return None  # "between 9 and 17 March", "from 1 to 7 in march" are days of March
     first, last = _hour_of(m, "a"), _hour_of(m, "b")
     if first is None or last is None:
         return None
+    first, last = _share_half_day(m, first, last)
     uneven = [f"{h:02d}:{mm:02d}" for h, mm in (first, last) if mm]
     if uneven:
         return None, f"windows of the day are whole hours and {uneven[0]} is not on the hour; write e.g. 'between 9 and 17'"
@@ -120,6 +153,8 @@ def read_hours(text: str) -> DayHours:
             found.append((m.start(), *read))
             blanked = blanked[: m.start()] + " " * (m.end() - m.start()) + blanked[m.end() :]
     for m in _PART_WORDS.finditer(blanked):
+        if not blanked[: m.start()].strip() and re.match(r"\s*[!,.]", blanked[m.end() :]):
+            continue  # "Morning! what was ..." greets
         found.append((m.start(), PARTS_OF_DAY[m[1] or f"{m[2]} hours"], None))
     found.sort(key=lambda f: f[0])
     if not found:

@@ -91,17 +91,32 @@ def days_differing(table: Table, first: int | None, second: int | None) -> list[
     """The days whose live files differ between two snapshots (None: the empty table), oldest first.
 
     Equal files mean equal rows, so these are the days a move of main from one to the other changes. Only
-    manifests are read, never data files.
+    manifests are read, never data files, and only those the two snapshots do not share: a manifest in both
+    lists the same files on both sides.
     """
 
-    def files(snapshot_id: int | None) -> dict[datetime, set[str]]:
+    def manifests(snapshot_id: int | None) -> dict[str, ManifestFile]:
         snapshot = table.metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
         if snapshot is None:
             return {}
-        return {day: set(paths) for day, paths in _files_by_day(table, snapshot, None).items()}
+        return {m.manifest_path: m for m in snapshot.manifests(table.io) if m.content == ManifestContent.DATA}
 
-    before, after = files(first), files(second)
-    return sorted(day for day in before.keys() | after.keys() if before.get(day, set()) != after.get(day, set()))
+    def files(own: dict[str, ManifestFile], shared: set[str]) -> set[tuple[datetime, str]]:
+        position = _day_position(table)
+        found = set()
+        for path, manifest in own.items():
+            if path in shared:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                day = _as_day(entry.data_file.partition[position])
+                if day is not None:
+                    found.add((day, entry.data_file.file_path))
+        return found
+
+    before, after = manifests(first), manifests(second)
+    shared = before.keys() & after.keys()
+    changed = files(before, shared) ^ files(after, shared)
+    return sorted({day for day, _ in changed})
 
 
 def _may_hold(manifest: ManifestFile, position: int, span: tuple[datetime, datetime]) -> bool:

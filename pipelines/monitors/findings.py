@@ -124,14 +124,20 @@ def _events(groups: list[QuarantineGroup]) -> list[_Event]:
     events = []
     for component in components:
         counts: dict[str, int] = {}
+        # Ties go to the check named first where a row failed several: rows name their checks in suite order, so the
+        # key is the same whatever order the groups come in.
+        rank: dict[str, int] = {}
         for group in component:
-            for name in group.expectation.split(","):
+            listed = group.expectation.split(",")
+            for position, name in enumerate(listed):
                 counts[name] = counts.get(name, 0) + group.rows
+                if len(listed) > 1:
+                    rank[name] = min(rank.get(name, position), position)
         stamps = [t for g in component for t in (g.first_ts, g.last_ts) if t is not None]
         events.append(
             _Event(
                 table=component[0].target_table,
-                by_check=dict(sorted(counts.items(), key=lambda kv: -kv[1])),  # ties: the suite's order, as rows name them
+                by_check=dict(sorted(counts.items(), key=lambda kv: (-kv[1], rank.get(kv[0], len(counts)), kv[0]))),
                 rows=sum(g.rows for g in component),
                 first_ts=min(stamps, default=None),
                 last_ts=max(stamps, default=None),

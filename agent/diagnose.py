@@ -251,19 +251,26 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
         )
     scale = _scale_change(ctx, incident.table, [start - timedelta(days=i) for i in range(1, HISTORY_DAYS + 1)], rows)
     if scale is not None:
-        column, ratio, median = scale
-        factor = f"{ratio:,.0f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
-        return Diagnosis(
-            cause="unit_change",
-            confidence=0.9 if _near_power_of_ten(ratio) else 0.7,
-            summary=f"{column} arrives at {factor} its usual level (a unit or scale change at the source); "
-            f"all {len(rows)} affected row(s) are held in quarantine",
-            evidence=[
-                f"median {column} of the held rows is {factor} the median of the {HISTORY_DAYS} days before ({median:,.1f})",
-                *_quarantine_facts(rows),
-            ],
+        return _unit_change(
+            scale,
+            rows,
+            level="its usual level (a unit or scale change at the source)",
+            held=f"all {len(rows)} affected row(s) are held in quarantine",
+            reference=f"the median of the {HISTORY_DAYS} days before",
         )
     return _bad_values(incident, rows)
+
+
+def _unit_change(scale: tuple[str, float, float], rows: list[dict[str, Any]], *, level: str, held: str, reference: str) -> Diagnosis:
+    """A unit change: `column` arrives at `ratio` times its `reference`, a power of ten being the surest sign."""
+    column, ratio, median = scale
+    factor = f"{ratio:,.0f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
+    return Diagnosis(
+        cause="unit_change",
+        confidence=0.9 if _near_power_of_ten(ratio) else 0.7,
+        summary=f"{column} arrives at {factor} {level}; {held}",
+        evidence=[f"median {column} of the held rows is {factor} {reference} ({median:,.1f})", *_quarantine_facts(rows)],
+    )
 
 
 def _held_whole(ctx: PlatformContext, incident: Incident, quarantine: str, run_id: str) -> Diagnosis:
@@ -274,14 +281,12 @@ def _held_whole(ctx: PlatformContext, incident: Incident, quarantine: str, run_i
     rows = [r for r in held if r["target_table"] == incident.table and incident.cause_key in str(r["expectation"]).split(",")]
     scale = _scale_change(ctx, incident.table, None, rows)
     if scale is not None:
-        column, ratio, median = scale
-        factor = f"{ratio:,.0f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
-        return Diagnosis(
-            cause="unit_change",
-            confidence=0.9 if _near_power_of_ten(ratio) else 0.7,
-            summary=f"{column} arrives at {factor} the level {incident.table} publishes: a unit or scale change in the delivery, "
-            f"held back whole ({len(rows)} row(s))",
-            evidence=[f"median {column} of the held rows is {factor} the table's median ({median:,.4g})", *_quarantine_facts(rows)],
+        return _unit_change(
+            scale,
+            rows,
+            level=f"the level {incident.table} publishes (a unit or scale change in the delivery)",
+            held=f"held back whole ({len(rows)} row(s))",
+            reference="the table's median",
         )
     return Diagnosis(
         cause="bad_values",

@@ -244,12 +244,17 @@ class ChatPlan:
                 "or wider hours. Nothing ran."
             )
         if i.kind == "greenest_ahead":
+            if i.dirtiest:
+                return (
+                    "The forecast is searched for the greenest window only; to avoid the dirtiest hours, ask when to run "
+                    "the job ('when should I run a 2-hour job tomorrow?'). Nothing ran."
+                )
             arguments = self.ahead()
             return arguments if isinstance(arguments, str) else [self.call(tool.FIND_GREENEST_WINDOW, **arguments)]
         if i.kind == "greenest":
             start, end = self.period(1)
             slots = int((i.hours or 1) * 2)
-            sql = queries.greenest(start, end, slots=slots, slot_minutes=30, hours=i.day_hours)
+            sql = queries.greenest(start, end, slots=slots, slot_minutes=30, hours=i.day_hours, dirtiest=i.dirtiest)
             return [self.call(tool.QUERY_LAKE, sql=sql, limit=1)]
         # why_missing
         if i.day is None:

@@ -105,7 +105,7 @@ def greenest(intent: Intent, row: dict[str, Any], start: date, end: date) -> str
     began = datetime.fromisoformat(str(row["ts"]))
     ended = began + timedelta(hours=hours)
     return (
-        f"The greenest {hours}-hour window {_period(start, end, intent.day_hours)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
+        f"The {'dirtiest' if intent.dirtiest else 'greenest'} {hours}-hour window {_period(start, end, intent.day_hours)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
         f"{_num(row['mean_v'])} gCO2/kWh on average, against {_num(row['period_mean'])} over the whole "
         f"{'of those hours' if intent.day_hours else 'period'} ({row['n']} half-hours)."
     )

@@ -40,7 +40,7 @@ IntentKind = Literal[
 ACTIONS: frozenset[str] = frozenset(
     {"rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback", "pause", "resume"}
 )
-Metric = Literal["intensity", "forecast", "temperature", "share"]
+Metric = Literal["intensity", "forecast", "forecast_error", "temperature", "share"]
 Aggregate = Literal["avg", "min", "max"]
 SLOTS = ("table", "pipeline", "start", "end", "at", "snapshot_id", "aggregate", "metric", "hours", "within_hours", "day_hours")
 # The kinds whose answer can be narrowed to part of each day ("yesterday morning"); the others work on whole days or
@@ -79,6 +79,7 @@ class Intent(BaseModel):
     aggregate: Aggregate | None = None
     metric: Metric | None = None
     fuel: str | None = None
+    dirtiest: bool = Field(default=False, description="A greenest question asking for the highest-carbon window instead ('dirtiest hour')")
     hours: int | float | None = Field(
         default=None, ge=0.5, le=HORIZON_HOURS, description="Length of the window a greenest question asks about, a multiple of 0.5"
     )
@@ -273,12 +274,21 @@ _VERBS = {
 }
 
 
+# The other end of a greenest question: the window with the most carbon.
+_DIRTIEST = re.compile(r"\b(?:dirtiest|dirtyest|worst|least green|brownest|most carbon|highest[- ]carbon|most polluting)\b")
+
+
 def _metric(text: str) -> tuple[Metric, str | None]:
     fuel = next((f for f in FUELS if re.search(rf"\b{f}\b", text)), None)
     if fuel is not None and re.search(r"\b(share|percent|percentage|%|mix|generation)\b|share", text):
         return "share", fuel
     if re.search(r"\btemp\w*|\bweather\b|\bcold\w*|\bwarm\w*|\bhot\w*", text):
         return "temperature", None
+    if re.search(
+        r"\bforecast\w*\s+(?:error|miss|deviation|accuracy|was off)|\bmiss\w*\b.*\bforecast|\bhow far off\b|\bhow accurate\b.*\bforecast",
+        text,
+    ):
+        return "forecast_error", None  # how far the published forecast missed the actual, in absolute value
     if re.search(r"\bforecast", text):
         return "forecast", None
     return "intensity", None
@@ -412,6 +422,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         slots["aggregate"] = next((a for a, pattern in _AGGREGATES if pattern.search(lowered)), "avg")
     if kind in GREENEST:
         slots["hours"] = _hours(read_hours(lowered).text) or 1  # "from 14h to 18h" is when, not how long
+        slots["dirtiest"] = bool(_DIRTIEST.search(lowered))
     if kind == "value_at" and when.at is None:
         slots["at"] = read_time(lowered)[0]
     if kind == "rollback":

@@ -34,6 +34,13 @@ def metric_column(metric: Metric | None, fuel: str | None = None) -> MetricColum
         return MetricColumn(
             table="silver.generation_mix", expression="perc", label=f"{fuel} share of generation", unit="%", filter=f"fuel = '{fuel}'"
         )
+    if metric == "forecast_error":
+        return MetricColumn(
+            table="silver.carbon_intensity",
+            expression="abs(actual - forecast)",
+            label="forecast error |actual − forecast|",
+            unit="gCO2/kWh",
+        )
     if metric == "forecast":
         return MetricColumn(table="silver.carbon_intensity", expression="forecast", label="forecast carbon intensity", unit="gCO2/kWh")
     return MetricColumn(table="silver.carbon_intensity", expression="coalesce(actual, forecast)", label="carbon intensity", unit="gCO2/kWh")
@@ -112,8 +119,8 @@ def aggregate(column: MetricColumn, start: date, end: date, hours: tuple[int, in
     )
 
 
-def greenest(start: date, end: date, *, slots: int, slot_minutes: int, hours: tuple[int, int] | None = None) -> str:
-    """The window of `slots` consecutive slots with the lowest mean intensity, and the period's mean.
+def greenest(start: date, end: date, *, slots: int, slot_minutes: int, hours: tuple[int, int] | None = None, dirtiest: bool = False) -> str:
+    """The window of `slots` consecutive slots with the lowest mean intensity (the highest: `dirtiest`), and the period's mean.
 
     With `hours`, only slots inside them are kept; a window must cover `slots` slots exactly `slot_minutes` apart,
     so it can neither run past the end of the hours nor join one day's hours to the next."""
@@ -123,7 +130,7 @@ def greenest(start: date, end: date, *, slots: int, slot_minutes: int, hours: tu
         f"WITH s AS (SELECT ts, coalesce(actual, forecast) AS v FROM silver.carbon_intensity WHERE {_between(start, end)} AND {_hours(hours)} "
         f"AND coalesce(actual, forecast) IS NOT NULL), "
         f"w AS (SELECT ts, avg(v) OVER ({frame}) AS mean_v, count(v) OVER ({frame}) AS k, last_value(ts) OVER ({frame}) AS last_ts FROM s), "
-        f"best AS (SELECT ts, mean_v FROM w WHERE k = {slots} AND last_ts = ts + INTERVAL {span} MINUTE ORDER BY mean_v, ts LIMIT 1) "
+        f"best AS (SELECT ts, mean_v FROM w WHERE k = {slots} AND last_ts = ts + INTERVAL {span} MINUTE ORDER BY mean_v{' DESC' if dirtiest else ''}, ts LIMIT 1) "
         f"SELECT best.ts, best.mean_v, (SELECT avg(v) FROM s) AS period_mean, (SELECT count(*) FROM s) AS n, "
         f"(SELECT min(ts) FROM silver.carbon_intensity) AS first_ts, (SELECT max(ts) FROM silver.carbon_intensity) AS last_ts "
         f"FROM (SELECT 1) AS one LEFT JOIN best ON TRUE"

@@ -1,0 +1,58 @@
+"""Chat about how far the forecast missed, and about the dirtiest window: read as what was asked, not as its neighbour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent.chat.intents import read_intent
+from agent.chat.names import names_of
+from agent.chat_intents import plan_chat
+from agent.planner import PlanningState, Turn
+from config.settings import load_settings
+from tests.conftest import utc
+from tools import names as tool
+
+NOW = utc(2023, 3, 4, 1)
+NAMES = names_of(load_settings().config_dir)
+
+
+def _plan(text: str, turns: list[Turn] | None = None) -> Any:
+    state = PlanningState(thread_id="c", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or [])
+    return plan_chat(state, planner="runbook planner")
+
+
+@pytest.mark.parametrize(
+    ("text", "aggregate"),
+    [
+        ("what was the max forecast error yesterday?", "max"),
+        ("average forecast error last week", "avg"),
+        ("how far off was the forecast yesterday?", "avg"),
+        ("how accurate was the forecast last week", "avg"),
+    ],
+)
+def test_forecast_error_questions_measure_the_miss_not_the_forecast(text: str, aggregate: str) -> None:
+    intent = read_intent(text, now=NOW, names=NAMES)
+    assert (intent.kind, intent.metric, intent.aggregate) == ("aggregate", "forecast_error", aggregate)
+    [call] = _plan(text).calls
+    assert call.name == tool.QUERY_LAKE and "abs(actual - forecast) AS v FROM silver.carbon_intensity" in call.arguments["sql"]
+    assert read_intent("highest forecast yesterday", now=NOW, names=NAMES).metric == "forecast", "the forecast itself stays"
+
+
+def test_the_dirtiest_window_is_the_highest_mean_and_says_so() -> None:
+    question = "what's the dirtiest hour yesterday?"
+    intent = read_intent(question, now=NOW, names=NAMES)
+    assert (intent.kind, intent.dirtiest) == ("greenest", True)
+    [call] = _plan(question).calls
+    assert "ORDER BY mean_v DESC, ts LIMIT 1" in call.arguments["sql"]
+    assert "ORDER BY mean_v, ts LIMIT 1" in _plan("greenest hour yesterday").calls[0].arguments["sql"]
+    row = {"ts": "2023-03-03T21:00:00+00:00", "mean_v": 261.5, "period_mean": 249.3, "n": 48, "first_ts": None, "last_ts": None}
+    result = {"columns": list(row), "rows": [list(row.values())]}
+    message = _plan(question, [Turn(call=call, decision="allow", status="ok", result=result)]).message
+    assert message.startswith("[runbook planner] The dirtiest 1-hour window on 2023-03-03 ran from 2023-03-03 21:00 UTC to 22:00 UTC")
+
+
+def test_the_dirtiest_window_ahead_is_not_searched_as_the_greenest() -> None:
+    step = _plan("when will the grid be dirtiest tomorrow?")
+    assert not step.calls and "greenest window only" in step.message

@@ -396,6 +396,8 @@ _RUN_RULES = {
     "stuck": "the series repeats one value far longer than it ever has: a frozen feed or sensor (or, for a forecast "
     "error stuck at 0, a forecast column copied from the actual)",
     "repeated_day": "the series repeats the day before slot for slot, which it has never done: a stale copy published as new data",
+    "keyed_change": "values several times the same series' earlier value (its previous year, or what was published "
+    "for the same year): a unit, decimal or keying error in the delivery; compare the file with the source",
     "bias": "the forecast missed in one direction all day, further than on any usual day: the actual (an offset, a meter "
     "drifting away) or the forecast is off for the whole day; compare both with the source",
 }

@@ -169,7 +169,7 @@ class MonitorSpec(_Spec):
     """A monitor: what it watches and when it speaks. Evaluated after each run and on a timer."""
 
     name: str
-    kind: Literal["freshness", "volume", "schema", "value", "published", "reconcile", "distribution", "forecast"]
+    kind: Literal["freshness", "volume", "schema", "value", "published", "reconcile", "distribution", "forecast", "keyed_change"]
     table: str
     severity: Literal["info", "warning", "critical"] = "warning"
     max_lag_minutes: int | None = Field(default=None, description="freshness: lag of the newest slot that opens an incident")
@@ -200,6 +200,9 @@ class MonitorSpec(_Spec):
         "compared with the table's history too, so one column rescaled alone is caught at factors its own range hides",
     )
     history_days: int = Field(default=28, gt=0, description="volume/value/published/reconcile: days of history looked at")
+    series_key: tuple[str, ...] = Field(default=(), description="keyed_change: the columns naming one series (country_or_region)")
+    max_ratio: float = Field(default=3.0, gt=1, description="keyed_change: a value this many times its series' earlier value (or 1/x)")
+    min_difference: float = Field(default=50.0, ge=0, description="keyed_change: ... and at least this far from it")
     tolerance: float = Field(default=0.05, ge=0, description="volume: relative deviation tolerated beyond the robust spread")
     doc: str = ""
 
@@ -213,6 +216,8 @@ class MonitorSpec(_Spec):
             raise ValueError(f"value monitor {self.name!r} (model forecast_error) needs a reference: the forecast's own expression")
         if self.kind == "distribution" and not self.columns:
             raise ValueError(f"distribution monitor {self.name!r} needs columns")
+        if self.kind == "keyed_change" and (len(self.columns) != 1 or not self.series_key):
+            raise ValueError(f"keyed_change monitor {self.name!r} needs one column (the value) and a series_key (what names a series)")
         if self.ratios and self.kind != "distribution":
             raise ValueError(f"monitor {self.name!r}: ratios are for distribution monitors")
         for pair in self.ratios:

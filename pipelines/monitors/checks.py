@@ -326,6 +326,7 @@ Check = Callable[[PlatformContext, MonitorSpec, datetime], list[Finding]]
 def _checks() -> dict[str, Check]:
     from pipelines.monitors.distribution import check_distribution
     from pipelines.monitors.forecast_accuracy import check_forecast
+    from pipelines.monitors.keyed_change import check_keyed_change
     from pipelines.monitors.publish_audit import audit_published
     from pipelines.monitors.reconcile import check_reconcile
     from pipelines.monitors.value import check_value
@@ -339,6 +340,7 @@ def _checks() -> dict[str, Check]:
         "reconcile": check_reconcile,
         "distribution": check_distribution,
         "forecast": check_forecast,
+        "keyed_change": check_keyed_change,
     }
 
 

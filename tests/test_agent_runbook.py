@@ -77,7 +77,9 @@ def test_templates_and_conditions() -> None:
     assert render("{nothing.here}", scope) is None and render("x {nothing}", scope) == "x ?"
     assert holds("source.missing == 0", scope) and not holds("source.missing > 0", scope)
     assert holds("not verification.passed", scope) and not holds("verification.passed", scope)
-    assert holds("source.missing == 0 and not verification.passed", scope) and not holds("source.missing == 0 and verification.passed", scope)
+    assert holds("source.missing == 0 and not verification.passed", scope) and not holds(
+        "source.missing == 0 and verification.passed", scope
+    )
     with pytest.raises(DefinitionError, match="is not"):
         holds("source.missing ~ 3", scope)
 

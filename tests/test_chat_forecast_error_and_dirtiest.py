@@ -56,3 +56,16 @@ def test_the_dirtiest_window_is_the_highest_mean_and_says_so() -> None:
 def test_the_dirtiest_window_ahead_is_not_searched_as_the_greenest() -> None:
     step = _plan("when will the grid be dirtiest tomorrow?")
     assert not step.calls and "greenest window only" in step.message
+
+
+def test_a_held_check_s_reason_ends_its_sentence_once() -> None:
+    from datetime import date
+
+    from agent.chat import answers
+
+    contents = [
+        {"part": "published", "slots": 42, "n_rows": 42},
+        {"part": "quarantined", "slots": 6, "n_rows": 6, "expectation": "actual_reported_after_slot", "reason": "a gap, not a forecast."},
+    ]
+    text = answers.why_missing("silver.carbon_intensity", date(2023, 3, 2), 48, contents, {})
+    assert "by actual_reported_after_slot: a gap, not a forecast." in text and ".." not in text

@@ -275,3 +275,10 @@ def test_a_greenest_job_ahead_goes_to_the_next_day_whose_hours_still_hold_it() -
     assert not today.calls and today.message.startswith(
         "[runbook planner] No 18:00–24:00 UTC on 2023-03-04 still holds a 3-hour window before the forecast ends"
     ), "asked for today, it says today has no room rather than moving the day"
+
+
+def test_a_range_inside_the_named_part_of_the_day_is_the_window_and_no_second_one() -> None:
+    for text in ("carbon intensity between 6 and 9 this morning", "this morning between 6 and 9, the carbon intensity"):
+        when = read_when(text, NOW)
+        assert (when.hours, when.other_hours) == ((6, 9), ()), text
+    assert read_when("between 13 and 20 this morning", NOW).other_hours == ("06:00–12:00 UTC",), "a range outside it is a second window"

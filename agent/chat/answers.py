@@ -126,7 +126,7 @@ def why_missing(table: str, day: date, expected: int | None, contents: list[dict
     if held:
         parts.append(
             "In quarantine: "
-            + "; ".join(f"{r['n_rows']} rows ({r['slots']} slots) by {r['expectation']}: {r['reason']}" for r in held)
+            + "; ".join(f"{r['n_rows']} rows ({r['slots']} slots) by {r['expectation']}: {str(r['reason']).rstrip('.')}" for r in held)
             + "."
         )
     elif not published["slots"] and first:

@@ -152,10 +152,14 @@ def read_hours(text: str) -> DayHours:
                 continue
             found.append((m.start(), *read))
             blanked = blanked[: m.start()] + " " * (m.end() - m.start()) + blanked[m.end() :]
+    ranges = [hours for _, hours, _ in found if hours is not None]
     for m in _PART_WORDS.finditer(blanked):
         if not blanked[: m.start()].strip() and re.match(r"\s*[!,.]", blanked[m.end() :]):
             continue  # "Morning! what was ..." greets
-        found.append((m.start(), PARTS_OF_DAY[m[1] or f"{m[2]} hours"], None))
+        part = PARTS_OF_DAY[m[1] or f"{m[2]} hours"]
+        if any(part[0] <= h[0] and h[1] <= part[1] for h in ranges):
+            continue  # "between 6 and 9 this morning": the range says which hours of the morning
+        found.append((m.start(), part, None))
     found.sort(key=lambda f: f[0])
     if not found:
         return DayHours(text=blanked)

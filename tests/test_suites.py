@@ -179,3 +179,22 @@ def test_a_suite_naming_two_expectations_alike_is_refused() -> None:
     twice = {"name": "a", "expectation": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}, "scope": "row", "why": "."}
     with pytest.raises(ValueError, match="expectation name\\(s\\) a used twice"):
         SuiteSpec.model_validate({"name": "s", "table": "silver.weather", "expectations": [twice, twice]})
+
+
+def test_after_a_long_burst_the_first_good_hour_is_not_judged_by_a_step() -> None:
+    """Ten hours in kelvin: each fails temperature_physical; the good hour after them (14 C, against 5.5 C eleven hours
+    earlier) is weather, not a jump, so it stays."""
+    ts = [utc(2023, 7, 1) + timedelta(hours=i) for i in range(13)]
+    values = [5.0, 5.5, *[285.0 + i for i in range(10)], 14.0]
+    table = pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "temperature_c": values,
+            "run_id": ["r"] * 13,
+            "fetched_at": pa.array([NOW] * 13, pa.timestamp("us", tz="UTC")),
+            "payload_hash": ["h"] * 13,
+        }
+    )
+    outcome = validate(INVENTORY.suite("weather"), table, as_of=utc(2023, 7, 2))
+    assert 12 not in outcome.failing_rows and all("temperature_physical" in outcome.failing_rows[i] for i in range(2, 12))
+    assert "temperature_changes_smoothly" in outcome.failing_rows[2], "the jump into the burst is still a jump"

@@ -173,11 +173,21 @@ def chrome() -> Iterator[WebDriver]:
 # -- what a person does --------------------------------------------------------------------------------------------
 def until(driver: WebDriver, what: str, seen: Any) -> Any:
     """Wait until `seen(driver)` is truthy; a timeout names what was awaited and the page it was on."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def settled(d: WebDriver) -> Any:
+        try:
+            return seen(d)
+        except WebDriverException as exc:
+            # Read while a form's answer replaces the page, chromedriver may report the node as gone from the document
+            # with this generic error rather than a stale element: the page is changing, so look again.
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
     try:  # while the page changes, what was looked at may vanish or go stale: look again
-        return WebDriverWait(driver, WAIT_S, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(seen)
+        return WebDriverWait(driver, WAIT_S, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(settled)
     except TimeoutException:
         body = driver.find_element("tag name", "body").text[:2000]
         raise AssertionError(f"waited for {what} on {driver.current_url}; the page says:\n{body}") from None

@@ -69,20 +69,14 @@ def day_files(table: Table, snapshot_id: int, days: Iterable[datetime]) -> dict[
     found: dict[datetime, dict[str, int]] = {}
     if snapshot is None or not wanted:
         return found
-    return _files_by_day(table, snapshot, wanted)
-
-
-def _files_by_day(table: Table, snapshot: Snapshot, wanted: set[datetime] | None) -> dict[datetime, dict[str, int]]:
-    """The live data files of a snapshot per day (of `wanted` only, unless None): file path -> the snapshot that added it."""
-    found: dict[datetime, dict[str, int]] = {}
     position = _day_position(table)
-    span = (min(wanted), max(wanted)) if wanted else None
+    span = (min(wanted), max(wanted))
     for manifest in snapshot.manifests(table.io):
-        if manifest.content != ManifestContent.DATA or (span is not None and not _may_hold(manifest, position, span)):
+        if manifest.content != ManifestContent.DATA or not _may_hold(manifest, position, span):
             continue
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
             day = _as_day(entry.data_file.partition[position])
-            if day is not None and (wanted is None or day in wanted) and entry.snapshot_id is not None:
+            if day in wanted and entry.snapshot_id is not None:
                 found.setdefault(day, {})[entry.data_file.file_path] = entry.snapshot_id
     return found
 

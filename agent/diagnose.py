@@ -1,7 +1,7 @@
 """Diagnosis: before planning, name the incident's cause from its evidence, with a confidence and the facts behind it.
 
     source outage · late data · transient source failure · pipeline bug · schema drift · unit or scale
-    change · duplicates with changed values · bad publish · bad values · expected behaviour · unknown
+    change · duplicates with changed values · clock shift · bad publish · bad values · expected behaviour · unknown
 
 The rules read what the platform already holds (the incident and its extent, the quarantine rows a run held,
 bronze, silver's recent history, whether the pipeline is paused); nothing is fetched and nothing is written.
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pyiceberg.expressions import EqualTo
 
+from agent.clock_shift import ClockShift, find_shift
 from config.errors import DataOpsError
 from pipelines import lineage
 from pipelines.context import PlatformContext
@@ -44,6 +45,7 @@ Cause = Literal[
     "schema_drift",
     "unit_change",
     "duplicates_changed",
+    "clock_shift",
     "bad_publish",
     "bad_values",
     "expected_behaviour",
@@ -52,6 +54,7 @@ Cause = Literal[
 CAUSES: tuple[str, ...] = Cause.__args__  # type: ignore[attr-defined]
 HISTORY_DAYS = 14
 SCALE_RATIO = 20.0  # values this many times their history's median (or this many times smaller): a unit or scale change
+SHIFT_SEARCH_DAYS = 31  # how far from changed duplicates the gap of a clock shift is looked for
 LATE_HOURS = 6.0  # a day that ended less than this long ago and lacks slots is more likely late than out
 TRANSIENT_MARKERS = ("Transient", "503", "502", "504", "500", "429", "timed out", "Timeout", "RateLimited", "Connection")
 
@@ -131,9 +134,13 @@ def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Di
     drift = _held_by_drift(ctx, incident)
     if drift is not None:
         return drift
-    duplicated = _missing_as_duplicates(ctx, incident)
-    if duplicated is not None:
-        return duplicated
+    missing = _missing_slots(ctx, incident)
+    if missing is not None:
+        # A gap and a collision of one length are one moved clock (agent/clock_shift.py); all slots held twice, changed duplicates.
+        twice = {r["ts"] for r in missing.twice}
+        found = _clock_shift(find_shift(missing.slots, twice, missing.cadence), missing.twice, missing.extent) or _missing_as_duplicates(missing)
+        if found is not None:
+            return found
     extent = incident.extent
     if incident.kind == "freshness" or extent is None or not extent.days:
         evidence = [incident.title]
@@ -161,29 +168,87 @@ def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Di
     )
 
 
-def _missing_as_duplicates(ctx: PlatformContext, incident: Incident) -> Diagnosis | None:
-    """Changed duplicates, when every slot a completeness incident misses is held in quarantine as a conflicting
-    duplicate: the source sent those slots, twice with different values, and neither copy was published."""
+class _Missing(BaseModel):
+    """What a completeness incident misses, slot by slot, and the quarantine rows of those slots held as changed duplicates."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    extent: Extent
+    cadence: timedelta
+    slots: frozenset[datetime]
+    twice: list[dict[str, Any]]
+
+
+def _missing_slots(ctx: PlatformContext, incident: Incident) -> _Missing | None:
     extent, pipeline = incident.extent, lineage.owning_pipeline(ctx.inventory, incident.table)
     if extent is None or not extent.days or pipeline is None:
         return None
     cadence = timedelta(minutes=extent.days[0].cadence_minutes)
-    missing = {r.start + i * cadence for r in extent.missing_ranges() for i in range(r.slots(cadence))}
-    if not missing:
+    slots = frozenset(r.start + i * cadence for r in extent.missing_ranges() for i in range(r.slots(cadence)))
+    if not slots:
         return None
     days = sorted({datetime.fromisoformat(d.day).replace(tzinfo=UTC) for d in extent.days})
-    held = wap.read_days(load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine), days).to_pylist()
-    twice = [
-        r for r in held if r["target_table"] == incident.table and r["ts"] in missing and "conflicting_duplicate" in str(r["expectation"])
-    ]
-    if {r["ts"] for r in twice} != missing:
+    held = _held_twice(ctx, ctx.inventory.pipeline(pipeline).quarantine, incident.table, days)
+    return _Missing(extent=extent, cadence=cadence, slots=slots, twice=[r for r in held if r["ts"] in slots])
+
+
+def _shift_before_duplicates(ctx: PlatformContext, incident: Incident, pipeline: str, rows: list[dict[str, Any]]) -> Diagnosis | None:
+    """A clock shift, when changed duplicates follow (or precede) a gap of their own length that a completeness
+    incident of the same table records within SHIFT_SEARCH_DAYS, with nothing else missing between.
+
+    The gap is read from those incidents' extents, not from the table: a day a run holds back for its gap is
+    missing from the table whole, while the extent names the slots the source did not send."""
+    spec = ctx.inventory.pipeline(pipeline)
+    cadence = timedelta(minutes=ctx.inventory.source(spec.source).cadence_minutes)
+    twice = {r["ts"] for r in rows if r["ts"] is not None and "conflicting_duplicate" in str(r["expectation"])}
+    if not twice:
         return None
+    reach = timedelta(days=SHIFT_SEARCH_DAYS)
+    missing = set(twice)
+    for other in ctx.incidents.list(limit=500):
+        if other.table != incident.table or other.kind != "completeness" or other.extent is None or not other.extent.days:
+            continue
+        step = timedelta(minutes=other.extent.days[0].cadence_minutes)
+        for r in other.extent.missing_ranges():
+            missing.update(t for t in (r.start + i * step for i in range(r.slots(step))) if abs(t - min(twice)) <= reach)
+    return _clock_shift(find_shift(missing, twice, cadence), rows, None)
+
+
+def _clock_shift(shift: ClockShift | None, held: list[dict[str, Any]], extent: Extent | None) -> Diagnosis | None:
+    if shift is None:
+        return None
+    reason = shift.likely_reason()
+    return Diagnosis(
+        cause="clock_shift",
+        confidence=0.85 if reason else 0.7,
+        summary=shift.describe() + (f" (likely {reason})" if reason else ""),
+        evidence=[
+            f"{len(shift.gap)} slot(s) missing at one end of the span and {len(shift.collision)} slot(s) at the other arriving twice "
+            "with different values, every slot between present",
+            *_quarantine_facts([r for r in held if r["ts"] in set(shift.collision)]),
+        ],
+        extent=extent,
+    )
+
+
+def _held_twice(ctx: PlatformContext, quarantine: str, table: str, days: list[datetime]) -> list[dict[str, Any]]:
+    """Quarantine rows of `table` on `days` held because their slot arrived twice with different values."""
+    held = wap.read_days(load_table(ctx.catalog, quarantine), days).to_pylist()
+    return [r for r in held if r["target_table"] == table and "conflicting_duplicate" in str(r["expectation"])]
+
+
+def _missing_as_duplicates(missing: _Missing) -> Diagnosis | None:
+    """Changed duplicates, when every slot a completeness incident misses is held in quarantine as a conflicting
+    duplicate: the source sent those slots, twice with different values, and neither copy was published."""
+    if {r["ts"] for r in missing.twice} != missing.slots:
+        return None
+    extent = missing.extent
     return Diagnosis(
         cause="duplicates_changed",
         confidence=0.85,
-        summary=f"the source sent the {len(missing)} missing slot(s) twice with different values ({extent.describe_missing()}); "
-        f"all {len(twice)} copies are held in quarantine as conflicting_duplicate, so the day waits for one value per slot",
-        evidence=[extent.describe(), *_quarantine_facts(twice)],
+        summary=f"the source sent the {len(missing.slots)} missing slot(s) twice with different values ({extent.describe_missing()}); "
+        f"all {len(missing.twice)} copies are held in quarantine as conflicting_duplicate, so the day waits for one value per slot",
+        evidence=[extent.describe(), *_quarantine_facts(missing.twice)],
         extent=extent,
     )
 
@@ -241,6 +306,9 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
         and checks & set(str(r["expectation"]).split(","))
     ]
     duplicates = _changed_duplicates(ctx, spec.bronze, days, run_id)
+    shifted = _shift_before_duplicates(ctx, incident, pipeline, rows) if duplicates else None
+    if shifted is not None:
+        return shifted
     if duplicates:
         keys = ", ".join(duplicates[:3])
         return Diagnosis(

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.chat import advice, answers, incidents, queries
+from agent.chat import advice, answers, compare, incidents, queries
 from agent.chat.day_hours import describe_hours
 from agent.chat.intents import ACTIONS, HORIZON_HOURS, Intent, read_intent
 from agent.chat.names import Names, names_of
@@ -88,8 +88,13 @@ class ChatPlan:
             return PlanStep(calls=follow_up, planner=self.planner)
         return self.say(self.answer())
 
+    def compares(self) -> bool:
+        """An average or extreme asked for over several periods: each is measured and set against the first."""
+        i = self.intent
+        return i.kind == "aggregate" and i.start is not None and i.end is not None and bool(i.other_ranges)
+
     def say(self, text: str) -> PlanStep:
-        others = self.intent.other_periods
+        others = self.intent.other_periods[len(compare.periods(self.intent)) - 1 :] if self.compares() else self.intent.other_periods
         if others and self.intent.start is not None:
             # One period is answered at a time: say so rather than let the others pass as answered.
             text += f"\nThis answers {self.intent.when.describe()} only; ask again for {' and '.join(others)}."
@@ -235,9 +240,9 @@ class ChatPlan:
             at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return [self.call(tool.QUERY_LAKE, sql=queries.value_at(column.table, at, minutes), limit=20)]
         if i.kind == "aggregate":
-            start, end = self.period(7)
-            sql = queries.aggregate(queries.metric_column(i.metric, i.fuel), start, end, i.day_hours)
-            return [self.call(tool.QUERY_LAKE, sql=sql, limit=1)]
+            column = queries.metric_column(i.metric, i.fuel)
+            spans = compare.periods(i) if self.compares() else [self.period(7)]
+            return [self.call(tool.QUERY_LAKE, n, sql=queries.aggregate(column, a, b, i.day_hours), limit=1) for n, (a, b) in enumerate(spans)]
         if i.day_hours is not None and (i.hours or 1) > i.day_hours[1] - i.day_hours[0]:
             return (
                 f"A {i.hours or 1}-hour window does not fit in {describe_hours(i.day_hours)}: ask for a shorter window "
@@ -403,8 +408,11 @@ class ChatPlan:
             at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return answers.value_at(i, rows, at, column.table)
         if i.kind == "aggregate":
+            column = queries.metric_column(i.metric, i.fuel)
+            if self.compares():
+                return compare.answer(i, column, [(answers.rows_of(t) or [{}])[0] for t in turns], compare.periods(i))
             start, end = self.period(7)
-            return answers.aggregate(i, queries.metric_column(i.metric, i.fuel), rows[0] if rows else {}, start, end)
+            return answers.aggregate(i, column, rows[0] if rows else {}, start, end)
         if i.kind == "greenest":
             start, end = self.period(1)
             return answers.greenest(i, rows[0] if rows else {}, start, end)

@@ -67,16 +67,14 @@ def test_a_second_period_is_kept_so_the_answer_can_say_it_covers_one() -> None:
 
 
 def test_an_answer_about_one_of_two_periods_says_so() -> None:
+    """Averages compare every period (tests/test_chat_compare.py); a greenest window is searched in the first one only."""
     from agent.chat_intents import plan_chat
     from agent.planner import PlanningState, Turn
 
-    text = "compare the average intensity on 2023-01-28 with 2023-02-01"
+    text = "greenest hour on 2023-01-28 and on 2023-02-01"
     state = PlanningState(thread_id="chat-t", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"})
     [call] = plan_chat(state, planner="runbook planner").calls
-    result = {
-        "columns": ["n", "mean", "low", "low_at", "high", "high_at", "first_ts", "last_ts"],
-        "rows": [[48, 249.2, 164, None, 273, None, None, None]],
-    }
-    turn = Turn(call=call, decision="allow", status="ok", result=result)
+    row = {"ts": "2023-01-28T13:00:00+00:00", "mean_v": 150.5, "period_mean": 180.0, "n": 48, "first_ts": None, "last_ts": None}
+    turn = Turn(call=call, decision="allow", status="ok", result={"columns": list(row), "rows": [list(row.values())]})
     message = plan_chat(state.model_copy(update={"turns": [turn]}), planner="runbook planner").message
     assert message.endswith("This answers 2023-01-28 only; ask again for 2023-02-01.")

@@ -20,7 +20,7 @@ from policies.engine import ESCALATE_HINT
 _VERDICTS = {"denied": "was refused", "expired": "expired without a decision", "invalid": "could not be used", "error": "failed"}
 
 
-def _num(value: Any, digits: int = 1) -> str:
+def figure(value: Any, digits: int = 1) -> str:
     if value is None:
         return "none"
     number = round(float(value), digits)
@@ -35,7 +35,7 @@ def _when(value: Any) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _period(start: date, end: date, hours: tuple[int, int] | None = None) -> str:
+def period_phrase(start: date, end: date, hours: tuple[int, int] | None = None) -> str:
     """The days, and the hours of each day when a part of the day narrowed them, so the reader sees what was computed."""
     last = end - timedelta(days=1)
     days = f"on {start.isoformat()}" if last == start else f"from {start.isoformat()} to {last.isoformat()}"
@@ -60,7 +60,7 @@ def status(result: dict[str, Any]) -> str:
     counts = result.get("open_incidents") or {}
     scores = result.get("quality_scores") or {}
     open_text = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("critical", "warning", "info"))
-    score_text = "; ".join(f"{t} {_num(100 * v, 0)}%" for t, v in sorted(scores.items())) or "no run has scored a table yet"
+    score_text = "; ".join(f"{t} {figure(100 * v, 0)}%" for t, v in sorted(scores.items())) or "no run has scored a table yet"
     return f"Open incidents: {open_text}. Latest data-quality score per table (share of rows that passed validation): {score_text}."
 
 
@@ -70,12 +70,12 @@ def value_at(intent: Intent, rows: list[dict[str, Any]], at: datetime, table: st
     evidence = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in rows)
     first = rows[0]
     if "actual" in first:
-        measured = f"{_num(first['actual'])} gCO2/kWh measured" if first["actual"] is not None else "not measured yet"
-        headline = f"At {at:%Y-%m-%d %H:%M} UTC the carbon intensity was {measured} (forecast {_num(first['forecast'])}, index {first.get('index')})."
+        measured = f"{figure(first['actual'])} gCO2/kWh measured" if first["actual"] is not None else "not measured yet"
+        headline = f"At {at:%Y-%m-%d %H:%M} UTC the carbon intensity was {measured} (forecast {figure(first['forecast'])}, index {first.get('index')})."
     elif "temperature_c" in first:
-        headline = f"At {at:%Y-%m-%d %H:%M} UTC the UK temperature was {_num(first['temperature_c'])} °C."
+        headline = f"At {at:%Y-%m-%d %H:%M} UTC the UK temperature was {figure(first['temperature_c'])} °C."
     else:
-        headline = f"At {at:%Y-%m-%d %H:%M} UTC the generation mix was " + ", ".join(f"{r['fuel']} {_num(r['perc'])}%" for r in rows) + "."
+        headline = f"At {at:%Y-%m-%d %H:%M} UTC the generation mix was " + ", ".join(f"{r['fuel']} {figure(r['perc'])}%" for r in rows) + "."
     return f"{headline} Row: {evidence}"
 
 
@@ -83,15 +83,15 @@ def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: 
     word = {"avg": "average", "min": "lowest", "max": "highest"}[intent.aggregate or "avg"]
     if not row.get("n"):
         return (
-            f"No {column.label} in {column.table} {_period(start, end, intent.day_hours)}; it holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}."
+            f"No {column.label} in {column.table} {period_phrase(start, end, intent.day_hours)}; it holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}."
             if row.get("first_ts")
             else f"{column.table} holds no data yet."
         )
     value = {"avg": row["mean"], "min": row["low"], "max": row["high"]}[intent.aggregate or "avg"]
-    extremes = f"lowest {_num(row['low'])} at {_when(row['low_at'])}, highest {_num(row['high'])} at {_when(row['high_at'])}"
+    extremes = f"lowest {figure(row['low'])} at {_when(row['low_at'])}, highest {figure(row['high'])} at {_when(row['high_at'])}"
     return (
-        f"The {word} {column.label} {_period(start, end, intent.day_hours)} was {_num(value)} {column.unit}, over {row['n']} readings "
-        f"({extremes}; mean {_num(row['mean'])})."
+        f"The {word} {column.label} {period_phrase(start, end, intent.day_hours)} was {figure(value)} {column.unit}, over {row['n']} readings "
+        f"({extremes}; mean {figure(row['mean'])})."
     )
 
 
@@ -101,12 +101,12 @@ def greenest(intent: Intent, row: dict[str, Any], start: date, end: date) -> str
         extent = (
             f"; silver.carbon_intensity holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}" if row.get("first_ts") else ""
         )
-        return f"No complete {hours}-hour window of carbon intensity {_period(start, end, intent.day_hours)}{extent}."
+        return f"No complete {hours}-hour window of carbon intensity {period_phrase(start, end, intent.day_hours)}{extent}."
     began = datetime.fromisoformat(str(row["ts"]))
     ended = began + timedelta(hours=hours)
     return (
-        f"The {'dirtiest' if intent.dirtiest else 'greenest'} {hours}-hour window {_period(start, end, intent.day_hours)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
-        f"{_num(row['mean_v'])} gCO2/kWh on average, against {_num(row['period_mean'])} over the whole "
+        f"The {'dirtiest' if intent.dirtiest else 'greenest'} {hours}-hour window {period_phrase(start, end, intent.day_hours)} ran from {_when(row['ts'])} to {ended:%H:%M} UTC at "
+        f"{figure(row['mean_v'])} gCO2/kWh on average, against {figure(row['period_mean'])} over the whole "
         f"{'of those hours' if intent.day_hours else 'period'} ({row['n']} half-hours)."
     )
 

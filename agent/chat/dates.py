@@ -54,6 +54,9 @@ class When(BaseModel):
     others: tuple[str, ...] = Field(
         default=(), description="Further periods the text names apart from this one ('compare 2023-01-28 with 2023-02-01')"
     )
+    other_ranges: tuple[tuple[date, date], ...] = Field(
+        default=(), description="The same further periods as [start, end) UTC days, in the order written"
+    )
 
     @property
     def day(self) -> date | None:
@@ -377,17 +380,44 @@ def _days(lowered: str, today: date, at: time | None) -> When:
                     problem=f"the range ends ({(second.end - timedelta(days=1)).isoformat()}) before it starts ({first.start.isoformat()})",
                     others=others,
                 )
-            return When(start=first.start, end=second.end, at=at, others=others)
+            return _with_others(When(start=first.start, end=second.end, at=at), spans[spans.index(second) + 1 :], lowered[second.finish :])
     end = first.end
     if first.end - first.start == timedelta(days=1) and _WEEK_OF.search(lowered[: first.begin]):
         end = first.start + timedelta(days=7)  # "the week of 23 January": 7 days from it
-    return When(start=first.start, end=end, at=at, others=_others(spans[1:], first.start, end))
+    return _with_others(When(start=first.start, end=end, at=at), spans[1:], lowered[first.finish :])
+
+
+def _with_others(when: When, spans: list[_Span], rest: str) -> When:
+    """`when` with the further periods the text names: other spans outside it, else one named relative to it
+    ("yesterday ... the day before", "this week versus the previous week")."""
+    assert when.start is not None and when.end is not None
+    ranges = list(dict.fromkeys((s.start, s.end) for s in spans if not (when.start <= s.start and s.end <= when.end)))
+    relative = _RELATIVE.search(rest)
+    if not ranges and relative:
+        ranges = [_before(when.start, when.end, relative.group(1) or relative.group(2))]
+    described = tuple(dict.fromkeys(When(start=a, end=b).describe() for a, b in ranges))
+    return when.model_copy(update={"others": described, "other_ranges": tuple(ranges)})
 
 
 def _others(spans: list[_Span], start: date, end: date) -> tuple[str, ...]:
     """The periods of `spans` outside [start, end), as `When.describe` writes them, in the order written."""
     described = [When(start=s.start, end=s.end).describe() for s in spans if not (start <= s.start and s.end <= end)]
     return tuple(dict.fromkeys(described))
+
+
+# A period named relative to the one before it: "the day before", "the previous week", "the month prior".
+_RELATIVE = re.compile(
+    r"\b(?:the|a)\s+(day|week|month|year)\s+(?:before|earlier|prior)\b|\b(?:the\s+)?(?:previous|prior|preceding)\s+(day|week|month|year)\b"
+)
+
+
+def _before(start: date, end: date, unit: str) -> tuple[date, date]:
+    """The period of the same kind just before [start, end): the month before a calendar month, else as many days."""
+    if unit == "month" and start.day == 1 and end == _next_month(start):
+        return _month_start(start.year - (start.month == 1), (start.month - 2) % 12 + 1), start
+    if unit == "year" and (start.month, start.day) == (1, 1) and end == start.replace(year=start.year + 1):
+        return start.replace(year=start.year - 1), start
+    return start - (end - start), start
 
 
 def _same_year_as(span: _Span, other: _Span) -> _Span:

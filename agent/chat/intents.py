@@ -101,6 +101,9 @@ class Intent(BaseModel):
         description="An action kind the message asks to be done now; False when it only asks about it (agent/chat/mood.py)",
     )
     other_periods: tuple[str, ...] = Field(default=(), description="Periods the message also named that the slots do not cover")
+    other_ranges: tuple[tuple[date, date], ...] = Field(
+        default=(), description="The further periods that are whole days, [start, end): what a comparison compares with"
+    )
     incident_id: int | None = Field(default=None, description="The incident a question names by number ('incident #6')")
     incident_status: IncidentStatus | None = Field(default=None, description="Which incidents a list question asks for")
     unknown_table: str | None = Field(default=None, description="A table name the message used that the inventory lacks")
@@ -366,6 +369,10 @@ def _snapshot(text: str) -> int | None:
     return None
 
 
+# Two periods set against each other by a word of comparison: the averages are compared, not the greenest hours.
+_COMPARED = re.compile(r"\b(?:greener|cleaner|dirtier|browner|better|worse)\s+than\b|\bcompar|\bvs\.?\b|\bversus\b")
+
+
 def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifier | None = None) -> Intent:
     """The intent of `text`, with its slots read against the platform clock `now` and the inventory's `names`."""
     model = model or classifier()
@@ -382,6 +389,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     when = read_when(lowered, now)
     if kind in GREENEST:
         kind = _ahead_or_past(kind, when, within, now)
+    if kind == "greenest" and when.other_ranges and _COMPARED.search(lowered):
+        kind, unsure = "aggregate", False  # "was March greener than February?" compares two averages
     requested = kind in ACTIONS and is_request(text)
     number = incident_number(lowered)
     if number is not None and not requested:
@@ -402,6 +411,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         "unused_hours": None if kind in HOURLY else when.hours,
         "hours_problem": when.hours_problem if kind in HOURLY else None,
         "other_periods": when.others + (when.other_hours if kind in HOURLY else ()),
+        "other_ranges": when.other_ranges,
         # The one place a message becomes a write: only its form as a request makes an action kind act.
         "requested": requested,
     }

@@ -38,11 +38,16 @@ system-deps:
 run: $(STAMP)  ## start the service on the bundled real data (replay clock, offline, no keys); Ctrl-C stops
 	$(BIN)/dataops serve
 
-test: $(STAMP) system-deps  ## the whole suite, offline
-	$(BIN)/pytest -q
+# The suite runs on TEST_WORKERS processes (pytest-xdist), one test file per worker at a time so a file's
+# module fixtures are built once. TEST_WORKERS=1 runs it in this process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+test: $(STAMP) system-deps  ## the whole suite, offline (TEST_WORKERS=2 processes)
+	$(BIN)/pytest -q $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)  ## the inner loop: every test but the slow ones that start real services (those run in `make test`)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from config.errors import DataOpsError
@@ -35,10 +35,22 @@ console = Console(file=cast(IO[str], RedactingStream("stderr")))
 # On a terminal, its width. Piped (`dataops incidents | grep escalated`), wide enough that no table cell is cut
 # to "escala…" and no line is wrapped, unless COLUMNS says otherwise.
 PIPED_WIDTH = 240
-out = Console(
-    file=cast(IO[str], RedactingStream("stdout")),
-    width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH,
-)
+
+
+class _Output(Console):
+    """stdout's console. Its width is decided when it prints, not when the module is imported: a process that
+    sets COLUMNS later (a test runner's worker, a CLI invoked in-process) is honoured."""
+
+    def _current_size(self) -> ConsoleDimensions:
+        if not sys.stdout.isatty():
+            columns = os.environ.get("COLUMNS", "")
+            self._width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPED_WIDTH
+        return Console.size.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    size = property(_current_size, Console.size.fset)  # type: ignore[attr-defined]
+
+
+out = _Output(file=cast(IO[str], RedactingStream("stdout")))
 
 
 def emit_json(payload: Any) -> None:

@@ -142,6 +142,8 @@ def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Di
         if found is not None:
             return found
     extent = incident.extent
+    if incident.kind == "completeness" and extent is not None and extent.days and not extent.missing_count():
+        return _held_with_every_slot(ctx, incident, extent)
     if incident.kind == "freshness" or extent is None or not extent.days:
         evidence = [incident.title]
         return Diagnosis(cause="late_data", confidence=0.5, summary=f"newer data has not arrived: {incident.title}", evidence=evidence)
@@ -249,6 +251,32 @@ def _missing_as_duplicates(missing: _Missing) -> Diagnosis | None:
         summary=f"the source sent the {len(missing.slots)} missing slot(s) twice with different values ({extent.describe_missing()}); "
         f"all {len(missing.twice)} copies are held in quarantine as conflicting_duplicate, so the day waits for one value per slot",
         evidence=[extent.describe(), *_quarantine_facts(missing.twice)],
+        extent=extent,
+    )
+
+
+def _held_with_every_slot(ctx: PlatformContext, incident: Incident, extent: Extent) -> Diagnosis:
+    """A day held back with none of its slots missing: the source sent more than the day's slots (records off the
+    slot grid, a finer grain), so a day check refused the day as a whole. Nothing is late or lost; a backfill
+    fetches the same records."""
+    pipeline = lineage.owning_pipeline(ctx.inventory, incident.table)
+    days = sorted({datetime.fromisoformat(d.day).replace(tzinfo=UTC) for d in extent.days})
+    held = []
+    if pipeline is not None:
+        quarantine = load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine)
+        held = [r for r in wap.read_days(quarantine, days).to_pylist() if r["target_table"] == incident.table]
+    checks: dict[str, int] = {}
+    for r in held:
+        for check in str(r["expectation"]).split(","):
+            checks[check] = checks.get(check, 0) + 1
+    named = ", ".join(f"{check} ({n} row(s))" for check, n in sorted(checks.items(), key=lambda kv: -kv[1])) or "the day's checks"
+    listed = ", ".join(d.day for d in extent.days)
+    return Diagnosis(
+        cause="bad_values",
+        confidence=0.7,
+        summary=f"{'day' if len(extent.days) == 1 else 'days'} {listed} held back although every expected slot arrived: the source sent "
+        f"more records than the day has slots, which fail {named}; nothing is late, and a backfill would fetch the same records",
+        evidence=[f"{d.day}: {d.present} of {d.expected} slots present" for d in extent.days] + _quarantine_facts(held),
         extent=extent,
     )
 

@@ -133,11 +133,18 @@ class IncidentStore:
     def report(self, finding: Finding, *, now: datetime) -> tuple[Incident, bool]:
         """Open an incident for the finding, or update the open one of the same cause; returns (incident, opened)."""
         with self._ledger.session() as s, s.begin():
+            # A bad publish is one defect of one day of a table, whichever monitor proves it: the published-data
+            # audit and the reconciliation both see a negated day, and the agent should roll it back once.
+            same_cause = (
+                IncidentRow.partition == finding.partition
+                if finding.kind == "bad_publish" and finding.partition
+                else IncidentRow.cause_key == finding.cause_key
+            )
             candidates = s.scalars(
                 select(IncidentRow).where(
                     IncidentRow.kind == finding.kind,
                     IncidentRow.table_name == finding.table,
-                    IncidentRow.cause_key == finding.cause_key,
+                    same_cause,
                     IncidentRow.status.in_(UNRESOLVED),
                 )
             ).all()

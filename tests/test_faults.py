@@ -392,6 +392,7 @@ def test_two_contexts_in_two_threads_keep_their_faults_apart(settings: DataopsSe
     ("kwargs", "expectation"),
     [
         ({"kind": "null_burst", "field": "intensity.actual"}, "actual_reported_after_slot"),
+        ({"kind": "null_burst", "field": "intensity.forecast"}, "forecast_present"),
         (
             {"kind": "impossible_values", "field": "intensity.actual", "value": -50},
             "actual_positive_and_physical,index_agrees_with_value,forecast_tracks_actual",

@@ -150,3 +150,28 @@ def test_an_incident_opened_before_titles_were_tallied_keeps_its_earlier_rows(ct
 def _run_quarantining(ctx: PlatformContext) -> Any:
     """A real run over 31 January 2023, whose zero actual at 01:00 the suite quarantines."""
     return run_pipeline(ctx, "carbon_intensity", window((2023, 1, 31), (2023, 2, 1)), as_of=utc(2023, 2, 2))
+
+
+def test_two_monitors_proving_one_bad_publish_of_a_day_open_one_incident(ctx: PlatformContext) -> None:
+    """The published-data audit and the reconciliation both see a negated gold day: one incident, one rollback.
+    Another day of the same table is another incident."""
+    from pipelines.incidents import Finding
+
+    def bad(monitor: str, day: str) -> Finding:
+        return Finding(
+            kind="bad_publish",
+            severity="critical",
+            table="gold.carbon_intensity_hourly",
+            cause_key=f"{monitor}:carbon_intensity_hourly",
+            partition=day,
+            title=f"gold.carbon_intensity_hourly: {day} found bad by {monitor}",
+            evidence={"good_snapshot_id": 7},
+        )
+
+    now = utc(2023, 11, 6)
+    first, opened = ctx.incidents.report(bad("published", "2023-11-05"), now=now)
+    folded, again = ctx.incidents.report(bad("reconcile", "2023-11-05"), now=now)
+    assert opened and not again and folded.id == first.id and folded.occurrences == 2
+    other, opened_other = ctx.incidents.report(bad("reconcile", "2023-11-07"), now=now)
+    assert opened_other and other.id != first.id
+    assert ctx.incidents.report(bad("published", "2023-11-07"), now=now)[0].id == other.id

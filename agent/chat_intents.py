@@ -242,7 +242,9 @@ class ChatPlan:
         if i.kind == "aggregate":
             column = queries.metric_column(i.metric, i.fuel)
             spans = compare.periods(i) if self.compares() else [self.period(7)]
-            return [self.call(tool.QUERY_LAKE, n, sql=queries.aggregate(column, a, b, i.day_hours), limit=1) for n, (a, b) in enumerate(spans)]
+            return [
+                self.call(tool.QUERY_LAKE, n, sql=queries.aggregate(column, a, b, i.day_hours), limit=1) for n, (a, b) in enumerate(spans)
+            ]
         if i.day_hours is not None and (i.hours or 1) > i.day_hours[1] - i.day_hours[0]:
             return (
                 f"A {i.hours or 1}-hour window does not fit in {describe_hours(i.day_hours)}: ask for a shorter window "

@@ -137,8 +137,8 @@ def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Di
     missing = _missing_slots(ctx, incident)
     if missing is not None:
         # A gap and a collision of one length are one moved clock (agent/clock_shift.py); all slots held twice, changed duplicates.
-        twice = {r["ts"] for r in missing.twice}
-        found = _clock_shift(find_shift(missing.slots, twice, missing.cadence), missing.twice, missing.extent) or _missing_as_duplicates(missing)
+        shift = find_shift(missing.slots, {r["ts"] for r in missing.twice}, missing.cadence)
+        found = _clock_shift(shift, missing.twice, missing.extent) or _missing_as_duplicates(missing)
         if found is not None:
             return found
     extent = incident.extent

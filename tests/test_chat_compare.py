@@ -39,8 +39,16 @@ def _result(mean: float | None, n: int) -> dict[str, Any]:
     [
         ("compare yesterday's intensity with the day before", (date(2023, 3, 3), date(2023, 3, 4)), (date(2023, 3, 2), date(2023, 3, 3))),
         ("average intensity last week vs the week before", (date(2023, 2, 20), date(2023, 2, 27)), (date(2023, 2, 13), date(2023, 2, 20))),
-        ("average intensity in February versus the previous month", (date(2023, 2, 1), date(2023, 3, 1)), (date(2023, 1, 1), date(2023, 2, 1))),
-        ("compare average carbon intensity in January with February", (date(2023, 1, 1), date(2023, 2, 1)), (date(2023, 2, 1), date(2023, 3, 1))),
+        (
+            "average intensity in February versus the previous month",
+            (date(2023, 2, 1), date(2023, 3, 1)),
+            (date(2023, 1, 1), date(2023, 2, 1)),
+        ),
+        (
+            "compare average carbon intensity in January with February",
+            (date(2023, 1, 1), date(2023, 2, 1)),
+            (date(2023, 2, 1), date(2023, 3, 1)),
+        ),
         ("was February greener than January?", (date(2023, 2, 1), date(2023, 3, 1)), (date(2023, 1, 1), date(2023, 2, 1))),
     ],
 )
@@ -57,7 +65,10 @@ def test_each_period_is_read_and_queried_alike(text: str, first: tuple[date, dat
 def test_the_answer_gives_each_period_and_the_difference_with_its_direction() -> None:
     text = "was February greener than January?"
     calls = _plan(text).calls
-    turns = [Turn(call=c, decision="allow", status="ok", result=r) for c, r in zip(calls, [_result(165.9, 1344), _result(181.0, 1488)], strict=True)]
+    turns = [
+        Turn(call=c, decision="allow", status="ok", result=r)
+        for c, r in zip(calls, [_result(165.9, 1344), _result(181.0, 1488)], strict=True)
+    ]
     message = _plan(text, turns).message
     assert "- from 2023-02-01 to 2023-02-28: 165.9 gCO2/kWh over 1344 readings" in message
     assert "2023-02-01 to 2023-02-28 is 15.1 gCO2/kWh lower (greener) than 2023-01-01 to 2023-01-31, 8% lower." in message
@@ -67,7 +78,9 @@ def test_the_answer_gives_each_period_and_the_difference_with_its_direction() ->
 def test_a_period_without_readings_is_not_compared_and_a_temperature_gets_no_percentage() -> None:
     text = "average temperature on 1 March and 2 March"
     calls = _plan(text).calls
-    empty = [Turn(call=c, decision="allow", status="ok", result=r) for c, r in zip(calls, [_result(6.2, 24), _result(None, 0)], strict=True)]
+    empty = [
+        Turn(call=c, decision="allow", status="ok", result=r) for c, r in zip(calls, [_result(6.2, 24), _result(None, 0)], strict=True)
+    ]
     message = _plan(text, empty).message
     assert "- on 2023-03-02: no readings" in message and "not comparable, one of them has no readings" in message
     both = [Turn(call=c, decision="allow", status="ok", result=r) for c, r in zip(calls, [_result(6.2, 24), _result(5.6, 24)], strict=True)]

@@ -32,7 +32,9 @@ def test_a_gap_then_a_collision_of_one_length_is_a_late_clock() -> None:
     assert shift is not None
     assert (shift.start, shift.end, shift.shift, shift.direction) == (utc(2023, 7, 10), utc(2023, 7, 13), timedelta(hours=1), "late")
     assert shift.likely_reason() == "Europe/London summer time, UTC+1, labelled as UTC"
-    assert shift.describe().startswith("the source's timestamps from 2023-07-10 00:00 to 2023-07-13 00:00 UTC are 1 hour late: the first hour")
+    assert shift.describe().startswith(
+        "the source's timestamps from 2023-07-10 00:00 to 2023-07-13 00:00 UTC are 1 hour late: the first hour"
+    )
 
 
 def test_a_collision_then_a_gap_is_an_early_clock_and_winter_names_no_summer_time() -> None:
@@ -80,7 +82,12 @@ def test_an_outage_beside_changed_duplicates_of_another_length_stays_two_causes(
     ctx.faults.inject(faults.SourceFault(kind="outage", source="carbon_intensity", start=utc(2023, 7, 10), end=utc(2023, 7, 10, 1)))
     ctx.faults.inject(
         faults.SourceFault(
-            kind="duplicates", source="carbon_intensity", field="intensity.actual", value=40, start=utc(2023, 7, 12), end=utc(2023, 7, 12, 3)
+            kind="duplicates",
+            source="carbon_intensity",
+            field="intensity.actual",
+            value=40,
+            start=utc(2023, 7, 12),
+            end=utc(2023, 7, 12, 3),
         )
     )
     result = run_pipeline(ctx, "carbon_intensity", Window(start=utc(2023, 7, 8), end=utc(2023, 7, 15)), as_of=utc(2023, 7, 16))

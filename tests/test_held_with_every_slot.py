@@ -18,7 +18,9 @@ from tests.conftest import utc
 
 
 def test_a_day_with_five_minute_records_is_held_for_its_extra_records_not_for_missing_ones(ctx: PlatformContext) -> None:
-    ctx.faults.inject(faults.SourceFault(kind="volume_spike", source="carbon_intensity", value=5, start=utc(2023, 3, 2), end=utc(2023, 3, 3)))
+    ctx.faults.inject(
+        faults.SourceFault(kind="volume_spike", source="carbon_intensity", value=5, start=utc(2023, 3, 2), end=utc(2023, 3, 3))
+    )
     result = run_pipeline(ctx, "carbon_intensity", Window(start=utc(2023, 3, 1), end=utc(2023, 3, 4)), as_of=utc(2023, 3, 4, 1))
     assert "2023-03-02" in result.held_days
     completeness = [f for f in findings_from_run(result, silver="silver.carbon_intensity") if f.kind == "completeness"]

@@ -151,7 +151,7 @@ def _reconciled(ctx: PlatformContext, incident: dict[str, Any]) -> dict[str, Any
     return {
         "passed": True,
         "method": "reconcile",
-        "detail": f"{table} {', '.join(days)} recompute from their inputs to what main publishes",
+        "detail": f"recomputing {table} for {', '.join(days)} from its inputs gives what main publishes",
     }
 
 

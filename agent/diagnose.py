@@ -54,6 +54,7 @@ Cause = Literal[
 CAUSES: tuple[str, ...] = Cause.__args__  # type: ignore[attr-defined]
 HISTORY_DAYS = 14
 SCALE_RATIO = 20.0  # values this many times their history's median (or this many times smaller): a unit or scale change
+TENFOLD_RATIO = 5.0  # nearer than SCALE_RATIO, a unit change only at a power of ten (within 12 %) of varying values
 SHIFT_SEARCH_DAYS = 31  # how far from changed duplicates the gap of a clock shift is looked for
 LATE_HOURS = 6.0  # a day that ended less than this long ago and lacks slots is more likely late than out
 TRANSIENT_MARKERS = ("Transient", "503", "502", "504", "500", "429", "timed out", "Timeout", "RateLimited", "Connection")
@@ -289,10 +290,18 @@ def _held_by_drift(ctx: PlatformContext, incident: Incident) -> Diagnosis | None
     started = as_utc(run.window_start) if run is not None else None
     if run is None or started is None or pipeline is None:
         return None
-    # A payload that breaks the contract is quarantined whole, as one row at the start of the run's window.
+    # A payload that breaks the contract is quarantined whole, as one row at the start of the run's window; so is
+    # each record whose time cannot be placed (slot_time: no UTC offset, not a time at all).
     start = started.replace(hour=0, minute=0, second=0, microsecond=0)
-    held = wap.read_days(load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine), [start])
-    reasons = [str(r["reason"]) for r in held.to_pylist() if r["run_id"] == run.run_id and "schema_contract" in str(r["expectation"])]
+    held = [
+        r
+        for r in wap.read_days(load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine), [start]).to_pylist()
+        if r["run_id"] == run.run_id
+    ]
+    reasons = [str(r["reason"]) for r in held if "schema_contract" in str(r["expectation"])]
+    unplaced = [r for r in held if r["expectation"] == "slot_time" and r["target_table"] == incident.table]
+    if not reasons and unplaced:
+        return _unplaced_times(incident, run.run_id, unplaced)
     if not reasons:
         return None
     days = sorted({str(e["day"]) for e in incident.evidence if isinstance(e, dict) and e.get("day") and e.get("run_id") == run.run_id})
@@ -305,6 +314,21 @@ def _held_by_drift(ctx: PlatformContext, incident: Incident) -> Diagnosis | None
         summary=f"{held_days} held back because the source payload no longer matches the declared contract "
         f"(run {run.run_id} quarantined it whole), not because data is late",
         evidence=[reasons[0], *([paused] if paused else [])],
+        extent=incident.extent,
+    )
+
+
+def _unplaced_times(incident: Incident, run_id: str, unplaced: list[dict[str, Any]]) -> Diagnosis:
+    """Schema drift in the times: the source sent the missing slots, but with times the pipeline cannot place."""
+    keys = [str(r["record_key"]) for r in unplaced]
+    local = all("no UTC offset" in str(r["reason"]) for r in unplaced)
+    why = "times without a UTC offset (local wall-clock times, which a clock change makes ambiguous)" if local else "times it cannot read"
+    return Diagnosis(
+        cause="schema_drift",
+        confidence=0.85,
+        summary=f"the source sent {len(unplaced)} record(s) with {why}, e.g. {', '.join(repr(k) for k in keys[:2])}; run {run_id} "
+        "held them in quarantine as slot_time, so the slots are not lost at the source but cannot be placed until the times carry UTC",
+        evidence=[str(unplaced[0]["reason"]), *([incident.extent.describe()] if incident.extent else [])],
         extent=incident.extent,
     )
 
@@ -333,6 +357,8 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
         and (run_id is None or r["run_id"] == run_id)
         and checks & set(str(r["expectation"]).split(","))
     ]
+    if rows and all(r["expectation"] == "slot_time" for r in rows):
+        return _unplaced_times(incident, str(run_id or rows[0]["run_id"]), rows)
     duplicates = _changed_duplicates(ctx, spec.bronze, days, run_id)
     shifted = _shift_before_duplicates(ctx, incident, pipeline, rows) if duplicates else None
     if shifted is not None:
@@ -452,7 +478,10 @@ def _scale_change(
         if not past or median_past is None or median_now is None or median_past <= 0 or median_now <= 0:
             continue
         ratio = median_now / median_past
-        if max(ratio, 1 / ratio) >= SCALE_RATIO and (best is None or abs(math.log(ratio)) > abs(math.log(best[1]))):
+        # Closer to history than SCALE_RATIO, a unit change still shows as varying values at a power of ten of it
+        # (x10 of a November temperature); an impossible value repeated (95 °C for three hours) is not one.
+        tenfold = max(ratio, 1 / ratio) >= TENFOLD_RATIO and _near_power_of_ten(ratio, within=0.05) and len(set(values)) > 1
+        if (max(ratio, 1 / ratio) >= SCALE_RATIO or tenfold) and (best is None or abs(math.log(ratio)) > abs(math.log(best[1]))):
             best = (column, ratio, median_past)
     return best
 
@@ -465,9 +494,9 @@ def _median(values: list[float]) -> float | None:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _near_power_of_ten(ratio: float) -> bool:
+def _near_power_of_ten(ratio: float, within: float = 0.1) -> bool:
     exponent = math.log10(ratio)
-    return abs(exponent - round(exponent)) < 0.1 and round(exponent) != 0
+    return abs(exponent - round(exponent)) < within and round(exponent) != 0
 
 
 def _bad_publish(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:

@@ -41,6 +41,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "run_report": ("what a pipeline's last run did", "why did the last generation_mix run fail?"),
     "history": ("a table's snapshot history", "history of silver.carbon_intensity"),
     "lineage": ("a table's lineage", "lineage of silver.weather"),
+    "rows": ("how many rows a table holds, from when to when", "how many rows does silver.weather have?"),
     "help": ("what I can do", "help"),
     "rerun": ("re-run a pipeline over a few days", "rerun weather for yesterday"),
     "backfill": ("backfill a pipeline over a range", "backfill carbon intensity for all of March"),
@@ -201,11 +202,13 @@ class ChatPlan:
             return [self.call(tool.LIST_INCIDENTS, **incidents.list_arguments(i.incident_status or "unresolved"))]
         if i.kind == "status":
             return [self.call(tool.CURRENT_METRICS)]
-        if i.kind in ("history", "lineage"):
+        if i.kind in ("history", "lineage", "rows"):
             if not i.table:
                 return f"Which table? Known: {', '.join(self.names.tables)}."
             if i.kind == "history":
                 return [self.call(tool.TABLE_HISTORY, table=i.table, limit=5)]
+            if i.kind == "rows":
+                return [self.call(tool.QUERY_LAKE, sql=queries.row_count(i.table, self.names.time_column.get(i.table)), limit=1)]
             return [self.call(tool.TABLE_LINEAGE, table=i.table)]
         if i.kind == "run_report":
             return [self.call(tool.LIST_RUNS, pipeline=i.pipeline, limit=20)]
@@ -396,6 +399,9 @@ class ChatPlan:
             return answers.history(result)
         if i.kind == "lineage":
             return answers.lineage(result, self.names.parents)
+        if i.kind == "rows":
+            assert i.table is not None
+            return answers.row_count(i.table, (answers.rows_of(first) or [{}])[0])
         if i.kind == "run_report":
             return self.run_answer()
         rows = answers.rows_of(first)

@@ -64,6 +64,14 @@ def status(result: dict[str, Any]) -> str:
     return f"Open incidents: {open_text}. Latest data-quality score per table (share of rows that passed validation): {score_text}."
 
 
+def row_count(table: str, row: dict[str, Any]) -> str:
+    n = int(row.get("n") or 0)
+    if not n:
+        return f"{table} holds no rows yet."
+    span = f", from {_when(row['first_ts'])} to {_when(row['last_ts'])}" if row.get("first_ts") else ""
+    return f"{table} holds {n:,} rows on main{span}."
+
+
 def value_at(intent: Intent, rows: list[dict[str, Any]], at: datetime, table: str) -> str:
     if not rows:
         return f"No row of {table} at {at:%Y-%m-%d %H:%M} UTC: not published yet, held in quarantine, or outside the data."

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 CORPUS = Path(__file__).resolve().parent / "paraphrases.yaml"
 IntentKind = Literal[
     "incidents", "status", "value_at", "why_missing", "freshness", "quarantined", "aggregate", "greenest", "greenest_ahead",
-    "run_report", "history", "lineage", "help", "rerun", "backfill", "quarantine", "release", "delete", "expire", "compact",
+    "run_report", "history", "lineage", "rows", "help", "rerun", "backfill", "quarantine", "release", "delete", "expire", "compact",
     "rollback", "pause", "resume", "unknown",
 ]  # fmt: skip
 ACTIONS: frozenset[str] = frozenset(

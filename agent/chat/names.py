@@ -71,6 +71,8 @@ class Names:
     coverage: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict, repr=False)  # pipeline -> replay data [start, end)
     # table -> the tables it is built from, in the order declared (a mart may join several), for lineage drawings
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    # table -> its time column (the timestamptz column its days are partitioned by), for "from when to when"
+    time_column: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, inventory: Inventory) -> Names:
@@ -99,6 +101,12 @@ class Names:
             },
             coverage={p.name: inventory.source(p.source).replay_coverage for p in inventory.pipelines.values()},
             parents=parents,
+            time_column={
+                name: column.name
+                for name, spec in inventory.tables.items()
+                for column in spec.columns
+                if column.type == "timestamptz" and any(p in (f"day({column.name})", f"hour({column.name})") for p in spec.partition_by)
+            },
         )
 
     # -- tables ------------------------------------------------------------------------------------------

@@ -151,3 +151,10 @@ def day_counts(table: str, quarantine: str | None, start: date, end: date) -> st
         f"SELECT CAST(ts AS DATE) AS day, count(DISTINCT ts) AS slots, count(*) AS n_rows, 0 AS held FROM {table} "
         f"WHERE {within} GROUP BY 1 UNION ALL {held}) GROUP BY day ORDER BY day"
     )
+
+
+def row_count(table: str, time_column: str | None) -> str:
+    """The rows `table` holds on main, and the first and last time it covers when it has a time column."""
+    if time_column is None:
+        return f"SELECT count(*) AS n FROM {table}"
+    return f"SELECT count(*) AS n, min({time_column}) AS first_ts, max({time_column}) AS last_ts FROM {table}"

@@ -242,8 +242,15 @@ class ChatPlan:
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
             at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return [self.call(tool.QUERY_LAKE, sql=queries.value_at(column.table, at, minutes), limit=20)]
+        if i.kind == "aggregate" and i.metric == "mix":
+            start, end = self.period(1)
+            return [self.call(tool.QUERY_LAKE, sql=queries.mix(start, end, i.day_hours), limit=20)]
         if i.kind == "aggregate":
             column = queries.metric_column(i.metric, i.fuel)
+            if i.by_day and not self.compares():
+                start, end = self.period(7)
+                sql = queries.extreme_day(column, start, end, i.day_hours, highest=i.aggregate == "max")
+                return [self.call(tool.QUERY_LAKE, sql=sql, limit=1)]
             spans = compare.periods(i) if self.compares() else [self.period(7)]
             return [
                 self.call(tool.QUERY_LAKE, n, sql=queries.aggregate(column, a, b, i.day_hours), limit=1) for n, (a, b) in enumerate(spans)
@@ -415,11 +422,15 @@ class ChatPlan:
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
             at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return answers.value_at(i, rows, at, column.table)
+        if i.kind == "aggregate" and i.metric == "mix":
+            return answers.mix(i, rows, *self.period(1))
         if i.kind == "aggregate":
             column = queries.metric_column(i.metric, i.fuel)
             if self.compares():
                 return compare.answer(i, column, [(answers.rows_of(t) or [{}])[0] for t in turns], compare.periods(i))
             start, end = self.period(7)
+            if i.by_day:
+                return answers.extreme_day(i, column, rows[0] if rows else {}, start, end)
             return answers.aggregate(i, column, rows[0] if rows else {}, start, end)
         if i.kind == "greenest":
             start, end = self.period(1)

@@ -69,3 +69,22 @@ def test_a_held_check_s_reason_ends_its_sentence_once() -> None:
     ]
     text = answers.why_missing("silver.carbon_intensity", date(2023, 3, 2), 48, contents, {})
     assert "by actual_reported_after_slot: a gap, not a forecast." in text and ".." not in text
+
+
+@pytest.mark.parametrize(
+    "text", ["did the forecast overestimate or underestimate last week?", "forecast bias yesterday", "was the forecast too high yesterday"]
+)
+def test_which_way_the_forecast_missed_is_the_signed_bias(text: str) -> None:
+    intent = read_intent(text, now=NOW, names=NAMES)
+    assert (intent.kind, intent.metric) == ("aggregate", "forecast_bias")
+    [call] = _plan(text).calls
+    assert "forecast - actual AS v FROM silver.carbon_intensity" in call.arguments["sql"]
+
+
+def test_the_bias_answer_says_over_or_under() -> None:
+    text = "did the forecast overestimate or underestimate last week?"
+    [call] = _plan(text).calls
+    row = {"n": 336, "mean": -3.2, "low": -40.0, "low_at": None, "high": 25.0, "high_at": None, "first_ts": None, "last_ts": None}
+    turn = Turn(call=call, decision="allow", status="ok", result={"columns": list(row), "rows": [list(row.values())]})
+    message = _plan(text, [turn]).message
+    assert message.endswith("On average the forecast underestimated the measured intensity by 3.2 gCO2/kWh.")

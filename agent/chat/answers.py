@@ -83,7 +83,9 @@ def value_at(intent: Intent, rows: list[dict[str, Any]], at: datetime, table: st
     elif "temperature_c" in first:
         headline = f"At {at:%Y-%m-%d %H:%M} UTC the UK temperature was {figure(first['temperature_c'])} °C."
     else:
-        headline = f"At {at:%Y-%m-%d %H:%M} UTC the generation mix was " + ", ".join(f"{r['fuel']} {figure(r['perc'])}%" for r in rows) + "."
+        headline = (
+            f"At {at:%Y-%m-%d %H:%M} UTC the generation mix was " + ", ".join(f"{r['fuel']} {figure(r['perc'])}%" for r in rows) + "."
+        )
     return f"{headline} Row: {evidence}"
 
 
@@ -97,9 +99,37 @@ def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: 
         )
     value = {"avg": row["mean"], "min": row["low"], "max": row["high"]}[intent.aggregate or "avg"]
     extremes = f"lowest {figure(row['low'])} at {_when(row['low_at'])}, highest {figure(row['high'])} at {_when(row['high_at'])}"
-    return (
+    text = (
         f"The {word} {column.label} {period_phrase(start, end, intent.day_hours)} was {figure(value)} {column.unit}, over {row['n']} readings "
         f"({extremes}; mean {figure(row['mean'])})."
+    )
+    if intent.metric == "forecast_bias" and row.get("mean") is not None:
+        mean = float(row["mean"])
+        verdict = "overestimated" if mean > 0 else "underestimated" if mean < 0 else "neither over- nor underestimated"
+        text += f" On average the forecast {verdict} the measured intensity" + (f" by {figure(abs(mean))} {column.unit}." if mean else ".")
+    return text
+
+
+def mix(intent: Intent, rows: list[dict[str, Any]], start: date, end: date) -> str:
+    """The generation mix over a period: each fuel's mean share, largest first."""
+    if not rows:
+        return f"No generation mix in silver.generation_mix {period_phrase(start, end, intent.day_hours)}."
+    shares = ", ".join(f"{r['fuel']} {figure(r['mean'])} %" for r in rows)
+    return (
+        f"The generation mix {period_phrase(start, end, intent.day_hours)} (mean share of each fuel, {rows[0]['n']} readings each): "
+        f"{shares}. The largest was {rows[0]['fuel']}."
+    )
+
+
+def extreme_day(intent: Intent, column: MetricColumn, row: dict[str, Any], start: date, end: date) -> str:
+    """The day with the lowest (or highest) daily mean, and how it stands against the days compared."""
+    word = "highest" if intent.aggregate == "max" else "lowest"
+    if row.get("day") is None:
+        return f"No {column.label} in {column.table} {period_phrase(start, end, intent.day_hours)}."
+    day = _when(row["day"])[:10]
+    return (
+        f"The day with the {word} average {column.label} {period_phrase(start, end, intent.day_hours)} was {day}: "
+        f"{figure(row['mean'])} {column.unit} over {row['n']} readings (the {row['days']} day(s) averaged {figure(row['mean_of_days'])})."
     )
 
 

@@ -40,7 +40,7 @@ IntentKind = Literal[
 ACTIONS: frozenset[str] = frozenset(
     {"rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback", "pause", "resume"}
 )
-Metric = Literal["intensity", "forecast", "forecast_error", "temperature", "share"]
+Metric = Literal["intensity", "forecast", "forecast_error", "forecast_bias", "temperature", "share", "mix"]
 Aggregate = Literal["avg", "min", "max"]
 SLOTS = ("table", "pipeline", "start", "end", "at", "snapshot_id", "aggregate", "metric", "hours", "within_hours", "day_hours")
 # The kinds whose answer can be narrowed to part of each day ("yesterday morning"); the others work on whole days or
@@ -80,6 +80,7 @@ class Intent(BaseModel):
     metric: Metric | None = None
     fuel: str | None = None
     dirtiest: bool = Field(default=False, description="A greenest question asking for the highest-carbon window instead ('dirtiest hour')")
+    by_day: bool = Field(default=False, description="A lowest or highest asked of whole days ('which day had the lowest ...'): daily means")
     hours: int | float | None = Field(
         default=None, ge=0.5, le=HORIZON_HOURS, description="Length of the window a greenest question asks about, a multiple of 0.5"
     )
@@ -252,7 +253,7 @@ def classifier(path: Path = CORPUS) -> IntentClassifier:
 # -- slots -----------------------------------------------------------------------------------------------------
 _AGGREGATES: tuple[tuple[Aggregate, re.Pattern[str]], ...] = (
     ("avg", re.compile(r"\b(average|avg|mean|typical)\b")),
-    ("max", re.compile(r"\b(max|maximum|highest|peak|top|most|worst|warmest|hottest|dirtiest)\b|how (high|warm|hot)")),
+    ("max", re.compile(r"\b(max|maximum|highest|peak|top|most|worst|warmest|hottest|dirtiest|windiest|sunniest)\b|how (high|warm|hot)")),
     ("min", re.compile(r"\b(min|minimum|lowest|least|smallest|best|coldest|coolest|chilliest|cleanest)\b|how (low|cold)")),
 )
 _NUMBER = r"\d{1,2}(?:\.\d)?|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
@@ -278,15 +279,29 @@ _VERBS = {
 
 
 # The other end of a greenest question: the window with the most carbon.
+# A lowest or highest asked of whole days: "which day had the lowest ...", "the greenest day last week".
+_BY_DAY = re.compile(
+    r"\b(?:which|what)\s+(?:day|date)\b|\b(?:greenest|cleanest|dirtiest|best|worst|lowest|highest|coldest|warmest|hottest|windiest|sunniest)\s+day\b"
+)
 _DIRTIEST = re.compile(r"\b(?:dirtiest|dirtyest|worst|least green|brownest|most carbon|highest[- ]carbon|most polluting)\b")
 
 
 def _metric(text: str) -> tuple[Metric, str | None]:
+    mix_words = r"\b(?:which|what)\s+(?:fuel|source|kind of generation)s?\b|\b(?:fuel|generation|energy|power)\s+mix\b"
+    if re.search(mix_words, text) and not any(re.search(rf"\b{f}\b", text) for f in FUELS):
+        return "mix", None  # every fuel's share, largest first
+    if superlative := re.search(r"\b(windiest|sunniest)\b", text):
+        return "share", "wind" if superlative[1] == "windiest" else "solar"  # the fuel's share at its highest
     fuel = next((f for f in FUELS if re.search(rf"\b{f}\b", text)), None)
-    if fuel is not None and re.search(r"\b(share|percent|percentage|%|mix|generation)\b|share", text):
-        return "share", fuel
+    if fuel is not None and (
+        re.search(r"\b(share|percent|percentage|%|mix|generation)\b|share", text)
+        or not re.search(r"intensity|carbon|co2|forecast|temp", text)
+    ):
+        return "share", fuel  # "the most wind", "how much gas": a fuel named alone is its share
     if re.search(r"\btemp\w*|\bweather\b|\bcold\w*|\bwarm\w*|\bhot\w*", text):
         return "temperature", None
+    if re.search(r"\b(?:over|under)[- ]?(?:estimat|predict|forecast)\w*|\bforecast\w*\s+(?:bias|too high|too low)|\bbias\w*\b", text):
+        return "forecast_bias", None  # which way the forecast missed: forecast minus actual, signed
     if re.search(
         r"\bforecast\w*\s+(?:error|miss|deviation|accuracy|was off)|\bmiss\w*\b.*\bforecast|\bhow far off\b|\bhow accurate\b.*\bforecast",
         text,
@@ -391,6 +406,15 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         kind = _ahead_or_past(kind, when, within, now)
     if kind == "greenest" and when.other_ranges and _COMPARED.search(lowered):
         kind, unsure = "aggregate", False  # "was March greener than February?" compares two averages
+    if kind == "value_at" and _metric(lowered)[0] == "mix":
+        # The mix is every fuel's share: "on 4 April" is the day's mean shares, "at 18:00" those of that hour.
+        at = when.at or read_time(lowered)[0]
+        if at is not None and when.hours is None:
+            when = when.model_copy(update={"hours": (at.hour, at.hour + 1)})
+        kind, unsure = "aggregate", False
+    by_day = bool(_BY_DAY.search(lowered)) and (when.days or 7) > 1
+    if kind == "greenest" and by_day:
+        kind, unsure = "aggregate", False  # "the greenest day last week": the day with the lowest mean, not an hour
     requested = kind in ACTIONS and is_request(text)
     number = incident_number(lowered)
     if number is not None and not requested:
@@ -426,10 +450,15 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
             slots |= {"table": FORECAST_TABLE, "pipeline": names.owner.get(FORECAST_TABLE), "within_hours": within}
         elif found.unknown_table is None and (found.table is None or found.layer is None or kind == "greenest"):
             # The metric names the table unless a layer.table was written out.
-            slots["table"] = {"temperature": "silver.weather", "share": "silver.generation_mix"}.get(metric, "silver.carbon_intensity")
+            slots["table"] = {"temperature": "silver.weather", "share": "silver.generation_mix", "mix": "silver.generation_mix"}.get(
+                metric, "silver.carbon_intensity"
+            )
             slots["pipeline"] = names.owner.get(slots["table"])
     if kind == "aggregate":
         slots["aggregate"] = next((a for a, pattern in _AGGREGATES if pattern.search(lowered)), "avg")
+        if by_day and slots["aggregate"] == "avg":
+            slots["aggregate"] = "max" if _DIRTIEST.search(lowered) else "min"  # "the greenest day" names no extreme word
+        slots["by_day"] = by_day
     if kind in GREENEST:
         slots["hours"] = _hours(read_hours(lowered).text) or 1  # "from 14h to 18h" is when, not how long
         slots["dirtiest"] = bool(_DIRTIEST.search(lowered))

@@ -41,6 +41,10 @@ def metric_column(metric: Metric | None, fuel: str | None = None) -> MetricColum
             label="forecast error |actual − forecast|",
             unit="gCO2/kWh",
         )
+    if metric == "forecast_bias":
+        return MetricColumn(
+            table="silver.carbon_intensity", expression="forecast - actual", label="forecast bias (forecast − actual)", unit="gCO2/kWh"
+        )
     if metric == "forecast":
         return MetricColumn(table="silver.carbon_intensity", expression="forecast", label="forecast carbon intensity", unit="gCO2/kWh")
     return MetricColumn(table="silver.carbon_intensity", expression="coalesce(actual, forecast)", label="carbon intensity", unit="gCO2/kWh")
@@ -158,3 +162,22 @@ def row_count(table: str, time_column: str | None) -> str:
     if time_column is None:
         return f"SELECT count(*) AS n FROM {table}"
     return f"SELECT count(*) AS n, min({time_column}) AS first_ts, max({time_column}) AS last_ts FROM {table}"
+
+
+def extreme_day(column: MetricColumn, start: date, end: date, hours: tuple[int, int] | None = None, *, highest: bool) -> str:
+    """The day of [start, end) whose mean is lowest (or highest), with how many days were compared and their mean."""
+    order = "DESC" if highest else "ASC"
+    return (
+        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.table} WHERE {_between(start, end)} AND {_hours(hours)} "
+        f"AND {column.filter} AND {column.expression} IS NOT NULL), "
+        "d AS (SELECT date_trunc('day', ts) AS day, avg(v) AS mean, count(*) AS n FROM v GROUP BY 1) "
+        f"SELECT day, mean, n, (SELECT count(*) FROM d) AS days, (SELECT avg(mean) FROM d) AS mean_of_days FROM d ORDER BY mean {order}, day LIMIT 1"
+    )
+
+
+def mix(start: date, end: date, hours: tuple[int, int] | None = None) -> str:
+    """Each fuel's mean share of generation over [start, end), largest first."""
+    return (
+        f"SELECT fuel, avg(perc) AS mean, count(*) AS n FROM silver.generation_mix WHERE {_between(start, end)} AND {_hours(hours)} "
+        "AND perc IS NOT NULL GROUP BY fuel ORDER BY mean DESC, fuel"
+    )

@@ -158,6 +158,8 @@ class ChatPlan:
             )
         if i.unknown_table:
             return f"unknown table '{i.unknown_table}'; known: {', '.join(self.names.tables)}. Nothing ran."
+        if i.ambiguous_tables and i.table is None and (i.kind in ACTIONS or i.kind in ("history", "lineage", "rows", "why_missing")):
+            return f"Which table: {' or '.join(i.ambiguous_tables)}? Name it and ask again. Nothing ran."
         if i.unknown_pipeline:
             return f"unknown pipeline '{i.unknown_pipeline}'; known: {', '.join(self.names.pipelines)}. Nothing ran."
         if i.date_problem:

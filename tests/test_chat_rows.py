@@ -54,3 +54,27 @@ def test_the_answer_gives_the_count_and_the_span_and_an_empty_table_says_so() ->
 def test_without_a_table_it_asks_which() -> None:
     message = _plan("how many rows are in the table?").message
     assert message.startswith("[runbook planner] Which table? Known: silver.carbon_intensity")
+
+
+@pytest.mark.parametrize("text", ["how many rows in the daily mart", "history of the daily mart", "compact the daily mart"])
+def test_a_name_two_tables_fit_alike_is_asked_about_not_guessed(text: str) -> None:
+    intent = read_intent(text, now=NOW, names=NAMES)
+    assert intent.table is None
+    assert set(intent.ambiguous_tables) == {"gold.generation_share_daily", "gold.intensity_vs_temperature_daily"}
+    step = _plan(text)
+    assert not step.calls
+    assert step.message.startswith("[runbook planner] Which table: gold.generation_share_daily or gold.intensity_vs_temperature_daily?")
+
+
+@pytest.mark.parametrize(
+    ("text", "table"),
+    [
+        ("history of the carbon intensity table", "silver.carbon_intensity"),
+        ("lineage of the hourly mart", "gold.carbon_intensity_hourly"),
+        ("rows in the share mart", "gold.generation_share_daily"),
+        ("history of the weather table", "silver.weather"),
+    ],
+)
+def test_a_name_that_spells_out_one_table_or_fits_one_best_is_not_ambiguous(text: str, table: str) -> None:
+    intent = read_intent(text, now=NOW, names=NAMES)
+    assert (intent.table, intent.ambiguous_tables) == (table, ())

@@ -108,6 +108,7 @@ class Intent(BaseModel):
     incident_id: int | None = Field(default=None, description="The incident a question names by number ('incident #6')")
     incident_status: IncidentStatus | None = Field(default=None, description="Which incidents a list question asks for")
     unknown_table: str | None = Field(default=None, description="A table name the message used that the inventory lacks")
+    ambiguous_tables: tuple[str, ...] = Field(default=(), description="Tables the message's words fit alike ('the daily mart')")
     unknown_pipeline: str | None = None
     date_problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
 
@@ -425,6 +426,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         "table": found.table,
         "pipeline": found.pipeline,
         "unknown_table": found.unknown_table,
+        "ambiguous_tables": found.ambiguous,
         "unknown_pipeline": found.unknown_pipeline,
         "start": when.start,
         "end": when.end,

@@ -43,6 +43,7 @@ class NameMatch:
     unknown_table: str | None = None
     unknown_pipeline: str | None = None
     layer: str | None = None
+    ambiguous: tuple[str, ...] = ()  # tables the words fit equally well ("the daily mart": two daily marts)
 
 
 def _words(text: str) -> list[str]:
@@ -132,9 +133,17 @@ class Names:
         return None, None
 
     def _by_words(self, words: list[str], layer: str | None) -> str | None:
+        found = self._ranked_by_words(words, layer)
+        return found[0] if found else None
+
+    def _ranked_by_words(self, words: list[str], layer: str | None) -> list[str]:
+        """The best table for `words`, then any other table the very same words name when they do not spell out the
+        best one's whole name: "the daily mart" fits two marts alike, "carbon intensity" one table."""
         said = set(words)
         text = " ".join(words)
         best: tuple[float, int, str] | None = None
+        matched: dict[str, frozenset[str]] = {}
+        whole: set[str] = set()  # tables every part of whose name was said
         for rank, table in enumerate(self.tables):
             table_layer, short = table.split(".", 1)
             if layer is not None and table_layer != layer:
@@ -142,15 +151,23 @@ class Names:
             if layer is None and table_layer == "quarantine":
                 continue  # quarantined rows are their own question; "quarantine" alone is a verb or that question
             parts = [p for p in short.split("_") if p not in _STOP]
-            hits = sum(1 for p in parts if _near(p, said))
-            alias_hits = sum(1 for a in ALIASES.get(short, ()) if re.search(rf"\b{re.escape(a)}\b", text))
+            hit_parts = [p for p in parts if _near(p, said)]
+            aliases = [a for a in ALIASES.get(short, ()) if re.search(rf"\b{re.escape(a)}\b", text)]
+            hits, alias_hits = len(hit_parts), len(aliases)
             if not hits and not alias_hits:
                 continue
+            matched[table] = frozenset(hit_parts) | frozenset(aliases)
+            if hits == len(parts):
+                whole.add(table)
             score = hits / len(parts) + 0.5 * min(alias_hits, 1) - 0.05 * (len(parts) - hits)
             key = (score, -rank, table)
             if best is None or key[:2] > best[:2]:
                 best = key
-        return best[2] if best else None
+        if best is None:
+            return []
+        if best[2] in whole:
+            return [best[2]]  # "carbon intensity" is silver.carbon_intensity, not also the hourly mart
+        return [best[2], *(t for t, words_hit in matched.items() if t != best[2] and words_hit == matched[best[2]])]
 
     def find(self, text: str, *, skip: tuple[str, ...] = ()) -> NameMatch:
         """The table and pipeline `text` names; `skip` words (the request's verb, e.g. quarantine) are not names."""
@@ -163,7 +180,10 @@ class Names:
         pipeline, unknown_pipeline = self._pipeline(lowered, words)
         if table is None and unknown_table is None and unknown_pipeline is None:
             named = _TABLE_WORD.search(lowered)
-            table = self._by_words(words, layer)
+            ranked = self._ranked_by_words(words, layer)
+            table = ranked[0] if ranked else None
+            if len(ranked) > 1 and pipeline is None:
+                return NameMatch(layer=layer, ambiguous=tuple(ranked))
             if table is None and pipeline is not None:
                 table = self._of_pipeline(pipeline, layer)
             if table is None and named is not None:

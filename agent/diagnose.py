@@ -8,7 +8,8 @@ bronze, silver's recent history, whether the pipeline is paused); nothing is fet
 The runbooks key on `diagnosis.cause`, the report and the agent's memory carry it, and the audit journal
 records it. A ratio to history decides a unit change (values 1000x their median are grams read as
 milligrams, not weather); a day held back because its run quarantined the payload for breaking the contract
-is schema drift, not late data.
+is schema drift, not late data. Missing and held data (completeness, freshness) are diagnosed in
+agent/diagnose_gaps.py; what a diagnosis is, in agent/diagnosis.py.
 """
 
 from __future__ import annotations
@@ -18,68 +19,27 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pyiceberg.expressions import EqualTo
 
-from agent.clock_shift import ClockShift, find_shift
+from agent.diagnose_gaps import completeness, shift_before_duplicates, unplaced_times
+from agent.diagnosis import CAUSES, Cause, Diagnosis, latest, quarantine_facts
 from config.errors import DataOpsError
 from pipelines import lineage
 from pipelines.context import PlatformContext
-from pipelines.extent import Extent
 from pipelines.incidents import Incident
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import load_table
-from pipelines.ledger import as_utc
-from tools.schedule import paused_note
 
 log = logging.getLogger(__name__)
+__all__ = ["CAUSES", "Cause", "Diagnosis", "diagnose"]
 
-Cause = Literal[
-    "source_outage",
-    "late_data",
-    "transient_source_failure",
-    "pipeline_bug",
-    "schema_drift",
-    "unit_change",
-    "duplicates_changed",
-    "clock_shift",
-    "bad_publish",
-    "bad_values",
-    "expected_behaviour",
-    "unknown",
-]
-CAUSES: tuple[str, ...] = Cause.__args__  # type: ignore[attr-defined]
 HISTORY_DAYS = 14
 SCALE_RATIO = 20.0  # values this many times their history's median (or this many times smaller): a unit or scale change
 TENFOLD_RATIO = 5.0  # nearer than SCALE_RATIO, a unit change only at a power of ten (within 12 %) of varying values
-SHIFT_SEARCH_DAYS = 31  # how far from changed duplicates the gap of a clock shift is looked for
-LATE_HOURS = 6.0  # a day that ended less than this long ago and lacks slots is more likely late than out
 TRANSIENT_MARKERS = ("Transient", "503", "502", "504", "500", "429", "timed out", "Timeout", "RateLimited", "Connection")
-
-
-class Diagnosis(BaseModel):
-    """The cause the agent settled on before planning, with what it rests on."""
-
-    model_config = ConfigDict(frozen=True)
-
-    cause: Cause
-    confidence: float = Field(ge=0.0, le=1.0)
-    summary: str = Field(description="One sentence a person can act on, without its full stop (reports add it)")
-    evidence: list[str] = Field(default_factory=list, description="The facts behind it, each with its numbers")
-    extent: Extent | None = None
-
-    @field_validator("summary")
-    @classmethod
-    def _no_full_stop(cls, value: str) -> str:
-        # Reports end the sentence themselves ("Cause: ...: {summary}."); a summary quoting a source's
-        # message that ends in a full stop would otherwise print two.
-        return value.rstrip().rstrip(".").rstrip()
-
-    def line(self) -> str:
-        return f"{self.cause.replace('_', ' ')} ({self.confidence:.0%}): {self.summary}"
 
 
 def diagnose(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnosis:
@@ -92,13 +52,8 @@ def diagnose(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnos
         return Diagnosis(cause="unknown", confidence=0.2, summary=f"could not read the evidence: {exc}", extent=incident.extent)
 
 
-def _latest(incident: Incident) -> dict[str, Any]:
-    last = incident.evidence[-1] if incident.evidence else {}
-    return last if isinstance(last, dict) else {}
-
-
 def _schema_drift(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
-    detail = str(_latest(incident).get("detail") or incident.title)
+    detail = str(latest(incident).get("detail") or incident.title)
     return Diagnosis(
         cause="schema_drift",
         confidence=0.95,
@@ -108,7 +63,7 @@ def _schema_drift(_ctx: PlatformContext, incident: Incident, _now: datetime) -> 
 
 
 def _run_failure(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
-    error = str(_latest(incident).get("error") or incident.title)
+    error = str(latest(incident).get("error") or incident.title)
     if incident.kind == "source_failure" and any(m in error for m in TRANSIENT_MARKERS):
         return Diagnosis(
             cause="transient_source_failure",
@@ -131,210 +86,8 @@ def _run_failure(_ctx: PlatformContext, incident: Incident, _now: datetime) -> D
     )
 
 
-def _completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnosis:
-    drift = _held_by_drift(ctx, incident)
-    if drift is not None:
-        return drift
-    missing = _missing_slots(ctx, incident)
-    if missing is not None:
-        # A gap and a collision of one length are one moved clock (agent/clock_shift.py); all slots held twice, changed duplicates.
-        shift = find_shift(missing.slots, {r["ts"] for r in missing.twice}, missing.cadence)
-        found = _clock_shift(shift, missing.twice, missing.extent) or _missing_as_duplicates(missing)
-        if found is not None:
-            return found
-    extent = incident.extent
-    if incident.kind == "completeness" and extent is not None and extent.days and not extent.missing_count():
-        return _held_with_every_slot(ctx, incident, extent)
-    if incident.kind == "freshness" or extent is None or not extent.days:
-        evidence = [incident.title]
-        return Diagnosis(cause="late_data", confidence=0.5, summary=f"newer data has not arrived: {incident.title}", evidence=evidence)
-    last_end = datetime.fromisoformat(extent.days[-1].day).replace(tzinfo=UTC) + timedelta(days=1)
-    hours_since = (now - last_end).total_seconds() / 3600
-    evidence = [extent.describe(), f"the last affected day ended {hours_since:.1f} h before the platform clock"]
-    if 0 <= hours_since < LATE_HOURS and all(d.present > 0 for d in extent.days):
-        return Diagnosis(
-            cause="late_data",
-            confidence=0.6,
-            summary=f"slots of a day that ended {hours_since:.1f} h ago have not arrived yet: {extent.describe_missing()}",
-            evidence=evidence,
-            extent=extent,
-        )
-    empty = [d.day for d in extent.days if d.present == 0]
-    confidence = 0.8 if empty else 0.65
-    return Diagnosis(
-        cause="source_outage",
-        confidence=confidence,
-        summary=f"the source did not deliver {extent.describe_missing()}"
-        + (f" (whole day{'s' if len(empty) > 1 else ''} {', '.join(empty)} empty)" if empty else ""),
-        evidence=evidence,
-        extent=extent,
-    )
-
-
-class _Missing(BaseModel):
-    """What a completeness incident misses, slot by slot, and the quarantine rows of those slots held as changed duplicates."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    extent: Extent
-    cadence: timedelta
-    slots: frozenset[datetime]
-    twice: list[dict[str, Any]]
-
-
-def _missing_slots(ctx: PlatformContext, incident: Incident) -> _Missing | None:
-    extent, pipeline = incident.extent, lineage.owning_pipeline(ctx.inventory, incident.table)
-    if extent is None or not extent.days or pipeline is None:
-        return None
-    cadence = timedelta(minutes=extent.days[0].cadence_minutes)
-    slots = frozenset(r.start + i * cadence for r in extent.missing_ranges() for i in range(r.slots(cadence)))
-    if not slots:
-        return None
-    days = sorted({datetime.fromisoformat(d.day).replace(tzinfo=UTC) for d in extent.days})
-    held = _held_twice(ctx, ctx.inventory.pipeline(pipeline).quarantine, incident.table, days)
-    return _Missing(extent=extent, cadence=cadence, slots=slots, twice=[r for r in held if r["ts"] in slots])
-
-
-def _shift_before_duplicates(ctx: PlatformContext, incident: Incident, pipeline: str, rows: list[dict[str, Any]]) -> Diagnosis | None:
-    """A clock shift, when changed duplicates follow (or precede) a gap of their own length that a completeness
-    incident of the same table records within SHIFT_SEARCH_DAYS, with nothing else missing between.
-
-    The gap is read from those incidents' extents, not from the table: a day a run holds back for its gap is
-    missing from the table whole, while the extent names the slots the source did not send."""
-    spec = ctx.inventory.pipeline(pipeline)
-    cadence = timedelta(minutes=ctx.inventory.source(spec.source).cadence_minutes)
-    twice = {r["ts"] for r in rows if r["ts"] is not None and "conflicting_duplicate" in str(r["expectation"])}
-    if not twice:
-        return None
-    reach = timedelta(days=SHIFT_SEARCH_DAYS)
-    missing = set(twice)
-    for other in ctx.incidents.list(limit=500):
-        if other.table != incident.table or other.kind != "completeness" or other.extent is None or not other.extent.days:
-            continue
-        step = timedelta(minutes=other.extent.days[0].cadence_minutes)
-        for r in other.extent.missing_ranges():
-            missing.update(t for t in (r.start + i * step for i in range(r.slots(step))) if abs(t - min(twice)) <= reach)
-    return _clock_shift(find_shift(missing, twice, cadence), rows, None)
-
-
-def _clock_shift(shift: ClockShift | None, held: list[dict[str, Any]], extent: Extent | None) -> Diagnosis | None:
-    if shift is None:
-        return None
-    reason = shift.likely_reason()
-    return Diagnosis(
-        cause="clock_shift",
-        confidence=0.85 if reason else 0.7,
-        summary=shift.describe() + (f" (likely {reason})" if reason else ""),
-        evidence=[
-            f"{len(shift.gap)} slot(s) missing at one end of the span and {len(shift.collision)} slot(s) at the other arriving twice "
-            "with different values, every slot between present",
-            *_quarantine_facts([r for r in held if r["ts"] in set(shift.collision)]),
-        ],
-        extent=extent,
-    )
-
-
-def _held_twice(ctx: PlatformContext, quarantine: str, table: str, days: list[datetime]) -> list[dict[str, Any]]:
-    """Quarantine rows of `table` on `days` held because their slot arrived twice with different values."""
-    held = wap.read_days(load_table(ctx.catalog, quarantine), days).to_pylist()
-    return [r for r in held if r["target_table"] == table and "conflicting_duplicate" in str(r["expectation"])]
-
-
-def _missing_as_duplicates(missing: _Missing) -> Diagnosis | None:
-    """Changed duplicates, when every slot a completeness incident misses is held in quarantine as a conflicting
-    duplicate: the source sent those slots, twice with different values, and neither copy was published."""
-    if {r["ts"] for r in missing.twice} != missing.slots:
-        return None
-    extent = missing.extent
-    return Diagnosis(
-        cause="duplicates_changed",
-        confidence=0.85,
-        summary=f"the source sent the {len(missing.slots)} missing slot(s) twice with different values ({extent.describe_missing()}); "
-        f"all {len(missing.twice)} copies are held in quarantine as conflicting_duplicate, so the day waits for one value per slot",
-        evidence=[extent.describe(), *_quarantine_facts(missing.twice)],
-        extent=extent,
-    )
-
-
-def _held_with_every_slot(ctx: PlatformContext, incident: Incident, extent: Extent) -> Diagnosis:
-    """A day held back with none of its slots missing: the source sent more than the day's slots (records off the
-    slot grid, a finer grain), so a day check refused the day as a whole. Nothing is late or lost; a backfill
-    fetches the same records."""
-    pipeline = lineage.owning_pipeline(ctx.inventory, incident.table)
-    days = sorted({datetime.fromisoformat(d.day).replace(tzinfo=UTC) for d in extent.days})
-    held = []
-    if pipeline is not None:
-        quarantine = load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine)
-        held = [r for r in wap.read_days(quarantine, days).to_pylist() if r["target_table"] == incident.table]
-    checks: dict[str, int] = {}
-    for r in held:
-        for check in str(r["expectation"]).split(","):
-            checks[check] = checks.get(check, 0) + 1
-    named = ", ".join(f"{check} ({n} row(s))" for check, n in sorted(checks.items(), key=lambda kv: -kv[1])) or "the day's checks"
-    listed = ", ".join(d.day for d in extent.days)
-    return Diagnosis(
-        cause="bad_values",
-        confidence=0.7,
-        summary=f"{'day' if len(extent.days) == 1 else 'days'} {listed} held back although every expected slot arrived: the source sent "
-        f"more records than the day has slots, which fail {named}; nothing is late, and a backfill would fetch the same records",
-        evidence=[f"{d.day}: {d.present} of {d.expected} slots present" for d in extent.days] + _quarantine_facts(held),
-        extent=extent,
-    )
-
-
-def _held_by_drift(ctx: PlatformContext, incident: Incident) -> Diagnosis | None:
-    """Schema drift, when the run that held the incident's day quarantined the source payload for breaking the contract."""
-    run_id = _latest(incident).get("run_id") or incident.run_id
-    pipeline = lineage.owning_pipeline(ctx.inventory, incident.table)
-    run = ctx.ledger.run(str(run_id)) if run_id and pipeline else None
-    started = as_utc(run.window_start) if run is not None else None
-    if run is None or started is None or pipeline is None:
-        return None
-    # A payload that breaks the contract is quarantined whole, as one row at the start of the run's window; so is
-    # each record whose time cannot be placed (slot_time: no UTC offset, not a time at all).
-    start = started.replace(hour=0, minute=0, second=0, microsecond=0)
-    held = [
-        r
-        for r in wap.read_days(load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine), [start]).to_pylist()
-        if r["run_id"] == run.run_id
-    ]
-    reasons = [str(r["reason"]) for r in held if "schema_contract" in str(r["expectation"])]
-    unplaced = [r for r in held if r["expectation"] == "slot_time" and r["target_table"] == incident.table]
-    if not reasons and unplaced:
-        return _unplaced_times(incident, run.run_id, unplaced)
-    if not reasons:
-        return None
-    days = sorted({str(e["day"]) for e in incident.evidence if isinstance(e, dict) and e.get("day") and e.get("run_id") == run.run_id})
-    days = days or [incident.partition or f"{start:%Y-%m-%d}"]
-    held_days = f"day {days[0]} was" if len(days) == 1 else f"days {', '.join(days)} were"
-    paused = paused_note(ctx, pipeline)
-    return Diagnosis(
-        cause="schema_drift",
-        confidence=0.9,
-        summary=f"{held_days} held back because the source payload no longer matches the declared contract "
-        f"(run {run.run_id} quarantined it whole), not because data is late",
-        evidence=[reasons[0], *([paused] if paused else [])],
-        extent=incident.extent,
-    )
-
-
-def _unplaced_times(incident: Incident, run_id: str, unplaced: list[dict[str, Any]]) -> Diagnosis:
-    """Schema drift in the times: the source sent the missing slots, but with times the pipeline cannot place."""
-    keys = [str(r["record_key"]) for r in unplaced]
-    local = all("no UTC offset" in str(r["reason"]) for r in unplaced)
-    why = "times without a UTC offset (local wall-clock times, which a clock change makes ambiguous)" if local else "times it cannot read"
-    return Diagnosis(
-        cause="schema_drift",
-        confidence=0.85,
-        summary=f"the source sent {len(unplaced)} record(s) with {why}, e.g. {', '.join(repr(k) for k in keys[:2])}; run {run_id} "
-        "held them in quarantine as slot_time, so the slots are not lost at the source but cannot be placed until the times carry UTC",
-        evidence=[str(unplaced[0]["reason"]), *([incident.extent.describe()] if incident.extent else [])],
-        extent=incident.extent,
-    )
-
-
 def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diagnosis:
-    evidence = _latest(incident)
+    evidence = latest(incident)
     run_id = evidence.get("run_id")
     first = str(evidence.get("first") or incident.partition or "")[:10]
     last = str(evidence.get("last") or first)[:10]
@@ -358,9 +111,9 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
         and checks & set(str(r["expectation"]).split(","))
     ]
     if rows and all(r["expectation"] == "slot_time" for r in rows):
-        return _unplaced_times(incident, str(run_id or rows[0]["run_id"]), rows)
+        return unplaced_times(incident, str(run_id or rows[0]["run_id"]), rows)
     duplicates = _changed_duplicates(ctx, spec.bronze, days, run_id)
-    shifted = _shift_before_duplicates(ctx, incident, pipeline, rows) if duplicates else None
+    shifted = shift_before_duplicates(ctx, incident, pipeline, rows) if duplicates else None
     if shifted is not None:
         return shifted
     if duplicates:
@@ -369,7 +122,7 @@ def _validation(ctx: PlatformContext, incident: Incident, now: datetime) -> Diag
             cause="duplicates_changed",
             confidence=0.75,
             summary=f"the source sent {len(duplicates)} record(s) twice with different values (e.g. {keys}); every copy was quarantined as conflicting_duplicate, none published",
-            evidence=[f"{len(duplicates)} record key(s) in bronze with more than one payload in run {run_id}", *_quarantine_facts(rows)],
+            evidence=[f"{len(duplicates)} record key(s) in bronze with more than one payload in run {run_id}", *quarantine_facts(rows)],
         )
     scale = _scale_change(ctx, incident.table, [start - timedelta(days=i) for i in range(1, HISTORY_DAYS + 1)], rows)
     if scale is not None:
@@ -391,7 +144,7 @@ def _unit_change(scale: tuple[str, float, float], rows: list[dict[str, Any]], *,
         cause="unit_change",
         confidence=0.9 if _near_power_of_ten(ratio) else 0.7,
         summary=f"{column} arrives at {factor} {level}; {held}",
-        evidence=[f"median {column} of the held rows is {factor} {reference} ({median:,.1f})", *_quarantine_facts(rows)],
+        evidence=[f"median {column} of the held rows is {factor} {reference} ({median:,.1f})", *quarantine_facts(rows)],
     )
 
 
@@ -414,26 +167,18 @@ def _held_whole(ctx: PlatformContext, incident: Incident, quarantine: str, run_i
         cause="bad_values",
         confidence=0.6,
         summary=f"the delivery fails {incident.cause_key} as a whole and is held back ({len(rows)} row(s)); a person must correct it or the check",
-        evidence=_quarantine_facts(rows) or [incident.title],
+        evidence=quarantine_facts(rows) or [incident.title],
     )
 
 
 def _bad_values(incident: Incident, rows: list[dict[str, Any]]) -> Diagnosis:
-    facts = _quarantine_facts(rows) or [incident.title]
+    facts = quarantine_facts(rows) or [incident.title]
     return Diagnosis(
         cause="bad_values",
         confidence=0.6,
         summary=f"the source sent values that fail {incident.cause_key}; the failing rows are held in quarantine",
         evidence=facts,
     )
-
-
-def _quarantine_facts(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return []
-    stamps = sorted(r["ts"] for r in rows if r["ts"] is not None)
-    span = f" from {stamps[0]:%Y-%m-%d %H:%M} to {stamps[-1]:%H:%M}" if stamps else ""
-    return [f"{len(rows)} row(s) in quarantine{span}: {str(rows[0]['reason'])[:160]}"]
 
 
 def _changed_duplicates(ctx: PlatformContext, bronze: str, days: list[datetime], run_id: Any) -> list[str]:
@@ -500,7 +245,7 @@ def _near_power_of_ten(ratio: float, within: float = 0.1) -> bool:
 
 
 def _bad_publish(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
-    evidence = _latest(incident)
+    evidence = latest(incident)
     facts = [incident.title]
     scaled = incident.cause_key.startswith("distribution:")  # judged against its own history, not recomputed
     if evidence.get("good_snapshot_id"):
@@ -529,7 +274,7 @@ _RUN_RULES = {
 
 
 def _value_anomaly(_ctx: PlatformContext, incident: Incident, _now: datetime) -> Diagnosis:
-    evidence = _latest(incident)
+    evidence = latest(incident)
     if (pattern := _RUN_RULES.get(str(evidence.get("rule")))) is not None:
         return Diagnosis(cause="bad_values", confidence=0.8, summary=pattern, evidence=[incident.title])
     value, expected = evidence.get("value"), evidence.get("expected")
@@ -588,8 +333,8 @@ _RULES: dict[str, Callable[[PlatformContext, Incident, datetime], Diagnosis]] = 
     "schema_drift": _schema_drift,
     "source_failure": _run_failure,
     "pipeline_failure": _run_failure,
-    "completeness": _completeness,
-    "freshness": _completeness,
+    "completeness": completeness,
+    "freshness": completeness,
     "validation": _validation,
     "bad_publish": _bad_publish,
     "value_anomaly": _value_anomaly,

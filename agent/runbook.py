@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.chat_intents import plan_chat
 from agent.facts import PIPELINE_RUNNERS
@@ -41,6 +41,15 @@ class RunbookStepSpec(BaseModel):
     when: str | None = None
     finish: Literal["resolved", "escalated", "nothing_to_do"] | None = None
     note: str = ""
+
+    @field_validator("when")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        # A malformed condition fails when the runbooks load, naming itself, not in the middle of an incident.
+        for part in conditions(value or ""):
+            if not _COMPARE.match(part):
+                raise ValueError(f"condition {part!r} is not '<path>', 'not <path>' or '<path> <op> <value>' (joined by 'and')")
+        return value
 
 
 class RunbookSpec(BaseModel):
@@ -106,9 +115,18 @@ def _text(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
+# " and " outside quotes: `evidence.note == 'rain and wind'` is one comparison.
+_AND = re.compile(r"""\s+and\s+(?=(?:[^'"]*'[^']*')*(?:[^'"]*"[^"]*")*[^'"]*$)""")
+
+
+def conditions(condition: str) -> list[str]:
+    """The comparisons a `when` joins with "and", quoted values kept whole."""
+    return [part for part in _AND.split(condition.strip()) if part] if condition.strip() else []
+
+
 def holds(condition: str, scope: dict[str, Any]) -> bool:
     """Whether a step's `when` holds: one comparison, or several joined by "and" (all must hold)."""
-    parts = re.split(r"\s+and\s+", condition.strip())
+    parts = conditions(condition)
     if len(parts) > 1:
         return all(holds(part, scope) for part in parts)
     match = _COMPARE.match(condition.strip())

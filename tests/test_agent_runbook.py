@@ -82,6 +82,16 @@ def test_templates_and_conditions() -> None:
     )
     with pytest.raises(DefinitionError, match="is not"):
         holds("source.missing ~ 3", scope)
+    quoted = {"evidence": {"note": "rain and wind"}, "ok": True}
+    assert holds("evidence.note == 'rain and wind' and ok", quoted), "an 'and' inside quotes is part of the value"
+    assert not holds("evidence.note == 'rain and wind' and not ok", quoted)
+
+
+def test_a_malformed_condition_fails_when_the_runbooks_load(tmp_path: Path) -> None:
+    book = tmp_path / "runbooks.yaml"
+    book.write_text("runbooks:\n  r:\n    kinds: [validation]\n    steps:\n      - when: source.missing ~ 3\n        finish: escalated\n")
+    with pytest.raises(DefinitionError, match=r"(?s)runbooks file .* is invalid: .*steps.0.when.*condition 'source.missing ~ 3' is not"):
+        load_runbooks(book)
 
 
 # -- the runbooks on real data ----------------------------------------------------------------------------

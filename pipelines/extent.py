@@ -107,9 +107,10 @@ class Extent(BaseModel):
         if not ranges:
             return "no slot missing"
         cadence = self.days[0].cadence_minutes
-        unit = "half-hours" if cadence == 30 else "hours" if cadence == 60 else f"{cadence}-minute slots"
+        count = self.missing_count()
+        unit = "half-hour" if cadence == 30 else "hour" if cadence == 60 else f"{cadence}-minute slot"
         spans = ", ".join(_span(r, timedelta(minutes=cadence)) for r in ranges)
-        return f"{self.missing_count()} {unit} missing {spans}{_clock_change(ranges)}"
+        return f"{count} {unit}{'' if count == 1 else 's'} missing {spans}{_clock_change(ranges)}"
 
     def describe(self) -> str:
         """One sentence: what is missing, from when to when, and what became of the partial days."""

@@ -14,9 +14,9 @@ import pytest
 
 from agent.chat.intents import read_intent
 from agent.chat.names import names_of
-from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, Turn
+from agent.planner import Turn
 from config.settings import load_settings
+from tests.chat_planning import plan
 from tests.conftest import utc
 from tools import names as tool
 
@@ -25,8 +25,7 @@ NAMES = names_of(load_settings().config_dir)
 
 
 def _plan(text: str, turns: list[Turn] | None = None) -> Any:
-    state = PlanningState(thread_id="c", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or [])
-    return plan_chat(state, planner="runbook planner")
+    return plan(text, NOW, turns)
 
 
 def _result(mean: float | None, n: int) -> dict[str, Any]:

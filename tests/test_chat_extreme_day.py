@@ -12,9 +12,9 @@ import pytest
 
 from agent.chat.intents import read_intent
 from agent.chat.names import names_of
-from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, Turn
+from agent.planner import Turn
 from config.settings import load_settings
+from tests.chat_planning import answered, plan
 from tests.conftest import utc
 from tools import names as tool
 
@@ -23,8 +23,7 @@ NAMES = names_of(load_settings().config_dir)
 
 
 def _plan(text: str, turns: list[Turn] | None = None) -> Any:
-    state = PlanningState(thread_id="d", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or [])
-    return plan_chat(state, planner="runbook planner")
+    return plan(text, NOW, turns)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +50,7 @@ def test_the_answer_names_the_day_its_mean_and_the_days_compared() -> None:
     text = "which day last week had the lowest carbon intensity?"
     [call] = _plan(text).calls
     row = {"day": "2023-02-20T00:00:00+00:00", "mean": 120.46, "n": 48, "days": 7, "mean_of_days": 162.2}
-    turn = Turn(call=call, decision="allow", status="ok", result={"columns": list(row), "rows": [list(row.values())]})
+    turn = answered(call, list(row), [list(row.values())])
     assert _plan(text, [turn]).message == (
         "[runbook planner] The day with the lowest average carbon intensity from 2023-02-20 to 2023-02-26 was 2023-02-20: "
         "120.5 gCO2/kWh over 48 readings (the 7 day(s) averaged 162.2)."
@@ -80,7 +79,7 @@ def test_the_mix_lists_every_fuel_largest_first(text: str, hours: tuple[int, int
     [call] = _plan(text).calls
     assert "GROUP BY fuel ORDER BY mean DESC, fuel" in call.arguments["sql"]
     rows = [["gas", 38.14, 48], ["nuclear", 20.3, 48], ["wind", 15.4, 48]]
-    turn = Turn(call=call, decision="allow", status="ok", result={"columns": ["fuel", "mean", "n"], "rows": rows})
+    turn = answered(call, ["fuel", "mean", "n"], rows)
     message = _plan(text, [turn]).message
     assert "gas 38.1 %, nuclear 20.3 %, wind 15.4 %. The largest was gas." in message
     assert read_intent("what was the wind share in the generation mix on 2019-04-03", now=NOW, names=NAMES).metric == "share"

@@ -8,9 +8,9 @@ import pytest
 
 from agent.chat.intents import read_intent
 from agent.chat.names import names_of
-from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, Turn
+from agent.planner import Turn
 from config.settings import load_settings
+from tests.chat_planning import answered, plan
 from tests.conftest import utc
 from tools import names as tool
 
@@ -19,8 +19,7 @@ NAMES = names_of(load_settings().config_dir)
 
 
 def _plan(text: str, turns: list[Turn] | None = None) -> Any:
-    state = PlanningState(thread_id="c", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or [])
-    return plan_chat(state, planner="runbook planner")
+    return plan(text, NOW, turns)
 
 
 @pytest.mark.parametrize(
@@ -85,6 +84,6 @@ def test_the_bias_answer_says_over_or_under() -> None:
     text = "did the forecast overestimate or underestimate last week?"
     [call] = _plan(text).calls
     row = {"n": 336, "mean": -3.2, "low": -40.0, "low_at": None, "high": 25.0, "high_at": None, "first_ts": None, "last_ts": None}
-    turn = Turn(call=call, decision="allow", status="ok", result={"columns": list(row), "rows": [list(row.values())]})
+    turn = answered(call, list(row), [list(row.values())])
     message = _plan(text, [turn]).message
     assert message.endswith("On average the forecast underestimated the measured intensity by 3.2 gCO2/kWh.")

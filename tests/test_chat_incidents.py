@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, Turn
+from agent.planner import Turn
+from tests.chat_planning import plan
 from tests.conftest import utc
 from tools import names as tool
 
@@ -23,10 +23,7 @@ SEVEN = {
 
 
 def _plan(text: str, turns: list[Turn] | None = None) -> Any:
-    state = PlanningState(
-        thread_id="chat-t", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or []
-    )
-    return plan_chat(state, planner="runbook planner")
+    return plan(text, NOW, turns)
 
 
 def _summary(number: int, status: str) -> dict[str, Any]:

@@ -6,21 +6,18 @@ from typing import Any
 
 from agent.chat.answers import lineage
 from agent.chat.names import names_of
-from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, Turn
+from agent.planner import Turn
 from config.inventory import load_inventory
 from config.settings import load_settings
 from pipelines import lineage as graph
+from tests.chat_planning import plan
 from tests.conftest import utc
 
 NOW = utc(2023, 3, 4, 1)
 
 
 def _plan(text: str, turns: list[Turn] | None = None) -> Any:
-    state = PlanningState(
-        thread_id="chat-l", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or []
-    )
-    return plan_chat(state, planner="runbook planner")
+    return plan(text, NOW, turns)
 
 
 def _result(table: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from agent.chat.mood import is_request
-from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, ProposedCall, Turn
+from agent.planner import ProposedCall, Turn
+from tests.chat_planning import plan
 from tests.conftest import utc
 from tools import names as tool
 
@@ -77,10 +77,7 @@ REQUESTS = [
 
 
 def _plan(text: str, turns: list[Turn] | None = None) -> Any:
-    state = PlanningState(
-        thread_id="chat-t", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or []
-    )
-    return plan_chat(state, planner="runbook planner")
+    return plan(text, NOW, turns)
 
 
 @pytest.mark.parametrize("text", QUESTIONS)

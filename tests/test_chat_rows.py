@@ -8,9 +8,9 @@ import pytest
 
 from agent.chat.intents import read_intent
 from agent.chat.names import names_of
-from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, Turn
+from agent.planner import Turn
 from config.settings import load_settings
+from tests.chat_planning import answered, plan
 from tests.conftest import utc
 from tools import names as tool
 
@@ -19,8 +19,7 @@ NAMES = names_of(load_settings().config_dir)
 
 
 def _plan(text: str, turns: list[Turn] | None = None) -> Any:
-    state = PlanningState(thread_id="r", mode="chat", question=text, context={"now": NOW.isoformat(), "turn_id": "x"}, turns=turns or [])
-    return plan_chat(state, planner="runbook planner")
+    return plan(text, NOW, turns)
 
 
 @pytest.mark.parametrize(
@@ -43,11 +42,11 @@ def test_the_answer_gives_the_count_and_the_span_and_an_empty_table_says_so() ->
     text = "how many rows does gold.carbon_intensity_hourly have?"
     [call] = _plan(text).calls
     row = {"n": 744, "first_ts": "2023-02-01T00:00:00+00:00", "last_ts": "2023-03-03T23:00:00+00:00"}
-    full = Turn(call=call, decision="allow", status="ok", result={"columns": list(row), "rows": [list(row.values())]})
+    full = answered(call, list(row), [list(row.values())])
     assert _plan(text, [full]).message == (
         "[runbook planner] gold.carbon_intensity_hourly holds 744 rows on main, from 2023-02-01 00:00 UTC to 2023-03-03 23:00 UTC."
     )
-    empty = Turn(call=call, decision="allow", status="ok", result={"columns": ["n", "first_ts", "last_ts"], "rows": [[0, None, None]]})
+    empty = answered(call, ["n", "first_ts", "last_ts"], [[0, None, None]])
     assert _plan(text, [empty]).message.endswith("gold.carbon_intensity_hourly holds no rows yet.")
 
 

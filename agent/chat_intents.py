@@ -13,6 +13,7 @@ classifier is cached) and continues from the turns already taken.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "pause": ("pause a pipeline's schedule", "pause weather"),
     "resume": ("resume a paused pipeline", "resume weather"),
 }
+# "What did you do about the weather outage?", "how was the carbon incident handled?": what became of a table's incidents.
+_DONE_ABOUT = re.compile(
+    r"\b(?:what did (?:you|the agent) do|what (?:was|has been) done|how (?:did you|was it|were they|was the \w+ \w+) (?:handle|deal|fix)|what happened (?:to|with)|handled|dealt with)\b"
+)
 _FAILURE_WORDS = ("fail", "wrong", "problem", "error", "broke", "bad", "issue")
 
 
@@ -201,6 +206,9 @@ class ChatPlan:
         if i.kind == "incidents":
             if i.incident_id is not None:
                 return [self.call(tool.GET_INCIDENT, incident_id=i.incident_id)]
+            if self.about_a_table():
+                # "what did you do about the weather outage?": that table's incidents, the newest told in full.
+                return [self.call(tool.LIST_INCIDENTS, status="all", table=i.table, limit=10)]
             return [self.call(tool.LIST_INCIDENTS, **incidents.list_arguments(i.incident_status or "unresolved"))]
         if i.kind == "status":
             return [self.call(tool.CURRENT_METRICS)]
@@ -370,8 +378,16 @@ class ChatPlan:
         return [self.call(tool.DELETE_PARTITION, table=i.table, day=day, reason=reason)]
 
     # -- after the first results ---------------------------------------------------------------------------
+    def about_a_table(self) -> bool:
+        """An incidents question that names a table and asks what became of it, not for a list by status."""
+        i = self.intent
+        return i.kind == "incidents" and i.table is not None and bool(_DONE_ABOUT.search(self.question.lower()))
+
     def follow_up(self) -> list[ProposedCall] | None:
         last = self.state.turns[-1]
+        if self.about_a_table() and last.call.name == tool.LIST_INCIDENTS and last.status == "ok" and len(self.state.turns) == 1:
+            found = (last.result or {}).get("incidents") or []
+            return [self.call(tool.GET_INCIDENT, incident_id=found[0]["id"])] if found else None
         if self.intent.kind != "run_report" or last.call.name != tool.LIST_RUNS or last.status != "ok" or len(self.state.turns) != 1:
             return None
         runs = (last.result or {}).get("runs") or []
@@ -401,6 +417,8 @@ class ChatPlan:
         if i.kind == "incidents":
             if i.incident_id is not None:
                 return incidents.one(result)
+            if self.about_a_table():
+                return incidents.about_table(i.table or "", result, turns[1].result if len(turns) > 1 else None)
             return incidents.listed(result, i.incident_status or "unresolved")
         if i.kind == "status":
             return answers.status(result)

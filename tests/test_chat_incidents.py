@@ -65,3 +65,19 @@ def test_the_total_counts_every_incident_by_status() -> None:
     result = {"incidents": [_summary(1, "resolved"), _summary(2, "resolved"), _summary(3, "open")]}
     message = _plan(text, [Turn(call=call, decision="allow", status="ok", result=result)]).message
     assert "3 incident(s) in total (1 open, 2 resolved)" in message
+
+
+def test_what_was_done_about_a_table_tells_its_newest_incident_and_lists_the_earlier_ones() -> None:
+    text = "what did you do about the weather outage?"
+    [listing] = _plan(text).calls
+    assert (listing.name, listing.arguments) == (tool.LIST_INCIDENTS, {"status": "all", "table": "silver.weather", "limit": 10})
+    found = {"incidents": [_summary(7, "escalated"), _summary(4, "resolved")]}
+    first = Turn(call=listing, decision="allow", status="ok", result=found)
+    [get] = _plan(text, [first]).calls
+    assert (get.name, get.arguments) == (tool.GET_INCIDENT, {"incident_id": 7})
+    message = _plan(text, [first, Turn(call=get, decision="allow", status="ok", result=SEVEN)]).message
+    assert "Incident #7 [critical] is escalated: silver.weather is stale" in message
+    assert "agent (escalated): the source has no new data." in message and ".." not in message
+    assert message.endswith("Earlier on silver.weather: #4 resolved: silver.weather is stale.")
+    nothing = _plan(text, [Turn(call=listing, decision="allow", status="ok", result={"incidents": []})])
+    assert not nothing.calls and nothing.message.endswith("No incident is recorded on silver.weather.")

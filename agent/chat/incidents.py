@@ -81,7 +81,7 @@ def one(result: dict[str, Any]) -> str:
         parts.append(
             "What was done: "
             + "; ".join(
-                f"{str(n.get('at', ''))[:16].replace('T', ' ')} {n.get('actor', '?')} ({n.get('status', '?')}): {n.get('note', '')}"
+                f"{str(n.get('at', ''))[:16].replace('T', ' ')} {n.get('actor', '?')} ({n.get('status', '?')}): {str(n.get('note', '')).rstrip().rstrip('.')}"
                 for n in notes
             )
             + "."
@@ -89,3 +89,13 @@ def one(result: dict[str, Any]) -> str:
     else:
         parts.append("Nothing was done about it yet (no notes).")
     return "\n".join(parts)
+
+
+def about_table(table: str, listed_result: dict[str, Any], newest: dict[str, Any] | None) -> str:
+    """What became of a table's incidents: the newest told in full, the others listed."""
+    items = listed_result.get("incidents") or []
+    if not items or newest is None:
+        return f"No incident is recorded on {table}."
+    others = [f"#{i['id']} {i['status']}: {i['title']}" for i in items[1:]]
+    rest = f"\nEarlier on {table}: " + "; ".join(others) + "." if others else ""
+    return one(newest) + rest

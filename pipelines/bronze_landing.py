@@ -56,6 +56,19 @@ class _Landed:
     rows: pa.Table
 
 
+def _latest_hashes(rows: pa.Table) -> dict[str, set[str]]:
+    """Per record key, the payload hashes of its latest fetch (several when that fetch sent the key twice)."""
+    newest: dict[str, tuple[datetime, set[str]]] = {}
+    columns = (rows.column(c).to_pylist() for c in ("record_key", "payload_hash", "fetched_at"))
+    for key, digest, fetched_at in zip(*columns, strict=True):
+        held = newest.get(key)
+        if held is None or fetched_at > held[0]:
+            newest[key] = (fetched_at, {digest})
+        elif fetched_at == held[0]:
+            held[1].add(digest)
+    return {key: hashes for key, (_, hashes) in newest.items()}
+
+
 class BronzeLanding:
     """Lands one fetch in bronze (`land()`), then plans silver from bronze (`plan_silver()`)."""
 
@@ -64,14 +77,18 @@ class BronzeLanding:
         self.landed: _Landed | None = None  # bronze's rows of the days this run landed, for the first silver plan
 
     def land(self, fetched: FetchResult) -> list[datetime]:
-        """Append records whose (key, payload hash) bronze does not hold yet; returns the days they cover."""
+        """Append records that differ from the latest revision bronze holds of their key; returns the days they cover.
+
+        Compared with the latest revision, not with every revision ever held: a source that goes back to an
+        earlier value (A, then B, then A again) has revised the slot, and the latest revision is what silver
+        publishes."""
         run = self.run
         started = time.perf_counter()
         table = load_table(run.ctx.catalog, run.p.bronze)
         days = sorted({r.ts.replace(hour=0, minute=0, second=0, microsecond=0) for r in fetched.records})
         existing = wap.read_days(table, days, columns=BRONZE_PLAN_COLUMNS)
-        seen = set(zip(existing.column("record_key").to_pylist(), existing.column("payload_hash").to_pylist(), strict=True))
-        new = [r for r in fetched.records if (r.record_key, r.payload_hash) not in seen]
+        latest = _latest_hashes(existing)
+        new = [r for r in fetched.records if r.payload_hash not in latest.get(r.record_key, ())]
         data = pa.table(
             {
                 "ts": [r.ts for r in new],

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from pipelines import faults
 from pipelines.context import PlatformContext
 from pipelines.lakehouse.catalog import load_table
 from pipelines.ledger import ValidationRow
@@ -103,6 +104,23 @@ def test_late_revisions_update_silver_and_gold(ctx: PlatformContext) -> None:
     assert len(bronze) == 2 and len({b["payload_hash"] for b in bronze}) == 2, "bronze keeps every revision"
     hourly = {r["ts"]: r for r in rows(ctx, "gold.carbon_intensity_hourly")}
     assert hourly[utc(2024, 1, 12, 8)]["forecast"] == pytest.approx((silver[utc(2024, 1, 12, 8)]["forecast"] + 295) / 2)
+
+
+def test_a_source_that_goes_back_to_an_earlier_value_is_a_new_revision(ctx: PlatformContext) -> None:
+    """A, then B, then A again: bronze lands the third fetch (it differs from the latest revision, B, though bronze
+    held A once) and silver publishes A. Before, A was skipped as already seen and silver kept B."""
+    w = window((2023, 3, 1), (2023, 3, 2))
+    slot = utc(2023, 3, 1, 12)
+    run_pipeline(ctx, "carbon_intensity", w)
+    original = {r["ts"]: r["actual"] for r in rows(ctx, "silver.carbon_intensity")}[slot]
+    ctx.faults.inject(faults.SourceFault(kind="late_revision", source="carbon_intensity", field="intensity.actual", value=7, times=0))
+    revised = run_pipeline(ctx, "carbon_intensity", w)
+    assert revised.bronze_new == 48 and {r["ts"]: r["actual"] for r in rows(ctx, "silver.carbon_intensity")}[slot] == original + 7
+    ctx.faults.clear()
+    back = run_pipeline(ctx, "carbon_intensity", w)
+    assert back.bronze_new == 48, "the earlier values are the source's latest revision again"
+    assert {r["ts"]: r["actual"] for r in rows(ctx, "silver.carbon_intensity")}[slot] == original
+    assert run_pipeline(ctx, "carbon_intensity", w).bronze_new == 0, "an unchanged source lands nothing"
 
 
 def test_incomplete_days_are_held_back_with_main_unchanged(ctx: PlatformContext) -> None:

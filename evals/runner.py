@@ -33,9 +33,10 @@ from evals.model_server import ScriptedOpenAI
 from evals.scenario import RunSpec, ScenarioSpec
 from pipelines import faults
 from pipelines.context import PlatformContext
+from pipelines.forecast.run import run_forecast
 from pipelines.lakehouse.catalog import load_table
 from pipelines.monitors.checks import evaluate
-from pipelines.monitors.findings import findings_from_run
+from pipelines.monitors.findings import findings_from_forecast, findings_from_run
 from pipelines.promotion import run_pipeline
 from pipelines.retry import no_wait, retry, run_failure, scheduler_budget
 from pipelines.sources.base import Window
@@ -117,6 +118,9 @@ class _Scenario:
         """One scheduled run as `serve` makes it: transient failures retried by the same rule and budget
         (pipelines/retry.py `scheduler_budget`), the waits modelled on the platform clock instead of slept."""
         start, end, as_of = run.bounds()
+        if run.pipeline in self.ctx.inventory.forecasts:
+            self.forecast(run.pipeline, as_of)
+            return
         window = Window(start=start, end=end)
         result, report = retry(
             lambda attempt, _at: run_pipeline(self.ctx, run.pipeline, window, as_of=as_of, attempt=attempt),
@@ -128,6 +132,15 @@ class _Scenario:
         )
         self.now = max(self.now, as_of + timedelta(seconds=report.waited_s))
         for finding in findings_from_run(result, silver=self.ctx.inventory.pipeline(run.pipeline).silver):
+            self.ctx.incidents.report(finding, now=as_of)
+        self.monitor()
+
+    def forecast(self, name: str, as_of: datetime) -> None:
+        """A forecast issue as `dataops run forecast` makes it, at `as_of` (the end of the run's window plus an hour,
+        unless the scenario says): from the data before it, published or quarantined whole."""
+        result = run_forecast(self.ctx, name, as_of=as_of)
+        self.now = max(self.now, as_of)
+        for finding in findings_from_forecast(result, table=self.ctx.inventory.forecast(name).table):
             self.ctx.incidents.report(finding, now=as_of)
         self.monitor()
 

@@ -1,7 +1,8 @@
 """What a scenario is: a folder `evals/scenarios/NNN_slug/scenario.yaml` with data, faults, approvals and checks.
 
 name, difficulty (easy | medium | hard), tags (the fault kinds it exercises), description
-runs:        pipeline windows of the bundled real data, run in order (each as of its end + 1 h)
+runs:        pipeline windows of the bundled real data, run in order (each as of its end + 1 h); a forecast
+             name (`forecast`) issues that forecast once at the run's as_of, as `dataops run forecast` does
 faults:      source faults injected before the runs, lake faults applied after them (pipelines/faults.py)
 after:       more runs after the lake faults (e.g. the day after a bad publish)
 monitors:    monitors to evaluate once the runs are done (e.g. a published-data audit)

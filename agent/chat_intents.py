@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.chat import advice, answers, compare, incidents, queries
 from agent.chat.day_hours import describe_hours
-from agent.chat.intents import ACTIONS, HORIZON_HOURS, Intent, read_intent
+from agent.chat.intents import ACTIONS, FORECAST_TABLE, HORIZON_HOURS, Intent, read_intent
 from agent.chat.names import Names, names_of
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
 from config.settings import load_settings
@@ -270,6 +270,11 @@ class ChatPlan:
                 f"A {i.hours or 1}-hour window does not fit in {describe_hours(i.day_hours)}: ask for a shorter window "
                 "or wider hours. Nothing ran."
             )
+        if i.kind == "greenest_ahead" and i.outlook:
+            window = self.outlook_window()
+            if isinstance(window, str):
+                return window
+            return [self.call(tool.QUERY_LAKE, sql=queries.outlook(FORECAST_TABLE, *window, issued_by=self.now), limit=1)]
         if i.kind == "greenest_ahead":
             if i.dirtiest:
                 return (
@@ -316,6 +321,21 @@ class ChatPlan:
         if _midnight(i.start) > self.now:
             arguments["not_before"] = _midnight(i.start).isoformat()
         return arguments
+
+    def outlook_window(self) -> tuple[datetime, datetime] | str:
+        """The coming stretch a forecast question is about: the search `ahead()` would make, as [since, until)."""
+        searched = self.ahead()
+        if isinstance(searched, str):
+            return searched
+        since = datetime.fromisoformat(searched["not_before"]) if "not_before" in searched else self.now
+        until = self.now + timedelta(hours=float(searched.get("within_hours", 24)))
+        if since >= until:
+            horizon = self.now + timedelta(hours=HORIZON_HOURS)
+            return (
+                f"A forecast reaches {HORIZON_HOURS} hours ahead, to {horizon:%Y-%m-%d %H:%M} UTC (platform clock {self.now:%Y-%m-%d %H:%M}); "
+                f"{since:%Y-%m-%d %H:%M} UTC is beyond it. Nothing ran."
+            )
+        return since, until
 
     def days_text(self) -> str:
         """The intent's days without its hours: "on 2023-03-04", "from 2023-03-04 to 2023-03-05"."""
@@ -455,6 +475,10 @@ class ChatPlan:
         if i.kind == "greenest":
             start, end = self.period(1)
             return answers.greenest(i, rows[0] if rows else {}, start, end)
+        if i.kind == "greenest_ahead" and i.outlook:
+            window = self.outlook_window()
+            assert not isinstance(window, str)
+            return answers.outlook(rows[0] if rows else {}, *window)
         if i.kind == "greenest_ahead":
             searched = self.ahead()
             if i.day_hours is None or isinstance(searched, str):

@@ -110,6 +110,24 @@ def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: 
     return text
 
 
+def outlook(row: dict[str, Any], since: datetime, until: datetime) -> str:
+    """What the forecast expects over [since, until), or why it cannot say."""
+    span = f"from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+    if row.get("issued_at") is None:
+        return (
+            "No forecast has been published yet: run `dataops run forecast` (or let `dataops serve` issue one after the next "
+            "carbon-intensity run), then ask again."
+        )
+    issued = _when(row["issued_at"])
+    if not row.get("n"):
+        return f"The latest forecast (issued {issued}) reaches {_when(row.get('reaches'))}; it does not cover {span}."
+    return (
+        f"The forecast issued {issued} expects {figure(row['mean'])} gCO2/kWh on average {span} (80 % band {figure(row['lo80'])}–"
+        f"{figure(row['hi80'])}), lowest {figure(row['low'])} at {_when(row['low_at'])}, highest {figure(row['high'])} at "
+        f"{_when(row['high_at'])}, over {row['n']} half-hours."
+    )
+
+
 def mix(intent: Intent, rows: list[dict[str, Any]], start: date, end: date) -> str:
     """The generation mix over a period: each fuel's mean share, largest first."""
     if not rows:

@@ -81,6 +81,9 @@ class Intent(BaseModel):
     fuel: str | None = None
     dirtiest: bool = Field(default=False, description="A greenest question asking for the highest-carbon window instead ('dirtiest hour')")
     by_day: bool = Field(default=False, description="A lowest or highest asked of whole days ('which day had the lowest ...'): daily means")
+    outlook: bool = Field(
+        default=False, description="What the forecast expects over a coming period ('what will the intensity be tomorrow?'), not when to run"
+    )
     hours: int | float | None = Field(
         default=None, ge=0.5, le=HORIZON_HOURS, description="Length of the window a greenest question asks about, a multiple of 0.5"
     )
@@ -280,6 +283,11 @@ _VERBS = {
 
 
 # The other end of a greenest question: the window with the most carbon.
+# A question about the forecast that asks when to act ("when should I run", "best time to charge", "greenest window"),
+# rather than what it expects ("what will the intensity be tomorrow?").
+_WHEN_TO_RUN = re.compile(
+    r"\b(?:when|best|greenest|cleanest|lowest|run|running|schedule|charge|charging|start|window|job|shift|plan|slot|time to)\b"
+)
 # A lowest or highest asked of whole days: "which day had the lowest ...", "the greenest day last week".
 _BY_DAY = re.compile(
     r"\b(?:which|what)\s+(?:day|date)\b|\b(?:greenest|cleanest|dirtiest|best|worst|lowest|highest|coldest|warmest|hottest|windiest|sunniest)\s+day\b"
@@ -413,6 +421,10 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         if at is not None and when.hours is None:
             when = when.model_copy(update={"hours": (at.hour, at.hour + 1)})
         kind, unsure = "aggregate", False
+    future = when.start is not None and when.start > now.date()
+    if kind == "aggregate" and future and _metric(lowered)[0] in ("intensity", "forecast"):
+        kind = "greenest_ahead"  # "average forecast tomorrow": only the platform's forecast covers a coming day
+    outlook = kind == "greenest_ahead" and not _WHEN_TO_RUN.search(lowered)
     by_day = bool(_BY_DAY.search(lowered)) and (when.days or 7) > 1
     if kind == "greenest" and by_day:
         kind, unsure = "aggregate", False  # "the greenest day last week": the day with the lowest mean, not an hour
@@ -464,6 +476,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     if kind in GREENEST:
         slots["hours"] = _hours(read_hours(lowered).text) or 1  # "from 14h to 18h" is when, not how long
         slots["dirtiest"] = bool(_DIRTIEST.search(lowered))
+        slots["outlook"] = outlook
     if kind == "value_at" and when.at is None:
         slots["at"] = read_time(lowered)[0]
     if kind == "rollback":

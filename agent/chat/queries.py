@@ -181,3 +181,15 @@ def mix(start: date, end: date, hours: tuple[int, int] | None = None) -> str:
         f"SELECT fuel, avg(perc) AS mean, count(*) AS n FROM silver.generation_mix WHERE {_between(start, end)} AND {_hours(hours)} "
         "AND perc IS NOT NULL GROUP BY fuel ORDER BY mean DESC, fuel"
     )
+
+
+def outlook(table: str, since: datetime, until: datetime, issued_by: datetime) -> str:
+    """What the latest forecast issued by `issued_by` expects over [since, until): mean, extremes, 80 % band, reach."""
+    latest = f"(SELECT max(issued_at) FROM {table} WHERE issued_at <= TIMESTAMPTZ '{issued_by.isoformat()}')"
+    return (
+        f"WITH f AS (SELECT ts, point, lo80, hi80 FROM {table} WHERE issued_at = {latest} "
+        f"AND ts >= TIMESTAMPTZ '{since.isoformat()}' AND ts < TIMESTAMPTZ '{until.isoformat()}') "
+        f"SELECT {latest} AS issued_at, count(*) AS n, avg(point) AS mean, min(point) AS low, arg_min(ts, point) AS low_at, "
+        "max(point) AS high, arg_max(ts, point) AS high_at, avg(lo80) AS lo80, avg(hi80) AS hi80, "
+        f"(SELECT max(ts) FROM {table} WHERE issued_at = {latest}) AS reaches FROM f"
+    )

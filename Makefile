@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps run test test-fast check lint format types bench clean
 
-$(STAMP): pyproject.toml
+# Runtime dependencies at the versions of requirements.lock (the image's exact, hashed set), so a machine set up
+# today tests what the image ships, not whatever was released this morning; the dev tools float within pyproject.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ \\$$//' > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet -e '.[dev,ray]' -c $(VENV)/constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.chat import advice, answers, compare, incidents, queries
+from agent.chat import advice, ahead, answers, compare, incidents, queries
 from agent.chat.day_hours import describe_hours
-from agent.chat.intents import ACTIONS, FORECAST_TABLE, HORIZON_HOURS, Intent, read_intent
+from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
 from agent.chat.names import Names, names_of
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
 from config.settings import load_settings
@@ -66,10 +66,6 @@ def _now(state: PlanningState) -> datetime:
     # The platform clock: replays and evals run in the past; the machine's calendar would be wrong there.
     raw = state.context.get("now")
     return datetime.fromisoformat(raw) if raw else datetime.now(UTC)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 class ChatPlan:
@@ -250,7 +246,7 @@ class ChatPlan:
                 return "At what time? e.g. 'what was the carbon intensity yesterday at 18:00?'"
             column = queries.metric_column(i.metric, i.fuel)
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
-            at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
+            at = ahead.midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return [self.call(tool.QUERY_LAKE, sql=queries.value_at(column.table, at, minutes), limit=20)]
         if i.kind == "aggregate" and i.metric == "mix":
             start, end = self.period(1)
@@ -271,7 +267,7 @@ class ChatPlan:
                 "or wider hours. Nothing ran."
             )
         if i.kind == "greenest_ahead" and i.outlook:
-            window = self.outlook_window()
+            window = ahead.outlook_window(i, self.now)
             if isinstance(window, str):
                 return window
             return [self.call(tool.QUERY_LAKE, sql=queries.outlook(FORECAST_TABLE, *window, issued_by=self.now), limit=1)]
@@ -281,7 +277,7 @@ class ChatPlan:
                     "The forecast is searched for the greenest window only; to avoid the dirtiest hours, ask when to run "
                     "the job ('when should I run a 2-hour job tomorrow?'). Nothing ran."
                 )
-            arguments = self.ahead()
+            arguments = ahead.search(i, self.now)
             return arguments if isinstance(arguments, str) else [self.call(tool.FIND_GREENEST_WINDOW, **arguments)]
         if i.kind == "greenest":
             start, end = self.period(1)
@@ -299,70 +295,6 @@ class ChatPlan:
             self.call(tool.LIST_INCIDENTS, 2, status="all", table=table, limit=20),
             self.call(tool.REFETCH_AND_DIFF, 3, pipeline=pipeline, day=i.day.isoformat()),
         ]
-
-    def ahead(self) -> dict[str, Any] | str:
-        """The greenest-ahead call's arguments: a deadline in hours from now, and the earliest start for a later day.
-
-        "in the next 12 hours" is the deadline itself; "tomorrow" starts at tomorrow's midnight and ends at the next;
-        "today" ends at midnight; nothing said: the tool's default (24 hours). A forecast reaches 48 hours, so a
-        later deadline is cut there. A part of the day ("tomorrow morning") is the search itself: from its first hour
-        to its last; with no day, the next such hours that have not ended. A str says why there is nothing to search."""
-        i = self.intent
-        arguments: dict[str, Any] = {"hours": i.hours or 1}
-        if i.within_hours is not None:
-            return arguments | {"within_hours": i.within_hours}
-        if i.day_hours is not None:
-            return self.ahead_in_hours(arguments, i.day_hours)
-        if i.start is None or i.end is None:
-            return arguments
-        horizon = timedelta(hours=HORIZON_HOURS)
-        deadline = min(_midnight(i.end), self.now + horizon)
-        arguments["within_hours"] = round(max((deadline - self.now).total_seconds() / 3600, 0.5), 2)
-        if _midnight(i.start) > self.now:
-            arguments["not_before"] = _midnight(i.start).isoformat()
-        return arguments
-
-    def outlook_window(self) -> tuple[datetime, datetime] | str:
-        """The coming stretch a forecast question is about: the search `ahead()` would make, as [since, until)."""
-        searched = self.ahead()
-        if isinstance(searched, str):
-            return searched
-        since = datetime.fromisoformat(searched["not_before"]) if "not_before" in searched else self.now
-        until = self.now + timedelta(hours=float(searched.get("within_hours", 24)))
-        if since >= until:
-            horizon = self.now + timedelta(hours=HORIZON_HOURS)
-            return (
-                f"A forecast reaches {HORIZON_HOURS} hours ahead, to {horizon:%Y-%m-%d %H:%M} UTC (platform clock {self.now:%Y-%m-%d %H:%M}); "
-                f"{since:%Y-%m-%d %H:%M} UTC is beyond it. Nothing ran."
-            )
-        return since, until
-
-    def days_text(self) -> str:
-        """The intent's days without its hours: "on 2023-03-04", "from 2023-03-04 to 2023-03-05"."""
-        day_range = self.intent.when.model_copy(update={"hours": None}).describe()
-        return f"on {day_range}" if " to " not in day_range else f"from {day_range}"
-
-    def ahead_in_hours(self, arguments: dict[str, Any], hours: tuple[int, int]) -> dict[str, Any] | str:
-        """Search the first day whose hours still hold the whole job before the forecast ends: the tool searches one
-        stretch of time, not one per day ("3 hours this evening" asked at 22:30 looks at tomorrow evening)."""
-        i = self.intent
-        today = self.now.date()
-        first, last = i.start or today, i.end or today + timedelta(days=2)
-        job, horizon = timedelta(hours=float(arguments["hours"])), self.now + timedelta(hours=HORIZON_HOURS)
-        for day in (first + timedelta(days=n) for n in range((last - first).days)):
-            begin = max(_midnight(day) + timedelta(hours=hours[0]), self.now)
-            deadline = min(_midnight(day) + timedelta(hours=hours[1]), horizon)
-            if deadline - begin >= job:
-                arguments["within_hours"] = round((deadline - self.now).total_seconds() / 3600, 2)
-                if begin > self.now:
-                    arguments["not_before"] = begin.isoformat()
-                return arguments
-        return (
-            f"No {describe_hours(hours)} {self.days_text() if i.start else 'in the next two days'} still holds a "
-            f"{arguments['hours']}-hour window before the forecast ends ({horizon:%Y-%m-%d %H:%M} UTC, platform clock "
-            f"{self.now:%Y-%m-%d %H:%M} UTC): ask about a later day within the forecast, a shorter job, or measured data "
-            "('greenest hour this morning'). Nothing ran."
-        )
 
     def action(self) -> list[ProposedCall] | str:
         i = self.intent
@@ -460,7 +392,7 @@ class ChatPlan:
             column = queries.metric_column(i.metric, i.fuel)
             assert i.start is not None and i.at is not None
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
-            at = _midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
+            at = ahead.midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return answers.value_at(i, rows, at, column.table)
         if i.kind == "aggregate" and i.metric == "mix":
             return answers.mix(i, rows, *self.period(1))
@@ -476,11 +408,11 @@ class ChatPlan:
             start, end = self.period(1)
             return answers.greenest(i, rows[0] if rows else {}, start, end)
         if i.kind == "greenest_ahead" and i.outlook:
-            window = self.outlook_window()
+            window = ahead.outlook_window(i, self.now)
             assert not isinstance(window, str)
             return answers.outlook(rows[0] if rows else {}, *window)
         if i.kind == "greenest_ahead":
-            searched = self.ahead()
+            searched = ahead.search(i, self.now)
             if i.day_hours is None or isinstance(searched, str):
                 return answers.greenest_ahead(result)
             since = datetime.fromisoformat(searched["not_before"]) if "not_before" in searched else self.now

@@ -59,6 +59,7 @@ KINDS: dict[str, tuple[str, str]] = {
 _DONE_ABOUT = re.compile(
     r"\b(?:what did (?:you|the agent) do|what (?:was|has been) done|how (?:did you|was it|were they|was the \w+ \w+) (?:handle|deal|fix)|what happened (?:to|with)|handled|dealt with)\b"
 )
+MAX_RANGE_DAYS = 200  # a range's completeness is one row a day, and query_lake returns at most 200 rows
 _FAILURE_WORDS = ("fail", "wrong", "problem", "error", "broke", "bad", "issue")
 
 
@@ -285,10 +286,19 @@ class ChatPlan:
             sql = queries.greenest(start, end, slots=slots, slot_minutes=30, hours=i.day_hours, dirtiest=i.dirtiest)
             return [self.call(tool.QUERY_LAKE, sql=sql, limit=1)]
         # why_missing
-        if i.day is None:
-            return "Which day? e.g. 'why is carbon intensity missing data on 2023-03-02?'"
         table = i.table or "silver.carbon_intensity"
         pipeline = i.pipeline or self.names.owner.get(table, "carbon_intensity")
+        if i.day is None and i.start is not None and i.end is not None:
+            # A range ("is anything missing this week?"): each day's slots, then the days that lack some.
+            start, end = i.start, min(i.end, self.now.date())
+            if end <= start:
+                return f"{i.when.describe()} has not ended yet on the platform clock ({self.now:%Y-%m-%d %H:%M} UTC); ask about a day up to {start}."
+            if (end - start).days > MAX_RANGE_DAYS:
+                return f"That is {(end - start).days} days; ask about at most {MAX_RANGE_DAYS} days at a time (one row a day). Nothing ran."
+            sql = queries.day_counts(table, self.names.quarantine.get(pipeline), start, end)
+            return [self.call(tool.QUERY_LAKE, sql=sql, limit=MAX_RANGE_DAYS)]
+        if i.day is None:
+            return "Which day? e.g. 'why is carbon intensity missing data on 2023-03-02?'"
         return [
             self.call(tool.QUERY_LAKE, 0, sql=queries.day_contents(table, self.names.quarantine[pipeline], i.day), limit=50),
             self.call(tool.LIST_RUNS, 1, pipeline=pipeline, limit=50),
@@ -418,8 +428,10 @@ class ChatPlan:
             since = datetime.fromisoformat(searched["not_before"]) if "not_before" in searched else self.now
             until = self.now + timedelta(hours=searched["within_hours"])
             return answers.greenest_ahead(result) + f" (Searched {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC only.)"
-        assert i.day is not None
         table = i.table or "silver.carbon_intensity"
+        if i.day is None:
+            assert i.start is not None and i.end is not None
+            return answers.gaps_in_range(table, self.names.slots_per_day.get(table), rows, i.start, min(i.end, self.now.date()))
         by_role = {
             "runs": next((t for t in turns if t.call.name == tool.LIST_RUNS), None),
             "incidents": next((t for t in turns if t.call.name == tool.LIST_INCIDENTS), None),

@@ -110,6 +110,27 @@ def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: 
     return text
 
 
+def gaps_in_range(table: str, expected: int | None, rows: list[dict[str, Any]], start: date, end: date) -> str:
+    """Which days of [start, end) lack slots, and how many: the completeness of a range at a glance."""
+    by_day = {str(r["day"])[:10]: r for r in rows}
+    days = [start + timedelta(days=n) for n in range((end - start).days)]
+    span = period_phrase(start, end)
+    if expected is None:
+        return f"{table} {span}: {sum(int(r['n_rows'] or 0) for r in rows)} rows; its slots a day are not declared, so gaps cannot be counted."
+    short = []
+    for day in days:
+        row = by_day.get(day.isoformat(), {})
+        slots, held = int(row.get("slots") or 0), int(row.get("held") or 0)
+        if slots < expected:
+            note = f", {held} held in quarantine" if held else ""
+            short.append(f"{day.isoformat()} ({slots} of {expected} slots, {expected - slots} missing{note})")
+    missing = sum(expected - int(by_day.get(d.isoformat(), {}).get("slots") or 0) for d in days)
+    head = f"{table} {span}: {len(days) - len(short)} of {len(days)} days complete"
+    if not short:
+        return f"{head}; no slot is missing ({len(days) * expected} slots)."
+    return f"{head}; {missing} slot(s) missing in all. Incomplete: " + "; ".join(short) + ". Ask 'why is it missing on DAY?' for one day's story."
+
+
 def outlook(row: dict[str, Any], since: datetime, until: datetime) -> str:
     """What the forecast expects over [since, until), or why it cannot say."""
     span = f"from {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import date, datetime, time, timedelta
 
 import pytest
 
@@ -78,3 +78,19 @@ def test_an_answer_about_one_of_two_periods_says_so() -> None:
     turn = Turn(call=call, decision="allow", status="ok", result={"columns": list(row), "rows": [list(row.values())]})
     message = plan_chat(state.model_copy(update={"turns": [turn]}), planner="runbook planner").message
     assert message.endswith("This answers 2023-01-28 only; ask again for 2023-02-01.")
+
+
+@pytest.mark.parametrize(
+    ("now", "text", "start"),
+    [
+        (utc(2023, 3, 8, 1), "average intensity over the weekend", date(2023, 3, 4)),  # a Wednesday: the weekend just past
+        (utc(2023, 3, 8, 1), "last weekend", date(2023, 3, 4)),
+        (utc(2023, 3, 8, 1), "this weekend", date(2023, 3, 11)),
+        (utc(2023, 3, 8, 1), "the weekend before last", date(2023, 2, 25)),
+        (utc(2023, 3, 4, 1), "over the weekend", date(2023, 3, 4)),  # a Saturday: the weekend that has begun
+        (utc(2023, 3, 4, 1), "last weekend", date(2023, 2, 25)),
+    ],
+)
+def test_a_weekend_is_a_saturday_and_a_sunday(now: datetime, text: str, start: date) -> None:
+    when = read_when(text, now)
+    assert (when.start, when.end) == (start, start + timedelta(days=2))

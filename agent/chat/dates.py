@@ -144,6 +144,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("last_n", re.compile(r"\b(?:last|past|previous|preceding)\s+(\d{1,3}|[a-z]+)\s+(days?|weeks?|months?)\b")),
     ("n_ago", re.compile(r"\b(\d{1,3}|[a-z]+)\s+(days?|weeks?)\s+ago\b")),
     ("period", re.compile(r"\b(last|past|previous|this|current)\s+(week|month|year|fortnight)\b")),
+    # "last weekend", "this weekend", "over the weekend", "the weekend before last": a Saturday and a Sunday.
+    ("weekend", re.compile(r"\b(?:(last|this|previous|past|the|a)\s+)?weekend\b(\s+before\s+last)?")),
     ("weekday", re.compile(r"\b(?:(last|this|on)\s+)?([a-z]{2,9}days?)\b")),
     # "1-3 March", "between 1 and 3 March": one span; "and" joins two days only after "between".
     (
@@ -183,6 +185,17 @@ def _period(which: str, unit: str, today: date) -> tuple[date, date]:
         return (previous, this_month) if back else (this_month, _next_month(this_month))
     year = today.year - back
     return date(year, 1, 1), date(year + 1, 1, 1)
+
+
+def _weekend(which: str | None, before_last: bool, today: date) -> tuple[date, date]:
+    """Saturday and Sunday. "this weekend" is this week's; "last weekend" the one before this week; "the weekend"
+    alone the latest one that has begun (today's, on a Saturday or a Sunday)."""
+    saturday = today - timedelta(days=today.weekday()) + timedelta(days=5)  # this week's Saturday
+    if which in ("last", "previous", "past") or (which != "this" and saturday > today):
+        saturday -= timedelta(days=7)
+    if before_last:
+        saturday -= timedelta(days=7)
+    return saturday, saturday + timedelta(days=2)
 
 
 def _spans(text: str, today: date) -> list[_Span]:
@@ -232,6 +245,8 @@ def _spans(text: str, today: date) -> list[_Span]:
                 add(m, day, day + timedelta(days=1))
             elif kind == "period":
                 add(m, *_period(m[1], m[2], today))
+            elif kind == "weekend":
+                add(m, *_weekend(m[1], bool(m[2]), today))
             elif kind == "weekday":
                 target = _weekday_word(m[2])
                 if target is None:

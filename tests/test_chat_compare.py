@@ -7,7 +7,7 @@ January?" went looking for February's greenest hour.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -89,3 +89,18 @@ def test_a_period_without_readings_is_not_compared_and_a_temperature_gets_no_per
 def test_one_period_stays_one_query_and_a_lone_greenest_question_stays_greenest() -> None:
     assert len(_plan("average intensity yesterday").calls) == 1
     assert read_intent("greenest hour in February", now=NOW, names=NAMES).kind == "greenest"
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "first"),
+    [
+        ("was yesterday greener than average?", "intensity", (date(2023, 3, 3), date(2023, 3, 4))),
+        ("was it colder than normal yesterday?", "temperature", (date(2023, 3, 3), date(2023, 3, 4))),
+        ("was last week dirtier than usual", "intensity", (date(2023, 2, 20), date(2023, 2, 27))),
+    ],
+)
+def test_than_usual_is_the_28_days_before(text: str, metric: str, first: tuple[date, date]) -> None:
+    intent = read_intent(text, now=NOW, names=NAMES)
+    assert (intent.kind, intent.metric, (intent.start, intent.end)) == ("aggregate", metric, first)
+    assert intent.other_ranges == ((first[0] - timedelta(days=28), first[0]),)
+    assert len(_plan(text).calls) == 2

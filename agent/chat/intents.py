@@ -82,7 +82,8 @@ class Intent(BaseModel):
     dirtiest: bool = Field(default=False, description="A greenest question asking for the highest-carbon window instead ('dirtiest hour')")
     by_day: bool = Field(default=False, description="A lowest or highest asked of whole days ('which day had the lowest ...'): daily means")
     outlook: bool = Field(
-        default=False, description="What the forecast expects over a coming period ('what will the intensity be tomorrow?'), not when to run"
+        default=False,
+        description="What the forecast expects over a coming period ('what will the intensity be tomorrow?'), not when to run",
     )
     hours: int | float | None = Field(
         default=None, ge=0.5, le=HORIZON_HOURS, description="Length of the window a greenest question asks about, a multiple of 0.5"
@@ -393,8 +394,13 @@ def _snapshot(text: str) -> int | None:
     return None
 
 
+# "than usual", "than average", "than normal": a period set against the USUAL_DAYS before it.
+_THAN_USUAL = re.compile(r"\bthan\s+(?:the\s+|it\s+)?(?:average|usual|normal|typical|is\s+typical)\b")
+USUAL_DAYS = 28
 # Two periods set against each other by a word of comparison: the averages are compared, not the greenest hours.
-_COMPARED = re.compile(r"\b(?:greener|cleaner|dirtier|browner|better|worse)\s+than\b|\bcompar|\bvs\.?\b|\bversus\b")
+_COMPARED = re.compile(
+    r"\b(?:greener|cleaner|dirtier|browner|better|worse|higher|lower|warmer|colder)\s+than\b|\bcompar|\bvs\.?\b|\bversus\b"
+)
 
 
 def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifier | None = None) -> Intent:
@@ -413,6 +419,10 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     when = read_when(lowered, now)
     if kind in GREENEST:
         kind = _ahead_or_past(kind, when, within, now)
+    if kind in ("aggregate", "greenest") and not when.other_ranges and when.start is not None and _THAN_USUAL.search(lowered):
+        # "was yesterday greener than usual?": against the 28 days before it
+        usual = (when.start - timedelta(days=USUAL_DAYS), when.start)
+        when = when.model_copy(update={"other_ranges": (usual,), "others": (f"the {USUAL_DAYS} days before",)})
     if kind == "greenest" and when.other_ranges and _COMPARED.search(lowered):
         kind, unsure = "aggregate", False  # "was March greener than February?" compares two averages
     if kind == "value_at" and _metric(lowered)[0] == "mix":

@@ -116,7 +116,9 @@ def gaps_in_range(table: str, expected: int | None, rows: list[dict[str, Any]], 
     days = [start + timedelta(days=n) for n in range((end - start).days)]
     span = period_phrase(start, end)
     if expected is None:
-        return f"{table} {span}: {sum(int(r['n_rows'] or 0) for r in rows)} rows; its slots a day are not declared, so gaps cannot be counted."
+        return (
+            f"{table} {span}: {sum(int(r['n_rows'] or 0) for r in rows)} rows; its slots a day are not declared, so gaps cannot be counted."
+        )
     short = []
     for day in days:
         row = by_day.get(day.isoformat(), {})
@@ -128,7 +130,11 @@ def gaps_in_range(table: str, expected: int | None, rows: list[dict[str, Any]], 
     head = f"{table} {span}: {len(days) - len(short)} of {len(days)} days complete"
     if not short:
         return f"{head}; no slot is missing ({len(days) * expected} slots)."
-    return f"{head}; {missing} slot(s) missing in all. Incomplete: " + "; ".join(short) + ". Ask 'why is it missing on DAY?' for one day's story."
+    return (
+        f"{head}; {missing} slot(s) missing in all. Incomplete: "
+        + "; ".join(short)
+        + ". Ask 'why is it missing on DAY?' for one day's story."
+    )
 
 
 def outlook(row: dict[str, Any], since: datetime, until: datetime) -> str:

@@ -196,6 +196,20 @@ def test_a_forecast_copied_from_the_actual_is_a_stuck_error() -> None:
     assert "stuck at 0 from 2023-03-02T00:00:00+00:00" in finding.title and "a copied column?" in finding.title
 
 
+def test_a_forecast_frozen_at_one_value_is_stuck_though_its_error_moves() -> None:
+    d = _neso("2023-01-01", "2023-03-03").reset_index(drop=True)
+    today = np.flatnonzero(pd.DatetimeIndex(d["from"]) >= pd.Timestamp("2023-03-02", tz="UTC"))
+    spec = _spec("forecast_error", reference="forecast")
+    d.loc[today, "forecast"] = d.loc[today[0], "forecast"]
+    frame = _error_frame(d)
+    _, flagged = score_points(spec, frame, today, {})
+    assert flagged and {p.rule for p in flagged} == {"stuck"} and flagged[0].since == frame.ts[today[0]].to_pydatetime()
+    frozen = float(d.loc[today[0], "forecast"])
+    (finding,) = findings_of(spec, frame, flagged, threshold=4.0)
+    assert f"stuck at {frozen:g} from 2023-03-02T00:00:00+00:00" in finding.title and "identical forecasts in a row" in finding.title
+    assert "a copied column?" not in finding.title
+
+
 def test_warming_up_with_a_short_history_says_so() -> None:
     d = _neso("2023-01-01", "2023-01-10")
     state: dict[str, Any] = {}

@@ -26,7 +26,8 @@ The models (``model:`` in config/monitors.yaml):
   (``reference``) also lies beyond the forecasts on both sides of it is a *forecast glitch*: its evidence is the product of the two tail probabilities, since
   a forecast is smooth from slot to slot whatever its error; it is reported as its own finding, and a
   point is scored once the slots a stretch needs after it have arrived. An error *stuck* at one value (as
-  above; at 0, the forecast column is a copy of the actual) is a finding too. Once a day is complete, its mean
+  above; at 0, the forecast column is a copy of the actual) is a finding too, and so is the forecast itself
+  frozen at one value while the actual moves. Once a day is complete, its mean
   error is judged against the days before it (`day_bias.py`): a *bias* over the whole day (an offset, a drift).
 * ``detector``: the general-purpose detector of `anomaly.py` (robust seasonal and local z-scores and a
   novelty measure of the series' recent shape), the one benchmarked on the Numenta Anomaly Benchmark
@@ -217,7 +218,7 @@ def judge_day(model: ValueModel, frame: SeriesFrame, history: np.ndarray, points
                         detail=f"{'sustained ' if lasting_new[k] and not is_glitch else ''}z={residual:+.1f}",
                     )
                 )
-            out = _with_stuck(frame, history, points, out)
+            out = _with_stuck_forecast(frame, history, points, _with_stuck(frame, history, points, out))
     daily = pd.Series(in_sample).groupby(np.asarray(day_keys)).max() if len(history) else pd.Series(dtype=float)
     return DayJudgement(scores=out, history_daily_max={str(k): float(v) for k, v in daily.items()})
 
@@ -279,6 +280,16 @@ def _with_stuck(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, sco
     return _with_run_rule(frame, scores, runs, limit, "stuck", "identical values in a row")
 
 
+def _with_stuck_forecast(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, scores: list[PointScore]) -> list[PointScore]:
+    """A forecast (the reference) frozen at one value: its error still moves with the actual, so only the forecast's
+    own runs show it (NESO's longest run of equal forecasts over 2023 is 5 slots)."""
+    if frame.ref is None:
+        return scores
+    runs = _runs(frame.ref)
+    limit = max(MIN_STUCK_POINTS, 2 * int(runs[history].max(initial=1)))
+    return _with_run_rule(frame, scores, runs, limit, "stuck", "identical forecasts in a row", values=frame.ref)
+
+
 def _repeats(frame: SeriesFrame) -> np.ndarray:
     """Length of the run of points, each equal to the value at the same time one day earlier, that each point ends."""
     stamps = frame.nanos
@@ -300,9 +311,12 @@ def _with_repeats(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, s
     return _with_run_rule(frame, scores, runs, limit, "repeated_day", "values in a row equal to the same slots one day earlier")
 
 
-def _with_run_rule(frame: SeriesFrame, scores: list[PointScore], runs: np.ndarray, limit: int, rule: Rule, what: str) -> list[PointScore]:
+def _with_run_rule(
+    frame: SeriesFrame, scores: list[PointScore], runs: np.ndarray, limit: int, rule: Rule, what: str, *, values: np.ndarray | None = None
+) -> list[PointScore]:
     """`scores` with each point that ends a run longer than `limit` scored ``RULE_SCORE`` under `rule`; the detail
-    names where the run started, which is before the first point flagged."""
+    names where the run started, which is before the first point flagged. `values`: the series the run is of, when
+    it is not the scored one (a forecast stuck under a moving error)."""
     out = []
     for entry in scores:
         run = int(runs[entry.index])
@@ -311,7 +325,7 @@ def _with_run_rule(frame: SeriesFrame, scores: list[PointScore], runs: np.ndarra
             entry = PointScore(
                 index=entry.index,
                 ts=entry.ts,
-                value=entry.value,
+                value=entry.value if values is None else float(values[entry.index]),
                 score=RULE_SCORE,
                 direction="low",
                 rule=rule,

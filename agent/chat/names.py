@@ -132,10 +132,6 @@ class Names:
             return (close[0], None) if close else (None, m[0])
         return None, None
 
-    def _by_words(self, words: list[str], layer: str | None) -> str | None:
-        found = self._ranked_by_words(words, layer)
-        return found[0] if found else None
-
     def _ranked_by_words(self, words: list[str], layer: str | None) -> list[str]:
         """The best table for `words`, then any other table the very same words name when they do not spell out the
         best one's whole name: "the daily mart" fits two marts alike, "carbon intensity" one table."""

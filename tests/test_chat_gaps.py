@@ -47,8 +47,13 @@ def test_the_answer_names_the_incomplete_days_and_the_slots_they_lack() -> None:
     message = _plan(text, [answered(call, COLUMNS, rows)]).message
     assert message.startswith(
         "[runbook planner] silver.carbon_intensity from 2023-02-27 to 2023-03-03: 3 of 5 days complete; 56 slot(s) missing in all. "
-        "Incomplete: 2023-02-28 (40 of 48 slots, 8 missing, 8 held in quarantine); 2023-03-03 (0 of 48 slots, 48 missing)."
+        "Incomplete: 2023-02-28 (40 of 48 slots, 8 missing, 8 held in quarantine); 2023-03-03 (empty)."
     )
+    january = _plan("any gaps in the carbon data in january?")
+    [query] = january.calls
+    loaded_late = [[f"2023-01-{d:02d}", 48, 48, 0] for d in range(20, 32) if d != 26] + [["2023-01-26", 43, 43, 5]]
+    told = _plan("any gaps in the carbon data in january?", [answered(query, COLUMNS, loaded_late)]).message
+    assert "11 of 31 days complete" in told and "Incomplete: 2023-01-01 to 2023-01-19 (empty, 19 days); 2023-01-26 (43 of 48 slots" in told
     complete = [[f"2023-02-{d}", 48, 48, 0] for d in (27, 28)] + [[f"2023-03-0{d}", 48, 48, 0] for d in (1, 2, 3)]
     assert "5 of 5 days complete; no slot is missing (240 slots)." in _plan(text, [answered(call, COLUMNS, complete)]).message
 

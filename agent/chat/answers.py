@@ -111,7 +111,8 @@ def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: 
 
 
 def gaps_in_range(table: str, expected: int | None, rows: list[dict[str, Any]], start: date, end: date) -> str:
-    """Which days of [start, end) lack slots, and how many: the completeness of a range at a glance."""
+    """Which days of [start, end) lack slots, and how many: the completeness of a range at a glance. Consecutive
+    empty days are one line ("2023-01-01 to 2023-01-19: empty, 19 days"), as a table loaded from a later day has them."""
     by_day = {str(r["day"])[:10]: r for r in rows}
     days = [start + timedelta(days=n) for n in range((end - start).days)]
     span = period_phrase(start, end)
@@ -119,15 +120,32 @@ def gaps_in_range(table: str, expected: int | None, rows: list[dict[str, Any]], 
         return (
             f"{table} {span}: {sum(int(r['n_rows'] or 0) for r in rows)} rows; its slots a day are not declared, so gaps cannot be counted."
         )
-    short = []
+    short: list[str] = []
+    empty: list[date] = []
+
+    def close_empty() -> None:
+        if empty:
+            first, last = empty[0].isoformat(), empty[-1].isoformat()
+            short.append(f"{first} (empty)" if len(empty) == 1 else f"{first} to {last} (empty, {len(empty)} days)")
+            empty.clear()
+
+    incomplete = 0
     for day in days:
         row = by_day.get(day.isoformat(), {})
         slots, held = int(row.get("slots") or 0), int(row.get("held") or 0)
-        if slots < expected:
-            note = f", {held} held in quarantine" if held else ""
-            short.append(f"{day.isoformat()} ({slots} of {expected} slots, {expected - slots} missing{note})")
-    missing = sum(expected - int(by_day.get(d.isoformat(), {}).get("slots") or 0) for d in days)
-    head = f"{table} {span}: {len(days) - len(short)} of {len(days)} days complete"
+        if slots >= expected:
+            close_empty()
+            continue
+        incomplete += 1
+        if slots == 0 and not held:
+            empty.append(day)
+            continue
+        close_empty()
+        note = f", {held} held in quarantine" if held else ""
+        short.append(f"{day.isoformat()} ({slots} of {expected} slots, {expected - slots} missing{note})")
+    close_empty()
+    missing = sum(expected - min(expected, int(by_day.get(d.isoformat(), {}).get("slots") or 0)) for d in days)
+    head = f"{table} {span}: {len(days) - incomplete} of {len(days)} days complete"
     if not short:
         return f"{head}; no slot is missing ({len(days) * expected} slots)."
     return (

@@ -283,7 +283,6 @@ _VERBS = {
 }
 
 
-# The other end of a greenest question: the window with the most carbon.
 # A question about the forecast that asks when to act ("when should I run", "best time to charge", "greenest window"),
 # rather than what it expects ("what will the intensity be tomorrow?").
 _WHEN_TO_RUN = re.compile(
@@ -293,6 +292,7 @@ _WHEN_TO_RUN = re.compile(
 _BY_DAY = re.compile(
     r"\b(?:which|what)\s+(?:day|date)\b|\b(?:greenest|cleanest|dirtiest|best|worst|lowest|highest|coldest|warmest|hottest|windiest|sunniest)\s+day\b"
 )
+# The other end of a greenest question: the window with the most carbon.
 _DIRTIEST = re.compile(r"\b(?:dirtiest|dirtyest|worst|least green|brownest|most carbon|highest[- ]carbon|most polluting)\b")
 
 

@@ -231,3 +231,17 @@ def test_freshness_counts_only_monitored_pipelines_and_says_which_have_no_monito
         "country_intensity: newest slot 2023-01-01 00:00 UTC, 1489.0 h before the platform clock; no freshness monitor watches it" in answer
     )
     assert not any(line.rstrip().endswith(";") for line in answer.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("take 2023-03-02 out of silver.carbon_intensity", "quarantine"),
+        ("get yesterday out of the hourly mart", "quarantine"),
+        ("take 2023-03-02 out of quarantine for the carbon table", "release"),
+        ("bring the weather day of the 2nd back out of quarantine", "release"),
+    ],
+)
+def test_out_of_a_table_quarantines_and_out_of_quarantine_releases(text: str, kind: str, names: Names) -> None:
+    """The words after "out of" say which way the rows move: a quarantine request must never read as a release."""
+    assert _read(text, names).kind == kind

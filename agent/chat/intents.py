@@ -394,6 +394,8 @@ def _snapshot(text: str) -> int | None:
     return None
 
 
+# "out of quarantine" (group 1) or out of anything else, after a verb that moves rows.
+_OUT_OF = re.compile(r"\b(?:take|took|pull|get|move|bring|let)\b.*?\bout\s+of\s+(?:the\s+)?(quarantine\b)?")
 # "than usual", "than average", "than normal": a period set against the USUAL_DAYS before it.
 _THAN_USUAL = re.compile(r"\bthan\s+(?:the\s+|it\s+)?(?:average|usual|normal|typical|is\s+typical)\b")
 USUAL_DAYS = 28
@@ -438,6 +440,10 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     by_day = bool(_BY_DAY.search(lowered)) and (when.days or 7) > 1
     if kind == "greenest" and by_day:
         kind, unsure = "aggregate", False  # "the greenest day last week": the day with the lowest mean, not an hour
+    if kind in ("quarantine", "release") and (direction := _OUT_OF.search(lowered)):
+        # "take X out of quarantine" releases it; "take X out of silver.weather" quarantines it: the words after
+        # "out of" say which way the rows move, whatever else the message resembles.
+        kind = "release" if direction[1] else "quarantine"
     requested = kind in ACTIONS and is_request(text)
     number = incident_number(lowered)
     if number is not None and not requested:

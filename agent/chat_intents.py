@@ -487,7 +487,9 @@ class ChatPlan:
         i = self.intent
         scope = (f" for {i.table}" if i.pipeline else "") + (f" {i.when.describe()}" if i.start or i.day_hours else "")
         if not rows:
-            return f"No row is held in quarantine{scope}."
+            when = answers.period_phrase(i.start, i.end, i.day_hours) if i.start and i.end else ""
+            where = f" for {i.table}" if i.pipeline else ""
+            return f"No row is held in quarantine{where}{' ' + when if when else ''}."
         total = sum(int(r["n_rows"]) for r in rows)
         lines = [
             f"{r['n_rows']} row{'' if int(r['n_rows']) == 1 else 's'} of {r['target_table']} by {r['expectation']} ({r['scope']}, {r['days']} day(s), "

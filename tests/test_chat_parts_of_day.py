@@ -175,8 +175,12 @@ def test_a_greenest_window_is_searched_inside_the_hours() -> None:
 
 
 def test_quarantined_rows_are_filtered_by_the_hours() -> None:
-    [call] = _plan("which rows were quarantined yesterday afternoon").calls
+    question = "which rows were quarantined yesterday afternoon"
+    [call] = _plan(question).calls
     assert f"{_HOUR} >= 12 AND {_HOUR} < 18" in call.arguments["sql"]
+    columns = ["target_table", "expectation", "scope", "n_rows", "days", "first_ts", "last_ts", "reason"]
+    none = _plan(question, [_turn(call, {"columns": columns, "rows": []})]).message
+    assert none.endswith("No row is held in quarantine on 2023-03-03, 12:00–18:00 UTC."), "the period reads as a sentence"
 
 
 def test_a_greenest_window_ahead_is_searched_inside_the_hours() -> None:

@@ -104,3 +104,12 @@ def test_than_usual_is_the_28_days_before(text: str, metric: str, first: tuple[d
     assert (intent.kind, intent.metric, (intent.start, intent.end)) == ("aggregate", metric, first)
     assert intent.other_ranges == ((first[0] - timedelta(days=28), first[0]),)
     assert len(_plan(text).calls) == 2
+
+
+def test_a_period_whose_query_returned_nothing_reads_as_no_readings() -> None:
+    from agent.chat import compare
+    from agent.chat.queries import metric_column
+
+    intent = read_intent("compare yesterday's intensity with the day before", now=NOW, names=NAMES)
+    text = compare.answer(intent, metric_column("intensity"), [{"n": 48, "mean": 200.0, "low": 1, "high": 2}], compare.periods(intent))
+    assert "- on 2023-03-02: no readings" in text and "not comparable, one of them has no readings" in text

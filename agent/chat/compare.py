@@ -32,6 +32,7 @@ def answer(intent: Intent, column: MetricColumn, rows: list[dict[str, Any]], spa
     word = _WORD[how]
     values: list[float | None] = []
     lines = []
+    rows = [*rows, *[{}] * (len(spans) - len(rows))][: len(spans)]  # a period whose query gave nothing has no readings
     for row, (start, end) in zip(rows, spans, strict=True):
         value = row.get(_FIELD[how]) if row.get("n") else None
         values.append(None if value is None else float(value))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from agent.chat_intents import plan_chat
-from agent.planner import PlanningState, PlanStep, Turn
+from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
 
 
 def plan(text: str, now: datetime, turns: list[Turn] | None = None, *, thread: str = "chat-t") -> PlanStep:
@@ -14,6 +14,6 @@ def plan(text: str, now: datetime, turns: list[Turn] | None = None, *, thread: s
     return plan_chat(state, planner="runbook planner")
 
 
-def answered(call: object, columns: list[str], rows: list[list[object]]) -> Turn:
+def answered(call: ProposedCall, columns: list[str], rows: list[list[object]]) -> Turn:
     """A query call's turn with these result rows, as the tool returns them."""
-    return Turn(call=call, decision="allow", status="ok", result={"columns": columns, "rows": rows})  # type: ignore[arg-type]
+    return Turn(call=call, decision="allow", status="ok", result={"columns": columns, "rows": rows})

@@ -427,14 +427,15 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         when = when.model_copy(update={"other_ranges": (usual,), "others": (f"the {USUAL_DAYS} days before",)})
     if kind == "greenest" and when.other_ranges and _COMPARED.search(lowered):
         kind, unsure = "aggregate", False  # "was March greener than February?" compares two averages
-    if kind == "value_at" and _metric(lowered)[0] == "mix":
+    said_metric, said_fuel = _metric(lowered)  # what is measured, whatever the kind turns out to be
+    if kind == "value_at" and said_metric == "mix":
         # The mix is every fuel's share: "on 4 April" is the day's mean shares, "at 18:00" those of that hour.
         at = when.at or read_time(lowered)[0]
         if at is not None and when.hours is None:
             when = when.model_copy(update={"hours": (at.hour, at.hour + 1)})
         kind, unsure = "aggregate", False
     future = when.start is not None and when.start > now.date()
-    if kind == "aggregate" and future and _metric(lowered)[0] in ("intensity", "forecast"):
+    if kind == "aggregate" and future and said_metric in ("intensity", "forecast"):
         kind = "greenest_ahead"  # "average forecast tomorrow": only the platform's forecast covers a coming day
     outlook = kind == "greenest_ahead" and not _WHEN_TO_RUN.search(lowered)
     by_day = bool(_BY_DAY.search(lowered)) and (when.days or 7) > 1
@@ -472,7 +473,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     if kind == "incidents":
         slots |= {"incident_id": number, "incident_status": incident_status(lowered)}
     if kind in ("value_at", "aggregate", *GREENEST):
-        metric, fuel = _metric(lowered)
+        metric, fuel = said_metric, said_fuel
         if kind in GREENEST:
             metric, fuel = "intensity", None
         slots |= {"metric": metric, "fuel": fuel}

@@ -18,10 +18,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.chat import advice, ahead, answers, compare, incidents, queries
+from agent.chat import advice, ahead, answers, compare, incidents, queries, topic
 from agent.chat.day_hours import describe_hours
 from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
 from agent.chat.names import Names, names_of
+from agent.chat.topic import small_talk
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
 from config.settings import load_settings
 from tools import names as tool
@@ -150,6 +151,16 @@ class ChatPlan:
     def refusal(self) -> str | None:
         """One line on what is wrong with the request, or None when it can go ahead."""
         i = self.intent
+        chatter = small_talk(self.question)
+        if chatter is not None:
+            return chatter
+        if i.off_topic:
+            return topic.OFF_TOPIC
+        if i.start is not None and i.start > self.now.date() and i.metric == "temperature":
+            return (
+                f"There is no weather forecast here: {i.table or 'silver.weather'} holds measured hourly temperatures (ERA5) "
+                f"at one point over the UK, up to the platform clock ({self.now:%Y-%m-%d %H:%M} UTC). Nothing ran."
+            )
         if i.unsure or i.kind == "unknown":
             return self.unsure()
         if i.kind == "help":

@@ -94,3 +94,17 @@ def test_an_answer_about_one_of_two_periods_says_so() -> None:
 def test_a_weekend_is_a_saturday_and_a_sunday(now: datetime, text: str, start: date) -> None:
     when = read_when(text, now)
     assert (when.start, when.end) == (start, start + timedelta(days=2))
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("next week", date(2023, 2, 6), date(2023, 2, 13)),  # NOW is Sunday 2023-02-05: the calendar week after this one
+        ("next month", date(2023, 3, 1), date(2023, 4, 1)),
+        ("in the coming week", date(2023, 2, 5), date(2023, 2, 12)),  # the seven days from today
+        ("the day after tomorrow", date(2023, 2, 7), date(2023, 2, 8)),
+    ],
+)
+def test_periods_ahead_are_read_forward(text: str, start: date, end: date) -> None:
+    when = read_when(text, NOW)
+    assert (when.start, when.end) == (start, end)

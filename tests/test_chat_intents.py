@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agent.chat import topic
 from agent.chat.dates import read_when
 from agent.chat.intents import Intent, load_corpus, read_intent
 from agent.chat.names import Names, names_of
@@ -150,9 +151,61 @@ def test_bad_input_gets_one_line_and_no_call(text: str, line: str) -> None:
 
 
 def test_unsure_says_what_it_understood_and_offers_two_closest() -> None:
-    step = _plan("tell me a joke")
+    step = _plan("can you write me a poem")  # 'write' is a word of the platform's (history): not off topic, just unclear
     assert step.calls == [] and "closest things I can do" in step.message
     assert step.message.count("(e.g. '") == 2 and "DATAOPS_LLM_BASE_URL" in step.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tell me a joke",
+        "what is the capital of France?",
+        "is the stock market up today?",
+        "how do I cook pasta",
+        "what time is it in Tokyo",
+    ],
+)
+def test_a_message_about_something_else_is_said_to_be_outside_the_platform(text: str) -> None:
+    step = _plan(text)
+    assert step.calls == [] and step.message == "[runbook planner] " + topic.OFF_TOPIC
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "what was the temprature yesterday at noon",  # a typo of a platform word
+        "how much co2 did the grid emit yesterday",  # domain words the training phrasings lack
+        "what was it at 18:00 yesterday?",  # no content word at all: left to the classifier
+        "what kinds of things can I ask you?",
+        "hello",
+    ],
+)
+def test_a_message_about_the_platform_is_not_off_topic(text: str, names: Names) -> None:
+    assert not _read(text, names).off_topic
+
+
+def test_thanks_and_goodbye_get_a_line_and_no_call() -> None:
+    assert _plan("thanks!").message == "[runbook planner] You're welcome."
+    assert _plan("bye").calls == [] and "Bye" in _plan("bye").message
+
+
+@pytest.mark.parametrize(
+    "text", ["how warm will it be tomorrow", "what's the temperature tomorrow at noon", "weather forecast for next week"]
+)
+def test_weather_ahead_says_there_is_no_weather_forecast(text: str) -> None:
+    step = _plan(text)
+    assert step.calls == [] and "There is no weather forecast here: silver.weather holds measured hourly temperatures" in step.message
+
+
+def test_a_search_wholly_beyond_the_forecast_says_how_far_it_reaches() -> None:
+    step = _plan("greenest time to run a 2 hour job next week")
+    assert step.calls == []
+    # next week starts on Monday 2023-03-06 00:00; the forecast issued now ends an hour later
+    assert "A forecast reaches 48 hours ahead, to 2023-03-06 01:00 UTC" in step.message
+    assert "from 2023-03-06 to 2023-03-12 it covers less than the 2-hour job" in step.message
+    later = _plan("greenest time to run a 2 hour job next month")
+    assert later.calls == [] and "2023-04-01 00:00 UTC is beyond it" in later.message
 
 
 # -- questions: read calls, then prose ---------------------------------------------------------------------------

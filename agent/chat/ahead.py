@@ -37,6 +37,14 @@ def search(intent: Intent, now: datetime) -> dict[str, Any] | str:
         return arguments
     horizon = timedelta(hours=HORIZON_HOURS)
     deadline = min(midnight(i.end), now + horizon)
+    if midnight(i.start) >= deadline:  # "next week": the whole stretch lies beyond what any forecast covers
+        return beyond_horizon(max(midnight(i.start), now + horizon), now)
+    job = timedelta(hours=float(arguments["hours"]))
+    if deadline - max(midnight(i.start), now) < job:
+        return (
+            f"A forecast reaches {HORIZON_HOURS} hours ahead, to {now + horizon:%Y-%m-%d %H:%M} UTC (platform clock {now:%Y-%m-%d %H:%M}): "
+            f"{_days_text(i)} it covers less than the {arguments['hours']}-hour job. Nothing ran."
+        )
     arguments["within_hours"] = round(max((deadline - now).total_seconds() / 3600, 0.5), 2)
     if midnight(i.start) > now:
         arguments["not_before"] = midnight(i.start).isoformat()
@@ -51,12 +59,17 @@ def outlook_window(intent: Intent, now: datetime) -> tuple[datetime, datetime] |
     since = datetime.fromisoformat(searched["not_before"]) if "not_before" in searched else now
     until = now + timedelta(hours=float(searched.get("within_hours", 24)))
     if since >= until:
-        horizon = now + timedelta(hours=HORIZON_HOURS)
-        return (
-            f"A forecast reaches {HORIZON_HOURS} hours ahead, to {horizon:%Y-%m-%d %H:%M} UTC (platform clock {now:%Y-%m-%d %H:%M}); "
-            f"{since:%Y-%m-%d %H:%M} UTC is beyond it. Nothing ran."
-        )
+        return beyond_horizon(since, now)
     return since, until
+
+
+def beyond_horizon(since: datetime, now: datetime) -> str:
+    """Why a stretch starting at `since` has no forecast, and how far one does reach."""
+    horizon = now + timedelta(hours=HORIZON_HOURS)
+    return (
+        f"A forecast reaches {HORIZON_HOURS} hours ahead, to {horizon:%Y-%m-%d %H:%M} UTC (platform clock {now:%Y-%m-%d %H:%M}); "
+        f"{since:%Y-%m-%d %H:%M} UTC is beyond it. Nothing ran."
+    )
 
 
 def _days_text(intent: Intent) -> str:

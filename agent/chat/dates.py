@@ -139,11 +139,12 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("iso", re.compile(r"\b(\d{4})[-/](\d{1,2})[-/](\d{1,2})\b")),
     ("dmy_numeric", re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")),
     ("day_before_yesterday", re.compile(r"\bday before yesterday\b")),
+    ("day_after_tomorrow", re.compile(r"\bday after tomorrow\b")),
     # "last night" is the night (00-06 UTC) that began today; "tonight", "this afternoon" are today too.
     ("relative_day", re.compile(r"\b(today|yesterday|tonight|last night|this (?:morning|afternoon|evening)|tomorrow)\b")),
     ("last_n", re.compile(r"\b(?:last|past|previous|preceding)\s+(\d{1,3}|[a-z]+)\s+(days?|weeks?|months?)\b")),
     ("n_ago", re.compile(r"\b(\d{1,3}|[a-z]+)\s+(days?|weeks?)\s+ago\b")),
-    ("period", re.compile(r"\b(last|past|previous|this|current)\s+(week|month|year|fortnight)\b")),
+    ("period", re.compile(r"\b(last|past|previous|this|current|next|coming)\s+(week|month|year|fortnight)\b")),
     # "last weekend", "this weekend", "over the weekend", "the weekend before last": a Saturday and a Sunday.
     ("weekend", re.compile(r"\b(?:(last|this|previous|past|the|a)\s+)?weekend\b(\s+before\s+last)?")),
     ("weekday", re.compile(r"\b(?:(last|this|on)\s+)?([a-z]{2,9}days?)\b")),
@@ -173,6 +174,15 @@ def _period(which: str, unit: str, today: date) -> tuple[date, date]:
     """ "last week" is the calendar week (Monday to Sunday) before this one; "the past week" the seven days before today."""
     back = which in ("last", "previous", "past")
     this_month = _month_start(today.year, today.month)
+    if which == "coming":  # "the coming week": the days from today on
+        return today, today + timedelta(days={"week": 7, "fortnight": 14, "month": 30}.get(unit, 365))
+    if which == "next":  # the whole next calendar period: a question about it is answered from the forecast or refused
+        monday = today - timedelta(days=today.weekday()) + timedelta(days=7)
+        return {
+            "week": (monday, monday + timedelta(days=7)),
+            "fortnight": (today + timedelta(days=1), today + timedelta(days=15)),
+            "month": (_next_month(this_month), _next_month(_next_month(this_month))),
+        }.get(unit, (date(today.year + 1, 1, 1), date(today.year + 2, 1, 1)))
     if unit == "week":
         monday = today - timedelta(days=today.weekday())
         if which == "past":
@@ -223,6 +233,8 @@ def _spans(text: str, today: date) -> list[_Span]:
                 add(m, day, day + timedelta(days=1) if day else None)
             elif kind == "day_before_yesterday":
                 add(m, today - timedelta(days=2), today - timedelta(days=1))
+            elif kind == "day_after_tomorrow":
+                add(m, today + timedelta(days=2), today + timedelta(days=3))
             elif kind == "relative_day":
                 offset = {"yesterday": -1, "tomorrow": 1}.get(m[1], 0)
                 add(m, today + timedelta(days=offset), today + timedelta(days=offset + 1))

@@ -26,6 +26,7 @@ from agent.chat.day_hours import read_hours
 from agent.chat.incidents import IncidentStatus, incident_number, incident_status
 from agent.chat.mood import is_request
 from agent.chat.names import Names
+from agent.chat.topic import topic_of
 from config.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class Intent(BaseModel):
     ambiguous_tables: tuple[str, ...] = Field(default=(), description="Tables the message's words fit alike ('the daily mart')")
     unknown_pipeline: str | None = None
     date_problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
+    off_topic: bool = Field(default=False, description="No word of the message is about the platform (agent/chat/topic.py)")
 
     @property
     def acts(self) -> bool:
@@ -229,6 +231,7 @@ class IntentClassifier:
         from sklearn.svm import LinearSVC
 
         self.vocabulary = corpus_vocabulary(texts)
+        self.domain_texts = tuple(t for t, k in zip(texts, kinds, strict=True) if k != "unknown")  # what the platform is about
         features = FeatureUnion(
             [
                 ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)),
@@ -417,6 +420,9 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     lowered = text.lower()
     kind: str = best
     unsure = p1 < MIN_CONFIDENCE or p1 - p2 < MIN_MARGIN
+    off_topic = topic_of(model.domain_texts, names.tables + names.pipelines).off_topic(text)
+    if off_topic:
+        kind, unsure = "unknown", False  # "what is the capital of France?" is no freshness question, however near it reads
     within, lowered = _within(lowered, now) if kind in GREENEST else (None, lowered)
     when = read_when(lowered, now)
     if kind in GREENEST:
@@ -435,6 +441,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
             when = when.model_copy(update={"hours": (at.hour, at.hour + 1)})
         kind, unsure = "aggregate", False
     future = when.start is not None and when.start > now.date()
+    if kind == "greenest_ahead" and said_metric == "temperature" and not _WHEN_TO_RUN.search(lowered):
+        kind = "aggregate"  # "the weather tomorrow": the platform has measured temperatures, no weather forecast
     if kind == "aggregate" and future and said_metric in ("intensity", "forecast"):
         kind = "greenest_ahead"  # "average forecast tomorrow": only the platform's forecast covers a coming day
     outlook = kind == "greenest_ahead" and not _WHEN_TO_RUN.search(lowered)
@@ -461,6 +469,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         "end": when.end,
         "at": when.at,
         "date_problem": when.problem,
+        "off_topic": off_topic,
         # A part of the day narrows only what can be narrowed; elsewhere it is kept aside so the planner can say so.
         "day_hours": when.hours if kind in HOURLY else None,
         "unused_hours": None if kind in HOURLY else when.hours,

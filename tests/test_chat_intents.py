@@ -298,3 +298,23 @@ def test_freshness_counts_only_monitored_pipelines_and_says_which_have_no_monito
 def test_out_of_a_table_quarantines_and_out_of_quarantine_releases(text: str, kind: str, names: Names) -> None:
     """The words after "out of" say which way the rows move: a quarantine request must never read as a release."""
     assert _read(text, names).kind == kind
+
+
+def test_a_moment_to_come_is_asked_of_the_forecast(names: Names) -> None:
+    tonight = _read("what is the forecast for tonight at 8pm?", names)  # NOW is 01:00: 20:00 is still to come
+    assert (tonight.kind, tonight.outlook, tonight.start, tonight.day_hours) == ("greenest_ahead", True, date(2023, 3, 4), (20, 21))
+    assert tonight.table == "gold.carbon_intensity_forecast"
+    past = _read("what was the intensity at 00:30?", names)
+    assert (past.kind, past.at) == ("value_at", time(0, 30))
+
+
+def test_the_warmest_hour_is_the_temperature_extreme_not_the_greenest_hour(names: Names) -> None:
+    warmest = _read("what was the warmest hour on the 2nd?", names)
+    assert (warmest.kind, warmest.metric, warmest.aggregate, warmest.table) == ("aggregate", "temperature", "max", "silver.weather")
+
+
+def test_since_a_day_runs_to_today_and_next_weekday_looks_ahead(names: Names) -> None:
+    since = _read("average carbon intensity since monday", names)
+    assert (since.start, since.end) == (date(2023, 2, 27), date(2023, 3, 5))
+    step = _plan("what will carbon intensity be next wednesday?")
+    assert step.calls == [] and "2023-03-08 00:00 UTC is beyond it" in step.message

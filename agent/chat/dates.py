@@ -147,7 +147,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("period", re.compile(r"\b(last|past|previous|this|current|next|coming)\s+(week|month|year|fortnight)\b")),
     # "last weekend", "this weekend", "over the weekend", "the weekend before last": a Saturday and a Sunday.
     ("weekend", re.compile(r"\b(?:(last|this|previous|past|the|a)\s+)?weekend\b(\s+before\s+last)?")),
-    ("weekday", re.compile(r"\b(?:(last|this|on)\s+)?([a-z]{2,9}days?)\b")),
+    ("weekday", re.compile(r"\b(?:(last|this|on|next|coming)\s+)?([a-z]{2,9}days?)\b")),
     # "1-3 March", "between 1 and 3 March": one span; "and" joins two days only after "between".
     (
         "days_of_month",
@@ -263,6 +263,10 @@ def _spans(text: str, today: date) -> list[_Span]:
                 target = _weekday_word(m[2])
                 if target is None:
                     continue
+                if m[1] in ("next", "coming"):  # "next wednesday": the first one after today
+                    day = today + timedelta(days=(target - today.weekday()) % 7 or 7)
+                    add(m, day, day + timedelta(days=1))
+                    continue
                 back = (today.weekday() - target) % 7 or (7 if m[1] == "last" else 0)
                 day = today - timedelta(days=back)
                 add(m, day, day + timedelta(days=1))
@@ -366,6 +370,7 @@ def read_time(text: str) -> tuple[time | None, tuple[int, int] | None]:
     return None, None
 
 
+_SINCE = re.compile(r"\b(?:since|ever since|starting|from)\s+(?:the\s+|last\s+|this\s+|on\s+)?$")
 _WEEK_OF = re.compile(r"\b(?:week\s+(?:of|starting|beginning|commencing|from)(?:\s+on)?|w/c)\s+(?:the\s+|monday\s+)?$")
 
 
@@ -411,6 +416,8 @@ def _days(lowered: str, today: date, at: time | None) -> When:
     end = first.end
     if first.end - first.start == timedelta(days=1) and _WEEK_OF.search(lowered[: first.begin]):
         end = first.start + timedelta(days=7)  # "the week of 23 January": 7 days from it
+    elif _SINCE.search(lowered[: first.begin]) and first.start <= today:
+        end = max(end, today + timedelta(days=1))  # "since Monday": from Monday up to today, included
     return _with_others(When(start=first.start, end=end, at=at), spans[1:], lowered[first.finish :])
 
 

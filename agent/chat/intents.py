@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -408,6 +408,14 @@ _COMPARED = re.compile(
 )
 
 
+def _moment(when: When, lowered: str) -> datetime | None:
+    """The UTC moment a message names ("tonight at 8pm"), or None without a day and a time."""
+    at = when.at or read_time(lowered)[0]
+    if when.start is None or at is None or when.days != 1:
+        return None
+    return datetime.combine(when.start, at, tzinfo=UTC)
+
+
 def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifier | None = None) -> Intent:
     """The intent of `text`, with its slots read against the platform clock `now` and the inventory's `names`."""
     model = model or classifier()
@@ -441,8 +449,14 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
             when = when.model_copy(update={"hours": (at.hour, at.hour + 1)})
         kind, unsure = "aggregate", False
     future = when.start is not None and when.start > now.date()
-    if kind == "greenest_ahead" and said_metric == "temperature" and not _WHEN_TO_RUN.search(lowered):
-        kind = "aggregate"  # "the weather tomorrow": the platform has measured temperatures, no weather forecast
+    if kind in GREENEST and said_metric == "temperature" and not _WHEN_TO_RUN.search(lowered):
+        # "the warmest hour on the 8th" is the temperature's extreme, not the greenest hour; "the weather
+        # tomorrow" is refused below: the platform has measured temperatures, no weather forecast.
+        kind = "aggregate"
+    moment = _moment(when, lowered)
+    if kind == "value_at" and said_metric in ("intensity", "forecast") and moment is not None and moment > now:
+        # "the intensity tonight at 8pm": only the platform's forecast knows a moment to come; its hour is asked of it
+        kind, when = "greenest_ahead", when.model_copy(update={"hours": (moment.hour, moment.hour + 1), "at": None})
     if kind == "aggregate" and future and said_metric in ("intensity", "forecast"):
         kind = "greenest_ahead"  # "average forecast tomorrow": only the platform's forecast covers a coming day
     outlook = kind == "greenest_ahead" and not _WHEN_TO_RUN.search(lowered)

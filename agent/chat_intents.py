@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.chat import advice, ahead, answers, compare, incidents, queries, topic
+from agent.chat import advice, ahead, answers, compare, incidents, oversight, queries, topic
 from agent.chat.day_hours import describe_hours
 from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
 from agent.chat.names import Names, names_of
@@ -44,6 +44,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "history": ("a table's snapshot history", "history of silver.carbon_intensity"),
     "lineage": ("a table's lineage", "lineage of silver.weather"),
     "rows": ("how many rows a table holds, from when to when", "how many rows does silver.weather have?"),
+    "approvals": ("approval requests waiting on people", "any approvals pending?"),
+    "audit": ("what has been changed, from the audit log", "what have you changed today?"),
     "help": ("what I can do", "help"),
     "rerun": ("re-run a pipeline over a few days", "rerun weather for yesterday"),
     "backfill": ("backfill a pipeline over a range", "backfill carbon intensity for all of March"),
@@ -220,6 +222,10 @@ class ChatPlan:
             return [self.call(tool.LIST_INCIDENTS, **incidents.list_arguments(i.incident_status or "unresolved"))]
         if i.kind == "status":
             return [self.call(tool.CURRENT_METRICS)]
+        if i.kind == "approvals":
+            return [self.call(tool.LIST_APPROVALS, status=oversight.status_asked(self.question), limit=50)]
+        if i.kind == "audit":
+            return [self.call(tool.LIST_ACTIONS, writes_only=True, limit=20)]
         if i.kind in ("history", "lineage", "rows"):
             if not i.table:
                 return f"Which table? Known: {', '.join(self.names.tables)}."
@@ -395,6 +401,10 @@ class ChatPlan:
             return incidents.listed(result, i.incident_status or "unresolved")
         if i.kind == "status":
             return answers.status(result)
+        if i.kind == "approvals":
+            return oversight.approvals(result, oversight.status_asked(self.question))
+        if i.kind == "audit":
+            return oversight.actions(result)
         if i.kind == "history":
             return answers.history(result)
         if i.kind == "lineage":

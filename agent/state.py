@@ -17,6 +17,7 @@ from typing import Any, Literal, TypedDict, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.facts import retry_spent
+from agent.oversight import StoreOversight
 from agent.planner import Planner, ProposedCall, Turn
 from agent.report import Reporter
 from memory.store import IncidentMemory
@@ -126,6 +127,7 @@ class Runtime:
             call_id=call_id,
             memory_factory=self.memory,
             retry_budget=self.retry_budget_left(incident_id),
+            oversight=StoreOversight(self.approvals, self.audit),
         )
 
     def retry_budget_left(self, incident_id: Any) -> RetryBudget:

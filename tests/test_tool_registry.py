@@ -58,6 +58,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "resolve_incident": {"incident_id": 1, "note": "re-run filled the gap; validate_partition passed"},
     "escalate_incident": {"incident_id": 1, "reason": "the source still lacks 2026-03-01"},
     "list_runs": {"pipeline": "carbon_intensity"},
+    "list_approvals": {"status": "pending"},
+    "list_actions": {"writes_only": True, "limit": 10},
     "get_run": {"run_id": "run-1"},
     "rerun_window": {"pipeline": "carbon_intensity", "start": "2026-03-01", "end": "2026-03-04"},
     "backfill_range": {"pipeline": "weather", "start": "2026-02-01", "end": "2026-03-01"},

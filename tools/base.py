@@ -26,6 +26,7 @@ from pipelines.retry import RetryBudget
 
 if TYPE_CHECKING:
     from memory.store import IncidentMemory
+    from tools.oversight import Oversight
 
 Effect = Literal["read", "write", "destructive"]
 EFFECTS: tuple[str, ...] = ("read", "write", "destructive")
@@ -64,6 +65,8 @@ class ToolContext:
     # What is left of the policy's per-incident budget for retrying transient source failures; the agent
     # fills it (policy budget minus the incident's earlier attempts), the default is the policy's default.
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
+    # Approvals and the audit log, read through the agent layer (a tool never imports the policies).
+    oversight: Oversight | None = None
 
     def memory(self) -> IncidentMemory:
         if self.memory_factory is None:

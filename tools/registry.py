@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from config.errors import ToolError
-from tools import forecast, incidents, lake, maintenance, names, observe, partitions, rollback, runs, schedule, source, verify
+from tools import forecast, incidents, lake, maintenance, names, observe, oversight, partitions, rollback, runs, schedule, source, verify
 from tools.base import ToolSpec
 
-_MODULES = (incidents, runs, lake, source, observe, verify, partitions, rollback, schedule, maintenance, forecast)
+_MODULES = (incidents, runs, lake, source, observe, oversight, verify, partitions, rollback, schedule, maintenance, forecast)
 
 
 def _collect() -> dict[str, ToolSpec[Any, Any]]:

@@ -36,7 +36,7 @@ CORPUS = Path(__file__).resolve().parent / "paraphrases.yaml"
 IntentKind = Literal[
     "incidents", "status", "value_at", "why_missing", "freshness", "quarantined", "aggregate", "greenest", "greenest_ahead",
     "run_report", "history", "lineage", "rows", "help", "rerun", "backfill", "quarantine", "release", "delete", "expire", "compact",
-    "rollback", "pause", "resume", "unknown",
+    "rollback", "pause", "resume", "approvals", "audit", "unknown",
 ]  # fmt: skip
 ACTIONS: frozenset[str] = frozenset(
     {"rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback", "pause", "resume"}

@@ -223,10 +223,13 @@ def _scale_change(
         if not past or median_past is None or median_now is None or median_past <= 0 or median_now <= 0:
             continue
         ratio = median_now / median_past
-        # Closer to history than SCALE_RATIO, a unit change still shows as varying values at a power of ten of it
-        # (x10 of a November temperature); an impossible value repeated (95 °C for three hours) is not one.
-        tenfold = max(ratio, 1 / ratio) >= TENFOLD_RATIO and _near_power_of_ten(ratio, within=0.05) and len(set(values)) > 1
-        if (max(ratio, 1 / ratio) >= SCALE_RATIO or tenfold) and (best is None or abs(math.log(ratio)) > abs(math.log(best[1]))):
+        # A unit change scales a series that still varies; one impossible value repeated (95 °C or a 9999 sentinel
+        # for three hours) is not one, however far from history. Closer to history than SCALE_RATIO, a unit change
+        # still shows at a power of ten of it (x10 of a November temperature).
+        varies = len(set(values)) > 1
+        tenfold = varies and max(ratio, 1 / ratio) >= TENFOLD_RATIO and _near_power_of_ten(ratio, within=0.05)
+        scaled = (varies or len(values) < 3) and max(ratio, 1 / ratio) >= SCALE_RATIO or tenfold
+        if scaled and (best is None or abs(math.log(ratio)) > abs(math.log(best[1]))):
             best = (column, ratio, median_past)
     return best
 

@@ -44,7 +44,15 @@ def test_times_without_an_offset_on_the_autumn_clock_change_are_schema_drift_not
         assert "48 record(s) with times without a UTC offset" in diagnosis.summary and "'2023-10-29T01:00'" in diagnosis.summary
 
 
-@pytest.mark.parametrize(("kind", "value", "cause"), [("unit_change", 10, "unit_change"), ("impossible_values", 95, "bad_values")])
+@pytest.mark.parametrize(
+    ("kind", "value", "cause"),
+    [
+        ("unit_change", 10, "unit_change"),
+        ("impossible_values", 95, "bad_values"),
+        ("impossible_values", 9999, "bad_values"),  # a sentinel: far beyond SCALE_RATIO, but one value repeated
+        ("unit_change", 1000, "unit_change"),
+    ],
+)
 def test_a_weather_day_at_ten_times_is_a_unit_change_and_a_repeated_impossible_value_is_not(
     ctx: PlatformContext, kind: str, value: float, cause: str
 ) -> None:
@@ -54,4 +62,4 @@ def test_a_weather_day_at_ten_times_is_a_unit_change_and_a_repeated_impossible_v
     found = _diagnosed(ctx, "weather", "silver.weather", Window(start=utc(2023, 10, 20), end=utc(2023, 11, 4)), utc(2023, 11, 4, 1))
     assert found["validation"].cause == cause, found["validation"]
     if cause == "unit_change":
-        assert found["validation"].summary.startswith("temperature_c arrives at 10x its usual level")
+        assert found["validation"].summary.startswith(f"temperature_c arrives at {'10' if value == 10 else '997'}x its usual level")

@@ -181,6 +181,39 @@ def test_a_suite_naming_two_expectations_alike_is_refused() -> None:
         SuiteSpec.model_validate({"name": "s", "table": "silver.weather", "expectations": [twice, twice]})
 
 
+def _weather(values: list[float], start: datetime) -> pa.Table:
+    ts = [start + timedelta(hours=i) for i in range(len(values))]
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "temperature_c": values,
+            "run_id": ["r"] * len(values),
+            "fetched_at": pa.array([NOW] * len(values), pa.timestamp("us", tz="UTC")),
+            "payload_hash": ["h"] * len(values),
+        }
+    )
+
+
+def test_a_plausible_but_wrong_plateau_is_held_and_the_good_hour_after_it_is_kept() -> None:
+    """Three hours at 20 C in a 6 C March day: each is possible, so only their neighbours tell. The good hours
+    around them outvote them: the three are held, and the return to 6.5 C (a jump back from a wrong reading) stays."""
+    values = [6.0, 6.1, 6.3, 6.4, 20.0, 20.0, 20.0, 6.5, 6.4, 6.2, 6.0, 5.8]
+    outcome = validate(INVENTORY.suite("weather"), _weather(values, utc(2023, 3, 2, 8)), as_of=utc(2023, 3, 3))
+    assert {row: names for row, names in outcome.failing_rows.items()} == {
+        4: ["temperature_changes_smoothly"],
+        5: ["temperature_changes_smoothly"],
+        6: ["temperature_changes_smoothly"],
+    }
+
+
+def test_a_lasting_jump_still_fails_at_its_first_hour() -> None:
+    """A series spliced from another place: the level moves by 12 C and stays. No reading is off its neighbours for
+    long, but the step into the new level is still a jump."""
+    values = [6.0, 6.1, 6.3, 6.4, 6.5, 18.5, 18.6, 18.4, 18.3, 18.5, 18.6, 18.4]
+    outcome = validate(INVENTORY.suite("weather"), _weather(values, utc(2023, 3, 2, 8)), as_of=utc(2023, 3, 3))
+    assert set(outcome.failing_rows) == {5} and outcome.failing_rows[5] == ["temperature_changes_smoothly"]
+
+
 def test_after_a_long_burst_the_first_good_hour_is_not_judged_by_a_step() -> None:
     """Ten hours in kelvin: each fails temperature_physical; the good hour after them (14 C, against 5.5 C eleven hours
     earlier) is weather, not a jump, so it stays."""

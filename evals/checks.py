@@ -108,7 +108,9 @@ def quarantined(state: FinalState, args: dict[str, Any]) -> tuple[bool, str]:
         q = load_table(state.ctx.catalog, pipeline.quarantine)
         held = wap.read_days(q, [_day(args["day"])]) if "day" in args else q.scan().to_arrow()
         for row in held.to_pylist():
-            if row["target_table"] == args["table"] and ("expectation" not in args or row["expectation"] == args["expectation"]):
+            if row["target_table"] == args["table"] and (
+                "expectation" not in args or args["expectation"] in str(row["expectation"]).split(",")
+            ):
                 total += 1
     ok, wanted = _count_ok(total, args)
     return (

@@ -89,6 +89,14 @@ def transform(source: str, fault: SourceFault, body: dict[str, Any]) -> dict[str
     if path and inside and not any(lookup(r, path)[0] for r in inside):
         present = sorted({p for r in inside[:5] for p in _paths(r)})
         raise DefinitionError(f"{fault.kind} on {source}: no record in the window has field {path!r}; fields: {', '.join(present)}")
+    if fault.kind in _NUMERIC_KINDS and path and inside:
+        values = [found for r in inside for present, found in [lookup(r, path)] if present and found is not None]
+        if values and not any(is_number(v) for v in values):
+            kinds = sorted({type(v).__name__ for v in values})
+            raise DefinitionError(
+                f"{fault.kind} on {source}: field {path!r} holds {', '.join(kinds)}, not numbers, so the fault would change "
+                "nothing; name a numeric field (e.g. intensity.actual, temperature_2m)"
+            )
     if fault.kind == "local_time":
         return _local_time(body, records, shape, fault)
     records = _RECORD_FAULTS[fault.kind](fault, records, shape, path or "")
@@ -169,6 +177,9 @@ def _renamed(fault: SourceFault, records: list[Any], shape: _Shape, path: str) -
             node[fault.new_name] = node.pop(leaf)
     return records
 
+
+# Kinds that only act on numbers: on a field without any, they would silently serve the data unchanged.
+_NUMERIC_KINDS = frozenset({"unit_change"})
 
 _RECORD_FAULTS: dict[str, RecordFault] = {
     "late_slots": _without_window,

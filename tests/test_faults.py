@@ -220,6 +220,12 @@ def test_a_field_no_record_carries_is_a_definition_error(injected: SourceFaults)
         intensity(injected, kind="null_burst", field="intensity.actaul")
 
 
+def test_a_unit_change_of_a_field_without_numbers_is_a_definition_error(injected: SourceFaults) -> None:
+    """Multiplying text would serve the data unchanged, and a scenario using it would test nothing."""
+    with pytest.raises(DefinitionError, match=r"unit_change on carbon_intensity: field 'intensity\.index' holds str, not numbers"):
+        intensity(injected, kind="unit_change", field="intensity.index", value=1000)
+
+
 def test_concurrent_fetches_share_the_fire_count(injected: SourceFaults) -> None:
     injected.inject(fault(kind="transient_error", times=5))
     failures: list[int] = []

@@ -228,7 +228,7 @@ def _scale_change(
         # still shows at a power of ten of it (x10 of a November temperature).
         varies = len(set(values)) > 1
         tenfold = varies and max(ratio, 1 / ratio) >= TENFOLD_RATIO and _near_power_of_ten(ratio, within=0.05)
-        scaled = (varies or len(values) < 3) and max(ratio, 1 / ratio) >= SCALE_RATIO or tenfold
+        scaled = ((varies or len(values) < 3) and max(ratio, 1 / ratio) >= SCALE_RATIO) or tenfold
         if scaled and (best is None or abs(math.log(ratio)) > abs(math.log(best[1]))):
             best = (column, ratio, median_past)
     return best

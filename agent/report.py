@@ -45,9 +45,15 @@ def approval_text(approval: Approval) -> str:
     )
 
 
+SETTLED = " Cause: "  # how a report names its cause; a planner's message holding it has settled the cause itself
+
+
 def with_cause(message: str, diagnosis: dict[str, Any] | None) -> str:
-    """The report names the cause the agent diagnosed, whichever planner wrote the rest (once, at the end)."""
-    if not diagnosis or diagnosis["summary"] in message:
+    """The report names the cause the agent diagnosed, whichever planner wrote the rest (once, at the end).
+
+    A message that names its cause itself ("... Cause: late data: ...") was settled by what the actions found
+    (a refetch that now has the slots refutes an outage), so the diagnosis made before acting is not added."""
+    if not diagnosis or diagnosis["summary"] in message or SETTLED in message:
         return message
     cause = diagnosis["cause"].replace("_", " ")
     return f"{message.rstrip()} Cause: {cause} ({diagnosis['confidence']:.0%}): {diagnosis['summary']}."
@@ -58,7 +64,8 @@ def final_text(state: dict[str, Any]) -> str:
     scope = (state.get("context") or {}).get("vars") or {}
     diagnosis = scope.get("diagnosis")
     if diagnosis and diagnosis["summary"] not in lines[0]:
-        lines.append(f"diagnosis: {diagnosis['cause'].replace('_', ' ')} ({diagnosis['confidence']:.0%}): {diagnosis['summary']}")
+        label = "diagnosis before acting (the outcome above settles it)" if SETTLED in lines[0] else "diagnosis"
+        lines.append(f"{label}: {diagnosis['cause'].replace('_', ' ')} ({diagnosis['confidence']:.0%}): {diagnosis['summary']}")
     if diagnosis:
         lines.extend(f"  - evidence: {fact}" for fact in diagnosis.get("evidence") or [])
     extent = scope.get("extent") or {}

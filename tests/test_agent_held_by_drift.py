@@ -28,6 +28,18 @@ def test_a_summary_quoting_a_sentence_is_reported_with_one_full_stop() -> None:
     assert reported.endswith("or fix the source.") and not DOUBLED.search(reported)
 
 
+def test_a_cause_the_actions_settled_replaces_the_diagnosis_made_before_acting() -> None:
+    """A refetch that now has the slots refutes the outage guessed before acting: the report names one cause, its own."""
+    from agent.report import final_text
+
+    before = Diagnosis(cause="source_outage", confidence=0.65, summary="the source did not deliver 3 hours missing").model_dump(mode="json")
+    settled = "Backfilled 2023-03-02. Cause: late data: the source published these slots after the first fetch."
+    assert with_cause(settled, before) == settled
+    assert with_cause("Backfilled 2023-03-02.", before).endswith("Cause: source outage (65%): the source did not deliver 3 hours missing.")
+    text = final_text({"message": settled, "context": {"vars": {"diagnosis": before}}})
+    assert "diagnosis before acting (the outcome above settles it): source outage (65%)" in text
+
+
 def test_the_day_a_schema_drift_held_back_is_diagnosed_as_drift_not_late_data(ctx: PlatformContext) -> None:
     ctx.faults.inject(faults.SourceFault(kind="rename_field", source="carbon_intensity", field="intensity.actual", new_name="measured"))
     now = utc(2023, 1, 3, 1)

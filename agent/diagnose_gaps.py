@@ -37,7 +37,7 @@ def completeness(ctx: PlatformContext, incident: Incident, now: datetime) -> Dia
     if missing is not None:
         # A gap and a collision of one length are one moved clock (agent/clock_shift.py); all slots held twice, changed duplicates.
         shift = find_shift(missing.slots, {r["ts"] for r in missing.twice}, missing.cadence)
-        found = _clock_shift(shift, missing.twice, missing.extent) or _missing_as_duplicates(missing)
+        found = _clock_shift(shift, missing.twice, missing.extent) or _missing_as_duplicates(missing) or _missing_as_refused(missing)
         if found is not None:
             return found
     extent = incident.extent
@@ -78,6 +78,7 @@ class _Missing(BaseModel):
     cadence: timedelta
     slots: frozenset[datetime]
     twice: list[dict[str, Any]]
+    refused: list[dict[str, Any]]  # records of the missing slots the pipeline could not read (quarantined by conform)
 
 
 def _missing_slots(ctx: PlatformContext, incident: Incident) -> _Missing | None:
@@ -89,8 +90,14 @@ def _missing_slots(ctx: PlatformContext, incident: Incident) -> _Missing | None:
     if not slots:
         return None
     days = sorted({datetime.fromisoformat(d.day).replace(tzinfo=UTC) for d in extent.days})
-    held = _held_twice(ctx, ctx.inventory.pipeline(pipeline).quarantine, incident.table, days)
-    return _Missing(extent=extent, cadence=cadence, slots=slots, twice=[r for r in held if r["ts"] in slots])
+    held = [
+        r
+        for r in wap.read_days(load_table(ctx.catalog, ctx.inventory.pipeline(pipeline).quarantine), days).to_pylist()
+        if r["target_table"] == incident.table and r["ts"] in slots
+    ]
+    twice = [r for r in held if "conflicting_duplicate" in str(r["expectation"])]
+    refused = [r for r in held if r["expectation"] == "conform"]
+    return _Missing(extent=extent, cadence=cadence, slots=slots, twice=twice, refused=refused)
 
 
 def shift_before_duplicates(ctx: PlatformContext, incident: Incident, pipeline: str, rows: list[dict[str, Any]]) -> Diagnosis | None:
@@ -132,12 +139,6 @@ def _clock_shift(shift: ClockShift | None, held: list[dict[str, Any]], extent: E
     )
 
 
-def _held_twice(ctx: PlatformContext, quarantine: str, table: str, days: list[datetime]) -> list[dict[str, Any]]:
-    """Quarantine rows of `table` on `days` held because their slot arrived twice with different values."""
-    held = wap.read_days(load_table(ctx.catalog, quarantine), days).to_pylist()
-    return [r for r in held if r["target_table"] == table and "conflicting_duplicate" in str(r["expectation"])]
-
-
 def _missing_as_duplicates(missing: _Missing) -> Diagnosis | None:
     """Changed duplicates, when every slot a completeness incident misses is held in quarantine as a conflicting
     duplicate: the source sent those slots, twice with different values, and neither copy was published."""
@@ -150,6 +151,23 @@ def _missing_as_duplicates(missing: _Missing) -> Diagnosis | None:
         summary=f"the source sent the {len(missing.slots)} missing slot(s) twice with different values ({extent.describe_missing()}); "
         f"all {len(missing.twice)} copies are held in quarantine as conflicting_duplicate, so the day waits for one value per slot",
         evidence=[extent.describe(), *quarantine_facts(missing.twice)],
+        extent=extent,
+    )
+
+
+def _missing_as_refused(missing: _Missing) -> Diagnosis | None:
+    """Bad records, when every slot a completeness incident misses was sent but could not be read (a null or a
+    text where the record's values belong): the source delivered them, so nothing is late or out, and a backfill
+    would fetch the same records."""
+    if not missing.refused or {r["ts"] for r in missing.refused} != missing.slots:
+        return None
+    extent = missing.extent
+    return Diagnosis(
+        cause="bad_values",
+        confidence=0.8,
+        summary=f"the source sent the {len(missing.slots)} missing slot(s) ({extent.describe_missing()}), but as records the pipeline "
+        f"cannot read; {len(missing.refused)} record(s) are held in quarantine by conform, and a backfill would fetch the same records",
+        evidence=[extent.describe(), *quarantine_facts(missing.refused)],
         extent=extent,
     )
 

@@ -157,7 +157,7 @@ class ChatPlan:
         if chatter is not None:
             return chatter
         if i.off_topic:
-            return topic.OFF_TOPIC
+            return f"{topic.OFF_TOPIC} {LLM_HINT}"
         if i.start is not None and i.start > self.now.date() and i.metric == "temperature":
             return (
                 f"There is no weather forecast here: {i.table or 'silver.weather'} holds measured hourly temperatures (ERA5) "

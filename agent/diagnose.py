@@ -39,6 +39,7 @@ __all__ = ["CAUSES", "Cause", "Diagnosis", "diagnose"]
 HISTORY_DAYS = 14
 SCALE_RATIO = 20.0  # values this many times their history's median (or this many times smaller): a unit or scale change
 TENFOLD_RATIO = 5.0  # nearer than SCALE_RATIO, a unit change only at a power of ten (within 12 %) of varying values
+PAYLOAD_MARKERS = ("PayloadError", "SchemaDriftError")  # the error classes of a payload that breaks the source's contract
 TRANSIENT_MARKERS = ("Transient", "503", "502", "504", "500", "429", "timed out", "Timeout", "RateLimited", "Connection")
 
 
@@ -70,6 +71,15 @@ def _run_failure(_ctx: PlatformContext, incident: Incident, _now: datetime) -> D
             confidence=0.8,
             summary="the source failed in a way that usually passes (server error, rate limit or timeout); retrying with backoff should finish the job",
             evidence=[error[:300]],
+        )
+    if incident.kind == "source_failure" and any(m in error for m in PAYLOAD_MARKERS):
+        # The source answered, with a payload that breaks its contract (local times, a missing key): the same
+        # request gets the same payload, so it is the contract, not an outage, and re-running cannot help.
+        return Diagnosis(
+            cause="schema_drift",
+            confidence=0.8,
+            summary="the source answered with a payload the pipeline cannot read (it breaks the declared contract), so a re-run fetches the same",
+            evidence=[error[:400]],
         )
     if incident.kind == "source_failure":
         return Diagnosis(

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import EqualTo
 
 from agent.diagnose_gaps import completeness, shift_before_duplicates, unplaced_times
+from agent.diagnose_volume import volume
 from agent.diagnosis import CAUSES, Cause, Diagnosis, latest, quarantine_facts
 from config.errors import DataOpsError
 from pipelines import lineage
@@ -353,4 +354,5 @@ _RULES: dict[str, Callable[[PlatformContext, Incident, datetime], Diagnosis]] = 
     "value_anomaly": _value_anomaly,
     "forecast_glitch": _forecast_glitch,
     "forecast_degraded": _forecast_degraded,
+    "volume": volume,
 }

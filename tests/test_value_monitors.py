@@ -147,6 +147,17 @@ def test_temperature_weather_is_not_an_incident_but_a_stuck_sensor_and_a_unit_ch
     assert {p.rule for p in found[1:5]} == {"unit_change"}
 
 
+def test_a_few_hours_of_one_temperature_are_a_stuck_sensor_in_a_series_that_never_repeats() -> None:
+    """ERA5 temperature to four decimals repeats a value at most once in a row over 2020 to 2025; four equal hours
+    cannot be weather. The carbon series (whole gCO2/kWh, runs of 3) still needs more (the test below)."""
+    w = _temperature("2023-01-01", "2023-04-01")
+    values = w.temp_2m.to_numpy(float).copy()
+    values[1000:1004] = values[1000]  # four identical hours
+    frame = SeriesFrame(ts=pd.DatetimeIndex(w.time), x=values)
+    flagged = score_points(_spec("physical"), frame, np.flatnonzero(frame.ts >= pd.Timestamp("2023-02-01", tz="UTC")), {})[1]
+    assert [(p.index, p.rule) for p in flagged] == [(1003, "stuck")]
+
+
 def test_a_stuck_meter_in_a_seasonal_series_is_found() -> None:
     d = _neso("2023-01-01", "2023-03-01").reset_index(drop=True)
     x = d.actual.to_numpy(float).copy()

@@ -15,7 +15,8 @@ The models (``model:`` in config/monitors.yaml):
   distribution of the same residual over the history, with a Pareto tail (Hill estimator) beyond its 95th
   percentile, so a heavy-tailed series needs a larger deviation to score the same. They are combined,
   with the level's mean over ``SUSTAINED_POINTS`` slots, with a Bonferroni factor of 3. A run of
-  identical values longer than twice the longest run of the history (and at least ``6`` points) is a
+  identical values longer than twice the longest run of the history (and at least ``6`` points, ``3`` for a
+  series whose history almost never repeats a value) is a
   *stuck* finding; a run of values equal to the same slots one day earlier, longer than twice the history's
   longest such run (and at least ``MIN_REPEATED_POINTS``), is a *repeated day* (a stale copy of the day
   before: over 2023 no run of the carbon series is longer than 3, nor of ERA5 temperature since 2020 than 1).
@@ -62,6 +63,11 @@ Rule = Literal["level", "step", "error", "glitch", "stuck", "repeated_day", "imp
 RULE_SCORE = 12.0
 """Score of a rule that fired (stuck, impossible step, unit change, a day's bias): beyond any threshold a budget gives."""
 MIN_STUCK_POINTS = 6
+# A series whose history almost never repeats a value (a reanalysis temperature to four decimals: 42,626 distinct
+# values in 50,400 hours, no run of equal values longer than 2) cannot hold three equal values in a row by chance;
+# only a series of coarse values (whole gCO2/kWh) needs MIN_STUCK_POINTS before a run means anything.
+MIN_STUCK_CONTINUOUS = 3
+CONTINUOUS_SHARE = 0.5  # distinct values per history point above which a series counts as continuous
 MIN_REPEATED_POINTS = 12
 """Points in a row equal to the same slots one day earlier before a day can be a copy of the day before."""
 GLITCH_MAX_SLOTS = 4
@@ -276,7 +282,10 @@ def _glitch_evidence(frame: SeriesFrame, history: np.ndarray, points: np.ndarray
 
 def _with_stuck(frame: SeriesFrame, history: np.ndarray, points: np.ndarray, scores: list[PointScore]) -> list[PointScore]:
     runs = _runs(frame.x)
-    limit = max(MIN_STUCK_POINTS, 2 * int(runs[history].max(initial=1)))
+    past = frame.x[history]
+    past = past[np.isfinite(past)]
+    continuous = len(past) > 0 and len(np.unique(past)) >= CONTINUOUS_SHARE * len(past)
+    limit = max(MIN_STUCK_CONTINUOUS if continuous else MIN_STUCK_POINTS, 2 * int(runs[history].max(initial=1)))
     return _with_run_rule(frame, scores, runs, limit, "stuck", "identical values in a row")
 
 

@@ -22,6 +22,7 @@ from agent.chat import advice, ahead, answers, compare, incidents, oversight, qu
 from agent.chat.day_hours import describe_hours
 from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
 from agent.chat.names import Names, names_of
+from agent.chat.follow_up import with_earlier
 from agent.chat.topic import small_talk
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
 from config.settings import load_settings
@@ -529,5 +530,7 @@ def plan_chat(state: PlanningState, *, planner: str) -> PlanStep:
         platform = {"config_dir": str(settings.config_dir), "source_mode": settings.source_mode}
     names = names_of(Path(platform["config_dir"]))
     now = _now(state)
-    intent = read_intent(state.question or "", now=now, names=names)
+    intent = with_earlier(
+        read_intent(state.question or "", now=now, names=names), state.question or "", state.earlier, now=now, names=names
+    )
     return ChatPlan(state, intent, names, now=now, replay=platform.get("source_mode") == "replay", planner=planner).step()

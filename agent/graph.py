@@ -33,6 +33,9 @@ from memory.store import MemoryRecord
 log = logging.getLogger(__name__)
 
 
+EARLIER_KEPT = 5  # earlier questions a chat thread keeps for the next turn
+
+
 def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
     def gather(state: AgentState) -> dict[str, Any]:
         now = rt.clock()
@@ -84,6 +87,7 @@ def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
             verification=state.get("verification"),
             step=step,
             tokens=tokens,
+            earlier=list(state.get("earlier") or []) if chat else [],
         )
         try:
             planned = rt.planner.plan(planning)
@@ -123,6 +127,10 @@ def build_graph(rt: Runtime) -> StateGraph:  # type: ignore[type-arg]
         rt.reporter.final(
             state["thread_id"], final_text({**state, "outcome": outcome, "message": message}), outcome=outcome, incident_id=incident_id
         )
+        if state.get("mode") == "chat" and state.get("question"):
+            # The thread keeps its last questions, so the next turn can read "release it" against them.
+            earlier = [*(state.get("earlier") or []), str(state["question"])][-EARLIER_KEPT:]
+            return {"outcome": outcome, "message": message, "earlier": earlier}
         return {"outcome": outcome, "message": message}
 
     def remember(state: AgentState) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class PlanningState(BaseModel):
     verification: dict[str, Any] | None = Field(default=None, description="The latest verification after a write, if any")
     step: int = 0
     tokens: int = 0
+    earlier: list[str] = Field(default_factory=list, description="A chat thread's earlier questions, oldest first (data)")
 
 
 class PlanStep(BaseModel):

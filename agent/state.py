@@ -52,6 +52,7 @@ class AgentState(TypedDict, total=False):
     message: str
     planner: str
     wrote: bool
+    earlier: list[str]  # a chat thread's earlier questions, oldest first: what "it" and "that" may refer to
 
 
 class TurnRecord(Turn):

@@ -73,6 +73,8 @@ REQUESTS = [
     ("go ahead and delete silver.weather 2023-01-28", tool.DELETE_PARTITION),
     ("would you release silver.weather 2023-01-27?", tool.RELEASE_PARTITION),
     ("yesterday's weather needs a rerun", tool.RERUN_WINDOW),
+    ("actually release silver.weather 2023-01-27 again, false alarm", tool.RELEASE_PARTITION),
+    ("oops, sorry: resume weather", tool.RESUME_PIPELINE),
 ]
 
 

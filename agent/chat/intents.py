@@ -325,6 +325,15 @@ def _metric(text: str) -> tuple[Metric, str | None]:
     return "intensity", None
 
 
+_INTENSITY_WORDS = re.compile(r"intensity|carbon|co2|gco2|green|clean|dirt|emission|polluting")
+
+
+def names_a_metric(text: str) -> bool:
+    """Whether `text` says what it measures (a fuel, temperature, the forecast, carbon intensity) or leaves it open."""
+    lowered = text.lower()
+    return _metric(lowered) != ("intensity", None) or bool(_INTENSITY_WORDS.search(lowered))
+
+
 def _count(word: str) -> float:
     word = re.sub(r"\s+", " ", word)
     return float(word) if word[0].isdigit() else _WORD_NUMBERS[word]

@@ -52,7 +52,10 @@ QUESTION_WORDS = frozenset(
     }
 )  # fmt: skip
 _SUBJECTS = frozenset({"i", "we", "you", "it", "there", "im", "its", "theres", "ive", "id"})
-_FILLERS = frozenset({"ok", "okay", "so", "hey", "hi", "right", "then", "now", "and", "but", "also", "just", "alright", "yes", "sure"})
+_FILLERS = frozenset(
+    {"ok", "okay", "so", "hey", "hi", "right", "then", "now", "and", "but", "also", "just", "alright", "yes", "sure", "actually", "oh",
+     "oops", "sorry", "well", "fine", "hmm", "great", "thanks", "cool"}
+)  # fmt: skip
 _POLITE = re.compile(
     r"^(?:please|pls|plz|kindly|go ahead and|(?:can|could|would|will) (?:you|u)(?: please)?"
     r"|i(?: want| need| would like|'?d like) you to|let'?s|lets)\b\s*"

@@ -1,0 +1,43 @@
+"""A message that refers back ("ok unpause it", "release it again", "how long has that incident been open?").
+
+A chat thread keeps its earlier questions (`PlanningState.earlier`). When a message points back with "it",
+"that", "them" or "again" and names no table, pipeline, days or incident of its own, the latest earlier
+question that named them lends them: the message keeps its own kind and everything it did say.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from agent.chat.intents import Intent, names_a_metric, read_intent
+from agent.chat.names import Names
+
+_BACK = re.compile(r"\b(?:it|its|that|this|them|those|these|they|same|again|there|then)\b")
+
+
+def refers_back(text: str) -> bool:
+    return bool(_BACK.search(text.lower()))
+
+
+def with_earlier(intent: Intent, text: str, earlier: list[str], *, now: datetime, names: Names) -> Intent:
+    """`intent` with what it leaves open taken from the latest earlier question that said it; unchanged otherwise."""
+    if not earlier or not refers_back(text) or intent.unknown_table or intent.unknown_pipeline or intent.off_topic:
+        return intent
+    lent: dict[str, Any] = {}
+    for question in reversed(earlier):
+        before = read_intent(question, now=now, names=names)
+        if intent.table is None and intent.pipeline is None and (before.table or before.pipeline) and "table" not in lent:
+            lent |= {"table": before.table, "pipeline": before.pipeline or names.owner.get(before.table or "")}
+        if intent.start is None and before.start is not None and "start" not in lent:
+            lent |= {"start": before.start, "end": before.end}
+        measured = intent.kind in ("value_at", "aggregate") and before.kind in ("value_at", "aggregate")
+        if measured and not names_a_metric(text) and before.metric not in (None, "intensity") and "metric" not in lent:
+            # "and the day before?" after "average temperature on Tuesday": the same measure, on the table it lives in
+            lent |= {"metric": before.metric, "fuel": before.fuel, "table": before.table, "pipeline": before.pipeline}
+        if intent.kind == "incidents" and intent.incident_id is None and before.incident_id is not None and "incident_id" not in lent:
+            lent["incident_id"] = before.incident_id
+        if {"table", "start"} <= lent.keys():
+            break  # the nearest earlier question that said both decides
+    return intent.model_copy(update=lent) if lent else intent

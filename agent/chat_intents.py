@@ -20,9 +20,9 @@ from typing import Any
 
 from agent.chat import advice, ahead, answers, compare, incidents, oversight, queries, topic
 from agent.chat.day_hours import describe_hours
+from agent.chat.follow_up import with_earlier
 from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
 from agent.chat.names import Names, names_of
-from agent.chat.follow_up import with_earlier
 from agent.chat.topic import small_talk
 from agent.planner import PlanningState, PlanStep, ProposedCall, Turn
 from config.settings import load_settings

@@ -107,7 +107,10 @@ def test_real_outage_day_is_escalated_because_the_source_lacks_it(ctx: PlatformC
     finally:
         agent.close()
     assert outcome.outcome == "escalated"
-    assert "still lacks data for silver.carbon_intensity: 48 half-hours missing 2023-10-21 00:00–23:30" in outcome.message and "runbook planner" in outcome.message
+    assert (
+        "still lacks data for silver.carbon_intensity: 48 half-hours missing 2023-10-21 00:00–23:30" in outcome.message
+        and "runbook planner" in outcome.message
+    )
     assert "Cause: source outage" in outcome.message
     assert ctx.incidents.get(incident.id).status == "escalated"
     assert ("backfill_range", "ok") not in _tools_called(ctx, incident.id), "no write when the source cannot fill the gap"

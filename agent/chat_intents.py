@@ -220,6 +220,9 @@ class ChatPlan:
             if self.about_a_table():
                 # "what did you do about the weather outage?": that table's incidents, the newest told in full.
                 return [self.call(tool.LIST_INCIDENTS, status="all", table=i.table, limit=10)]
+            if i.start is not None:
+                # "what incidents came up today?": whatever became of them, the ones detected in that period
+                return [self.call(tool.LIST_INCIDENTS, **incidents.list_arguments("all"))]
             return [self.call(tool.LIST_INCIDENTS, **incidents.list_arguments(i.incident_status or "unresolved"))]
         if i.kind == "status":
             return [self.call(tool.CURRENT_METRICS)]
@@ -399,6 +402,8 @@ class ChatPlan:
                 return incidents.one(result)
             if self.about_a_table():
                 return incidents.about_table(i.table or "", result, turns[1].result if len(turns) > 1 else None)
+            if i.start is not None and i.end is not None:
+                return incidents.detected_in(result, i.start, i.end, i.when.describe())
             return incidents.listed(result, i.incident_status or "unresolved")
         if i.kind == "status":
             return answers.status(result)

@@ -81,3 +81,21 @@ def test_what_was_done_about_a_table_tells_its_newest_incident_and_lists_the_ear
     assert message.endswith("Earlier on silver.weather: #4 resolved: silver.weather is stale.")
     nothing = _plan(text, [Turn(call=listing, decision="allow", status="ok", result={"incidents": []})])
     assert not nothing.calls and nothing.message.endswith("No incident is recorded on silver.weather.")
+
+
+def test_incidents_of_a_period_are_the_ones_detected_in_it_whatever_became_of_them() -> None:
+    [listed] = _plan("what incidents came up yesterday?").calls
+    assert (listed.name, listed.arguments) == (tool.LIST_INCIDENTS, {"status": "all", "limit": 200})
+    found = [
+        _summary(1, "resolved") | {"title": "3 rows held", "detected_at": "2023-02-04T01:00:00+00:00", "severity": "warning"},
+        _summary(2, "escalated") | {"title": "12 slots missing", "detected_at": "2023-02-03T01:00:00+00:00"},
+    ]
+
+    def told(text: str) -> str:
+        return str(_plan(text, [Turn(call=listed, decision="allow", status="ok", result={"incidents": found})]).message)
+
+    assert "1 incident was detected on 2023-02-04:\n#1 [warning] resolved, detected 2023-02-04 01:00 UTC: 3 rows held" in told(
+        "what incidents came up yesterday?"
+    )
+    assert "#2" not in told("what incidents came up yesterday?")
+    assert "No incident was detected on 2023-02-01." in told("any incidents on 2023-02-01?")

@@ -9,6 +9,7 @@ resolved incidents" asks for a status; "how many incidents did we have in total?
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from typing import Any, Literal
 
 IncidentStatus = Literal["unresolved", "open", "acknowledged", "remediating", "resolved", "escalated", "all"]
@@ -99,3 +100,26 @@ def about_table(table: str, listed_result: dict[str, Any], newest: dict[str, Any
     others = [f"#{i['id']} {i['status']}: {i['title']}" for i in items[1:]]
     rest = f"\nEarlier on {table}: " + "; ".join(others) + "." if others else ""
     return one(newest) + rest
+
+
+def detected_in(result: dict[str, Any], start: date, end: date, period: str) -> str:
+    """The incidents detected in [start, end), whatever their status now, oldest first."""
+    items = [
+        i for i in result.get("incidents") or [] if i.get("detected_at") and start <= datetime.fromisoformat(i["detected_at"]).date() < end
+    ]
+    if not items:
+        return (
+            f"No incident was detected on {period}."
+            if end.toordinal() - start.toordinal() == 1
+            else f"No incident was detected from {period}."
+        )
+    items.sort(key=lambda i: (i["detected_at"], i["id"]))
+    lines = [
+        f"#{i['id']} [{i['severity']}] {i['status']}, detected {datetime.fromisoformat(i['detected_at']):%Y-%m-%d %H:%M} UTC: {i['title']} "
+        f"({i['kind']} on {i['table']})"
+        for i in items[:10]
+    ]
+    more = f"\n... and {len(items) - 10} more (`dataops incidents --status all`)" if len(items) > 10 else ""
+    single = end.toordinal() - start.toordinal() == 1
+    head = f"{len(items)} incident{'s were' if len(items) != 1 else ' was'} detected {'on' if single else 'from'} {period}:"
+    return head + "\n" + "\n".join(lines) + more

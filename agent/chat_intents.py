@@ -67,6 +67,23 @@ MAX_RANGE_DAYS = 200  # a range's completeness is one row a day, and query_lake 
 _FAILURE_WORDS = ("fail", "wrong", "problem", "error", "broke", "bad", "issue")
 
 
+_RUNS = re.compile(r"\bruns\b")
+_HOW_MANY_RUNS = re.compile(r"\b(?:last|latest|recent|past)\s+(\d{1,2}|two|three|four|five|six|seven|eight|nine|ten)\b")
+_RUN_COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+RUNS_LISTED = 5  # runs a list question gets when it names no number
+
+
+def runs_listed(question: str) -> int | None:
+    """How many runs a question asks to see listed ("the last 3 runs", "recent runs"); None for one run's report."""
+    lowered = question.lower()
+    if not _RUNS.search(lowered):
+        return None
+    m = _HOW_MANY_RUNS.search(lowered)
+    if m is None:
+        return RUNS_LISTED
+    return min(20, int(m[1]) if m[1].isdigit() else _RUN_COUNT_WORDS[m[1]])
+
+
 def _now(state: PlanningState) -> datetime:
     # The platform clock: replays and evals run in the past; the machine's calendar would be wrong there.
     raw = state.context.get("now")
@@ -373,6 +390,8 @@ class ChatPlan:
             return [self.call(tool.GET_INCIDENT, incident_id=found[0]["id"])] if found else None
         if self.intent.kind != "run_report" or last.call.name != tool.LIST_RUNS or last.status != "ok" or len(self.state.turns) != 1:
             return None
+        if runs_listed(self.question) is not None:
+            return None  # "list the last 3 runs": the list is the answer
         runs = (last.result or {}).get("runs") or []
         if not runs:
             return None
@@ -476,6 +495,9 @@ class ChatPlan:
     def run_answer(self) -> str:
         listed = self.state.turns[0]
         runs = (listed.result or {}).get("runs") or []
+        count = runs_listed(self.question)
+        if count is not None:
+            return answers.runs_listed(runs[:count], self.intent.pipeline)
         if len(self.state.turns) == 1:
             who = self.intent.pipeline or "any pipeline"
             return f"No run of {who} is recorded yet."

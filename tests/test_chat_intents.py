@@ -318,3 +318,20 @@ def test_since_a_day_runs_to_today_and_next_weekday_looks_ahead(names: Names) ->
     assert (since.start, since.end) == (date(2023, 2, 27), date(2023, 3, 5))
     step = _plan("what will carbon intensity be next wednesday?")
     assert step.calls == [] and "2023-03-08 00:00 UTC is beyond it" in step.message
+
+
+def test_a_question_about_runs_lists_the_latest_ones() -> None:
+    [listed] = _plan("list the last 2 pipeline runs").calls
+    runs = [
+        {"run_id": f"r{n}", "pipeline": p, "status": s, "window_start": "2023-03-01T00:00:00+00:00", "window_end": "2023-03-04T00:00:00+00:00",
+         "rows_in": 144, "rows_out": 144 - q, "rows_quarantined": q, "held_days": h, "error": None, "attempts": 1}
+        for n, (p, s, q, h) in enumerate([("weather", "succeeded", 0, []), ("carbon_intensity", "quarantined", 4, ["2023-03-02"]),
+                                          ("weather", "succeeded", 0, [])])
+    ]  # fmt: skip
+    step = _plan("list the last 2 pipeline runs", [_turn(listed, {"runs": runs})])
+    assert step.calls == [] and step.message.count("\n- ") == 2
+    assert "The latest 2 runs, newest first:\n- weather 2023-03-01 00:00 to 2023-03-04 00:00 UTC: succeeded" in step.message
+    assert (
+        "carbon_intensity 2023-03-01 00:00 to 2023-03-04 00:00 UTC: quarantined, 140 row(s) published, 4 quarantined, held back 2023-03-02"
+        in step.message
+    )

@@ -417,3 +417,19 @@ def action(turn: Turn) -> str:
         f"{k.replace('_', ' ')} {v}" for k, v in result.items() if isinstance(v, int | float | str) and not isinstance(v, bool)
     )
     return f"{name} on {args.get('table')}{' ' + str(args['day']) if args.get('day') else ''} done: {facts}."
+
+
+def runs_listed(runs: list[dict[str, Any]], pipeline: str | None) -> str:
+    """The latest runs, newest first, one line each: window, status, what was published and held."""
+    if not runs:
+        return f"No run of {pipeline or 'any pipeline'} is recorded yet."
+    lines = [f"The latest {len(runs)} run{'s' if len(runs) != 1 else ''}{f' of {pipeline}' if pipeline else ''}, newest first:"]
+    for r in runs:
+        start, end = r["window_start"][:16].replace("T", " "), r["window_end"][:16].replace("T", " ")
+        held = f", held back {', '.join(r['held_days'])}" if r.get("held_days") else ""
+        error = f", error: {str(r['error'])[:160]}" if r.get("error") else ""
+        lines.append(
+            f"- {r['pipeline']} {start} to {end} UTC: {r['status']}, {r['rows_out']} row(s) published, "
+            f"{r['rows_quarantined']} quarantined{held}{error} (run {r['run_id']})"
+        )
+    return "\n".join(lines)

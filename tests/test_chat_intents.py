@@ -335,3 +335,17 @@ def test_a_question_about_runs_lists_the_latest_ones() -> None:
         "carbon_intensity 2023-03-01 00:00 to 2023-03-04 00:00 UTC: quarantined, 140 row(s) published, 4 quarantined, held back 2023-03-02"
         in step.message
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "fuel"),
+    [("which day had the highest renewable share last week?", "renewables"), ("average fossil share yesterday", "fossil"),
+     ("low-carbon generation share yesterday", "low_carbon"), ("how much wind yesterday", "wind")],
+)  # fmt: skip
+def test_fuels_asked_about_together_are_a_group(text: str, fuel: str, names: Names) -> None:
+    intent = _read(text, names)
+    assert (intent.metric, intent.fuel, intent.table) == ("share", fuel, "silver.generation_mix")
+
+
+def test_the_lowest_carbon_hour_is_no_low_carbon_share(names: Names) -> None:
+    assert _read("lowest carbon hour yesterday", names).metric == "intensity"

@@ -60,6 +60,17 @@ MIN_CONFIDENCE = 0.20
 MIN_MARGIN = 0.03
 
 FUELS = ("wind", "solar", "gas", "nuclear", "coal", "hydro", "biomass", "imports", "other")
+# Fuels people ask about together. Renewable as the UK counts it (biomass included); low-carbon adds nuclear.
+FUEL_GROUPS: dict[str, tuple[str, ...]] = {
+    "renewables": ("wind", "solar", "hydro", "biomass"),
+    "low_carbon": ("wind", "solar", "hydro", "biomass", "nuclear"),
+    "fossil": ("gas", "coal"),
+}
+_GROUP_WORDS = (
+    ("low_carbon", re.compile(r"\blow[- ]carbon\s+(?:generation|share|power|sources?|electricity|energy|fuels?)\b")),
+    ("renewables", re.compile(r"\brenewables?\b|\bgreen (?:generation|energy|power|sources?)\b")),
+    ("fossil", re.compile(r"\bfossil\b")),
+)
 
 
 class Intent(BaseModel):
@@ -305,6 +316,9 @@ def _metric(text: str) -> tuple[Metric, str | None]:
         return "mix", None  # every fuel's share, largest first
     if superlative := re.search(r"\b(windiest|sunniest)\b", text):
         return "share", "wind" if superlative[1] == "windiest" else "solar"  # the fuel's share at its highest
+    group = next((name for name, pattern in _GROUP_WORDS if pattern.search(text)), None)
+    if group is not None:
+        return "share", group  # "the renewable share": the group's fuels summed slot by slot
     fuel = next((f for f in FUELS if re.search(rf"\b{f}\b", text)), None)
     if fuel is not None and (
         re.search(r"\b(share|percent|percentage|%|mix|generation)\b|share", text)

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.chat.intents import Metric
+from agent.chat.intents import FUEL_GROUPS, Metric
 
 
 class MetricColumn(BaseModel):
@@ -24,11 +24,27 @@ class MetricColumn(BaseModel):
     label: str
     unit: str
     filter: str = "TRUE"
+    source: str | None = None  # a subquery read instead of the table itself (a group of fuels summed slot by slot)
+
+    @property
+    def relation(self) -> str:
+        """What a query reads FROM: the table, or the subquery over it."""
+        return self.source or self.table
 
 
 def metric_column(metric: Metric | None, fuel: str | None = None) -> MetricColumn:
     if metric == "temperature":
         return MetricColumn(table="silver.weather", expression="temperature_c", label="temperature", unit="°C")
+    if metric == "share" and fuel in FUEL_GROUPS:
+        fuels = FUEL_GROUPS[fuel]
+        listed = ", ".join(f"'{f}'" for f in fuels)
+        return MetricColumn(
+            table="silver.generation_mix",
+            expression="perc",
+            label=f"{fuel.replace('_', '-')} share of generation ({' + '.join(fuels)})",
+            unit="%",
+            source=f"(SELECT ts, sum(perc) AS perc FROM silver.generation_mix WHERE fuel IN ({listed}) GROUP BY ts)",
+        )
     if metric == "share":
         fuel = fuel or "wind"
         return MetricColumn(
@@ -115,7 +131,7 @@ def quarantined(
 
 def aggregate(column: MetricColumn, start: date, end: date, hours: tuple[int, int] | None = None) -> str:
     return (
-        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.table} WHERE {_between(start, end)} AND {_hours(hours)} "
+        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.relation} WHERE {_between(start, end)} AND {_hours(hours)} "
         f"AND {column.filter} "
         f"AND {column.expression} IS NOT NULL) "
         f"SELECT count(*) AS n, avg(v) AS mean, min(v) AS low, arg_min(ts, v) AS low_at, max(v) AS high, arg_max(ts, v) AS high_at, "
@@ -168,7 +184,7 @@ def extreme_day(column: MetricColumn, start: date, end: date, hours: tuple[int, 
     """The day of [start, end) whose mean is lowest (or highest), with how many days were compared and their mean."""
     order = "DESC" if highest else "ASC"
     return (
-        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.table} WHERE {_between(start, end)} AND {_hours(hours)} "
+        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.relation} WHERE {_between(start, end)} AND {_hours(hours)} "
         f"AND {column.filter} AND {column.expression} IS NOT NULL), "
         "d AS (SELECT date_trunc('day', ts) AS day, avg(v) AS mean, count(*) AS n FROM v GROUP BY 1) "
         f"SELECT day, mean, n, (SELECT count(*) FROM d) AS days, (SELECT avg(mean) FROM d) AS mean_of_days FROM d ORDER BY mean {order}, day LIMIT 1"

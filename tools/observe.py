@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from pipelines import lineage, metrics
 from tools import names
 from tools.base import ToolContext, ToolInput, ToolSpec
+from tools.schedule import paused_notes
 
 
 class CurrentMetricsInput(ToolInput):
@@ -21,10 +22,20 @@ class MetricSample(BaseModel):
     value: float
 
 
+class PipelineState(BaseModel):
+    """A pipeline's latest run and whether its schedule is paused."""
+
+    last_status: str | None = Field(description="Status of its latest run; None when it never ran")
+    last_window: str | None = Field(default=None, description="The latest run's window, start..end (UTC)")
+    held_days: list[str] = Field(default_factory=list, description="Days the latest run held back")
+    paused: str | None = Field(default=None, description="Who paused it and why; None when it runs on schedule")
+
+
 class CurrentMetricsResult(BaseModel):
     samples: list[MetricSample] = Field(description="The live Prometheus samples of this process (empty in a fresh CLI process)")
     quality_scores: dict[str, float] = Field(description="Latest data-quality score per table, from the run ledger")
     open_incidents: dict[str, int] = Field(description="Unresolved incidents by severity")
+    pipelines: dict[str, PipelineState] = Field(default_factory=dict, description="Every pipeline's latest run and pause")
 
 
 def current_metrics(ctx: ToolContext, args: CurrentMetricsInput) -> CurrentMetricsResult:
@@ -34,8 +45,26 @@ def current_metrics(ctx: ToolContext, args: CurrentMetricsInput) -> CurrentMetri
             if sample.name.startswith(args.name_prefix) and not sample.name.endswith(("_created", "_bucket")):
                 samples.append(MetricSample(name=sample.name, labels=dict(sample.labels), value=float(sample.value)))
     return CurrentMetricsResult(
-        samples=samples[:200], quality_scores=ctx.platform.ledger.latest_quality(), open_incidents=ctx.platform.incidents.open_counts()
+        samples=samples[:200],
+        quality_scores=ctx.platform.ledger.latest_quality(),
+        open_incidents=ctx.platform.incidents.open_counts(),
+        pipelines=_pipelines(ctx),
     )
+
+
+def _pipelines(ctx: ToolContext) -> dict[str, PipelineState]:
+    paused = paused_notes(ctx.platform)
+    out: dict[str, PipelineState] = {}
+    for name in ctx.platform.inventory.pipelines:
+        runs = ctx.platform.ledger.runs(pipeline=name, limit=1)
+        last = runs[0] if runs else None
+        out[name] = PipelineState(
+            last_status=last.status if last else None,
+            last_window=f"{last.window_start:%Y-%m-%d %H:%M}..{last.window_end:%Y-%m-%d %H:%M}" if last else None,
+            held_days=list(last.held_days or []) if last else [],
+            paused=paused.get(name),
+        )
+    return out
 
 
 class TableLineageInput(ToolInput):

@@ -61,7 +61,20 @@ def status(result: dict[str, Any]) -> str:
     scores = result.get("quality_scores") or {}
     open_text = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("critical", "warning", "info"))
     score_text = "; ".join(f"{t} {figure(100 * v, 0)}%" for t, v in sorted(scores.items())) or "no run has scored a table yet"
-    return f"Open incidents: {open_text}. Latest data-quality score per table (share of rows that passed validation): {score_text}."
+    text = f"Open incidents: {open_text}. Latest data-quality score per table (share of rows that passed validation): {score_text}."
+    pipelines = result.get("pipelines") or {}
+    if pipelines:
+        text += "\nPipelines:" + "".join(f"\n- {name}: {_pipeline_state(state)}" for name, state in pipelines.items())
+    return text
+
+
+def _pipeline_state(state: dict[str, Any]) -> str:
+    if state.get("last_status") is None:
+        said = "never run"
+    else:
+        held = f", held back {', '.join(state['held_days'])}" if state.get("held_days") else ""
+        said = f"last run {state['last_status']} ({state.get('last_window')} UTC{held})"
+    return said + (f"; PAUSED: {state['paused']}" if state.get("paused") else "")
 
 
 def row_count(table: str, row: dict[str, Any]) -> str:

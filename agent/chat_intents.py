@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.chat import advice, ahead, answers, compare, incidents, oversight, queries, topic
+from agent.chat import advice, ahead, answers, compare, guard, incidents, oversight, queries, topic
 from agent.chat.day_hours import describe_hours
-from agent.chat.follow_up import with_earlier
+from agent.chat.follow_up import elliptical, with_earlier
 from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
 from agent.chat.names import Names, names_of
 from agent.chat.topic import small_talk
@@ -93,11 +93,14 @@ def _now(state: PlanningState) -> datetime:
 class ChatPlan:
     """One chat message's plan: checks, the calls to make, and the answer once their results are in."""
 
-    def __init__(self, state: PlanningState, intent: Intent, names: Names, *, now: datetime, replay: bool, planner: str) -> None:
+    def __init__(
+        self, state: PlanningState, intent: Intent, names: Names, *, now: datetime, replay: bool, planner: str, question: str | None = None
+    ) -> None:
         self.state, self.intent, self.names, self.now, self.replay = state, intent, names, now, replay
         self.prefix = f"[{planner}] "
         self.planner = planner
-        self.question = state.question or ""
+        # The words the intent was read from: the message, or the earlier question an elliptical one asks again.
+        self.question = question if question is not None else state.question or ""
 
     # -- the step -----------------------------------------------------------------------------------------
     def step(self) -> PlanStep:
@@ -171,11 +174,13 @@ class ChatPlan:
     def refusal(self) -> str | None:
         """One line on what is wrong with the request, or None when it can go ahead."""
         i = self.intent
-        chatter = small_talk(self.question)
+        chatter = small_talk(self.question) or guard.refusal(self.question)
         if chatter is not None:
             return chatter
         if i.off_topic:
             return f"{topic.OFF_TOPIC} {LLM_HINT}"
+        if (measure := topic.unheld_measure(self.question)) is not None and i.kind not in ACTIONS:
+            return topic.unheld(measure)
         if i.start is not None and i.start > self.now.date() and i.metric == "temperature":
             return (
                 f"There is no weather forecast here: {i.table or 'silver.weather'} holds measured hourly temperatures (ERA5) "
@@ -280,6 +285,9 @@ class ChatPlan:
 
     def measure(self) -> list[ProposedCall] | str:
         i = self.intent
+        if i.kind == "value_at" and i.latest:
+            table = i.table or queries.metric_column(i.metric, i.fuel).table
+            return [self.call(tool.QUERY_LAKE, sql=queries.latest_value(table, self.now), limit=20)]
         if i.kind == "value_at":
             if i.at is None or i.start is None:
                 return "At what time? e.g. 'what was the carbon intensity yesterday at 18:00?'"
@@ -444,6 +452,8 @@ class ChatPlan:
             return self.freshness_answer(rows)
         if i.kind == "quarantined":
             return self.quarantine_answer(rows)
+        if i.kind == "value_at" and i.latest:
+            return answers.latest(i, rows, i.table or queries.metric_column(i.metric, i.fuel).table, self.now)
         if i.kind == "value_at":
             column = queries.metric_column(i.metric, i.fuel)
             assert i.start is not None and i.at is not None
@@ -557,7 +567,11 @@ def plan_chat(state: PlanningState, *, planner: str) -> PlanStep:
         platform = {"config_dir": str(settings.config_dir), "source_mode": settings.source_mode}
     names = names_of(Path(platform["config_dir"]))
     now = _now(state)
-    intent = with_earlier(
-        read_intent(state.question or "", now=now, names=names), state.question or "", state.earlier, now=now, names=names
-    )
-    return ChatPlan(state, intent, names, now=now, replay=platform.get("source_mode") == "replay", planner=planner).step()
+    question = state.question or ""
+    again = elliptical(question, state.earlier, now=now, names=names)  # "and saturday?": the last question, for saturday
+    if again is not None:
+        intent, question = again
+    else:
+        intent = with_earlier(read_intent(question, now=now, names=names), question, state.earlier, now=now, names=names)
+    replay = platform.get("source_mode") == "replay"
+    return ChatPlan(state, intent, names, now=now, replay=replay, planner=planner, question=question).step()

@@ -102,6 +102,21 @@ def value_at(intent: Intent, rows: list[dict[str, Any]], at: datetime, table: st
     return f"{headline} Row: {evidence}"
 
 
+def latest(intent: Intent, rows: list[dict[str, Any]], table: str, now: datetime) -> str:
+    """The newest reading, how old it is on the platform clock, and for one fuel its share."""
+    if not rows:
+        return f"{table} holds no reading at or before {now:%Y-%m-%d %H:%M} UTC yet."
+    at = rows[0]["ts"] if isinstance(rows[0]["ts"], datetime) else datetime.fromisoformat(str(rows[0]["ts"]))
+    minutes = max(0, int((now - at).total_seconds() // 60))
+    age = f"{minutes} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
+    said = value_at(intent, rows, at, table).split(" Row: ")[0]
+    if intent.metric == "share" and intent.fuel and "fuel" in rows[0]:
+        share = next((r["perc"] for r in rows if r["fuel"] == intent.fuel), None)
+        if share is not None:
+            said = f"At {at:%Y-%m-%d %H:%M} UTC {intent.fuel} was {figure(share)}% of generation."
+    return f"The newest reading, {age} before the platform clock ({now:%Y-%m-%d %H:%M} UTC): {said}"
+
+
 def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: date, end: date) -> str:
     word = {"avg": "average", "min": "lowest", "max": "highest"}[intent.aggregate or "avg"]
     if not row.get("n"):

@@ -3,6 +3,9 @@
 A chat thread keeps its earlier questions (`PlanningState.earlier`). When a message points back with "it",
 "that", "them" or "again" and names no table, pipeline, days or incident of its own, the latest earlier
 question that named them lends them: the message keeps its own kind and everything it did say.
+
+A message that is only another period ("and saturday?", "what about last week?", "same for yesterday") asks
+the latest earlier question again for that period (`elliptical`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import re
 from datetime import datetime
 from typing import Any
 
-from agent.chat.intents import Intent, names_a_metric, read_intent
+from agent.chat.dates import read_when
+from agent.chat.intents import HOURLY, Intent, names_a_metric, read_intent
 from agent.chat.names import Names
 
+_ELLIPSIS = re.compile(r"^\W*(?:and|what about|how about|same for|and for|and on|and what about|what of|now for|now)\b\s*(?P<rest>.*)$")
+_MAX_ELLIPSIS_WORDS = 5  # "and the saturday before?" at most: a longer message says more than another period
 _BACK = re.compile(r"\b(?:it|its|that|this|them|those|these|they|same|again|there|then)\b")
 
 
@@ -41,3 +47,27 @@ def with_earlier(intent: Intent, text: str, earlier: list[str], *, now: datetime
         if {"table", "start"} <= lent.keys():
             break  # the nearest earlier question that said both decides
     return intent.model_copy(update=lent) if lent else intent
+
+
+def elliptical(text: str, earlier: list[str], *, now: datetime, names: Names) -> tuple[Intent, str] | None:
+    """The latest earlier question asked again for the period `text` names alone, with that question's words; or None."""
+    if not earlier:
+        return None
+    lowered = text.lower().strip()
+    m = _ELLIPSIS.match(lowered)
+    rest = m["rest"] if m else lowered
+    if len(re.findall(r"[a-z0-9:/-]+", rest)) > _MAX_ELLIPSIS_WORDS or (m is None and len(rest.split()) > 2):
+        return None
+    when = read_when(rest, now)
+    if when.start is None:
+        return None
+    question = earlier[-1]
+    before = read_intent(question, now=now, names=names)
+    if before.kind in ("unknown", "help") or before.off_topic:
+        return None
+    update: dict[str, Any] = {"start": when.start, "end": when.end, "other_ranges": (), "other_periods": (), "date_problem": when.problem}
+    if when.at is not None:
+        update["at"] = when.at
+    if when.hours is not None and before.kind in HOURLY:
+        update["day_hours"] = when.hours
+    return before.model_copy(update=update), question

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.chat.dates import When, read_time, read_when
 from agent.chat.day_hours import read_hours
 from agent.chat.incidents import IncidentStatus, incident_number, incident_status
-from agent.chat.mood import is_request
+from agent.chat.mood import VERB_KINDS, is_request, opening_verb
 from agent.chat.names import Names
 from agent.chat.topic import topic_of
 from config.errors import DefinitionError
@@ -128,6 +128,7 @@ class Intent(BaseModel):
     unknown_pipeline: str | None = None
     date_problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
     off_topic: bool = Field(default=False, description="No word of the message is about the platform (agent/chat/topic.py)")
+    latest: bool = Field(default=False, description="A value_at question for the measure's newest reading ('the intensity now')")
 
     @property
     def acts(self) -> bool:
@@ -431,6 +432,27 @@ _COMPARED = re.compile(
 )
 
 
+# "now" in a question about a measure: its newest reading. Words about incidents keep it a question about them.
+_NOW = re.compile(r"\b(?:right now|now|currently|current|at the moment|at present|latest|most recent|newest)\b")
+_ABOUT_INCIDENTS = re.compile(
+    r"\b(?:incidents?|alerts?|problems?|broke|broken|open|issues?|fail\w*|wrong|errors?|runs?|outages?|gaps?|missing|late|held"
+    r"|quarantin\w*|duplicat\w*|anomal\w*|stale|fresh\w*)\b"
+)
+
+
+def _asks_latest(kind: str, lowered: str, when: When, metric: Metric) -> bool:
+    """A question for a measure's newest reading: "now" or "current", no day or time, a measure named, no incident."""
+    return (
+        kind in ("value_at", "aggregate", "incidents", "status", "freshness", "unknown")
+        and metric in ("intensity", "temperature", "share", "mix")
+        and when.start is None
+        and when.at is None
+        and bool(_NOW.search(lowered))
+        and names_a_metric(lowered)
+        and not _ABOUT_INCIDENTS.search(lowered)
+    )
+
+
 def _moment(when: When, lowered: str) -> datetime | None:
     """The UTC moment a message names ("tonight at 8pm"), or None without a day and a time."""
     at = when.at or read_time(lowered)[0]
@@ -451,7 +473,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     lowered = text.lower()
     kind: str = best
     unsure = p1 < MIN_CONFIDENCE or p1 - p2 < MIN_MARGIN
-    off_topic = topic_of(model.domain_texts, names.tables + names.pipelines).off_topic(text)
+    off_topic = not names_a_metric(text) and topic_of(model.domain_texts, names.tables + names.pipelines).off_topic(text)
     if off_topic:
         kind, unsure = "unknown", False  # "what is the capital of France?" is no freshness question, however near it reads
     within, lowered = _within(lowered, now) if kind in GREENEST else (None, lowered)
@@ -471,6 +493,11 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         if at is not None and when.hours is None:
             when = when.model_copy(update={"hours": (at.hour, at.hour + 1)})
         kind, unsure = "aggregate", False
+    if kind in ("incidents", "status") and names_a_metric(lowered) and not _ABOUT_INCIDENTS.search(lowered) and when.start is not None:
+        kind, unsure = "aggregate", False  # "what's the weather like today?" asks about the data, not about incidents
+    latest = _asks_latest(kind, lowered, when, said_metric)
+    if latest:
+        kind, unsure = "value_at", False  # "what's the carbon intensity now?": the newest reading, whatever else it resembles
     future = when.start is not None and when.start > now.date()
     if kind in GREENEST and said_metric == "temperature" and not _WHEN_TO_RUN.search(lowered):
         # "the warmest hour on the 8th" is the temperature's extreme, not the greenest hour; "the weather
@@ -490,6 +517,9 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         # "take X out of quarantine" releases it; "take X out of silver.weather" quarantines it: the words after
         # "out of" say which way the rows move, whatever else the message resembles.
         kind = "release" if direction[1] else "quarantine"
+    verb_kind = VERB_KINDS.get(opening_verb(text) or "") if is_request(text) else None
+    if verb_kind is not None and verb_kind != kind:
+        kind, unsure = verb_kind, False  # an imperative action verb says which action, whatever else the message resembles
     requested = kind in ACTIONS and is_request(text)
     number = incident_number(lowered)
     if number is not None and not requested:
@@ -507,6 +537,7 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         "at": when.at,
         "date_problem": when.problem,
         "off_topic": off_topic,
+        "latest": latest,
         # A part of the day narrows only what can be narrowed; elsewhere it is kept aside so the planner can say so.
         "day_hours": when.hours if kind in HOURLY else None,
         "unused_hours": None if kind in HOURLY else when.hours,

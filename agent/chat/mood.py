@@ -82,6 +82,31 @@ def _verb(word: str) -> str:
     return close[0] if close else plain
 
 
+# Action verbs that name one action kind whatever else the message says ("quarantine carbon for monday, numbers
+# look off" is a quarantine, though it reads like a question about wrong numbers). Verbs of several actions
+# ("stop", "run", "clean", "take") are left to the classifier.
+VERB_KINDS = {
+    "quarantine": "quarantine", "unquarantine": "release", "release": "release", "delete": "delete", "purge": "delete",
+    "wipe": "delete", "erase": "delete", "expire": "expire", "prune": "expire", "compact": "compact", "optimize": "compact",
+    "optimise": "compact", "rollback": "rollback", "revert": "rollback", "pause": "pause", "suspend": "pause", "halt": "pause",
+    "resume": "resume", "unpause": "resume", "unfreeze": "resume", "rerun": "rerun", "reprocess": "rerun", "recompute": "rerun",
+    "backfill": "backfill",
+}  # fmt: skip
+
+
+def opening_verb(text: str) -> str | None:
+    """The action verb the first request clause of `text` opens with ("ok, quarantine X, ..." -> quarantine), or None."""
+    lowered = text.lower().replace("’", "'")
+    masked = re.sub(r"(?<=[a-z0-9])\.(?=[a-z0-9])", "_", lowered)
+    for clause in (c.strip() for c in _CLAUSES.split(masked) if c.strip()):
+        if _clause_is_request(clause):
+            words = [w for w in _WORD.findall(clause) if w not in _FILLERS]
+            while words and _POLITE.match(" ".join(words)):
+                words = _WORD.findall(_POLITE.sub("", " ".join(words), count=1))
+            return _verb(words[0]) if words else None
+    return None
+
+
 def _clause_is_request(clause: str) -> bool:
     words = clause.split()
     while words and words[0] in _FILLERS:

@@ -93,6 +93,13 @@ def value_at(table: str, at: datetime, minutes: int) -> str:
     )
 
 
+def latest_value(table: str, now: datetime) -> str:
+    """The rows of the newest slot of `table` at or before `now` (every fuel's row, for the generation mix)."""
+    columns = {"silver.weather": "ts, temperature_c", "silver.generation_mix": "ts, fuel, perc"}.get(table, 'ts, forecast, actual, "index"')
+    newest = f"(SELECT max(ts) FROM {table} WHERE ts <= TIMESTAMPTZ '{now.isoformat()}')"
+    return f"SELECT {columns} FROM {table} WHERE ts = {newest} ORDER BY {columns.split(', ')[-2] if 'fuel' in columns else 'ts'}"
+
+
 def day_contents(table: str, quarantine: str, day: date) -> str:
     """Slots published on the day, and rows of the day held in quarantine, per check."""
     within = _between(day, day + timedelta(days=1))

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-_WORD = re.compile(r"[a-z]{2,}")
+_WORD = re.compile(r"[a-z][a-z0-9]+")  # "co2" and "gco2" are words
 
 
 def _words(text: str) -> frozenset[str]:
@@ -29,11 +29,11 @@ def _words(text: str) -> frozenset[str]:
 # Words of time and politeness: they place or soften a question, they never make it one about the platform.
 _NEUTRAL = _words(
     """
-    time times today tonight tomorrow yesterday now day days week weeks weekend month months year years hour hours
+    time today tonight tomorrow yesterday now day days week weeks weekend month months year years hour hours
     minute minutes morning afternoon evening night noon midnight ago next last past recent recently currently current
     monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
     september october november december jan feb mar apr jun jul aug sep sept oct nov dec utc gmt bst
-    please pls plz thanks thank thx ta cheers hey hi hello ok okay yes yeah yep no nope sure just really right
+    btw fyi quick question please pls plz thanks thank thx ta cheers hey hi hello ok okay yes yeah yep no nope sure just really right
     tell know want need like let make give show get got say said ask can could would should will did does do
     good great nice cool fine bad happen happened happening thing things stuff lot bit kind kinds sort sorts type types way ways
     """
@@ -47,7 +47,9 @@ _DOMAIN_EXTRA = _words(
     iceberg lake warehouse parquet schema column columns partition partitions snapshot snapshots expire prune
     monitor monitors alert alerts alarm alarms page paged metric metrics dashboard anomaly anomalies outage outages
     approval approvals approve approved deny denied slack runbook runbooks policy policies agent bot
-    audit log logs change changed changes action actions
+    audit log logs change changed changes action actions duplicate duplicates dupes copies flagged held rejected refused
+    quarantined readings reading slot slots half hourly daily weekly gap gaps missing late stale fresh outage published
+    warmer colder hotter cooler greener cleaner dirtier windier sunnier rain rainfall snow precipitation humidity
     """
 )
 _SMALL_TALK: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -109,3 +111,23 @@ def small_talk(text: str) -> str | None:
 def topic_of(domain_texts: tuple[str, ...], names: tuple[str, ...]) -> Topic:
     """One `Topic` per vocabulary, built once per process."""
     return Topic(domain_texts, names)
+
+
+# Weather the platform does not hold: silver.weather is the hourly 2 m air temperature only. ("windiest" is wind's
+# share of generation, which the platform does hold.)
+_UNHELD = re.compile(
+    r"\b(rain\w*|precipitation|snow\w*|humidity|wind\s*speeds?|gusts?|air\s*pressure|pressure|sunshine\s*hours|cloud\w*|visibility|fog)\b"
+)
+
+
+def unheld_measure(text: str) -> str | None:
+    """The weather measure `text` asks about that the platform does not hold ("rainfall"), or None."""
+    m = _UNHELD.search(text.lower())
+    return m[1] if m else None
+
+
+def unheld(measure: str) -> str:
+    return (
+        f"The platform holds no {measure}: silver.weather has only the hourly 2 m air temperature at one point over the UK "
+        "(ERA5 reanalysis); wind and solar appear as shares of generation in silver.generation_mix. Nothing ran."
+    )

@@ -295,6 +295,10 @@ class ChatPlan:
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
             at = ahead.midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return [self.call(tool.QUERY_LAKE, sql=queries.value_at(column.table, at, minutes), limit=20)]
+        if i.kind == "aggregate" and i.threshold is not None:
+            column, (start, end) = queries.metric_column(i.metric, i.fuel), self.period(7)
+            sql = queries.count_beyond(column, start, end, i.day_hours, threshold=i.threshold, above=i.above, days=i.count_days)
+            return [self.call(tool.QUERY_LAKE, sql=sql, limit=1)]
         if i.kind == "aggregate" and i.metric == "mix":
             start, end = self.period(1)
             return [self.call(tool.QUERY_LAKE, sql=queries.mix(start, end, i.day_hours), limit=20)]
@@ -460,6 +464,10 @@ class ChatPlan:
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
             at = ahead.midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return answers.value_at(i, rows, at, column.table)
+        if i.kind == "aggregate" and i.threshold is not None:
+            column = queries.metric_column(i.metric, i.fuel)
+            minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
+            return answers.count_beyond(i, column, rows[0] if rows else {}, *self.period(7), slot_minutes=minutes)
         if i.kind == "aggregate" and i.metric == "mix":
             return answers.mix(i, rows, *self.period(1))
         if i.kind == "aggregate":

@@ -349,3 +349,28 @@ def test_fuels_asked_about_together_are_a_group(text: str, fuel: str, names: Nam
 
 def test_the_lowest_carbon_hour_is_no_low_carbon_share(names: Names) -> None:
     assert _read("lowest carbon hour yesterday", names).metric == "intensity"
+
+
+@pytest.mark.parametrize(
+    ("text", "threshold", "above", "days", "metric"),
+    [("how many days in february had an average under 100?", 100.0, False, True, "intensity"),
+     ("how many hours were above 200 gCO2 last week", 200.0, True, False, "intensity"),
+     ("how many hours were above 20 degrees yesterday?", 20.0, True, False, "temperature")],
+)  # fmt: skip
+def test_how_many_beyond_a_value_counts_readings_or_days(
+    text: str, threshold: float, above: bool, days: bool, metric: str, names: Names
+) -> None:
+    intent = _read(text, names)
+    assert (intent.kind, intent.threshold, intent.above, intent.count_days, intent.metric) == ("aggregate", threshold, above, days, metric)
+    [call] = _plan(text).calls
+    assert "count(*) FILTER (WHERE " + ("mean" if days else "v") + (" > " if above else " < ") + repr(threshold) in call.arguments["sql"]
+
+
+def test_a_count_beyond_a_value_is_told_with_its_share_and_hours() -> None:
+    [call] = _plan("how many hours were above 200 gCO2 last week").calls
+    row = {"hits": 76, "n": 336, "first_at": "2023-02-20T06:00:00+00:00", "last_at": "2023-02-26T19:30:00+00:00"}
+    step = _plan("how many hours were above 200 gCO2 last week", [_turn(call, {"columns": list(row), "rows": [list(row.values())]})])
+    assert (
+        "76 of 336 half-hour reading(s) of carbon intensity from 2023-02-20 to 2023-02-26 were above 200 gCO2/kWh (38 hours)"
+        in step.message
+    )

@@ -117,6 +117,27 @@ def latest(intent: Intent, rows: list[dict[str, Any]], table: str, now: datetime
     return f"The newest reading, {age} before the platform clock ({now:%Y-%m-%d %H:%M} UTC): {said}"
 
 
+def count_beyond(intent: Intent, column: MetricColumn, row: dict[str, Any], start: date, end: date, *, slot_minutes: int) -> str:
+    """How many readings or days lay beyond the threshold, of how many, in the period."""
+    assert intent.threshold is not None
+    hits, n = int(row.get("hits") or 0), int(row.get("n") or 0)
+    period = period_phrase(start, end, intent.day_hours)
+    way = "above" if intent.above else "below"
+    value = f"{figure(intent.threshold)} {column.unit}".replace(" %", "%")
+    if not n:
+        return f"No {column.label} in {column.table} {period}."
+    if intent.count_days:
+        which = f": {row['which']}" if hits and row.get("which") else ""
+        return f"{hits} of {n} day(s) {period} had a daily mean {column.label} {way} {value}{which}."
+    hours = hits * slot_minutes / 60
+    length = f" ({figure(hours)} hours)" if slot_minutes != 60 else ""
+    reading = (
+        "half-hour reading(s)" if slot_minutes == 30 else f"{slot_minutes}-minute reading(s)" if slot_minutes != 60 else "hourly reading(s)"
+    )
+    span = f", the first at {_when(row.get('first_at'))}, the last at {_when(row.get('last_at'))}" if hits else ""
+    return f"{hits} of {n} {reading} of {column.label} {period} were {way} {value}{length}{span}."
+
+
 def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: date, end: date) -> str:
     word = {"avg": "average", "min": "lowest", "max": "highest"}[intent.aggregate or "avg"]
     if not row.get("n"):

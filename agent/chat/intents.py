@@ -129,6 +129,11 @@ class Intent(BaseModel):
     date_problem: str | None = Field(default=None, description="Why the dates cannot be used, e.g. an end before the start")
     off_topic: bool = Field(default=False, description="No word of the message is about the platform (agent/chat/topic.py)")
     latest: bool = Field(default=False, description="A value_at question for the measure's newest reading ('the intensity now')")
+    threshold: float | None = Field(
+        default=None, description="How many readings or days lie beyond this value ('how many hours above 200')"
+    )
+    above: bool = Field(default=True, description="Beyond the threshold upwards (above) or downwards (below)")
+    count_days: bool = Field(default=False, description="Count days by their daily mean instead of readings")
 
     @property
     def acts(self) -> bool:
@@ -279,7 +284,7 @@ _AGGREGATES: tuple[tuple[Aggregate, re.Pattern[str]], ...] = (
 _NUMBER = r"\d{1,2}(?:\.\d)?|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
 _HOURS = re.compile(
     rf"\b({_NUMBER})(\s+and\s+a\s+half|\s+1/2)?[\s-]*(?:hours?|hrs?|h)\b(?!\s*(?:ago|old))(\s+and\s+a\s+half)?"
-    r"|\b(\d{2,3}|ninety|thirty|forty[\s-]five)[\s-]*(?:minutes?|mins?|m)\b|\b(half\s+an\s+hour)\b"
+    r"|\b(\d{2,3}|ninety|thirty|forty[\s-]five)[\s-]*(?:minutes?|mins?|m)\b|\b(half\s+an\s+hour|half[\s-]hour(?:ly)?)\b"
 )
 _WITHIN = re.compile(
     rf"\b(?:(?:in|within|over|during|for)\s+)?(?:the\s+)?(?:next|coming|following)\s+({_NUMBER}|couple\s+of|few)?\s*(hours?|hrs?|h|days?)\b"
@@ -326,7 +331,7 @@ def _metric(text: str) -> tuple[Metric, str | None]:
         or not re.search(r"intensity|carbon|co2|forecast|temp", text)
     ):
         return "share", fuel  # "the most wind", "how much gas": a fuel named alone is its share
-    if re.search(r"\btemp\w*|\bweather\b|\bcold\w*|\bwarm\w*|\bhot\w*", text):
+    if re.search(r"\btemp\w*|\bweather\b|\bcold\w*|\bwarm\w*|\bhot\w*|\bdegrees?\b|°c?|\bcelsius\b", text):
         return "temperature", None
     if re.search(r"\b(?:over|under)[- ]?(?:estimat|predict|forecast)\w*|\bforecast\w*\s+(?:bias|too high|too low)|\bbias\w*\b", text):
         return "forecast_bias", None  # which way the forecast missed: forecast minus actual, signed
@@ -440,6 +445,14 @@ _ABOUT_INCIDENTS = re.compile(
 )
 
 
+# "how many days in August had an average under 100?", "how many hours were above 200 gCO2 last week?"
+_THRESHOLD = re.compile(
+    r"\bhow many\s+(days?|hours?|half[\s-]?hours?|slots?|readings?|periods?)\b.*?"
+    r"\b(above|over|more than|higher than|greater than|exceeding|at least|below|under|less than|lower than|beneath)\s+(-?\d+(?:\.\d+)?)"
+)
+_BELOW = ("below", "under", "less than", "lower than", "beneath")
+
+
 def _asks_latest(kind: str, lowered: str, when: When, metric: Metric) -> bool:
     """A question for a measure's newest reading: "now" or "current", no day or time, a measure named, no incident."""
     return (
@@ -495,6 +508,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         kind, unsure = "aggregate", False
     if kind in ("incidents", "status") and names_a_metric(lowered) and not _ABOUT_INCIDENTS.search(lowered) and when.start is not None:
         kind, unsure = "aggregate", False  # "what's the weather like today?" asks about the data, not about incidents
+    if _THRESHOLD.search(lowered) and kind not in ACTIONS and kind not in ("incidents", "quarantined"):
+        kind, unsure = "aggregate", False  # "how many hours were above 200 last week?": readings counted past a value
     latest = _asks_latest(kind, lowered, when, said_metric)
     if latest:
         kind, unsure = "value_at", False  # "what's the carbon intensity now?": the newest reading, whatever else it resembles
@@ -562,6 +577,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
                 metric, "silver.carbon_intensity"
             )
             slots["pipeline"] = names.owner.get(slots["table"])
+    if kind == "aggregate" and (beyond := _THRESHOLD.search(lowered)) is not None:
+        slots |= {"threshold": float(beyond[3]), "above": beyond[2] not in _BELOW, "count_days": beyond[1].startswith("day")}
     if kind == "aggregate":
         slots["aggregate"] = next((a for a, pattern in _AGGREGATES if pattern.search(lowered)), "avg")
         if by_day and slots["aggregate"] == "avg":

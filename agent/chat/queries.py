@@ -187,6 +187,27 @@ def row_count(table: str, time_column: str | None) -> str:
     return f"SELECT count(*) AS n, min({time_column}) AS first_ts, max({time_column}) AS last_ts FROM {table}"
 
 
+def count_beyond(
+    column: MetricColumn, start: date, end: date, hours: tuple[int, int] | None, *, threshold: float, above: bool, days: bool
+) -> str:
+    """How many readings (or days, by their mean) of [start, end) lie above (or below) `threshold`, of how many."""
+    beyond = f"{'>' if above else '<'} {threshold!r}"
+    base = (
+        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.relation} WHERE {_between(start, end)} AND {_hours(hours)} "
+        f"AND {column.filter} AND {column.expression} IS NOT NULL)"
+    )
+    if days:
+        return (
+            f"{base}, d AS (SELECT date_trunc('day', ts) AS day, avg(v) AS mean FROM v GROUP BY 1) "
+            f"SELECT count(*) FILTER (WHERE mean {beyond}) AS hits, count(*) AS n, "
+            f"string_agg(strftime(day, '%Y-%m-%d'), ', ' ORDER BY day) FILTER (WHERE mean {beyond}) AS which FROM d"
+        )
+    return (
+        f"{base} SELECT count(*) FILTER (WHERE v {beyond}) AS hits, count(*) AS n, "
+        f"min(ts) FILTER (WHERE v {beyond}) AS first_at, max(ts) FILTER (WHERE v {beyond}) AS last_at FROM v"
+    )
+
+
 def extreme_day(column: MetricColumn, start: date, end: date, hours: tuple[int, int] | None = None, *, highest: bool) -> str:
     """The day of [start, end) whose mean is lowest (or highest), with how many days were compared and their mean."""
     order = "DESC" if highest else "ASC"

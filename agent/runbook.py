@@ -39,10 +39,11 @@ class RunbookStepSpec(BaseModel):
     )
     save: str | None = None
     when: str | None = None
+    only: str | None = Field(default=None, description="With `foreach`: a condition on `item` an item must meet to get its call")
     finish: Literal["resolved", "escalated", "nothing_to_do"] | None = None
     note: str = ""
 
-    @field_validator("when")
+    @field_validator("when", "only")
     @classmethod
     def _condition(cls, value: str | None) -> str | None:
         # A malformed condition fails when the runbooks load, naming itself, not in the middle of an incident.
@@ -125,7 +126,8 @@ def conditions(condition: str) -> list[str]:
 
 
 def holds(condition: str, scope: dict[str, Any]) -> bool:
-    """Whether a step's `when` holds: one comparison, or several joined by "and" (all must hold)."""
+    """Whether a step's `when` holds: one comparison, or several joined by "and" (all must hold). The value compared
+    with is a literal, or another path's value written as "{path}"."""
     parts = conditions(condition)
     if len(parts) > 1:
         return all(holds(part, scope) for part in parts)
@@ -137,7 +139,8 @@ def holds(condition: str, scope: dict[str, Any]) -> bool:
     if op is None:
         result = bool(value)
     else:
-        expected = yaml.safe_load(literal)
+        reference = _FIELD.fullmatch(literal.strip())  # "{evidence.bad_run_id}": another path's value, not a literal
+        expected = lookup(reference[1], scope) if reference else yaml.safe_load(literal)
         try:
             result = {
                 "==": value == expected,
@@ -166,7 +169,8 @@ def _items(step: RunbookStepSpec, scope: dict[str, Any]) -> list[Any]:
     if step.foreach is None:
         return [None]
     value = lookup(step.foreach, scope)
-    return list(value) if isinstance(value, list | tuple) else []
+    items = list(value) if isinstance(value, list | tuple) else []
+    return [item for item in items if step.only is None or holds(step.only, scope | {"item": item})]
 
 
 def _paused_run(tool: str, arguments: dict[str, Any], scope: dict[str, Any]) -> str | None:

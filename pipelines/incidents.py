@@ -150,8 +150,14 @@ class IncidentStore:
             ).all()
             # A person (or the agent's escalation) owns an acknowledged or escalated incident: the same cause
             # folds into it for a week since it was last seen, instead of paging again every day.
+            # A bad day stays one defect however long it waits: it folds into its unresolved incident at any age.
+            one_day = finding.kind == "bad_publish" and bool(finding.partition)
             current = next(
-                (c for c in candidates if now - (as_utc(c.last_seen_at) or now) <= (HELD_WINDOW if c.status in HELD else GROUPING_WINDOW)),
+                (
+                    c
+                    for c in candidates
+                    if one_day or now - (as_utc(c.last_seen_at) or now) <= (HELD_WINDOW if c.status in HELD else GROUPING_WINDOW)
+                ),
                 None,
             )
             entry = {"at": now.isoformat(), "partition": finding.partition, **finding.evidence}

@@ -27,7 +27,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -44,6 +44,7 @@ from pipelines import lineage, mart_refresh
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
+from pipelines.ledger import as_utc
 from pipelines.monitors import day_history
 from pipelines.quarantine import original_json, quarantine_row, row_key
 
@@ -123,10 +124,23 @@ class DeleteResult(_Outcome):
     downstream: list[str] = Field(description="Tables derived from this one (marts among them are rebuilt: marts_to_rebuild)")
 
 
+class UndoneRun(BaseModel):
+    """A pipeline run whose commit a rollback undid: its window is published again by re-running it."""
+
+    run_id: str
+    pipeline: str
+    start: str = Field(description="First UTC day of the run's window")
+    end: str = Field(description="The day after its last day")
+
+
 class RollbackResult(_Outcome):
     rows_before: int | None
     rows_after: int | None
     undone: list[SnapshotInfo] = Field(description="Commits no longer visible on main, newest first")
+    runs_undone: list[UndoneRun] = Field(
+        default_factory=list,
+        description="Pipeline runs among the undone commits, oldest first: their days are gone from main until they are re-run",
+    )
 
 
 def tool_run_id(tool: str, call_id: str | None, now: datetime) -> str:
@@ -382,5 +396,25 @@ def rollback(ctx: PlatformContext, name: str, snapshot_id: int, *, reason: str, 
         after = wap.branch_head(table, wap.MAIN)
         undone = history[: ids.index(snapshot_id)]
         return result.model_copy(
-            update={"changed": True, "snapshot_after": after, "rows_after": _rows_at(table, after), "undone": undone, **rebuild}
+            update={
+                "changed": True, "snapshot_after": after, "rows_after": _rows_at(table, after), "undone": undone,
+                "runs_undone": _runs_undone(ctx, undone), **rebuild,
+            }
+        )  # fmt: skip
+
+
+def _runs_undone(ctx: PlatformContext, undone: list[SnapshotInfo]) -> list[UndoneRun]:
+    """The pipeline runs (in the ledger) that committed `undone`, oldest first, each once."""
+    found: dict[str, UndoneRun] = {}
+    for snapshot in reversed(undone):
+        run = ctx.ledger.run(snapshot.run_id) if snapshot.run_id and not snapshot.run_id.startswith(RUN_PREFIX) else None
+        if run is None or snapshot.run_id in found:
+            continue
+        start, end = as_utc(run.window_start), as_utc(run.window_end)
+        if start is None or end is None:
+            continue
+        last = end - timedelta(microseconds=1)
+        found[run.run_id] = UndoneRun(
+            run_id=run.run_id, pipeline=run.pipeline, start=start.date().isoformat(), end=(last.date() + timedelta(days=1)).isoformat()
         )
+    return list(found.values())

@@ -85,6 +85,17 @@ def test_templates_and_conditions() -> None:
     quoted = {"evidence": {"note": "rain and wind"}, "ok": True}
     assert holds("evidence.note == 'rain and wind' and ok", quoted), "an 'and' inside quotes is part of the value"
     assert not holds("evidence.note == 'rain and wind' and not ok", quoted)
+    runs = {"item": {"run_id": "r2"}, "evidence": {"bad_run_id": "r1"}}
+    assert holds("item.run_id != {evidence.bad_run_id}", runs), "{path} on the right is that path's value, not a literal"
+    assert not holds("item.run_id == {evidence.bad_run_id}", runs)
+
+
+def test_a_foreach_step_calls_only_for_the_items_its_condition_admits() -> None:
+    from agent.runbook import RunbookStepSpec, _items
+
+    step = RunbookStepSpec(tool="rerun_window", foreach="rollback.runs_undone", only="item.run_id != {evidence.bad_run_id}")
+    scope = {"rollback": {"runs_undone": [{"run_id": "bad"}, {"run_id": "later"}]}, "evidence": {"bad_run_id": "bad"}}
+    assert _items(step, scope) == [{"run_id": "later"}]
 
 
 def test_a_malformed_condition_fails_when_the_runbooks_load(tmp_path: Path) -> None:

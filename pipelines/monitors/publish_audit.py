@@ -8,6 +8,7 @@ newest ancestor snapshot of main on which those days pass: the snapshot a rollba
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pipelines.context import PlatformContext
 from pipelines.incidents import Finding
@@ -36,7 +37,9 @@ def audit_published(ctx: PlatformContext, table_name: str, now: datetime, *, day
         return []
     bad_days = sorted({d for d in window if _fails_on(ctx, table_name, d, current.snapshot_id, now)})
     good = _last_good(ctx, table_name, bad_days, current.snapshot_id, now)
-    props = current.summary.additional_properties if current.summary is not None else {}
+    # The run that made the day bad: the commit right after the last good snapshot, not whichever ran last.
+    culprit = _child_of(table, current.snapshot_id, good) if good is not None else current
+    props = culprit.summary.additional_properties if culprit is not None and culprit.summary is not None else {}
     return [
         Finding(
             kind="bad_publish",
@@ -69,6 +72,18 @@ def _state_on(ctx: PlatformContext, table_name: str, day: datetime, snapshot_id:
 
 def _fails_on(ctx: PlatformContext, table_name: str, day: datetime, snapshot_id: int, now: datetime) -> bool:
     return _state_on(ctx, table_name, day, snapshot_id, now) == "fails"
+
+
+def _child_of(table: Any, head: int, ancestor: int) -> Any:
+    """The snapshot on main's line from `head` whose parent is `ancestor` (None when `ancestor` is not on it)."""
+    snapshot = table.metadata.snapshot_by_id(head)
+    for _ in range(MAX_ANCESTORS):
+        if snapshot is None or snapshot.parent_snapshot_id is None:
+            return None
+        if snapshot.parent_snapshot_id == ancestor:
+            return snapshot
+        snapshot = table.metadata.snapshot_by_id(snapshot.parent_snapshot_id)
+    return None
 
 
 def _last_good(ctx: PlatformContext, table_name: str, days: list[datetime], head: int, now: datetime) -> int | None:

@@ -15,7 +15,12 @@ from config.errors import LakehouseError
 from pipelines.context import PlatformContext
 from pipelines.refetch import SourceComparison, refetch_and_diff
 
-MAX_DAYS = 31
+# A comparison fetches every day once, writing nothing: a quarter covers the longest outage worth comparing at once
+# (a backfill longer than 31 days is refused by the policy anyway, but the comparison says what the source lacks).
+MAX_DAYS = 92
+# The longest backfill the policy allows (config/policy.yaml backfill deny_over_days): a longer fixable stretch is
+# offered as several pieces, each approved on its own.
+PIECE_DAYS = 31
 
 
 class DayState(BaseModel):
@@ -92,10 +97,11 @@ def _state(c: SourceComparison) -> DayState:
 
 
 def _ranges(days: list[str]) -> list[list[str]]:
+    """Contiguous days joined into [start, end) ranges of at most PIECE_DAYS, each one backfill the policy can allow."""
     ranges: list[list[str]] = []
     for day in days:
         following = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-        if ranges and ranges[-1][1] == day:
+        if ranges and ranges[-1][1] == day and (date.fromisoformat(day) - date.fromisoformat(ranges[-1][0])).days < PIECE_DAYS:
             ranges[-1][1] = following
         else:
             ranges.append([day, following])

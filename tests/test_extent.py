@@ -222,3 +222,14 @@ def test_the_hour_skipped_by_the_spring_clock_change_is_named_as_such() -> None:
     assert gap("2023-03-25") == "2 half-hours missing 2023-03-25 01:00–01:30"
     assert gap("2023-10-29") == "2 half-hours missing 2023-10-29 01:00–01:30"
     assert "clocks went forward" not in gap("2023-03-26", hours=2), "two hours missing is more than the clock change"
+
+
+def test_a_fixable_stretch_longer_than_a_backfill_is_offered_in_pieces_the_policy_can_allow() -> None:
+    from datetime import date, timedelta
+
+    from pipelines.source_extent import PIECE_DAYS, _ranges
+
+    days = [(date(2023, 3, 2) + timedelta(days=i)).isoformat() for i in range(40)]
+    assert _ranges(days) == [["2023-03-02", "2023-04-02"], ["2023-04-02", "2023-04-11"]]
+    assert (date(2023, 4, 2) - date(2023, 3, 2)).days == PIECE_DAYS
+    assert _ranges(["2023-03-02", "2023-03-03", "2023-03-05"]) == [["2023-03-02", "2023-03-04"], ["2023-03-05", "2023-03-06"]]

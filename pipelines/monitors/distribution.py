@@ -103,7 +103,7 @@ def check_distribution(ctx: PlatformContext, spec: MonitorSpec, now: datetime) -
             out_of_line[day] = bad
         else:
             flagged.pop(key, None)
-    out_of_line = {day: bad for day, bad in out_of_line.items() if not _recompute_decides(ctx, spec.table, day, head)}
+    out_of_line = {day: bad for day, bad in out_of_line.items() if not _recompute_decides(ctx, spec.table, day, head, today)}
     findings = []
     if out_of_line:
         usable = {d for d in complete if flagged.get(d.date().isoformat()) != found[d].digest}
@@ -171,21 +171,23 @@ def days_in_line(ctx: PlatformContext, spec: MonitorSpec, days: list[datetime], 
     return verdicts
 
 
-def _recompute_decides(ctx: PlatformContext, table_name: str, day: datetime, head: int) -> bool:
+def _recompute_decides(ctx: PlatformContext, table_name: str, day: datetime, head: int, today: datetime) -> bool:
     """Whether the day can be recomputed from its inputs, so the reconcile monitor judges it instead.
 
-    A day that differs from its recompute is the reconcile monitor's to report (one incident, not two); a
-    day that equals it is what silver says, so an unusual distribution there is not a bad publish.
+    A day that equals its recompute is what silver says, so an unusual distribution there is not a bad publish.
+    A day that differs is the reconcile monitor's to report (one incident, not two), but only inside the days
+    that monitor looks at: an older day is reported here, or by nobody.
     """
     from pipelines.monitors.reconcile import Reconciler, mart_writing
 
-    if not any(m.kind == "reconcile" and m.table == table_name for m in ctx.inventory.monitors.values()):
+    reach = [m.history_days for m in ctx.inventory.monitors.values() if m.kind == "reconcile" and m.table == table_name]
+    if not reach:
         return False
     try:
         status = Reconciler(ctx, mart_writing(ctx, table_name)).judge(day, head).status
     except DataOpsError:
         return False
-    return status in ("reconciled", "differs")
+    return status == "reconciled" or (status == "differs" and day >= today - timedelta(days=max(reach)))
 
 
 def _explain(key: str, judgements: list[Judgement]) -> str:

@@ -178,14 +178,18 @@ def test_distribution_catches_a_scaled_day_and_not_a_clean_february(ctx: Platfor
 
 
 def test_distribution_leaves_a_day_it_can_recompute_to_the_reconcile_monitor(ctx: PlatformContext) -> None:
-    """One bad publish, one incident: where the inputs are still there, reconcile reports it, not both."""
+    """One bad publish, one incident: inside the week the reconcile monitor recomputes, it reports the day, not both;
+    an older day it will never look at is reported by the distribution monitor."""
     run_pipeline(ctx, "carbon_intensity", window((2023, 1, 1), (2023, 3, 1)), as_of=utc(2023, 3, 1, 1))
     spec, now = distribution_spec(), utc(2023, 3, 1, 1)
     assert check_distribution(ctx, spec, now) == []
-    scale_day(ctx, "2023-02-15", 10)
+    scale_day(ctx, "2023-02-25", 10)
     assert check_distribution(ctx, spec, now) == []
-    (finding,) = check_reconcile(ctx, reconcile_spec().model_copy(update={"history_days": 20}), now)
-    assert finding.partition == "2023-02-15"
+    (finding,) = check_reconcile(ctx, reconcile_spec(), now)
+    assert finding.partition == "2023-02-25"
+    scale_day(ctx, "2023-02-15", 10)  # two weeks back: outside the reconcile monitor's 7 days
+    (older,) = check_distribution(ctx, spec, now)
+    assert older.partition == "2023-02-15" and older.kind == "bad_publish"
 
 
 def test_distribution_warms_up_on_too_little_history(ctx: PlatformContext) -> None:

@@ -374,3 +374,12 @@ def test_a_count_beyond_a_value_is_told_with_its_share_and_hours() -> None:
         "76 of 336 half-hour reading(s) of carbon intensity from 2023-02-20 to 2023-02-26 were above 200 gCO2/kWh (38 hours)"
         in step.message
     )
+
+
+def test_an_empty_period_inside_the_table_is_said_to_be_held_back() -> None:
+    [call] = _plan("average carbon intensity on 2023-03-02").calls
+    row = {"n": 0, "mean": None, "low": None, "low_at": None, "high": None, "high_at": None,
+           "first_ts": "2023-03-01T00:00:00+00:00", "last_ts": "2023-03-03T23:30:00+00:00"}  # fmt: skip
+    step = _plan("average carbon intensity on 2023-03-02", [_turn(call, {"columns": list(row), "rows": [list(row.values())]})])
+    assert "That period lies inside it, so its day(s) were held back" in step.message
+    assert "'why is carbon intensity missing data on 2023-03-02?'" in step.message

@@ -141,11 +141,16 @@ def count_beyond(intent: Intent, column: MetricColumn, row: dict[str, Any], star
 def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: date, end: date) -> str:
     word = {"avg": "average", "min": "lowest", "max": "highest"}[intent.aggregate or "avg"]
     if not row.get("n"):
-        return (
-            f"No {column.label} in {column.table} {period_phrase(start, end, intent.day_hours)}; it holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}."
-            if row.get("first_ts")
-            else f"{column.table} holds no data yet."
-        )
+        if not row.get("first_ts"):
+            return f"{column.table} holds no data yet."
+        text = f"No {column.label} in {column.table} {period_phrase(start, end, intent.day_hours)}; it holds {_when(row.get('first_ts'))} to {_when(row.get('last_ts'))}."
+        if _inside(start, end, row["first_ts"], row["last_ts"]):
+            # Inside what the table holds, an empty period is a day held back, not a day never fetched.
+            text += (
+                f" That period lies inside it, so its day(s) were held back (incomplete, or rows refused by the checks): ask "
+                f"'why is {column.label} missing data on {start.isoformat()}?' for what happened and what is in quarantine."
+            )
+        return text
     value = {"avg": row["mean"], "min": row["low"], "max": row["high"]}[intent.aggregate or "avg"]
     extremes = f"lowest {figure(row['low'])} at {_when(row['low_at'])}, highest {figure(row['high'])} at {_when(row['high_at'])}"
     text = (
@@ -157,6 +162,13 @@ def aggregate(intent: Intent, column: MetricColumn, row: dict[str, Any], start: 
         verdict = "overestimated" if mean > 0 else "underestimated" if mean < 0 else "neither over- nor underestimated"
         text += f" On average the forecast {verdict} the measured intensity" + (f" by {figure(abs(mean))} {column.unit}." if mean else ".")
     return text
+
+
+def _inside(start: date, end: date, first: Any, last: Any) -> bool:
+    """Whether [start, end) lies within the days from `first` to `last` (timestamps, or their ISO text)."""
+    first_day = (first if isinstance(first, datetime) else datetime.fromisoformat(str(first))).date()
+    last_day = (last if isinstance(last, datetime) else datetime.fromisoformat(str(last))).date()
+    return first_day <= start and end <= last_day + timedelta(days=1)
 
 
 def gaps_in_range(table: str, expected: int | None, rows: list[dict[str, Any]], start: date, end: date) -> str:

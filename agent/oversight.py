@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from policies.approvals import ApprovalStore
 from policies.audit import AuditLog
-from tools.oversight import ActionView, ApprovalStatus, ApprovalView
+from tools.oversight_views import ActionView, ApprovalStatus, ApprovalView
 
 # How many audit rows are read to find `limit` writes among the reads around them.
 _SCAN_FACTOR = 10

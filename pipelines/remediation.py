@@ -27,7 +27,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -44,9 +44,9 @@ from pipelines import lineage, mart_refresh
 from pipelines.context import PlatformContext
 from pipelines.lakehouse import wap
 from pipelines.lakehouse.catalog import arrow_schema, load_table
-from pipelines.ledger import as_utc
 from pipelines.monitors import day_history
 from pipelines.quarantine import original_json, quarantine_row, row_key
+from pipelines.undone_runs import UndoneRun, runs_undone
 
 MANUAL = "manual_quarantine"
 RUN_PREFIX = "tool-"
@@ -122,15 +122,6 @@ class DeleteResult(_Outcome):
     day: str
     rows_deleted: int
     downstream: list[str] = Field(description="Tables derived from this one (marts among them are rebuilt: marts_to_rebuild)")
-
-
-class UndoneRun(BaseModel):
-    """A pipeline run whose commit a rollback undid: its window is published again by re-running it."""
-
-    run_id: str
-    pipeline: str
-    start: str = Field(description="First UTC day of the run's window")
-    end: str = Field(description="The day after its last day")
 
 
 class RollbackResult(_Outcome):
@@ -398,23 +389,7 @@ def rollback(ctx: PlatformContext, name: str, snapshot_id: int, *, reason: str, 
         return result.model_copy(
             update={
                 "changed": True, "snapshot_after": after, "rows_after": _rows_at(table, after), "undone": undone,
-                "runs_undone": _runs_undone(ctx, undone), **rebuild,
+                "runs_undone": runs_undone(ctx, [u.run_id for u in undone if u.run_id and not u.run_id.startswith(RUN_PREFIX)]),
+                **rebuild,
             }
         )  # fmt: skip
-
-
-def _runs_undone(ctx: PlatformContext, undone: list[SnapshotInfo]) -> list[UndoneRun]:
-    """The pipeline runs (in the ledger) that committed `undone`, oldest first, each once."""
-    found: dict[str, UndoneRun] = {}
-    for snapshot in reversed(undone):
-        run = ctx.ledger.run(snapshot.run_id) if snapshot.run_id and not snapshot.run_id.startswith(RUN_PREFIX) else None
-        if run is None or snapshot.run_id in found:
-            continue
-        start, end = as_utc(run.window_start), as_utc(run.window_end)
-        if start is None or end is None:
-            continue
-        last = end - timedelta(microseconds=1)
-        found[run.run_id] = UndoneRun(
-            run_id=run.run_id, pipeline=run.pipeline, start=start.date().isoformat(), end=(last.date() + timedelta(days=1)).isoformat()
-        )
-    return list(found.values())

@@ -26,7 +26,7 @@ from pipelines.retry import RetryBudget
 
 if TYPE_CHECKING:
     from memory.store import IncidentMemory
-    from tools.oversight import Oversight
+    from tools.oversight_views import Oversight
 
 Effect = Literal["read", "write", "destructive"]
 EFFECTS: tuple[str, ...] = ("read", "write", "destructive")

@@ -295,6 +295,9 @@ class ChatPlan:
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
             at = ahead.midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return [self.call(tool.QUERY_LAKE, sql=queries.value_at(column.table, at, minutes), limit=20)]
+        if i.kind == "aggregate" and i.per is not None and not self.compares():
+            column, (start, end) = queries.metric_column(i.metric, i.fuel), self.period(7)
+            return [self.call(tool.QUERY_LAKE, sql=queries.per_period(column, start, end, i.day_hours, i.per), limit=100)]
         if i.kind == "aggregate" and i.threshold is not None:
             column, (start, end) = queries.metric_column(i.metric, i.fuel), self.period(7)
             sql = queries.count_beyond(column, start, end, i.day_hours, threshold=i.threshold, above=i.above, days=i.count_days)
@@ -464,6 +467,8 @@ class ChatPlan:
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)
             at = ahead.midnight(i.start) + timedelta(hours=i.at.hour, minutes=i.at.minute - i.at.minute % minutes)
             return answers.value_at(i, rows, at, column.table)
+        if i.kind == "aggregate" and i.per is not None and not self.compares():
+            return answers.per_period(i, queries.metric_column(i.metric, i.fuel), rows, *self.period(7))
         if i.kind == "aggregate" and i.threshold is not None:
             column = queries.metric_column(i.metric, i.fuel)
             minutes = 1440 // self.names.slots_per_day.get(column.table, 48)

@@ -383,3 +383,30 @@ def test_an_empty_period_inside_the_table_is_said_to_be_held_back() -> None:
     step = _plan("average carbon intensity on 2023-03-02", [_turn(call, {"columns": list(row), "rows": [list(row.values())]})])
     assert "That period lies inside it, so its day(s) were held back" in step.message
     assert "'why is carbon intensity missing data on 2023-03-02?'" in step.message
+
+
+@pytest.mark.parametrize(
+    ("text", "per"),
+    [("which week of february was the cleanest?", "week"), ("average intensity per week in february please", "week"),
+     ("give me the carbon intensity by day last week", "day"), ("daily averages of the temperature last week", "day")],
+)  # fmt: skip
+def test_a_breakdown_by_day_or_week_is_asked_for(text: str, per: str, names: Names) -> None:
+    intent = _read(text, names)
+    assert (intent.kind, intent.per, intent.by_day) == ("aggregate", per, False)
+    [call] = _plan(text).calls
+    assert f"date_trunc('{per}', ts) AS period" in call.arguments["sql"]
+
+
+def test_a_weekly_breakdown_names_each_week_and_the_extremes() -> None:
+    [call] = _plan("which week of february was the cleanest?").calls
+    rows = [
+        {"period": "2023-01-30T00:00:00+00:00", "first_ts": "2023-02-01T00:00:00+00:00", "last_ts": "2023-02-05T23:30:00+00:00",
+         "mean": 150.0, "low": 90, "high": 210, "n": 240},
+        {"period": "2023-02-06T00:00:00+00:00", "first_ts": "2023-02-06T00:00:00+00:00", "last_ts": "2023-02-12T23:30:00+00:00",
+         "mean": 120.0, "low": 70, "high": 200, "n": 336},
+    ]  # fmt: skip
+    step = _plan(
+        "which week of february was the cleanest?", [_turn(call, {"columns": list(rows[0]), "rows": [list(r.values()) for r in rows]})]
+    )
+    assert "- week of 2023-01-30 (Wed 01 Feb to Sun 05 Feb): 150 gCO2/kWh" in step.message
+    assert "Lowest: the week of 2023-02-06 (Mon 06 Feb to Sun 12 Feb) at 120" in step.message

@@ -117,6 +117,37 @@ def latest(intent: Intent, rows: list[dict[str, Any]], table: str, now: datetime
     return f"The newest reading, {age} before the platform clock ({now:%Y-%m-%d %H:%M} UTC): {said}"
 
 
+def per_period(intent: Intent, column: MetricColumn, rows: list[dict[str, Any]], start: date, end: date) -> str:
+    """Each day's or week's mean in order, the lowest and the highest named; a week cut by the period says so."""
+    per = intent.per or "day"
+    period = period_phrase(start, end, intent.day_hours)
+    if not rows:
+        return f"No {column.label} in {column.table} {period}."
+    unit = column.unit if column.unit != "%" else "%"
+    lines = [f"The {'daily' if per == 'day' else 'weekly'} mean {column.label} {period}:"]
+    for r in rows:
+        first, last = _day_of(r["first_ts"]), _day_of(r["last_ts"])
+        label = f"{first:%a %Y-%m-%d}" if per == "day" else f"week of {_day_of(r['period']):%Y-%m-%d} ({first:%a %d %b} to {last:%a %d %b})"
+        lines.append(f"- {label}: {figure(r['mean'])} {unit} (lowest {figure(r['low'])}, highest {figure(r['high'])}; {r['n']} readings)")
+    if len(rows) > 1:
+        low, high = min(rows, key=lambda r: float(r["mean"])), max(rows, key=lambda r: float(r["mean"]))
+        name = (
+            (lambda r: f"{_day_of(r['first_ts']):%Y-%m-%d}")
+            if per == "day"
+            else (
+                lambda r: (
+                    f"the week of {_day_of(r['period']):%Y-%m-%d} ({_day_of(r['first_ts']):%a %d %b} to {_day_of(r['last_ts']):%a %d %b})"
+                )
+            )
+        )
+        lines.append(f"Lowest: {name(low)} at {figure(low['mean'])}; highest: {name(high)} at {figure(high['mean'])}.")
+    return "\n".join(lines)
+
+
+def _day_of(value: Any) -> date:
+    return (value if isinstance(value, datetime) else datetime.fromisoformat(str(value))).date()
+
+
 def count_beyond(intent: Intent, column: MetricColumn, row: dict[str, Any], start: date, end: date, *, slot_minutes: int) -> str:
     """How many readings or days lay beyond the threshold, of how many, in the period."""
     assert intent.threshold is not None

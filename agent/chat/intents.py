@@ -134,6 +134,9 @@ class Intent(BaseModel):
     )
     above: bool = Field(default=True, description="Beyond the threshold upwards (above) or downwards (below)")
     count_days: bool = Field(default=False, description="Count days by their daily mean instead of readings")
+    per: Literal["day", "week"] | None = Field(
+        default=None, description="A breakdown asked for: each day's or week's mean ('by day', 'weekly averages', 'which week')"
+    )
 
     @property
     def acts(self) -> bool:
@@ -445,6 +448,21 @@ _ABOUT_INCIDENTS = re.compile(
 )
 
 
+# "the wind share by day", "daily averages", "day by day", "per week", "which week of August was the cleanest?"
+_PER = re.compile(
+    r"\b(?:by|per|each|every|for each)\s+(day|week)\b|\b(daily|weekly)\s+(?:averages?|means?|values?|figures?|breakdown|numbers?)\b"
+    r"|\b(day|week)[- ]by[- ](?:day|week)\b|\b(?:which|what)\s+(week)\b"
+)
+
+
+def _per(lowered: str) -> Literal["day", "week"] | None:
+    m = _PER.search(lowered)
+    if m is None:
+        return None
+    word = next(g for g in m.groups() if g)
+    return "week" if word.startswith("week") else "day"
+
+
 # "how many days in August had an average under 100?", "how many hours were above 200 gCO2 last week?"
 _THRESHOLD = re.compile(
     r"\bhow many\s+(days?|hours?|half[\s-]?hours?|slots?|readings?|periods?)\b.*?"
@@ -526,6 +544,9 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         kind = "greenest_ahead"  # "average forecast tomorrow": only the platform's forecast covers a coming day
     outlook = kind == "greenest_ahead" and not _WHEN_TO_RUN.search(lowered)
     by_day = bool(_BY_DAY.search(lowered)) and (when.days or 7) > 1
+    per = _per(lowered) if (when.days or 7) > 1 else None
+    if kind in (*GREENEST, "unknown", "status", "incidents") and per is not None and names_a_metric(lowered):
+        kind, unsure = "aggregate", False  # "which week of August was the cleanest?": weekly means, not an hour
     if kind == "greenest" and by_day:
         kind, unsure = "aggregate", False  # "the greenest day last week": the day with the lowest mean, not an hour
     if kind in ("quarantine", "release") and (direction := _OUT_OF.search(lowered)):
@@ -583,7 +604,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         slots["aggregate"] = next((a for a, pattern in _AGGREGATES if pattern.search(lowered)), "avg")
         if by_day and slots["aggregate"] == "avg":
             slots["aggregate"] = "max" if _DIRTIEST.search(lowered) else "min"  # "the greenest day" names no extreme word
-        slots["by_day"] = by_day
+        slots["by_day"] = by_day and per is None
+        slots["per"] = per
     if kind in GREENEST:
         slots["hours"] = _hours(read_hours(lowered).text) or 1  # "from 14h to 18h" is when, not how long
         slots["dirtiest"] = bool(_DIRTIEST.search(lowered))

@@ -187,6 +187,16 @@ def row_count(table: str, time_column: str | None) -> str:
     return f"SELECT count(*) AS n, min({time_column}) AS first_ts, max({time_column}) AS last_ts FROM {table}"
 
 
+def per_period(column: MetricColumn, start: date, end: date, hours: tuple[int, int] | None, per: str) -> str:
+    """Each day's (or each week's, from Monday) mean, lowest and highest over [start, end), in order."""
+    return (
+        f"WITH v AS (SELECT ts, {column.expression} AS v FROM {column.relation} WHERE {_between(start, end)} AND {_hours(hours)} "
+        f"AND {column.filter} AND {column.expression} IS NOT NULL) "
+        f"SELECT date_trunc('{per}', ts) AS period, min(ts) AS first_ts, max(ts) AS last_ts, avg(v) AS mean, min(v) AS low, "
+        f"max(v) AS high, count(*) AS n FROM v GROUP BY 1 ORDER BY 1"
+    )
+
+
 def count_beyond(
     column: MetricColumn, start: date, end: date, hours: tuple[int, int] | None, *, threshold: float, above: bool, days: bool
 ) -> str:

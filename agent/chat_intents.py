@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.chat import advice, ahead, answers, compare, guard, incidents, oversight, queries, topic
+from agent.chat import advice, ahead, answers, compare, guard, incidents, oversight, queries, summary, topic
 from agent.chat.day_hours import describe_hours
 from agent.chat.follow_up import elliptical, with_earlier
 from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
@@ -47,6 +47,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "rows": ("how many rows a table holds, from when to when", "how many rows does silver.weather have?"),
     "approvals": ("approval requests waiting on people", "any approvals pending?"),
     "audit": ("what has been changed, from the audit log", "what have you changed today?"),
+    "summary": ("a summary of a period: the grid, incidents, pipelines", "summarise last week"),
     "help": ("what I can do", "help"),
     "rerun": ("re-run a pipeline over a few days", "rerun weather for yesterday"),
     "backfill": ("backfill a pipeline over a range", "backfill carbon intensity for all of March"),
@@ -248,6 +249,14 @@ class ChatPlan:
             return [self.call(tool.LIST_INCIDENTS, **incidents.list_arguments(i.incident_status or "unresolved"))]
         if i.kind == "status":
             return [self.call(tool.CURRENT_METRICS)]
+        if i.kind == "summary":
+            start, end = self.period(7)
+            column = queries.metric_column("intensity")
+            return [
+                self.call(tool.LIST_INCIDENTS, 0, status="all", limit=200),
+                self.call(tool.LIST_RUNS, 1, limit=100),
+                self.call(tool.QUERY_LAKE, 2, sql=queries.aggregate(column, start, end), limit=1),
+            ]
         if i.kind == "approvals":
             return [self.call(tool.LIST_APPROVALS, status=oversight.status_asked(self.question), limit=50)]
         if i.kind == "audit":
@@ -441,6 +450,9 @@ class ChatPlan:
             return incidents.listed(result, i.incident_status or "unresolved")
         if i.kind == "status":
             return answers.status(result)
+        if i.kind == "summary":
+            slots = self.names.slots_per_day.get("silver.carbon_intensity", 48)
+            return summary.summary(*self.period(7), *turns[:3], slots_per_day=slots)
         if i.kind == "approvals":
             return oversight.approvals(result, oversight.status_asked(self.question))
         if i.kind == "audit":

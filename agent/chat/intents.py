@@ -36,7 +36,7 @@ CORPUS = Path(__file__).resolve().parent / "paraphrases.yaml"
 IntentKind = Literal[
     "incidents", "status", "value_at", "why_missing", "freshness", "quarantined", "aggregate", "greenest", "greenest_ahead",
     "run_report", "history", "lineage", "rows", "help", "rerun", "backfill", "quarantine", "release", "delete", "expire", "compact",
-    "rollback", "pause", "resume", "approvals", "audit", "unknown",
+    "rollback", "pause", "resume", "approvals", "audit", "summary", "unknown",
 ]  # fmt: skip
 ACTIONS: frozenset[str] = frozenset(
     {"rerun", "backfill", "quarantine", "release", "delete", "expire", "compact", "rollback", "pause", "resume"}
@@ -549,6 +549,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         kind, unsure = "aggregate", False  # "which week of August was the cleanest?": weekly means, not an hour
     if kind == "greenest" and by_day:
         kind, unsure = "aggregate", False  # "the greenest day last week": the day with the lowest mean, not an hour
+    if kind == "summary" and (by_day or names_a_metric(lowered)):
+        kind, unsure = "aggregate", False  # "the dirtiest day this week" asks for one measure, not the week's summary
     if kind in ("quarantine", "release") and (direction := _OUT_OF.search(lowered)):
         # "take X out of quarantine" releases it; "take X out of silver.weather" quarantines it: the words after
         # "out of" say which way the rows move, whatever else the message resembles.

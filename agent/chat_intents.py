@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.chat import advice, ahead, answers, compare, guard, incidents, oversight, queries, summary, topic
 from agent.chat.day_hours import describe_hours
-from agent.chat.follow_up import elliptical, with_earlier
+from agent.chat.follow_up import bare_period, elliptical, with_earlier
 from agent.chat.intents import ACTIONS, FORECAST_TABLE, Intent, read_intent
 from agent.chat.names import Names, names_of
 from agent.chat.topic import small_talk
@@ -594,6 +594,15 @@ def plan_chat(state: PlanningState, *, planner: str) -> PlanStep:
     now = _now(state)
     question = state.question or ""
     again = elliptical(question, state.earlier, now=now, names=names)  # "and saturday?": the last question, for saturday
+    if again is None and (period := bare_period(question, now)) is not None:
+        # A period alone with no earlier question to ask again: say what can be asked about it rather than guess.
+        on = f"from {period}" if " to " in period else f"on {period}"
+        return PlanStep(
+            outcome="answered",
+            message=f"[{planner}] What should I tell you about {period}? e.g. 'average carbon intensity {on}', "
+            f"'what incidents came up {on}?' or 'summarise {on}'.",
+            planner=planner,
+        )
     if again is not None:
         intent, question = again
     else:

@@ -99,3 +99,11 @@ def _in_thread(text: str, earlier: list[str]) -> list[tuple[str, str]]:
 def test_a_message_that_is_only_another_period_asks_the_last_question_again(earlier: list[str], text: str, name: str, within: str) -> None:
     [(called, arguments)] = _in_thread(text, earlier)
     assert called == name and within in arguments
+
+
+def test_a_period_alone_with_nothing_to_ask_again_asks_what_about_it() -> None:
+    assert _in_thread("and saturday?", []) == []
+    state = PlanningState(thread_id="t", mode="chat", question="last week", context={"now": NOW.isoformat(), "turn_id": "x"})
+    message = plan_chat(state, planner="runbook planner").message
+    assert message.startswith("[runbook planner] What should I tell you about 2023-02-27 to 2023-03-05?")
+    assert "'average carbon intensity from 2023-02-27 to 2023-03-05'" in message

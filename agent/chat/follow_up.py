@@ -49,6 +49,17 @@ def with_earlier(intent: Intent, text: str, earlier: list[str], *, now: datetime
     return intent.model_copy(update=lent) if lent else intent
 
 
+def bare_period(text: str, now: datetime) -> str | None:
+    """The period a message names and nothing else ("and saturday?", "what about last week?"), described; else None."""
+    lowered = text.lower().strip()
+    m = _ELLIPSIS.match(lowered)
+    rest = m["rest"] if m else lowered
+    if len(re.findall(r"[a-z0-9:/-]+", rest)) > _MAX_ELLIPSIS_WORDS or (m is None and len(rest.split()) > 2):
+        return None
+    when = read_when(rest, now)
+    return when.describe() if when.start is not None else None
+
+
 def elliptical(text: str, earlier: list[str], *, now: datetime, names: Names) -> tuple[Intent, str] | None:
     """The latest earlier question asked again for the period `text` names alone, with that question's words; or None."""
     if not earlier:

@@ -171,6 +171,9 @@ class WindowRunResult(BaseModel):
     waited_s: float = Field(default=0.0, description="Platform seconds spent waiting between attempts, every window together")
     last_error: str | None = Field(default=None, description="The last transient error met, even when a retry then succeeded")
     retry: str = Field(default="", description="The retrying in one sentence, e.g. 'recovered after 4 attempts over 7 minutes'")
+    retry_stopped: str = Field(
+        default="recovered", description="Why retrying stopped: recovered, not_transient, attempts, time, or retry_after (a wait too long)"
+    )
 
 
 def _midnight(day: date) -> datetime:
@@ -210,7 +213,7 @@ def _run_windows(ctx: ToolContext, args: WindowInput) -> WindowRunResult:
     return WindowRunResult(
         pipeline=args.pipeline, runs=[_outcome(r, rep) for r, rep in results], status=status, attempts=len(worst.attempts),
         waited_s=round(waited, 3), last_error=next((rep.last_error for _, rep in reversed(results) if rep.last_error), None),
-        retry=worst.summary(),
+        retry=worst.summary(), retry_stopped=worst.stopped,
     )  # fmt: skip
 
 

@@ -6,7 +6,9 @@ nothing in bronze and touches no table. Rows are matched with `pipelines.diagnos
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +42,11 @@ class SourceComparison(BaseModel):
     quarantined: int = Field(description="Of the keys missing in silver, how many sit in quarantine (a re-run may hold them again)")
     source_problems: int = Field(description="Records the source served that a promotion would quarantine (contract, conform)")
     differing: int = Field(description="Keys on both sides whose values differ (later revisions at the source)")
+    differing_as_held: int = Field(
+        default=0,
+        description="Of those, how many the source serves with the very values held in quarantine: a refused revision the "
+        "source still sends, which a re-run would hold again",
+    )
     sample_differences: list[RowChange]
     verdict: str
 
@@ -84,6 +91,7 @@ def refetch_and_diff(ctx: PlatformContext, pipeline: str, day: date, *, as_of: d
     missing_in_silver = sorted(render_key(k) for k in source_keys - silver_keys)
     missing_at_source = sorted(render_key(k) for k in silver_keys - source_keys)
     held = _quarantined_keys(ctx, spec.quarantine, spec.silver, start)
+    as_held = _differing_as_held(ctx, spec.quarantine, spec.silver, start, silver.to_pylist(), at_source.to_pylist(), key, compare)
     ended = [] if source_spec.kind == "file_drop" else _ended_slots(source_spec.cadence_minutes, start, as_of)
     served = set(at_source.column("ts").to_pylist())
     comparison = SourceComparison(
@@ -92,10 +100,38 @@ def refetch_and_diff(ctx: PlatformContext, pipeline: str, day: date, *, as_of: d
         source_slots=len(served), silver_slots=len(set(silver.column("ts").to_pylist())), missing_in_silver=missing_in_silver[:50],
         missing_in_silver_count=len(missing_in_silver), missing_at_source=missing_at_source[:50], missing_at_source_count=len(missing_at_source),
         quarantined=len(set(missing_in_silver) & held), source_problems=len(fetched.problems) + len(problems), differing=rows.changed,
-        sample_differences=rows.sample_changed, verdict="",
+        differing_as_held=as_held, sample_differences=rows.sample_changed, verdict="",
     )  # fmt: skip
     comparison.verdict = _verdict(comparison, _replay_note(ctx, source_spec.replay_coverage, day))
     return comparison
+
+
+def _differing_as_held(
+    ctx: PlatformContext, quarantine: str, target: str, start: datetime,
+    silver: list[dict[str, Any]], source: list[dict[str, Any]], key: list[str], compare: list[str],
+) -> int:  # fmt: skip
+    """Keys whose source values differ from silver's but equal a row held in quarantine for that key."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    for r in wap.read_days(load_table(ctx.catalog, quarantine), [start], columns=("record_key", "target_table", "original")).to_pylist():
+        if r["target_table"] == target and r["original"]:
+            held.setdefault(str(r["record_key"]), []).append(json.loads(r["original"]))
+    if not held:
+        return 0
+    published = {render_key(tuple(r[k] for k in key)): r for r in silver}
+    count = 0
+    for row in source:
+        name = render_key(tuple(row[k] for k in key))
+        before = published.get(name)
+        if before is None or all(_same(before.get(c), row.get(c)) for c in compare):
+            continue
+        count += any(all(_same(original.get(c), row.get(c)) for c in compare) for original in held.get(name, []))
+    return count
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool) and not isinstance(b, bool):
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
+    return a == b
 
 
 def _quarantined_keys(ctx: PlatformContext, quarantine: str, target: str, start: datetime) -> set[str]:

@@ -20,6 +20,7 @@ class TableOutcome(BaseModel):
     snapshot_id: int | None = None
     quality_score: float | None = None
     held_days: list[str] = Field(default_factory=list)
+    rows_kept: int = Field(default=0, description="Published rows kept because this run's revision of them was refused")
 
 
 class QuarantineGroup(BaseModel):

@@ -129,6 +129,12 @@ class TablePromotion:
             run.result.tables.append(outcome_table)
             return  # main stays; the branch is kept for diagnosis
         publish_days = [d for d in write_days if d not in held_days and not (target.layer == "silver" and d in run.held)]
+        if target.layer == "silver" and held_rows and publish_days:
+            # A revision the checks refuse does not delete what was published: the slot keeps its last good value.
+            kept = _kept_published(table, target, clean_table, held_rows, publish_days)
+            if kept.num_rows:
+                clean_table = pa.concat_tables([clean_table, kept])
+                outcome_table.rows_kept = kept.num_rows
         if quarantined or (target.layer == "silver" and run.partial):
             # Restart from the audit's base with the clean rows only (and, for partial days, the snapshot's completeness flag).
             self._stage(table, branch, base, clean_table, publish_days, properties=run.props(target.layer, plan))
@@ -264,6 +270,21 @@ class TablePromotion:
                 )
             )
         return audited.filter(pa.array(keep, type=pa.bool_())), quarantine
+
+
+def _kept_published(table: Table, target: TableSpec, clean: pa.Table, held: list[dict[str, Any]], days: list[datetime]) -> pa.Table:
+    """Rows main publishes on `days` whose key this run quarantined by a row check and does not publish again: a
+    refused revision leaves the earlier, validated value where it was instead of a hole."""
+    refused = {str(q["record_key"]) for q in held if q["scope"] == "row"}
+    if not refused:
+        return clean.schema.empty_table()
+    published = wap.read_days(table, days)
+    if not published.num_rows:
+        return clean.schema.empty_table()
+    fresh = {row_key(target, r) for r in clean.select(list(target.key)).to_pylist()} if clean.num_rows else set()
+    keys = [row_key(target, r) for r in published.select(list(target.key)).to_pylist()]
+    keep = [k in refused and k not in fresh for k in keys]
+    return published.filter(pa.array(keep, type=pa.bool_())).select(clean.schema.names).cast(clean.schema)
 
 
 def _count_by_day(rows: pa.Table) -> dict[str, int]:

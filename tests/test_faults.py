@@ -551,6 +551,18 @@ def test_a_late_revision_lands_as_a_new_bronze_version_and_replaces_silver(ctx: 
     assert {k: silver(ctx)[k]["actual"] for k in INSIDE} == {k: actuals(CLEAN)[k] + 10 for k in INSIDE}
 
 
+def test_a_refused_revision_keeps_the_published_value_instead_of_a_hole(ctx: PlatformContext) -> None:
+    """A revision of +500 fails the row checks: the revised rows go to quarantine, and the six slots keep the values
+    published before, so the day still has its 48 slots (it had 42 and no word of the other six before)."""
+    ctx.faults.inject(fault(kind="late_revision", field="intensity.actual", value=500))
+    assert run(ctx).rows_out == 48
+    second = run(ctx)
+    silver_table = next(t for t in second.tables if t.table == "silver.carbon_intensity")
+    assert (silver_table.rows_quarantined, silver_table.rows_kept) == (6, 6)
+    assert {k: silver(ctx)[k]["actual"] for k in INSIDE} == {k: actuals(CLEAN)[k] for k in INSIDE}
+    assert len(silver(ctx)) == 48
+
+
 def test_a_volume_spike_is_seen_by_the_volume_monitor_and_holds_the_day(ctx: PlatformContext) -> None:
     ctx.faults.inject(fault(kind="volume_spike", value=5, start=DAY, end=NEXT))
     result = run(ctx, days=(utc(2023, 1, 2), NEXT))

@@ -88,14 +88,16 @@ def test_incidents_of_a_period_are_the_ones_detected_in_it_whatever_became_of_th
     assert (listed.name, listed.arguments) == (tool.LIST_INCIDENTS, {"status": "all", "limit": 200})
     found = [
         _summary(1, "resolved") | {"title": "3 rows held", "detected_at": "2023-02-04T01:00:00+00:00", "severity": "warning"},
-        _summary(2, "escalated") | {"title": "12 slots missing", "detected_at": "2023-02-03T01:00:00+00:00"},
+        _summary(2, "escalated") | {"title": "12 slots missing", "detected_at": "2023-02-03T01:00:00+00:00", "partition": "2023-02-02"},
     ]
 
     def told(text: str) -> str:
         return str(_plan(text, [Turn(call=listed, decision="allow", status="ok", result={"incidents": found})]).message)
 
-    assert "1 incident was detected on 2023-02-04:\n#1 [warning] resolved, detected 2023-02-04 01:00 UTC: 3 rows held" in told(
+    assert "1 incident about or detected on 2023-02-04:\n#1 [warning] resolved, detected 2023-02-04 01:00 UTC: 3 rows held" in told(
         "what incidents came up yesterday?"
     )
     assert "#2" not in told("what incidents came up yesterday?")
-    assert "No incident was detected on 2023-02-01." in told("any incidents on 2023-02-01?")
+    assert "No incident is about or was detected on 2023-02-01." in told("any incidents on 2023-02-01?")
+    # about the day even when raised later: #1's partition is 2023-01-30 (SEVEN's), #2 was detected on 02-03
+    assert "#1" in told("any incidents on 2023-01-30?") and "#2" not in told("any incidents on 2023-01-30?")

@@ -103,23 +103,26 @@ def about_table(table: str, listed_result: dict[str, Any], newest: dict[str, Any
 
 
 def detected_in(result: dict[str, Any], start: date, end: date, period: str) -> str:
-    """The incidents detected in [start, end), whatever their status now, oldest first."""
-    items = [
-        i for i in result.get("incidents") or [] if i.get("detected_at") and start <= datetime.fromisoformat(i["detected_at"]).date() < end
-    ]
+    """The incidents about [start, end) or detected in it, whatever their status now, oldest first: "what happened on
+    Tuesday?" means the incidents about Tuesday's data as much as those raised that day."""
+    items = [i for i in result.get("incidents") or [] if concerns(i, start, end)]
+    single = end.toordinal() - start.toordinal() == 1
     if not items:
-        return (
-            f"No incident was detected on {period}."
-            if end.toordinal() - start.toordinal() == 1
-            else f"No incident was detected from {period}."
-        )
-    items.sort(key=lambda i: (i["detected_at"], i["id"]))
+        return f"No incident is about or was detected {'on' if single else 'from'} {period}."
+    items.sort(key=lambda i: (i["detected_at"] or "", i["id"]))
     lines = [
         f"#{i['id']} [{i['severity']}] {i['status']}, detected {datetime.fromisoformat(i['detected_at']):%Y-%m-%d %H:%M} UTC: {i['title']} "
-        f"({i['kind']} on {i['table']})"
+        f"({i['kind']} on {i['table']}{', ' + i['partition'] if i.get('partition') else ''})"
         for i in items[:10]
     ]
     more = f"\n... and {len(items) - 10} more (`dataops incidents --status all`)" if len(items) > 10 else ""
-    single = end.toordinal() - start.toordinal() == 1
-    head = f"{len(items)} incident{'s were' if len(items) != 1 else ' was'} detected {'on' if single else 'from'} {period}:"
+    head = f"{len(items)} incident{'s' if len(items) != 1 else ''} about or detected {'on' if single else 'from'} {period}:"
     return head + "\n" + "\n".join(lines) + more
+
+
+def concerns(incident: dict[str, Any], start: date, end: date) -> bool:
+    """Whether an incident is about a day of [start, end) (its partition) or was detected in it."""
+    about, detected = incident.get("partition"), incident.get("detected_at")
+    return bool(about and start <= date.fromisoformat(str(about)[:10]) < end) or bool(
+        detected and start <= datetime.fromisoformat(str(detected)).date() < end
+    )

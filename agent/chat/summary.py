@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from agent.chat.answers import figure, period_phrase, rows_of
+from agent.chat.incidents import concerns
 from agent.planner import Turn
 
 _WAITING = ("open", "acknowledged", "escalated", "remediating")
@@ -21,19 +22,13 @@ def summary(start: date, end: date, incidents: Turn, runs: Turn, intensity: Turn
     when it was detected in the period or is about one of its days."""
     expected = (end - start).days * slots_per_day
     lines = [f"Summary {period_phrase(start, end)}:", _grid((rows_of(intensity) or [{}])[0], expected)]
-    found = [i for i in (incidents.result or {}).get("incidents") or [] if _within(i, start, end)]
+    found = [i for i in (incidents.result or {}).get("incidents") or [] if concerns(i, start, end)]
     lines.append(_incidents(found))
     overlapping = [r for r in (runs.result or {}).get("runs") or [] if _day(r["window_start"]) < end and start < _day(r["window_end"])]
     lines.append(_pipelines(overlapping, start, end))
     waiting = sorted(i["id"] for i in found if i["status"] in _WAITING)
     lines.append(f"- Needs a person: incident {', '.join(f'#{n}' for n in waiting)}." if waiting else "- Needs a person: nothing.")
     return "\n".join(lines)
-
-
-def _within(incident: dict[str, Any], start: date, end: date) -> bool:
-    about = incident.get("partition")
-    detected = incident.get("detected_at")
-    return bool(about and start <= date.fromisoformat(str(about)[:10]) < end) or bool(detected and start <= _day(detected) < end)
 
 
 def _grid(row: dict[str, Any], expected: int) -> str:

@@ -14,7 +14,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from agent.chat.dates import read_when
+from agent.chat.dates import When, read_when
 from agent.chat.intents import HOURLY, Intent, names_a_metric, read_intent
 from agent.chat.names import Names
 
@@ -49,28 +49,27 @@ def with_earlier(intent: Intent, text: str, earlier: list[str], *, now: datetime
     return intent.model_copy(update=lent) if lent else intent
 
 
-def bare_period(text: str, now: datetime) -> str | None:
-    """The period a message names and nothing else ("and saturday?", "what about last week?"), described; else None."""
+def _period_only(text: str, now: datetime) -> When | None:
+    """The period a message names and nothing else ("and saturday?", "what about last week?"), or None."""
     lowered = text.lower().strip()
     m = _ELLIPSIS.match(lowered)
     rest = m["rest"] if m else lowered
     if len(re.findall(r"[a-z0-9:/-]+", rest)) > _MAX_ELLIPSIS_WORDS or (m is None and len(rest.split()) > 2):
         return None
     when = read_when(rest, now)
-    return when.describe() if when.start is not None else None
+    return when if when.start is not None else None
+
+
+def bare_period(text: str, now: datetime) -> str | None:
+    """`_period_only`, described ("2023-03-04", "2023-02-27 to 2023-03-05")."""
+    when = _period_only(text, now)
+    return when.describe() if when is not None else None
 
 
 def elliptical(text: str, earlier: list[str], *, now: datetime, names: Names) -> tuple[Intent, str] | None:
     """The latest earlier question asked again for the period `text` names alone, with that question's words; or None."""
-    if not earlier:
-        return None
-    lowered = text.lower().strip()
-    m = _ELLIPSIS.match(lowered)
-    rest = m["rest"] if m else lowered
-    if len(re.findall(r"[a-z0-9:/-]+", rest)) > _MAX_ELLIPSIS_WORDS or (m is None and len(rest.split()) > 2):
-        return None
-    when = read_when(rest, now)
-    if when.start is None:
+    when = _period_only(text, now) if earlier else None
+    if when is None:
         return None
     question = earlier[-1]
     before = read_intent(question, now=now, names=names)

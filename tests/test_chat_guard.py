@@ -107,3 +107,9 @@ def test_a_period_alone_with_nothing_to_ask_again_asks_what_about_it() -> None:
     message = plan_chat(state, planner="runbook planner").message
     assert message.startswith("[runbook planner] What should I tell you about 2023-02-27 to 2023-03-05?")
     assert "'average carbon intensity from 2023-02-27 to 2023-03-05'" in message
+
+
+@pytest.mark.parametrize("text", ["is the weather data ok now?", "is the generation mix ok now?"])
+def test_is_it_ok_now_asks_how_the_data_stands_not_for_its_newest_value(text: str) -> None:
+    [call] = plan(text, NOW).calls
+    assert "max(ts) AS newest" in call.arguments["sql"] or call.name == tool.CURRENT_METRICS

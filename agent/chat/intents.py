@@ -471,6 +471,10 @@ _THRESHOLD = re.compile(
 _BELOW = ("below", "under", "less than", "lower than", "beneath")
 
 
+# "is the weather data ok now?" asks how the data stands, not for its newest value.
+_HEALTH = re.compile(r"\b(?:ok|okay|fine|healthy|alright|all right|complete|working|sane|correct)\b")
+
+
 def _asks_latest(kind: str, lowered: str, when: When, metric: Metric) -> bool:
     """A question for a measure's newest reading: "now" or "current", no day or time, a measure named, no incident."""
     return (
@@ -481,6 +485,7 @@ def _asks_latest(kind: str, lowered: str, when: When, metric: Metric) -> bool:
         and bool(_NOW.search(lowered))
         and names_a_metric(lowered)
         and not _ABOUT_INCIDENTS.search(lowered)
+        and not _HEALTH.search(lowered)
     )
 
 
@@ -528,6 +533,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         kind, unsure = "aggregate", False  # "what's the weather like today?" asks about the data, not about incidents
     if _THRESHOLD.search(lowered) and kind not in ACTIONS and kind not in ("incidents", "quarantined"):
         kind, unsure = "aggregate", False  # "how many hours were above 200 last week?": readings counted past a value
+    if kind in ("value_at", "aggregate", "unknown") and when.start is None and _HEALTH.search(lowered) and _NOW.search(lowered):
+        kind, unsure = "status", False  # "is the weather data ok now?": incidents, runs and held days of every pipeline
     latest = _asks_latest(kind, lowered, when, said_metric)
     if latest:
         kind, unsure = "value_at", False  # "what's the carbon intensity now?": the newest reading, whatever else it resembles

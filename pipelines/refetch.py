@@ -47,6 +47,9 @@ class SourceComparison(BaseModel):
         description="Of those, how many the source serves with the very values held in quarantine: a refused revision the "
         "source still sends, which a re-run would hold again",
     )
+    missing_as_held: int = Field(
+        default=0, description="Of the keys missing in silver, how many the source serves with the values held in quarantine"
+    )
     sample_differences: list[RowChange]
     verdict: str
 
@@ -91,7 +94,7 @@ def refetch_and_diff(ctx: PlatformContext, pipeline: str, day: date, *, as_of: d
     missing_in_silver = sorted(render_key(k) for k in source_keys - silver_keys)
     missing_at_source = sorted(render_key(k) for k in silver_keys - source_keys)
     held = _quarantined_keys(ctx, spec.quarantine, spec.silver, start)
-    as_held = _differing_as_held(ctx, spec.quarantine, spec.silver, start, silver.to_pylist(), at_source.to_pylist(), key, compare)
+    as_held, missing_held = _as_held(ctx, spec.quarantine, spec.silver, start, silver.to_pylist(), at_source.to_pylist(), key, compare)
     ended = [] if source_spec.kind == "file_drop" else _ended_slots(source_spec.cadence_minutes, start, as_of)
     served = set(at_source.column("ts").to_pylist())
     comparison = SourceComparison(
@@ -100,32 +103,37 @@ def refetch_and_diff(ctx: PlatformContext, pipeline: str, day: date, *, as_of: d
         source_slots=len(served), silver_slots=len(set(silver.column("ts").to_pylist())), missing_in_silver=missing_in_silver[:50],
         missing_in_silver_count=len(missing_in_silver), missing_at_source=missing_at_source[:50], missing_at_source_count=len(missing_at_source),
         quarantined=len(set(missing_in_silver) & held), source_problems=len(fetched.problems) + len(problems), differing=rows.changed,
-        differing_as_held=as_held, sample_differences=rows.sample_changed, verdict="",
+        differing_as_held=as_held, missing_as_held=missing_held, sample_differences=rows.sample_changed, verdict="",
     )  # fmt: skip
     comparison.verdict = _verdict(comparison, _replay_note(ctx, source_spec.replay_coverage, day))
     return comparison
 
 
-def _differing_as_held(
+def _as_held(
     ctx: PlatformContext, quarantine: str, target: str, start: datetime,
     silver: list[dict[str, Any]], source: list[dict[str, Any]], key: list[str], compare: list[str],
-) -> int:  # fmt: skip
-    """Keys whose source values differ from silver's but equal a row held in quarantine for that key."""
+) -> tuple[int, int]:  # fmt: skip
+    """(keys whose source values differ from silver's, keys silver lacks) that the source serves with the values of a
+    row held in quarantine for that key: what a re-run would hold again."""
     held: dict[str, list[dict[str, Any]]] = {}
     for r in wap.read_days(load_table(ctx.catalog, quarantine), [start], columns=("record_key", "target_table", "original")).to_pylist():
         if r["target_table"] == target and r["original"]:
             held.setdefault(str(r["record_key"]), []).append(json.loads(r["original"]))
     if not held:
-        return 0
+        return 0, 0
     published = {render_key(tuple(r[k] for k in key)): r for r in silver}
-    count = 0
+    differing = missing = 0
     for row in source:
         name = render_key(tuple(row[k] for k in key))
         before = published.get(name)
-        if before is None or all(_same(before.get(c), row.get(c)) for c in compare):
+        if before is not None and all(_same(before.get(c), row.get(c)) for c in compare):
             continue
-        count += any(all(_same(original.get(c), row.get(c)) for c in compare) for original in held.get(name, []))
-    return count
+        again = any(all(_same(original.get(c), row.get(c)) for c in compare) for original in held.get(name, []))
+        if before is None:
+            missing += again
+        else:
+            differing += again
+    return differing, missing
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -163,6 +171,12 @@ def _verdict(c: SourceComparison, note: str) -> str:
             else ": a re-run would not fill it"
         )
         verdict += "; escalate if the slots stay missing"
+    elif work and c.missing_as_held == c.missing_in_silver_count and c.differing_as_held == c.differing:
+        verdict = (
+            f"the source serves every slot of {c.day}, but the {c.missing_in_silver_count + c.differing} row(s) silver lacks or "
+            "holds differently come with the values held in quarantine: a re-run would hold them again; the source (or the "
+            "check) has to change first"
+        )
     elif work:
         verdict = f"the source now has {c.source_slots} slots; silver has {c.silver_slots}: a re-run would " + (
             "fill it" if not c.differing else " and ".join(work)

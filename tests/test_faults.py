@@ -598,3 +598,15 @@ def test_a_bad_publish_is_found_by_the_published_audit(ctx: PlatformContext) -> 
     faults.apply_lake_fault(ctx, spec, run_id="manual-bad")
     (finding,) = audit_published(ctx, spec.table, AS_OF)
     assert (finding.kind, finding.partition, finding.evidence["bad_run_id"]) == ("bad_publish", "2023-01-10", "manual-bad")
+
+
+def test_a_refetch_says_when_the_source_still_serves_the_rows_held_in_quarantine(ctx: PlatformContext) -> None:
+    """Six null actuals are held; the source still serves them null, so a re-run would hold them again: no promise to fill."""
+    from pipelines.refetch import refetch_and_diff
+
+    ctx.faults.inject(fault(kind="null_burst", field="intensity.actual"))
+    run(ctx)
+    comparison = refetch_and_diff(ctx, "carbon_intensity", DAY.date(), as_of=AS_OF)
+    assert (comparison.missing_in_silver_count, comparison.missing_as_held) == (6, 6)
+    assert "come with the values held in quarantine: a re-run would hold them again" in comparison.verdict
+    assert "would fill it" not in comparison.verdict

@@ -151,10 +151,17 @@ def _unit_change(scale: tuple[str, float, float], rows: list[dict[str, Any]], *,
     """A unit change: `column` arrives at `ratio` times its `reference`, a power of ten being the surest sign."""
     column, ratio, median = scale
     factor = f"{ratio:,.0f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
+    # A unit change is a power of ten; the held rows' median against other days' only comes near it (814x for a x1000
+    # of a June day): name the power of ten, with the measured ratio beside it.
+    said, measured = factor, ""
+    power = 10.0 ** round(math.log10(ratio))
+    exact = f"{power:,.0f}x" if power >= 1 else f"1/{1 / power:,.0f}"
+    if _near_power_of_ten(ratio, within=0.15) and exact != factor:
+        said, measured = f"about {exact}", f", {factor} measured"
     return Diagnosis(
         cause="unit_change",
         confidence=0.9 if _near_power_of_ten(ratio) else 0.7,
-        summary=f"{column} arrives at {factor} {level}; {held}",
+        summary=f"{column} arrives at {said} {level}{measured}; {held}",
         evidence=[f"median {column} of the held rows is {factor} {reference} ({median:,.1f})", *quarantine_facts(rows)],
     )
 

@@ -223,7 +223,8 @@ def test_the_agent_escalates_a_kg_delivery_as_a_unit_change_nothing_published(ct
     assert "The whole batch of 222 row(s) of run " in outcome.message and "nothing of it was published" in outcome.message
     assert "correct the file and drop it again" in outcome.message
     assert (
-        "Cause: unit change (90%): intensity_gco2_per_kwh arrives at about 1/1,000 the level silver.country_intensity publishes" in outcome.message
+        "Cause: unit change (90%): intensity_gco2_per_kwh arrives at about 1/1,000 the level silver.country_intensity publishes"
+        in outcome.message
     )
 
 

@@ -35,10 +35,12 @@ def test_requests_to_set_rules_aside_write_sql_destroy_tables_or_share_secrets_a
 
 @pytest.mark.parametrize(
     ("text", "name"),
-    [("wipe 2023-03-02 from silver.carbon_intensity", tool.DELETE_PARTITION), ("which rows failed validation?", tool.QUERY_LAKE)],
-)
-def test_a_day_named_or_a_question_about_checks_is_not_refused(text: str, name: str) -> None:
-    assert [c.name for c in plan(text, NOW).calls] == [name]
+    [("wipe 2023-03-02 from silver.carbon_intensity", tool.DELETE_PARTITION), ("which rows failed validation?", tool.QUERY_LAKE),
+     ("show me the token usage", None)],
+)  # fmt: skip
+def test_a_day_named_or_a_question_about_checks_is_not_refused(text: str, name: str | None) -> None:
+    step = plan(text, NOW)
+    assert [c.name for c in step.calls] == ([name] if name else []) and "I never share" not in step.message
 
 
 @pytest.mark.parametrize(

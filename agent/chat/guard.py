@@ -24,7 +24,9 @@ _SET_ASIDE = re.compile(
 _WHOLE_TABLE = re.compile(
     r"\b(?:truncate|drop|wipe|empty|recreate|destroy|nuke)\b[^.?!]*?\b(?:tables?|bronze|silver|gold|quarantine|lake|everything|all)\b"
 )
-_SECRETS = re.compile(r"\b(?:api[\s_-]?keys?|passwords?|secrets?|credentials?|tokens?|private\s+keys?)\b")
+_SECRETS = re.compile(
+    r"\b(?:api[\s_-]?keys?|passwords?|secrets?|credentials?|private\s+keys?|(?:api|access|auth|slack|bearer|bot|signing)[\s_-]*(?:tokens?|secrets?))\b"
+)  # "token usage" is the audit's, no secret
 _ASKS_FOR = re.compile(r"\b(?:give|show|tell|send|share|print|reveal|what\s+(?:is|are)|list|dump|paste)\b")
 
 SQL_WRITE = (

@@ -105,8 +105,10 @@ class PendingDays:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # The wait first: switching to WAL takes a write lock, and several processes opening a fresh database at once
+    # (on a loaded machine) would otherwise give up on it after the driver's default 5 s ("database is locked").
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
@@ -174,8 +176,10 @@ class Ledger:
     """Reads and writes the ops database."""
 
     def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url, future=True)
-        if url.startswith("sqlite"):
+        sqlite = url.startswith("sqlite")
+        # The driver's own wait on a locked database (5 s by default) covers statements before the pragmas run.
+        self.engine: Engine = create_engine(url, future=True, **({"connect_args": {"timeout": 30}} if sqlite else {}))
+        if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         ensure_tables(self.engine)
         add_missing_columns(self.engine)

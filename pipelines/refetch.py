@@ -93,8 +93,9 @@ def refetch_and_diff(ctx: PlatformContext, pipeline: str, day: date, *, as_of: d
     source_keys = {tuple(r[k] for k in key) for r in at_source.select(key).to_pylist()}
     missing_in_silver = sorted(render_key(k) for k in source_keys - silver_keys)
     missing_at_source = sorted(render_key(k) for k in silver_keys - source_keys)
-    held = _quarantined_keys(ctx, spec.quarantine, spec.silver, start)
-    as_held, missing_held = _as_held(ctx, spec.quarantine, spec.silver, start, silver.to_pylist(), at_source.to_pylist(), key, compare)
+    originals = _held_originals(ctx, spec.quarantine, spec.silver, start)
+    held = set(originals)
+    as_held, missing_held = _as_held(originals, silver.to_pylist(), at_source.to_pylist(), key, compare)
     ended = [] if source_spec.kind == "file_drop" else _ended_slots(source_spec.cadence_minutes, start, as_of)
     served = set(at_source.column("ts").to_pylist())
     comparison = SourceComparison(
@@ -109,16 +110,20 @@ def refetch_and_diff(ctx: PlatformContext, pipeline: str, day: date, *, as_of: d
     return comparison
 
 
-def _as_held(
-    ctx: PlatformContext, quarantine: str, target: str, start: datetime,
-    silver: list[dict[str, Any]], source: list[dict[str, Any]], key: list[str], compare: list[str],
-) -> tuple[int, int]:  # fmt: skip
-    """(keys whose source values differ from silver's, keys silver lacks) that the source serves with the values of a
-    row held in quarantine for that key: what a re-run would hold again."""
+def _held_originals(ctx: PlatformContext, quarantine: str, target: str, start: datetime) -> dict[str, list[dict[str, Any]]]:
+    """The rows the day holds in quarantine for `target`, by record key (the values each held row had)."""
     held: dict[str, list[dict[str, Any]]] = {}
     for r in wap.read_days(load_table(ctx.catalog, quarantine), [start], columns=("record_key", "target_table", "original")).to_pylist():
-        if r["target_table"] == target and r["original"]:
-            held.setdefault(str(r["record_key"]), []).append(json.loads(r["original"]))
+        if r["target_table"] == target:
+            held.setdefault(str(r["record_key"]), []).extend([json.loads(r["original"])] if r["original"] else [])
+    return held
+
+
+def _as_held(
+    held: dict[str, list[dict[str, Any]]], silver: list[dict[str, Any]], source: list[dict[str, Any]], key: list[str], compare: list[str]
+) -> tuple[int, int]:
+    """(keys whose source values differ from silver's, keys silver lacks) that the source serves with the values of a
+    row held in quarantine for that key: what a re-run would hold again."""
     if not held:
         return 0, 0
     published = {render_key(tuple(r[k] for k in key)): r for r in silver}
@@ -140,11 +145,6 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool) and not isinstance(b, bool):
         return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
     return a == b
-
-
-def _quarantined_keys(ctx: PlatformContext, quarantine: str, target: str, start: datetime) -> set[str]:
-    held = wap.read_days(load_table(ctx.catalog, quarantine), [start], columns=("record_key", "target_table"))
-    return {r["record_key"] for r in held.to_pylist() if r["target_table"] == target}
 
 
 def _replay_note(ctx: PlatformContext, coverage: tuple[tuple[str, str], ...], day: date) -> str:

@@ -475,7 +475,7 @@ _BELOW = ("below", "under", "less than", "lower than", "beneath")
 _HEALTH = re.compile(r"\b(?:ok|okay|fine|healthy|alright|all right|complete|working|sane|correct)\b")
 
 
-def _asks_latest(kind: str, lowered: str, when: When, metric: Metric) -> bool:
+def _asks_latest(kind: str, lowered: str, when: When, metric: Metric, measured: bool) -> bool:
     """A question for a measure's newest reading: "now" or "current", no day or time, a measure named, no incident."""
     return (
         kind in ("value_at", "aggregate", "incidents", "status", "freshness", "unknown")
@@ -483,7 +483,7 @@ def _asks_latest(kind: str, lowered: str, when: When, metric: Metric) -> bool:
         and when.start is None
         and when.at is None
         and bool(_NOW.search(lowered))
-        and names_a_metric(lowered)
+        and measured
         and not _ABOUT_INCIDENTS.search(lowered)
         and not _HEALTH.search(lowered)
     )
@@ -509,7 +509,8 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     lowered = text.lower()
     kind: str = best
     unsure = p1 < MIN_CONFIDENCE or p1 - p2 < MIN_MARGIN
-    off_topic = not names_a_metric(text) and topic_of(model.domain_texts, names.tables + names.pipelines).off_topic(text)
+    measured = names_a_metric(text)  # the message names what it measures (a fuel, temperature, intensity ...)
+    off_topic = not measured and topic_of(model.domain_texts, names.tables + names.pipelines).off_topic(text)
     if off_topic:
         kind, unsure = "unknown", False  # "what is the capital of France?" is no freshness question, however near it reads
     within, lowered = _within(lowered, now) if kind in GREENEST else (None, lowered)
@@ -529,13 +530,13 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
         if at is not None and when.hours is None:
             when = when.model_copy(update={"hours": (at.hour, at.hour + 1)})
         kind, unsure = "aggregate", False
-    if kind in ("incidents", "status") and names_a_metric(lowered) and not _ABOUT_INCIDENTS.search(lowered) and when.start is not None:
+    if kind in ("incidents", "status") and measured and not _ABOUT_INCIDENTS.search(lowered) and when.start is not None:
         kind, unsure = "aggregate", False  # "what's the weather like today?" asks about the data, not about incidents
     if _THRESHOLD.search(lowered) and kind not in ACTIONS and kind not in ("incidents", "quarantined"):
         kind, unsure = "aggregate", False  # "how many hours were above 200 last week?": readings counted past a value
     if kind in ("value_at", "aggregate", "unknown") and when.start is None and _HEALTH.search(lowered) and _NOW.search(lowered):
         kind, unsure = "status", False  # "is the weather data ok now?": incidents, runs and held days of every pipeline
-    latest = _asks_latest(kind, lowered, when, said_metric)
+    latest = _asks_latest(kind, lowered, when, said_metric, measured)
     if latest:
         kind, unsure = "value_at", False  # "what's the carbon intensity now?": the newest reading, whatever else it resembles
     future = when.start is not None and when.start > now.date()
@@ -552,11 +553,11 @@ def read_intent(text: str, *, now: datetime, names: Names, model: IntentClassifi
     outlook = kind == "greenest_ahead" and not _WHEN_TO_RUN.search(lowered)
     by_day = bool(_BY_DAY.search(lowered)) and (when.days or 7) > 1
     per = _per(lowered) if (when.days or 7) > 1 else None
-    if kind in (*GREENEST, "unknown", "status", "incidents") and per is not None and names_a_metric(lowered):
+    if kind in (*GREENEST, "unknown", "status", "incidents") and per is not None and measured:
         kind, unsure = "aggregate", False  # "which week of August was the cleanest?": weekly means, not an hour
     if kind == "greenest" and by_day:
         kind, unsure = "aggregate", False  # "the greenest day last week": the day with the lowest mean, not an hour
-    if kind == "summary" and (by_day or names_a_metric(lowered)):
+    if kind == "summary" and (by_day or measured):
         kind, unsure = "aggregate", False  # "the dirtiest day this week" asks for one measure, not the week's summary
     if kind in ("quarantine", "release") and (direction := _OUT_OF.search(lowered)):
         # "take X out of quarantine" releases it; "take X out of silver.weather" quarantines it: the words after

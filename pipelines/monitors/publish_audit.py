@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from config.inventory import SuiteSpec
 from pipelines.context import PlatformContext
 from pipelines.incidents import Finding
 from pipelines.lakehouse import wap
@@ -73,10 +74,10 @@ def _state_on(ctx: PlatformContext, table_name: str, day: datetime, snapshot_id:
     return "fails" if any(not o.success and o.name not in _completeness(suite) for o in outcome.outcomes) else "passes"
 
 
-def _completeness(suite: Any) -> set[str]:
+def _completeness(suite: SuiteSpec) -> set[str]:
     """Checks of how complete a day is: a partial day published with its flag (`partial_days: publish_flagged`) is
     no bad publish, and a day's completeness is the completeness monitors' to judge."""
-    return {e.name for e in suite.expectations if getattr(e, "completeness", False)}
+    return {e.name for e in suite.expectations if e.completeness}
 
 
 def _fails_on(ctx: PlatformContext, table_name: str, day: datetime, snapshot_id: int, now: datetime) -> bool:
